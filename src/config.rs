@@ -1,0 +1,119 @@
+//! Model configuration, stored as `config.json` in every checkpoint directory.
+//!
+//! Every size of the denoiser lives here, so a checkpoint can be rebuilt from its config alone.
+//!
+//! ```
+//! use diffusion_lm::ModelConfig;
+//! let cfg = ModelConfig::tiny(100);
+//! assert_eq!(cfg.vocab_size, 100);
+//! cfg.validate().unwrap();
+//! let json = serde_json::to_string(&cfg).unwrap();
+//! let back: ModelConfig = serde_json::from_str(&json).unwrap();
+//! assert_eq!(back, cfg);
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// Sizes and hyper-parameters of the denoiser and its diffusion process.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelConfig {
+    /// Number of tokens, PAD included. Must equal the tokenizer's vocabulary size.
+    pub vocab_size: usize,
+    /// Id of the PAD token that fills the tail of each sequence.
+    pub pad_id: u32,
+    /// Fixed sequence length in tokens.
+    pub seq_len: usize,
+    /// Dimension d of the word embeddings (the diffusion space). The paper used 16 for E2E.
+    pub embed_dim: usize,
+    /// Width of the transformer.
+    pub hidden: usize,
+    /// Number of transformer layers.
+    pub layers: usize,
+    /// Attention heads per layer; must divide `hidden`.
+    pub heads: usize,
+    /// Width of each feed-forward block.
+    pub ffn_hidden: usize,
+    /// Dropout used in training.
+    pub dropout: f32,
+    /// Number of diffusion steps T.
+    pub diffusion_steps: usize,
+    /// Noise schedule name; only `sqrt` is implemented.
+    pub schedule: String,
+}
+
+impl ModelConfig {
+    /// A very small model, for tests and examples.
+    pub fn tiny(vocab_size: usize) -> Self {
+        ModelConfig {
+            vocab_size,
+            pad_id: 0,
+            seq_len: 16,
+            embed_dim: 8,
+            hidden: 32,
+            layers: 1,
+            heads: 2,
+            ffn_hidden: 64,
+            dropout: 0.0,
+            diffusion_steps: 200,
+            schedule: "sqrt".into(),
+        }
+    }
+
+    /// The size of the shipped E2E model.
+    pub fn e2e_default(vocab_size: usize) -> Self {
+        ModelConfig {
+            vocab_size,
+            pad_id: 0,
+            seq_len: 64,
+            embed_dim: 16,
+            hidden: 128,
+            layers: 4,
+            heads: 4,
+            ffn_hidden: 512,
+            dropout: 0.1,
+            diffusion_steps: 2000,
+            schedule: "sqrt".into(),
+        }
+    }
+
+    /// Checks that every value is usable, naming the first one that is not.
+    pub fn validate(&self) -> Result<()> {
+        let bad = |m: String| Err(Error::Config(m));
+        if self.vocab_size < 2 {
+            return bad(format!("vocab_size must be at least 2, got {}", self.vocab_size));
+        }
+        if self.pad_id as usize >= self.vocab_size {
+            return bad(format!("pad_id {} is outside the vocabulary of {}", self.pad_id, self.vocab_size));
+        }
+        for (name, v) in [
+            ("seq_len", self.seq_len),
+            ("embed_dim", self.embed_dim),
+            ("hidden", self.hidden),
+            ("layers", self.layers),
+            ("heads", self.heads),
+            ("ffn_hidden", self.ffn_hidden),
+        ] {
+            if v == 0 {
+                return bad(format!("{name} must be positive"));
+            }
+        }
+        if self.hidden % self.heads != 0 {
+            return bad(format!("hidden {} is not divisible by heads {}", self.hidden, self.heads));
+        }
+        if self.hidden % 2 != 0 {
+            return bad(format!("hidden {} must be even (sinusoidal time embedding)", self.hidden));
+        }
+        if !(0.0..1.0).contains(&self.dropout) {
+            return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
+        }
+        if self.diffusion_steps < 2 {
+            return bad(format!("diffusion_steps must be at least 2, got {}", self.diffusion_steps));
+        }
+        if self.schedule != "sqrt" {
+            return bad(format!("unknown noise schedule {:?}; supported: \"sqrt\"", self.schedule));
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,241 @@
+//! Corpus readers: the E2E CSV, plain text (one example per line) and JSON Lines.
+//!
+//! The E2E dataset pairs a *meaning representation* (MR) such as
+//! `name[The Eagle], eatType[coffee shop], familyFriendly[yes]` with a human sentence. The E2E
+//! reader yields the sentences and, optionally, each MR rendered as a compact JSON record
+//! (`{"name":"The Eagle","eatType":"coffee shop","familyFriendly":true}`) so that a model trained on it
+//! also speaks E2E-style JSON.
+//!
+//! ```
+//! use diffusion_lm::corpus::MeaningRepresentation;
+//! let mr = MeaningRepresentation::parse("name[The Eagle], customer rating[high], familyFriendly[no]").unwrap();
+//! assert_eq!(mr.get("customer rating"), Some("high"));
+//! assert_eq!(mr.to_json(), r#"{"name":"The Eagle","customerRating":"high","familyFriendly":false}"#);
+//! ```
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::{Error, Result};
+
+/// The E2E fields in their canonical order, with the JSON key each is rendered under.
+pub const E2E_FIELDS: [(&str, &str); 8] = [
+    ("name", "name"),
+    ("eatType", "eatType"),
+    ("food", "food"),
+    ("priceRange", "priceRange"),
+    ("customer rating", "customerRating"),
+    ("area", "area"),
+    ("familyFriendly", "familyFriendly"),
+    ("near", "near"),
+];
+
+/// An E2E meaning representation: field/value pairs in the order they were written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MeaningRepresentation {
+    pub fields: Vec<(String, String)>,
+}
+
+impl MeaningRepresentation {
+    /// Parses `field[value], field[value], ...`.
+    pub fn parse(s: &str) -> std::result::Result<Self, String> {
+        let mut fields = Vec::new();
+        let mut rest = s.trim();
+        while !rest.is_empty() {
+            let open = rest.find('[').ok_or_else(|| format!("expected `field[value]` at {rest:?}"))?;
+            let close = rest[open..]
+                .find(']')
+                .map(|c| c + open)
+                .ok_or_else(|| format!("unclosed `[` in {rest:?}"))?;
+            let key = rest[..open].trim().trim_start_matches(',').trim();
+            if key.is_empty() {
+                return Err(format!("empty field name before {:?}", &rest[open..]));
+            }
+            fields.push((key.to_string(), rest[open + 1..close].trim().to_string()));
+            rest = rest[close + 1..].trim_start_matches([',', ' ']);
+        }
+        if fields.is_empty() {
+            return Err("empty meaning representation".into());
+        }
+        Ok(MeaningRepresentation { fields })
+    }
+
+    /// The value of `field`, if present.
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k == field).map(|(_, v)| v.as_str())
+    }
+
+    /// Renders the record as compact JSON, fields in the canonical E2E order
+    /// (`familyFriendly` as a boolean; unknown fields after the known ones).
+    pub fn to_json(&self) -> String {
+        use serde_json::Value;
+        let known = E2E_FIELDS.iter().filter_map(|(field, key)| self.get(field).map(|v| (*field, *key, v)));
+        let unknown = self
+            .fields
+            .iter()
+            .filter(|(k, _)| !E2E_FIELDS.iter().any(|(f, _)| f == k))
+            .map(|(k, v)| ("", k.as_str(), v.as_str()));
+        let parts: Vec<String> = known
+            .chain(unknown)
+            .map(|(field, key, v)| {
+                let value = match (field, v) {
+                    ("familyFriendly", "yes") => Value::Bool(true),
+                    ("familyFriendly", "no") => Value::Bool(false),
+                    _ => Value::String(v.to_string()),
+                };
+                format!("{}:{}", Value::String(key.to_string()), value)
+            })
+            .collect();
+        format!("{{{}}}", parts.join(","))
+    }
+}
+
+/// One training example: its text and, for E2E, the meaning representation it came from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Example {
+    pub text: String,
+    pub mr: Option<MeaningRepresentation>,
+}
+
+/// Which parts of an E2E CSV become examples.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct E2eOptions {
+    /// One example per human sentence (`ref` column).
+    pub sentences: bool,
+    /// One example per row with the MR rendered as a JSON record.
+    pub json_records: bool,
+}
+
+impl Default for E2eOptions {
+    fn default() -> Self {
+        E2eOptions { sentences: true, json_records: true }
+    }
+}
+
+/// Reads an E2E CSV with columns `mr` and `ref`.
+pub fn read_e2e_csv(path: impl AsRef<Path>, opts: E2eOptions) -> Result<Vec<Example>> {
+    let path = path.as_ref();
+    let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let mut reader = csv::Reader::from_reader(file);
+    let headers = reader
+        .headers()
+        .map_err(|e| Error::corpus(path, format!("unreadable CSV header: {e}")))?
+        .clone();
+    let col = |name: &str| {
+        headers
+            .iter()
+            .position(|h| h.trim() == name)
+            .ok_or_else(|| Error::corpus(path, format!("no `{name}` column (columns: {:?})", headers)))
+    };
+    let (mr_col, ref_col) = (col("mr")?, col("ref")?);
+    let mut out = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let line = i + 2;
+        let record = record.map_err(|e| Error::corpus(path, format!("row at line {line}: {e}")))?;
+        let (Some(mr), Some(sentence)) = (record.get(mr_col), record.get(ref_col)) else {
+            return Err(Error::corpus(path, format!("row at line {line} has too few columns")));
+        };
+        let mr = MeaningRepresentation::parse(mr)
+            .map_err(|e| Error::corpus(path, format!("line {line}: bad meaning representation: {e}")))?;
+        if opts.sentences && !sentence.trim().is_empty() {
+            out.push(Example { text: sentence.trim().to_string(), mr: Some(mr.clone()) });
+        }
+        if opts.json_records {
+            out.push(Example { text: mr.to_json(), mr: Some(mr) });
+        }
+    }
+    non_empty(path, out)
+}
+
+/// Reads plain text: one example per non-empty line.
+pub fn read_text(path: impl AsRef<Path>) -> Result<Vec<Example>> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let out = text
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(|l| Example { text: l.to_string(), mr: None })
+        .collect();
+    non_empty(path, out)
+}
+
+/// Reads JSON Lines: each line is an object with a string field `text`, or a bare JSON string.
+pub fn read_jsonl(path: impl AsRef<Path>) -> Result<Vec<Example>> {
+    let path = path.as_ref();
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut out = Vec::new();
+    for (i, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value: serde_json::Value = serde_json::from_str(line)
+            .map_err(|e| Error::corpus(path, format!("line {}: invalid JSON: {e}", i + 1)))?;
+        let text = match &value {
+            serde_json::Value::String(s) => s.clone(),
+            serde_json::Value::Object(o) => match o.get("text") {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                _ => {
+                    return Err(Error::corpus(
+                        path,
+                        format!("line {}: object has no string field `text`", i + 1),
+                    ))
+                }
+            },
+            _ => {
+                return Err(Error::corpus(
+                    path,
+                    format!("line {}: expected an object with `text` or a string", i + 1),
+                ))
+            }
+        };
+        if !text.trim().is_empty() {
+            out.push(Example { text, mr: None });
+        }
+    }
+    non_empty(path, out)
+}
+
+/// Reads a corpus, choosing the reader by extension: `.csv` (E2E), `.jsonl`, anything else as text.
+pub fn read_corpus(path: impl AsRef<Path>, e2e: E2eOptions) -> Result<Vec<Example>> {
+    let path = path.as_ref();
+    if !path.exists() {
+        return Err(Error::corpus(path, "file does not exist"));
+    }
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("csv") => read_e2e_csv(path, e2e),
+        Some("jsonl") => read_jsonl(path),
+        _ => read_text(path),
+    }
+}
+
+fn non_empty(path: &Path, out: Vec<Example>) -> Result<Vec<Example>> {
+    if out.is_empty() {
+        Err(Error::corpus(path, "contains no examples"))
+    } else {
+        Ok(out)
+    }
+}
+
+/// Splits examples into (train, held-out) deterministically by a hash of their text, so that
+/// identical texts always land on the same side and the split does not depend on file order.
+pub fn split_holdout(examples: Vec<Example>, heldout_fraction: f64) -> (Vec<Example>, Vec<Example>) {
+    let threshold = (heldout_fraction.clamp(0.0, 1.0) * 10_000.0) as u64;
+    examples.into_iter().partition(|ex| fnv1a(ex.text.as_bytes()) % 10_000 >= threshold)
+}
+
+/// FNV-1a, a small stable hash (std's hasher is not guaranteed stable across releases).
+pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
+    let mut h: u64 = 0xcbf29ce484222325;
+    for &b in bytes {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    h
+}
+
+/// The corpus files of the E2E dataset in `shared/data/e2e`, located relative to a project root.
+pub fn e2e_files(data_dir: &Path) -> Vec<PathBuf> {
+    vec![data_dir.join("devset.csv"), data_dir.join("testset_w_refs.csv")]
+}

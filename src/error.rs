@@ -1,0 +1,65 @@
+//! The error type of the engine crate.
+//!
+//! Every fallible public function returns [`Result`]. Messages say what went wrong and where
+//! (which file, which tensor, which line of a corpus), so a user can act on them without a debugger.
+
+use std::path::PathBuf;
+
+/// Errors raised by the engine.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// A tensor operation failed inside candle.
+    #[error("tensor operation failed: {0}")]
+    Candle(#[from] candle_core::Error),
+
+    /// Reading or writing a file failed.
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A JSON file (config, corpus line, ...) could not be parsed.
+    #[error("{path}: invalid JSON: {message}")]
+    Json { path: PathBuf, message: String },
+
+    /// The tokenizer could not be trained, loaded or used.
+    #[error("tokenizer: {0}")]
+    Tokenizer(String),
+
+    /// A corpus is unreadable, empty or malformed.
+    #[error("corpus {path}: {message}")]
+    Corpus { path: PathBuf, message: String },
+
+    /// A checkpoint directory is incomplete or its files disagree with each other.
+    #[error("checkpoint {dir}: {message}")]
+    Checkpoint { dir: PathBuf, message: String },
+
+    /// A configuration value is out of range or inconsistent.
+    #[error("invalid configuration: {0}")]
+    Config(String),
+
+    /// A sampling request the model cannot serve (zero steps, too long a sequence, ...).
+    #[error("invalid sampling request: {0}")]
+    Sampling(String),
+
+    /// Writing a plot failed.
+    #[error("plot {path}: {message}")]
+    Plot { path: PathBuf, message: String },
+}
+
+/// Result alias used across the crate.
+pub type Result<T> = std::result::Result<T, Error>;
+
+impl Error {
+    pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io { path: path.into(), source }
+    }
+    pub(crate) fn checkpoint(dir: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Checkpoint { dir: dir.into(), message: message.into() }
+    }
+    pub(crate) fn corpus(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
+        Error::Corpus { path: path.into(), message: message.into() }
+    }
+}

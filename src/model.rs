@@ -1,0 +1,207 @@
+//! The Diffusion-LM denoiser: a bidirectional transformer that predicts clean word embeddings
+//! `x0` from noisy ones `x_t` and the time step `t`.
+//!
+//! ```text
+//! x_t [B, L, d] ──input_up (d→h, tanh, h→h)──┐
+//!                     + position_embedding[:L] + time_embed(sinusoid(t))
+//!                     → input_norm → dropout → blocks.0..N → final_norm
+//!                     → output_down (h→h, tanh, h→d) ──> x0_hat [B, L, d]
+//! ```
+//!
+//! Words live in a small continuous space: `word_embedding.weight` `[V, d]` (the paper used
+//! d = 16 on E2E). The rounding head that maps a vector back to words is tied to that table:
+//! `logits = x · Eᵀ + lm_head.bias`.
+//!
+//! ## Tensor names (`model.safetensors`)
+//!
+//! | name | shape |
+//! | --- | --- |
+//! | `word_embedding.weight` | `[V, d]` |
+//! | `lm_head.bias` | `[V]` |
+//! | `input_up.0.weight`, `.bias` / `input_up.2.weight`, `.bias` | `[h, d]`, `[h]` / `[h, h]`, `[h]` |
+//! | `time_embed.0.weight`, `.bias` / `time_embed.2.weight`, `.bias` | `[4h, h]`, `[4h]` / `[h, 4h]`, `[h]` |
+//! | `position_embedding.weight` | `[L, h]` |
+//! | `input_norm.weight`, `.bias` | `[h]` |
+//! | `blocks.{i}.norm1.*`, `blocks.{i}.attn.qkv.*` `[3h, h]`, `blocks.{i}.attn.out.*` `[h, h]`, `blocks.{i}.norm2.*`, `blocks.{i}.ffn.fc1.*` `[f, h]`, `blocks.{i}.ffn.fc2.*` `[h, f]` | |
+//! | `final_norm.weight`, `.bias` | `[h]` |
+//! | `output_down.0.weight`, `.bias` / `output_down.2.weight`, `.bias` | `[h, h]`, `[h]` / `[d, h]`, `[d]` |
+//!
+//! [`Denoiser::param_specs`] lists exactly these, with their initialisation.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+
+use crate::nn::{self, Block, Init, LayerNorm, Mode, ParamSpec};
+use crate::{ModelConfig, Result};
+
+/// Sinusoidal embedding of (possibly fractional) time values, `[B, dim]`: `[cos(t f_i), sin(t f_i)]`
+/// with `f_i = 10000^(-i / (dim/2))`.
+pub fn timestep_embedding(t: &[f64], dim: usize, device: &Device) -> Result<Tensor> {
+    let half = dim / 2;
+    let mut data = Vec::with_capacity(t.len() * dim);
+    for &tv in t {
+        let freqs = (0..half).map(|i| (-(10000f64.ln()) * i as f64 / half as f64).exp());
+        let args: Vec<f64> = freqs.map(|f| tv * f).collect();
+        data.extend(args.iter().map(|a| a.cos() as f32));
+        data.extend(args.iter().map(|a| a.sin() as f32));
+    }
+    Ok(Tensor::from_vec(data, (t.len(), 2 * half), device)?)
+}
+
+/// The denoiser network with its tied rounding head.
+pub struct Denoiser {
+    cfg: ModelConfig,
+    word_embedding: Tensor,
+    lm_head_bias: Tensor,
+    input_up: (Linear, Linear),
+    time_embed: (Linear, Linear),
+    position_embedding: Tensor,
+    input_norm: LayerNorm,
+    blocks: Vec<Block>,
+    final_norm: LayerNorm,
+    output_down: (Linear, Linear),
+    /// `||E_v||²` for every word, cached for nearest-neighbour clamping.
+    embedding_sq_norms: Tensor,
+}
+
+impl Denoiser {
+    /// Every parameter of a model with this config: its name, shape and initialisation.
+    pub fn param_specs(cfg: &ModelConfig) -> Vec<ParamSpec> {
+        let (v, d, h, f, l) = (cfg.vocab_size, cfg.embed_dim, cfg.hidden, cfg.ffn_hidden, cfg.seq_len);
+        let mut s = vec![
+            ParamSpec::new("word_embedding.weight", &[v, d], Init::Normal(1.0)),
+            ParamSpec::new("lm_head.bias", &[v], Init::Const(0.0)),
+        ];
+        s.extend(nn::linear_specs("input_up.0", d, h));
+        s.extend(nn::linear_specs("input_up.2", h, h));
+        s.extend(nn::linear_specs("time_embed.0", h, 4 * h));
+        s.extend(nn::linear_specs("time_embed.2", 4 * h, h));
+        s.push(ParamSpec::new("position_embedding.weight", &[l, h], Init::Normal(0.02)));
+        s.extend(nn::layer_norm_specs("input_norm", h));
+        for i in 0..cfg.layers {
+            s.extend(nn::block_specs(&format!("blocks.{i}"), h, f));
+        }
+        s.extend(nn::layer_norm_specs("final_norm", h));
+        s.extend(nn::linear_specs("output_down.0", h, h));
+        s.extend(nn::linear_specs("output_down.2", h, d));
+        s
+    }
+
+    /// Builds the model from a var builder holding the tensors of [`Denoiser::param_specs`].
+    pub fn new(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        cfg.validate()?;
+        let (v, d, h) = (cfg.vocab_size, cfg.embed_dim, cfg.hidden);
+        let word_embedding = vb.get((v, d), "word_embedding.weight")?;
+        let blocks = (0..cfg.layers)
+            .map(|i| Block::new(h, cfg.heads, cfg.ffn_hidden, cfg.dropout, false, vb.pp(format!("blocks.{i}"))))
+            .collect::<Result<Vec<_>>>()?;
+        let embedding_sq_norms = word_embedding.sqr()?.sum(1)?;
+        Ok(Denoiser {
+            cfg: cfg.clone(),
+            lm_head_bias: vb.get(v, "lm_head.bias")?,
+            input_up: (candle_nn::linear(d, h, vb.pp("input_up.0"))?, candle_nn::linear(h, h, vb.pp("input_up.2"))?),
+            time_embed: (
+                candle_nn::linear(h, 4 * h, vb.pp("time_embed.0"))?,
+                candle_nn::linear(4 * h, h, vb.pp("time_embed.2"))?,
+            ),
+            position_embedding: vb.get((cfg.seq_len, h), "position_embedding.weight")?,
+            input_norm: LayerNorm::new(h, vb.pp("input_norm"))?,
+            blocks,
+            final_norm: LayerNorm::new(h, vb.pp("final_norm"))?,
+            output_down: (candle_nn::linear(h, h, vb.pp("output_down.0"))?, candle_nn::linear(h, d, vb.pp("output_down.2"))?),
+            word_embedding,
+            embedding_sq_norms,
+        })
+    }
+
+    /// The model's configuration.
+    pub fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        self.word_embedding.device()
+    }
+
+    /// The word-embedding table `E`, `[V, d]`.
+    pub fn embeddings(&self) -> &Tensor {
+        &self.word_embedding
+    }
+
+    /// Recomputes the cached embedding norms; call after the embedding table changed in place
+    /// (training updates its variables in place).
+    pub fn refresh_cache(&mut self) -> Result<()> {
+        self.embedding_sq_norms = self.word_embedding.sqr()?.sum(1)?;
+        Ok(())
+    }
+
+    /// The model's time input for original step index `t` of `0..T`: rescaled to `[0, 1000)` so
+    /// the sinusoid frequencies do not depend on T.
+    pub fn time_input(&self, t: usize) -> f64 {
+        t as f64 * 1000.0 / self.cfg.diffusion_steps as f64
+    }
+
+    /// Predicts `x0` from `x_t` `[B, L, d]` (L ≤ seq_len) at original step indices `t` (one per row).
+    pub fn forward(&self, x_t: &Tensor, t: &[usize], mode: &mut Mode) -> Result<Tensor> {
+        let (b, l, _) = x_t.dims3()?;
+        if t.len() != b {
+            return Err(crate::Error::Sampling(format!("{} time steps given for a batch of {b}", t.len())));
+        }
+        if l > self.cfg.seq_len {
+            return Err(crate::Error::Sampling(format!(
+                "sequence length {l} exceeds the model's {}",
+                self.cfg.seq_len
+            )));
+        }
+        let times: Vec<f64> = t.iter().map(|&s| self.time_input(s)).collect();
+        let temb = timestep_embedding(&times, self.cfg.hidden, x_t.device())?.to_dtype(x_t.dtype())?;
+        let temb = self.time_embed.1.forward(&candle_nn::ops::silu(&self.time_embed.0.forward(&temb)?)?)?;
+        let h = self.input_up.1.forward(&self.input_up.0.forward(x_t)?.tanh()?)?;
+        let pos = self.position_embedding.narrow(0, 0, l)?;
+        let h = h.broadcast_add(&pos)?.broadcast_add(&temb.unsqueeze(1)?)?;
+        let mut h = nn::dropout(&self.input_norm.forward(&h, mode)?, self.cfg.dropout, mode)?;
+        for block in &self.blocks {
+            h = block.forward(&h, mode)?;
+        }
+        let h = self.final_norm.forward(&h, mode)?;
+        Ok(self.output_down.1.forward(&self.output_down.0.forward(&h)?.tanh()?)?)
+    }
+
+    /// Rounding logits `x · Eᵀ + b`, `[B, L, V]`.
+    pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, l, d) = x.dims3()?;
+        let flat = x.reshape((b * l, d))?.matmul(&self.word_embedding.t()?)?;
+        Ok(flat.broadcast_add(&self.lm_head_bias)?.reshape((b, l, self.cfg.vocab_size))?)
+    }
+
+    /// Embeddings of token ids `[B, L]` → `[B, L, d]`.
+    pub fn embed(&self, ids: &Tensor) -> Result<Tensor> {
+        let (b, l) = ids.dims2()?;
+        let flat = self.word_embedding.index_select(&ids.flatten_all()?, 0)?;
+        Ok(flat.reshape((b, l, self.cfg.embed_dim))?)
+    }
+
+    /// Id of the nearest word embedding (Euclidean) for every vector of `x` `[B, L, d]` → `[B, L]` u32.
+    ///
+    /// One matrix product: `argmin_v ||E_v||² − 2 x·E_v` (`||x||²` is the same for every v).
+    pub fn nearest_tokens(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, l, d) = x.dims3()?;
+        let dots = x.reshape((b * l, d))?.matmul(&self.word_embedding.t()?)?;
+        let dist = self.embedding_sq_norms.broadcast_sub(&(dots * 2.0)?)?;
+        Ok(dist.argmin(D::Minus1)?.reshape((b, l))?)
+    }
+
+    /// The clamping trick: replaces each vector by its nearest word embedding, returning the ids
+    /// and the clamped tensor (exact rows of `E`).
+    pub fn clamp(&self, x: &Tensor) -> Result<(Tensor, Tensor)> {
+        let ids = self.nearest_tokens(x)?;
+        let clamped = self.embed(&ids)?;
+        Ok((ids, clamped))
+    }
+
+    /// All parameter tensors by name (for saving).
+    pub fn dtype(&self) -> DType {
+        self.word_embedding.dtype()
+    }
+}

@@ -1,0 +1,261 @@
+//! Transformer building blocks shared by the denoiser and the autoregressive reference LM.
+//!
+//! Every block runs in one of two modes ([`Mode`]): `Infer` uses candle-nn's fused layer-norm and
+//! softmax kernels (fast, but they record no backward pass in candle-nn 0.11), while `Train` uses
+//! differentiable forms built from elementary ops and applies dropout with masks drawn from a
+//! seeded generator, so training runs are reproducible.
+//!
+//! Parameters are described once by [`ParamSpec`] (name, shape, initialisation); the same list
+//! initialises a model, documents the safetensors tensor names and checks checkpoints.
+
+use candle_core::{DType, Device, Module, Tensor, D};
+use candle_nn::{Linear, VarBuilder};
+use rand::rngs::StdRng;
+use rand::Rng;
+use rand_distr::{Distribution, StandardNormal};
+
+use crate::Result;
+
+/// How a forward pass runs.
+pub enum Mode<'a> {
+    /// Sampling / evaluation: fused kernels, no dropout.
+    Infer,
+    /// Training: differentiable ops; dropout masks come from this generator.
+    Train(&'a mut StdRng),
+}
+
+impl Mode<'_> {
+    pub fn is_train(&self) -> bool {
+        matches!(self, Mode::Train(_))
+    }
+}
+
+/// Inverted dropout with a mask from the mode's generator; identity in inference.
+pub fn dropout(x: &Tensor, p: f32, mode: &mut Mode) -> Result<Tensor> {
+    match mode {
+        Mode::Train(rng) if p > 0.0 => {
+            let keep = 1.0 / (1.0 - p);
+            let mask: Vec<f32> =
+                (0..x.elem_count()).map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep }).collect();
+            let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
+            Ok(x.mul(&mask)?)
+        }
+        _ => Ok(x.clone()),
+    }
+}
+
+/// Softmax over the last dimension: fused for inference, differentiable for training.
+pub fn softmax_last(x: &Tensor, mode: &Mode) -> Result<Tensor> {
+    if mode.is_train() {
+        Ok(candle_nn::ops::softmax(x, D::Minus1)?)
+    } else {
+        Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?)
+    }
+}
+
+/// Layer normalisation over the last dimension.
+pub struct LayerNorm {
+    weight: Tensor,
+    bias: Tensor,
+    eps: f64,
+}
+
+impl LayerNorm {
+    pub fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
+        Ok(LayerNorm { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")?, eps: 1e-5 })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
+        if mode.is_train() {
+            let mean = x.mean_keepdim(D::Minus1)?;
+            let centered = x.broadcast_sub(&mean)?;
+            let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+            let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
+            Ok(normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
+        } else {
+            Ok(candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)?)
+        }
+    }
+}
+
+/// Multi-head self-attention, bidirectional or causal.
+pub struct SelfAttention {
+    qkv: Linear,
+    out: Linear,
+    heads: usize,
+    causal: bool,
+}
+
+impl SelfAttention {
+    pub fn new(hidden: usize, heads: usize, causal: bool, vb: VarBuilder) -> Result<Self> {
+        Ok(SelfAttention {
+            qkv: candle_nn::linear(hidden, 3 * hidden, vb.pp("qkv"))?,
+            out: candle_nn::linear(hidden, hidden, vb.pp("out"))?,
+            heads,
+            causal,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
+        let (b, l, h) = x.dims3()?;
+        let hd = h / self.heads;
+        let qkv = self.qkv.forward(x)?.reshape((b, l, 3, self.heads, hd))?.permute((2, 0, 3, 1, 4))?;
+        let q = qkv.get(0)?.contiguous()?;
+        let k = qkv.get(1)?.contiguous()?;
+        let v = qkv.get(2)?.contiguous()?;
+        let mut scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        if self.causal {
+            scores = scores.broadcast_add(&causal_mask(l, x.device(), scores.dtype())?)?;
+        }
+        let probs = softmax_last(&scores, mode)?;
+        let y = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))?;
+        Ok(self.out.forward(&y)?)
+    }
+}
+
+fn causal_mask(l: usize, device: &Device, dtype: DType) -> Result<Tensor> {
+    let mask: Vec<f32> =
+        (0..l).flat_map(|i| (0..l).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    Ok(Tensor::from_vec(mask, (l, l), device)?.to_dtype(dtype)?)
+}
+
+/// A pre-LN transformer block: `x + attn(ln1(x))`, then `x + ffn(ln2(x))`.
+pub struct Block {
+    norm1: LayerNorm,
+    attn: SelfAttention,
+    norm2: LayerNorm,
+    fc1: Linear,
+    fc2: Linear,
+    dropout: f32,
+}
+
+impl Block {
+    pub fn new(hidden: usize, heads: usize, ffn: usize, dropout: f32, causal: bool, vb: VarBuilder) -> Result<Self> {
+        Ok(Block {
+            norm1: LayerNorm::new(hidden, vb.pp("norm1"))?,
+            attn: SelfAttention::new(hidden, heads, causal, vb.pp("attn"))?,
+            norm2: LayerNorm::new(hidden, vb.pp("norm2"))?,
+            fc1: candle_nn::linear(hidden, ffn, vb.pp("ffn.fc1"))?,
+            fc2: candle_nn::linear(ffn, hidden, vb.pp("ffn.fc2"))?,
+            dropout,
+        })
+    }
+
+    pub fn forward(&self, x: &Tensor, mode: &mut Mode) -> Result<Tensor> {
+        let a = self.attn.forward(&self.norm1.forward(x, mode)?, mode)?;
+        let x = (x + dropout(&a, self.dropout, mode)?)?;
+        let f = self.fc2.forward(&self.fc1.forward(&self.norm2.forward(&x, mode)?)?.relu()?)?;
+        Ok((&x + dropout(&f, self.dropout, mode)?)?)
+    }
+}
+
+/// How a parameter is initialised.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Init {
+    /// Normal with this standard deviation.
+    Normal(f64),
+    /// Uniform in `[-a, a]`.
+    Uniform(f64),
+    /// A constant.
+    Const(f64),
+}
+
+/// One named parameter: its safetensors name, shape and initialisation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ParamSpec {
+    pub name: String,
+    pub shape: Vec<usize>,
+    pub init: Init,
+}
+
+impl ParamSpec {
+    pub fn new(name: impl Into<String>, shape: &[usize], init: Init) -> Self {
+        ParamSpec { name: name.into(), shape: shape.to_vec(), init }
+    }
+
+    /// Draws the initial value from `rng` (seeded, so initialisation is reproducible).
+    pub fn sample(&self, rng: &mut StdRng, device: &Device) -> Result<Tensor> {
+        let n: usize = self.shape.iter().product();
+        let data: Vec<f32> = match self.init {
+            Init::Normal(std) => (0..n)
+                .map(|_| {
+                    let z: f64 = StandardNormal.sample(rng);
+                    (z * std) as f32
+                })
+                .collect(),
+            Init::Uniform(a) => (0..n).map(|_| rng.gen_range(-a..=a) as f32).collect(),
+            Init::Const(c) => vec![c as f32; n],
+        };
+        Ok(Tensor::from_vec(data, self.shape.as_slice(), device)?)
+    }
+}
+
+/// Specs of a linear layer `prefix.weight` `[out, in]` and `prefix.bias` `[out]` (PyTorch's init).
+pub fn linear_specs(prefix: &str, inp: usize, out: usize) -> Vec<ParamSpec> {
+    let a = 1.0 / (inp as f64).sqrt();
+    vec![
+        ParamSpec::new(format!("{prefix}.weight"), &[out, inp], Init::Uniform(a)),
+        ParamSpec::new(format!("{prefix}.bias"), &[out], Init::Uniform(a)),
+    ]
+}
+
+/// Specs of a layer norm `prefix.weight`, `prefix.bias`.
+pub fn layer_norm_specs(prefix: &str, dim: usize) -> Vec<ParamSpec> {
+    vec![
+        ParamSpec::new(format!("{prefix}.weight"), &[dim], Init::Const(1.0)),
+        ParamSpec::new(format!("{prefix}.bias"), &[dim], Init::Const(0.0)),
+    ]
+}
+
+/// Specs of one [`Block`] under `prefix`.
+pub fn block_specs(prefix: &str, hidden: usize, ffn: usize) -> Vec<ParamSpec> {
+    let mut v = layer_norm_specs(&format!("{prefix}.norm1"), hidden);
+    v.extend(linear_specs(&format!("{prefix}.attn.qkv"), hidden, 3 * hidden));
+    v.extend(linear_specs(&format!("{prefix}.attn.out"), hidden, hidden));
+    v.extend(layer_norm_specs(&format!("{prefix}.norm2"), hidden));
+    v.extend(linear_specs(&format!("{prefix}.ffn.fc1"), hidden, ffn));
+    v.extend(linear_specs(&format!("{prefix}.ffn.fc2"), ffn, hidden));
+    v
+}
+
+/// Creates a `VarMap` holding every parameter of `specs`, initialised from `rng`.
+pub fn init_varmap(specs: &[ParamSpec], rng: &mut StdRng, device: &Device) -> Result<candle_nn::VarMap> {
+    let varmap = candle_nn::VarMap::new();
+    {
+        let mut data = varmap.data().lock().expect("fresh VarMap lock");
+        for spec in specs {
+            data.insert(spec.name.clone(), candle_core::Var::from_tensor(&spec.sample(rng, device)?)?);
+        }
+    }
+    Ok(varmap)
+}
+
+/// Checks a loaded set of tensors against `specs`: every name present with its shape, nothing extra.
+pub fn check_tensors(
+    specs: &[ParamSpec],
+    tensors: &std::collections::HashMap<String, Tensor>,
+) -> std::result::Result<(), String> {
+    for spec in specs {
+        match tensors.get(&spec.name) {
+            None => return Err(format!("tensor `{}` is missing", spec.name)),
+            Some(t) if t.dims() != spec.shape.as_slice() => {
+                return Err(format!(
+                    "tensor `{}` has shape {:?}, the config expects {:?}",
+                    spec.name,
+                    t.dims(),
+                    spec.shape
+                ))
+            }
+            Some(t) if t.dtype() != DType::F32 => {
+                return Err(format!("tensor `{}` has dtype {:?}, expected F32", spec.name, t.dtype()))
+            }
+            _ => {}
+        }
+    }
+    let mut extra: Vec<&String> = tensors.keys().filter(|k| !specs.iter().any(|s| &s.name == *k)).collect();
+    extra.sort();
+    if let Some(name) = extra.first() {
+        return Err(format!("unexpected tensor `{name}` (not part of this model's config)"));
+    }
+    Ok(())
+}

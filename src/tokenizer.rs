@@ -1,0 +1,157 @@
+//! Byte-level BPE tokenizer, trained on the corpus with the `tokenizers` crate.
+//!
+//! Byte-level BPE starts from the 256 byte symbols, so **every** UTF-8 string can be encoded: later
+//! constraints (JSON keys, regex matches) may ask for text the corpus never contained. Id 0 is the
+//! `[PAD]` token, which fills the tail of every fixed-length sequence; the content of a sequence is
+//! everything before its first PAD.
+//!
+//! ```
+//! use diffusion_lm::TextTokenizer;
+//! let corpus = ["the cat sat", "the dog sat", "a cat ran"];
+//! let tok = TextTokenizer::train(corpus.iter().copied(), 300).unwrap();
+//! let ids = tok.encode_padded("the cat ran ☃", 12).unwrap();
+//! assert_eq!(ids.len(), 12);
+//! assert_eq!(tok.decode_content(&ids), "the cat ran ☃");
+//! ```
+
+use std::path::Path;
+
+use std::str::FromStr;
+
+use tokenizers::models::bpe::{BpeTrainerBuilder, BPE};
+use tokenizers::normalizers::NormalizerWrapper;
+use tokenizers::pre_tokenizers::byte_level::ByteLevel;
+use tokenizers::processors::PostProcessorWrapper;
+use tokenizers::{AddedToken, Tokenizer, TokenizerBuilder};
+
+use crate::{Error, Result};
+
+/// The padding token's text.
+pub const PAD_TOKEN: &str = "[PAD]";
+
+/// A byte-level BPE tokenizer with a PAD token.
+#[derive(Clone)]
+pub struct TextTokenizer {
+    inner: Tokenizer,
+    pad_id: u32,
+}
+
+fn tk_err(e: impl std::fmt::Display) -> Error {
+    Error::Tokenizer(e.to_string())
+}
+
+impl TextTokenizer {
+    /// Trains a byte-level BPE tokenizer of at most `vocab_size` tokens (PAD included) on `texts`.
+    pub fn train<'a>(texts: impl Iterator<Item = &'a str> + Send, vocab_size: usize) -> Result<Self> {
+        if vocab_size < 257 {
+            return Err(Error::Tokenizer(format!(
+                "vocab_size {vocab_size} is too small: byte-level BPE needs 256 byte tokens plus PAD"
+            )));
+        }
+        let alphabet: std::collections::HashSet<char> = ByteLevel::alphabet().into_iter().collect();
+        let mut trainer = BpeTrainerBuilder::new()
+            .show_progress(false)
+            .vocab_size(vocab_size)
+            .min_frequency(2)
+            .special_tokens(vec![AddedToken::from(PAD_TOKEN, true)])
+            .initial_alphabet(alphabet)
+            .build();
+        // No prefix space: a sequence's first word is encoded as it is written.
+        let byte_level = ByteLevel::new(false, true, true);
+        let mut tokenizer =
+            TokenizerBuilder::<BPE, NormalizerWrapper, ByteLevel, PostProcessorWrapper, ByteLevel>::new()
+                .with_model(BPE::default())
+                .with_pre_tokenizer(Some(byte_level))
+                .with_decoder(Some(byte_level))
+                .build()
+                .map_err(tk_err)?;
+        tokenizer.train(&mut trainer, texts).map_err(tk_err)?;
+        // Round-trip through JSON to get the type-erased `Tokenizer` that `load` also returns.
+        let json = tokenizer.to_string(false).map_err(tk_err)?;
+        let inner = Tokenizer::from_str(&json).map_err(tk_err)?;
+        Self::from_tokenizer(inner)
+    }
+
+    fn from_tokenizer(inner: Tokenizer) -> Result<Self> {
+        let pad_id = inner
+            .token_to_id(PAD_TOKEN)
+            .ok_or_else(|| Error::Tokenizer(format!("the vocabulary has no {PAD_TOKEN} token")))?;
+        Ok(TextTokenizer { inner, pad_id })
+    }
+
+    /// Loads a `tokenizer.json`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let path = path.as_ref();
+        if !path.exists() {
+            return Err(Error::Tokenizer(format!("{} does not exist", path.display())));
+        }
+        let inner = Tokenizer::from_file(path)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        Self::from_tokenizer(inner)
+    }
+
+    /// Saves as `tokenizer.json`.
+    pub fn save(&self, path: impl AsRef<Path>) -> Result<()> {
+        let path = path.as_ref();
+        self.inner
+            .save(path, false)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))
+    }
+
+    /// Number of tokens, PAD included.
+    pub fn vocab_size(&self) -> usize {
+        self.inner.get_vocab_size(true)
+    }
+
+    /// Id of the PAD token.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    /// Encodes `text` without padding.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        let enc = self.inner.encode(text, false).map_err(tk_err)?;
+        Ok(enc.get_ids().to_vec())
+    }
+
+    /// Encodes `text` and pads it with PAD to exactly `len` tokens.
+    ///
+    /// Fails if the text needs more than `len` tokens.
+    pub fn encode_padded(&self, text: &str, len: usize) -> Result<Vec<u32>> {
+        let mut ids = self.encode(text)?;
+        if ids.len() > len {
+            return Err(Error::Tokenizer(format!(
+                "text needs {} tokens, more than the sequence length {len}",
+                ids.len()
+            )));
+        }
+        ids.resize(len, self.pad_id);
+        Ok(ids)
+    }
+
+    /// Decodes ids to text (PAD tokens are skipped).
+    pub fn decode(&self, ids: &[u32]) -> String {
+        let kept: Vec<u32> = ids.iter().copied().filter(|&i| i != self.pad_id).collect();
+        self.inner.decode(&kept, true).unwrap_or_default()
+    }
+
+    /// Decodes the content of a fixed-length sequence: the tokens before its first PAD.
+    pub fn decode_content(&self, ids: &[u32]) -> String {
+        let end = ids.iter().position(|&i| i == self.pad_id).unwrap_or(ids.len());
+        self.decode(&ids[..end])
+    }
+
+    /// The text of one token (byte-level symbols), for debugging.
+    pub fn id_to_token(&self, id: u32) -> Option<String> {
+        self.inner.id_to_token(id)
+    }
+}
+
+impl std::fmt::Debug for TextTokenizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TextTokenizer")
+            .field("vocab_size", &self.vocab_size())
+            .field("pad_id", &self.pad_id)
+            .finish()
+    }
+}

@@ -1,0 +1,546 @@
+//! Training: the Diffusion-LM objective and a generic training loop (AdamW with linear decay, EMA
+//! weights, gradient clipping, seeds, progress bar, periodic checkpoints, resume, loss-curve PNG).
+//!
+//! ## The Diffusion-LM loss
+//!
+//! For a batch of token sequences `w` (`[B, L]`, PAD tail included) with embeddings `EMB(w)`:
+//!
+//! * `x0 = EMB(w) + sqrt(1 − ᾱ_0)·ε₀` — the embedding step of the forward process, so the
+//!   embedding table is learned end to end;
+//! * `t ~ U{0..T−1}`, `x_t = sqrt(ᾱ_t)·x0 + sqrt(1 − ᾱ_t)·ε`;
+//! * `mse = mean_{L,d} (f(x_t, t) − x0)²`, with target `EMB(w)` instead of `x0` where `t = 0`;
+//! * `prior = mean_{L,d} (sqrt(ᾱ_{T−1})·x0)²` — the t = T term `‖μ(x0, T)‖²`, which keeps the
+//!   embeddings from growing so large that x_T is not pure noise;
+//! * `rounding = mean_{B,L} −log p(w | x0)` with `p(w | x) = softmax(x·Eᵀ + b)`, the rounding
+//!   (decoder) loss.
+//!
+//! `loss = mean_B(mse + prior) + rounding`. Means over L and d ("mean_flat", as in the paper's
+//! code) make the loss independent of sequence length and embedding size.
+//!
+//! ```no_run
+//! use diffusion_lm::train::{train_diffusion, TrainConfig};
+//! use diffusion_lm::{corpus, ModelConfig, TextTokenizer};
+//! # fn main() -> diffusion_lm::Result<()> {
+//! let examples = corpus::read_text("corpus.txt")?;
+//! let tok = TextTokenizer::train(examples.iter().map(|e| e.text.as_str()), 1000)?;
+//! let cfg = ModelConfig { seq_len: 32, ..ModelConfig::e2e_default(tok.vocab_size()) };
+//! let texts: Vec<&str> = examples.iter().map(|e| e.text.as_str()).collect();
+//! let lm = train_diffusion(cfg, tok, &texts, TrainConfig::default(), "runs/mine".as_ref(), &candle_core::Device::Cpu)?;
+//! # Ok(()) }
+//! ```
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::{VarBuilder, VarMap};
+use rand::rngs::StdRng;
+use rand::seq::SliceRandom;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, StandardNormal};
+use serde::{Deserialize, Serialize};
+
+use crate::checkpoint::{self, read_json, write_json};
+use crate::nn::{init_varmap, Mode, ParamSpec};
+use crate::optim::{linear_lr, AdamW, AdamWConfig, Ema};
+use crate::{Denoiser, DiffusionLm, Error, ModelConfig, NoiseSchedule, Result, TextTokenizer};
+
+/// Optimisation settings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainConfig {
+    /// Total optimizer steps.
+    pub steps: usize,
+    pub batch_size: usize,
+    /// Peak learning rate (after warm-up; then linear decay to 0 at `steps`).
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub weight_decay: f64,
+    /// EMA decay of the weights used for sampling.
+    pub ema_decay: f64,
+    /// Clip the global gradient norm to this value.
+    pub grad_clip: Option<f64>,
+    pub seed: u64,
+    /// Write a checkpoint every this many steps (and at the end).
+    pub checkpoint_every: usize,
+    /// Record losses (and print a log line when no progress bar shows) every this many steps.
+    pub log_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            steps: 10_000,
+            batch_size: 64,
+            lr: 1e-3,
+            warmup_steps: 200,
+            weight_decay: 0.0,
+            ema_decay: 0.999,
+            grad_clip: Some(1.0),
+            seed: 0,
+            checkpoint_every: 1000,
+            log_every: 50,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn validate(&self) -> Result<()> {
+        if self.steps == 0 || self.batch_size == 0 {
+            return Err(Error::Config("steps and batch_size must be positive".into()));
+        }
+        if !(self.lr > 0.0) {
+            return Err(Error::Config(format!("learning rate must be positive, got {}", self.lr)));
+        }
+        if !(0.0..1.0).contains(&self.ema_decay) {
+            return Err(Error::Config(format!("ema_decay must be in [0, 1), got {}", self.ema_decay)));
+        }
+        Ok(())
+    }
+}
+
+/// A model and its loss, trained by [`Trainer`].
+pub trait Objective {
+    /// Serialised as the checkpoint's `config.json`.
+    type Config: Serialize;
+    fn config(&self) -> &Self::Config;
+    /// Names of the loss components returned by [`Objective::loss`] (the first is the total).
+    fn component_names(&self) -> &'static [&'static str];
+    /// The loss of a batch of token ids `[B, L]` (a scalar) and its components as numbers.
+    fn loss(&self, batch: &Tensor, rng: &mut StdRng) -> Result<(Tensor, Vec<f64>)>;
+}
+
+/// The Diffusion-LM objective (see the module docs).
+pub struct DiffusionObjective {
+    pub model: Denoiser,
+    cfg: ModelConfig,
+    schedule: NoiseSchedule,
+}
+
+impl DiffusionObjective {
+    pub fn new(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        Ok(DiffusionObjective {
+            model: Denoiser::new(vb, cfg)?,
+            cfg: cfg.clone(),
+            schedule: NoiseSchedule::sqrt(cfg.diffusion_steps)?,
+        })
+    }
+}
+
+fn randn(rng: &mut StdRng, shape: (usize, usize, usize), device: &Device) -> Result<Tensor> {
+    let n = shape.0 * shape.1 * shape.2;
+    let data: Vec<f32> = (0..n)
+        .map(|_| {
+            let z: f32 = StandardNormal.sample(rng);
+            z
+        })
+        .collect();
+    Ok(Tensor::from_vec(data, shape, device)?)
+}
+
+fn column(values: &[f64], device: &Device) -> Result<Tensor> {
+    let v: Vec<f32> = values.iter().map(|&x| x as f32).collect();
+    Ok(Tensor::from_vec(v, (values.len(), 1, 1), device)?)
+}
+
+impl Objective for DiffusionObjective {
+    type Config = ModelConfig;
+    fn config(&self) -> &ModelConfig {
+        &self.cfg
+    }
+    fn component_names(&self) -> &'static [&'static str] {
+        &["loss", "mse", "rounding", "prior"]
+    }
+    fn loss(&self, batch: &Tensor, rng: &mut StdRng) -> Result<(Tensor, Vec<f64>)> {
+        let (b, l) = batch.dims2()?;
+        let d = self.cfg.embed_dim;
+        let device = batch.device();
+        let ac = self.schedule.alphas_cumprod();
+        let t_count = ac.len();
+        let emb = self.model.embed(batch)?;
+        let std0 = (1.0 - ac[0]).sqrt();
+        let noise0 = randn(rng, (b, l, d), device)?;
+        let x_start = (&emb + (&noise0 * std0)?)?;
+        let t: Vec<usize> = (0..b).map(|_| rng.gen_range(0..t_count)).collect();
+        let sqrt_ac = column(&t.iter().map(|&i| ac[i].sqrt()).collect::<Vec<_>>(), device)?;
+        let sqrt_1m = column(&t.iter().map(|&i| (1.0 - ac[i]).sqrt()).collect::<Vec<_>>(), device)?;
+        let noise = randn(rng, (b, l, d), device)?;
+        let x_t = (x_start.broadcast_mul(&sqrt_ac)? + noise.broadcast_mul(&sqrt_1m)?)?;
+        let mut rng_mode = Mode::Train(rng);
+        let pred = self.model.forward(&x_t, &t, &mut rng_mode)?;
+        // Where t = 0 the target is the embedding itself (x_start minus its embedding noise).
+        let is_zero = column(&t.iter().map(|&i| if i == 0 { std0 } else { 0.0 }).collect::<Vec<_>>(), device)?;
+        let target = (&x_start - noise0.broadcast_mul(&is_zero)?)?;
+        let mse = (pred - target)?.sqr()?.mean((1, 2))?;
+        let prior = (&x_start * ac[t_count - 1].sqrt())?.sqr()?.mean((1, 2))?;
+        let logits = self.model.logits(&x_start)?.reshape((b * l, self.cfg.vocab_size))?;
+        let rounding = candle_nn::loss::cross_entropy(&logits, &batch.flatten_all()?)?;
+        let mse = mse.mean_all()?;
+        let prior = prior.mean_all()?;
+        let loss = ((&mse + &prior)? + &rounding)?;
+        let parts = [&loss, &mse, &rounding, &prior]
+            .iter()
+            .map(|t| Ok(t.to_scalar::<f32>()? as f64))
+            .collect::<Result<Vec<_>>>()?;
+        Ok((loss, parts))
+    }
+}
+
+/// One recorded point of the loss curve: the mean of each component over the last interval.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HistoryPoint {
+    pub step: usize,
+    pub values: Vec<f64>,
+}
+
+/// What `train_state.json` holds.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct TrainState {
+    pub step: usize,
+    pub train: TrainConfig,
+    pub components: Vec<String>,
+    pub history: Vec<HistoryPoint>,
+    /// Wall-clock seconds spent training, across resumes.
+    pub elapsed_secs: f64,
+    pub tokens_seen: u64,
+    /// Sequences dropped because they did not fit the sequence length.
+    pub dropped_examples: usize,
+}
+
+/// What a finished run reports.
+#[derive(Debug, Clone)]
+pub struct TrainSummary {
+    pub steps: usize,
+    pub final_losses: Vec<f64>,
+    pub elapsed_secs: f64,
+    pub tokens_per_sec: f64,
+}
+
+pub const STATE_FILE: &str = "train_state.json";
+pub const STATE_TENSORS_FILE: &str = "train_state.safetensors";
+pub const LOSS_PLOT_FILE: &str = "loss.png";
+
+/// A generic training loop over token-id sequences of one fixed length.
+pub struct Trainer<O: Objective> {
+    pub objective: O,
+    varmap: VarMap,
+    opt: AdamW,
+    ema: Ema,
+    data: Vec<Vec<u32>>,
+    order: Vec<usize>,
+    cursor: usize,
+    tokenizer: TextTokenizer,
+    out_dir: PathBuf,
+    state: TrainState,
+    rng: StdRng,
+    device: Device,
+}
+
+impl<O: Objective> Trainer<O> {
+    /// Sets up a run: initialises the parameters of `specs` from the seed, then builds the objective.
+    /// If `out_dir` holds a `train_state.json`, the run resumes from it instead.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        specs: &[ParamSpec],
+        build: impl FnOnce(VarBuilder) -> Result<O>,
+        data: Vec<Vec<u32>>,
+        dropped_examples: usize,
+        tokenizer: TextTokenizer,
+        train: TrainConfig,
+        out_dir: &Path,
+        device: &Device,
+    ) -> Result<Self> {
+        train.validate()?;
+        if data.is_empty() {
+            return Err(Error::Config("no training sequences (all were empty or too long?)".into()));
+        }
+        let mut rng = StdRng::seed_from_u64(train.seed);
+        let varmap = init_varmap(specs, &mut rng, device)?;
+        let objective = build(VarBuilder::from_varmap(&varmap, DType::F32, device))?;
+        let mut vars: Vec<(String, candle_core::Var)> =
+            varmap.data().lock().map_err(|_| Error::Config("poisoned VarMap".into()))?.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        vars.sort_by(|a, b| a.0.cmp(&b.0));
+        let opt = AdamW::new(vars, AdamWConfig { weight_decay: train.weight_decay, ..Default::default() })?;
+        let ema = Ema::new(opt.vars(), train.ema_decay)?;
+        let state = TrainState {
+            step: 0,
+            components: objective.component_names().iter().map(|s| s.to_string()).collect(),
+            train,
+            history: Vec::new(),
+            elapsed_secs: 0.0,
+            tokens_seen: 0,
+            dropped_examples,
+        };
+        let order: Vec<usize> = (0..data.len()).collect();
+        let mut trainer = Trainer {
+            objective,
+            varmap,
+            opt,
+            ema,
+            data,
+            order,
+            cursor: usize::MAX,
+            tokenizer,
+            out_dir: out_dir.to_path_buf(),
+            state,
+            rng,
+            device: device.clone(),
+        };
+        if out_dir.join(STATE_FILE).exists() {
+            trainer.resume()?;
+        }
+        Ok(trainer)
+    }
+
+    /// Restores weights, optimizer moments, EMA and history from `out_dir`.
+    fn resume(&mut self) -> Result<()> {
+        let dir = self.out_dir.clone();
+        let saved: TrainState = read_json(&dir.join(STATE_FILE))?;
+        let tensors = checkpoint::load_tensors(&dir, STATE_TENSORS_FILE, &self.device)?;
+        for (name, var) in self.opt.vars() {
+            let key = format!("param.{name}");
+            let t = tensors.get(&key).ok_or_else(|| Error::checkpoint(&dir, format!("{STATE_TENSORS_FILE}: `{key}` is missing")))?;
+            if t.dims() != var.dims() {
+                return Err(Error::checkpoint(
+                    &dir,
+                    format!("{STATE_TENSORS_FILE}: `{key}` has shape {:?}, the model expects {:?}", t.dims(), var.dims()),
+                ));
+            }
+            var.set(t)?;
+        }
+        self.opt.load_state(&tensors, saved.step).map_err(|m| Error::checkpoint(&dir, m))?;
+        let ema = checkpoint::load_tensors(&dir, checkpoint::WEIGHTS_FILE, &self.device)?;
+        for (name, _) in self.opt.vars() {
+            let t = ema.get(name).ok_or_else(|| Error::checkpoint(&dir, format!("EMA tensor `{name}` is missing")))?;
+            self.ema.tensors.insert(name.clone(), t.clone());
+        }
+        self.ema.updates = saved.step;
+        // Keep the new run's step budget and settings; carry history and counters over.
+        self.state.step = saved.step;
+        self.state.history = saved.history;
+        self.state.elapsed_secs = saved.elapsed_secs;
+        self.state.tokens_seen = saved.tokens_seen;
+        self.rng = StdRng::seed_from_u64(self.state.train.seed ^ (saved.step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        Ok(())
+    }
+
+    /// Steps completed so far.
+    pub fn step_count(&self) -> usize {
+        self.state.step
+    }
+
+    /// The run's state (history, counters).
+    pub fn state(&self) -> &TrainState {
+        &self.state
+    }
+
+    /// The EMA weights by parameter name.
+    pub fn ema_weights(&self) -> &HashMap<String, Tensor> {
+        &self.ema.tensors
+    }
+
+    /// The current (raw) weights by parameter name.
+    pub fn raw_weights(&self) -> Result<HashMap<String, Tensor>> {
+        Ok(self.opt.vars().iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect())
+    }
+
+    fn next_batch(&mut self) -> Result<Tensor> {
+        let b = self.state.train.batch_size;
+        let l = self.data[0].len();
+        let mut ids = Vec::with_capacity(b * l);
+        for _ in 0..b {
+            if self.cursor >= self.order.len() {
+                self.order.shuffle(&mut self.rng);
+                self.cursor = 0;
+            }
+            ids.extend_from_slice(&self.data[self.order[self.cursor]]);
+            self.cursor += 1;
+        }
+        Ok(Tensor::from_vec(ids, (b, l), &self.device)?)
+    }
+
+    /// One optimizer step; returns the loss components.
+    pub fn train_step(&mut self) -> Result<Vec<f64>> {
+        let batch = self.next_batch()?;
+        let (loss, parts) = self.objective.loss(&batch, &mut self.rng)?;
+        if !parts[0].is_finite() {
+            return Err(Error::Config(format!(
+                "loss became {} at step {}; lower the learning rate or enable gradient clipping",
+                parts[0], self.state.step
+            )));
+        }
+        let grads = loss.backward()?;
+        let scale = match self.state.train.grad_clip {
+            Some(max) => {
+                let norm = self.opt.grad_norm(&grads)?;
+                if norm > max {
+                    max / (norm + 1e-6)
+                } else {
+                    1.0
+                }
+            }
+            None => 1.0,
+        };
+        let t = &self.state.train;
+        let lr = linear_lr(t.lr, self.state.step, t.steps, t.warmup_steps);
+        self.opt.step(&grads, lr, scale)?;
+        self.ema.update(self.opt.vars())?;
+        self.state.step += 1;
+        self.state.tokens_seen += batch.elem_count() as u64;
+        Ok(parts)
+    }
+
+    /// Trains until `steps`, with a progress bar (or log lines when `progress` is false),
+    /// checkpoints every `checkpoint_every` steps and at the end.
+    pub fn run(&mut self, progress: bool) -> Result<TrainSummary> {
+        let total = self.state.train.steps;
+        let start_step = self.state.step;
+        let bar = if progress {
+            let bar = indicatif::ProgressBar::new(total as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{elapsed_precise} [{bar:30}] {pos}/{len} {msg} (eta {eta})")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            bar.set_position(start_step as u64);
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
+        let started = Instant::now();
+        let elapsed_before = self.state.elapsed_secs;
+        let tokens_before = self.state.tokens_seen;
+        let mut acc = vec![0f64; self.state.components.len()];
+        let mut acc_n = 0usize;
+        let mut last = Vec::new();
+        while self.state.step < total {
+            let parts = self.train_step()?;
+            for (a, p) in acc.iter_mut().zip(&parts) {
+                *a += p;
+            }
+            acc_n += 1;
+            last = parts;
+            let secs = started.elapsed().as_secs_f64();
+            let tps = (self.state.tokens_seen - tokens_before) as f64 / secs.max(1e-9);
+            self.state.elapsed_secs = elapsed_before + secs;
+            let step = self.state.step;
+            if step % self.state.train.log_every.max(1) == 0 || step == total {
+                let means: Vec<f64> = acc.iter().map(|a| a / acc_n as f64).collect();
+                let msg = self
+                    .state
+                    .components
+                    .iter()
+                    .zip(&means)
+                    .map(|(n, v)| format!("{n} {v:.4}"))
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                bar.set_message(format!("{msg} | {tps:.0} tok/s"));
+                if !progress {
+                    eprintln!("step {step}/{total} {msg} | {tps:.0} tok/s | {:.0}s", self.state.elapsed_secs);
+                }
+                self.state.history.push(HistoryPoint { step, values: means });
+                acc.iter_mut().for_each(|a| *a = 0.0);
+                acc_n = 0;
+            }
+            bar.set_position(step as u64);
+            if step % self.state.train.checkpoint_every.max(1) == 0 && step < total {
+                self.save()?;
+            }
+        }
+        bar.finish();
+        self.save()?;
+        let secs = started.elapsed().as_secs_f64();
+        Ok(TrainSummary {
+            steps: self.state.step - start_step,
+            final_losses: last,
+            elapsed_secs: self.state.elapsed_secs,
+            tokens_per_sec: (self.state.tokens_seen - tokens_before) as f64 / secs.max(1e-9),
+        })
+    }
+
+    /// Writes the checkpoint (EMA weights), the resumable training state and the loss plot.
+    pub fn save(&self) -> Result<()> {
+        let dir = &self.out_dir;
+        checkpoint::save_checkpoint(dir, self.objective.config(), &self.tokenizer, &self.ema.tensors)?;
+        let mut tensors = self.opt.state_tensors();
+        for (name, var) in self.opt.vars() {
+            tensors.insert(format!("param.{name}"), var.as_tensor().clone());
+        }
+        checkpoint::save_tensors(&dir.join(STATE_TENSORS_FILE), &tensors)?;
+        write_json(&dir.join(STATE_FILE), &self.state)?;
+        if self.state.history.len() >= 2 {
+            let series: Vec<(&str, Vec<(f64, f64)>)> = self
+                .state
+                .components
+                .iter()
+                .enumerate()
+                .map(|(i, name)| {
+                    (name.as_str(), self.state.history.iter().map(|h| (h.step as f64, h.values[i])).collect())
+                })
+                .collect();
+            crate::plot::loss_curve(&dir.join(LOSS_PLOT_FILE), "training loss", &series)?;
+        }
+        Ok(())
+    }
+
+    /// Access to the variables (for tests that check gradients).
+    pub fn varmap(&self) -> &VarMap {
+        &self.varmap
+    }
+}
+
+/// Encodes texts to fixed-length id sequences, dropping those that do not fit.
+/// Returns the sequences and the number dropped.
+pub fn encode_corpus(tokenizer: &TextTokenizer, texts: &[&str], len: usize) -> Result<(Vec<Vec<u32>>, usize)> {
+    let mut out = Vec::with_capacity(texts.len());
+    let mut dropped = 0;
+    for text in texts {
+        let mut ids = tokenizer.encode(text)?;
+        if ids.is_empty() || ids.len() > len {
+            dropped += 1;
+            continue;
+        }
+        ids.resize(len, tokenizer.pad_id());
+        out.push(ids);
+    }
+    Ok((out, dropped))
+}
+
+/// Builds a [`Trainer`] for the Diffusion-LM objective on `texts`.
+pub fn diffusion_trainer(
+    cfg: ModelConfig,
+    tokenizer: TextTokenizer,
+    texts: &[&str],
+    train: TrainConfig,
+    out_dir: &Path,
+    device: &Device,
+) -> Result<Trainer<DiffusionObjective>> {
+    cfg.validate()?;
+    if tokenizer.vocab_size() != cfg.vocab_size || tokenizer.pad_id() != cfg.pad_id {
+        return Err(Error::Config(format!(
+            "tokenizer (vocab {}, PAD {}) does not match the model config (vocab {}, PAD {})",
+            tokenizer.vocab_size(),
+            tokenizer.pad_id(),
+            cfg.vocab_size,
+            cfg.pad_id
+        )));
+    }
+    let (data, dropped) = encode_corpus(&tokenizer, texts, cfg.seq_len)?;
+    let specs = Denoiser::param_specs(&cfg);
+    Trainer::new(&specs, |vb| DiffusionObjective::new(vb, &cfg), data, dropped, tokenizer, train, out_dir, device)
+}
+
+/// Trains a diffusion LM on `texts` (no progress bar) and returns it with its EMA weights.
+pub fn train_diffusion(
+    cfg: ModelConfig,
+    tokenizer: TextTokenizer,
+    texts: &[&str],
+    train: TrainConfig,
+    out_dir: &Path,
+    device: &Device,
+) -> Result<DiffusionLm> {
+    let mut trainer = diffusion_trainer(cfg.clone(), tokenizer.clone(), texts, train, out_dir, device)?;
+    trainer.run(false)?;
+    DiffusionLm::from_weights(cfg, tokenizer, trainer.ema_weights().clone(), device)
+}
+
