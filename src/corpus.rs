@@ -52,7 +52,11 @@ impl MeaningRepresentation {
             if key.is_empty() {
                 return Err(format!("empty field name before {:?}", &rest[open..]));
             }
-            fields.push((key.to_string(), rest[open + 1..close].trim().to_string()));
+            let value = rest[open + 1..close].trim();
+            if value.contains('[') {
+                return Err(format!("unclosed `[` after field {key:?}"));
+            }
+            fields.push((key.to_string(), value.to_string()));
             rest = rest[close + 1..].trim_start_matches([',', ' ']);
         }
         if fields.is_empty() {

@@ -1,0 +1,55 @@
+//! Helpers shared by the integration tests: a toy corpus and a tiny model trained on it.
+
+#![allow(dead_code)]
+
+use std::path::Path;
+
+use candle_core::Device;
+use diffusion_lm::train::TrainConfig;
+use diffusion_lm::{DiffusionLm, ModelConfig, TextTokenizer};
+
+pub const TOY: [&str; 4] = ["the cat sat on the mat", "a dog ran in the park", "the bird sang a song", "my fish swims all day"];
+
+pub fn toy_tokenizer() -> TextTokenizer {
+    // Repeat the corpus so every word is frequent enough to become one token.
+    let texts: Vec<&str> = TOY.iter().cycle().take(40).copied().collect();
+    TextTokenizer::train(texts.into_iter(), 300).expect("toy tokenizer")
+}
+
+pub fn toy_config(tok: &TextTokenizer) -> ModelConfig {
+    ModelConfig {
+        vocab_size: tok.vocab_size(),
+        pad_id: tok.pad_id(),
+        seq_len: 12,
+        embed_dim: 8,
+        hidden: 64,
+        layers: 2,
+        heads: 2,
+        ffn_hidden: 128,
+        dropout: 0.0,
+        diffusion_steps: 200,
+        schedule: "sqrt".into(),
+    }
+}
+
+pub fn toy_train_config(steps: usize) -> TrainConfig {
+    TrainConfig {
+        steps,
+        batch_size: 32,
+        lr: 3e-3,
+        warmup_steps: 50,
+        weight_decay: 0.0,
+        ema_decay: 0.99,
+        grad_clip: Some(1.0),
+        seed: 1,
+        checkpoint_every: 10_000,
+        log_every: 50,
+    }
+}
+
+/// Trains the toy model into `dir` (a few seconds in release mode).
+pub fn train_toy(dir: &Path, steps: usize) -> DiffusionLm {
+    let tok = toy_tokenizer();
+    let cfg = toy_config(&tok);
+    diffusion_lm::train::train_diffusion(cfg, tok, &TOY, toy_train_config(steps), dir, &Device::Cpu).expect("toy training")
+}

@@ -1,0 +1,188 @@
+//! End-to-end tests of the engine: schedule, clamping, gradients, training, checkpoints, sampling.
+
+mod common;
+
+use std::collections::HashMap;
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use common::*;
+use diffusion_lm::nn::{init_varmap, Mode};
+use diffusion_lm::schedule::sqrt_alpha_bar;
+use diffusion_lm::train::{diffusion_trainer, DiffusionObjective, Objective};
+use diffusion_lm::{Denoiser, DiffusionLm, Error, Generator, ModelConfig, NoiseSchedule, SamplerKind};
+use rand::SeedableRng;
+
+#[test]
+fn sqrt_schedule_matches_the_formulas() {
+    let t = 2000;
+    let s = NoiseSchedule::sqrt(t).unwrap();
+    assert_eq!(s.len(), t);
+    let mut cum = 1.0f64;
+    for i in 0..t {
+        let expected_beta = (1.0 - sqrt_alpha_bar((i + 1) as f64 / t as f64) / sqrt_alpha_bar(i as f64 / t as f64)).min(0.999);
+        assert!((s.betas()[i] - expected_beta).abs() < 1e-12, "beta_{i}");
+        cum *= 1.0 - expected_beta;
+        assert!((s.alphas_cumprod()[i] - cum).abs() < 1e-12, "alpha_bar_{i}");
+    }
+    // alpha_bar_i equals the continuous alpha_bar((i+1)/T) / alpha_bar(0) wherever no clipping happened.
+    let ab0 = sqrt_alpha_bar(0.0);
+    for i in [0, 10, 500, 1500] {
+        assert!((s.alphas_cumprod()[i] - sqrt_alpha_bar((i + 1) as f64 / t as f64) / ab0).abs() < 1e-9);
+    }
+    // The last steps are clipped at 0.999 (alpha_bar(1) < 0).
+    assert_eq!(s.betas()[t - 1], 0.999);
+    assert!(s.alphas_cumprod()[t - 1] < 1e-4);
+    assert!(NoiseSchedule::sqrt(1).is_err());
+}
+
+#[test]
+fn respacing_picks_the_right_subsequence() {
+    let full = NoiseSchedule::sqrt(2000).unwrap();
+    let idx = NoiseSchedule::respaced_indices(2000, 5).unwrap();
+    // round(i * 1999 / 4) = 0, 499.75→500, 999.5→1000 (round half away from zero), 1499.25→1499, 1999
+    assert_eq!(idx, vec![0, 500, 1000, 1499, 1999]);
+    let r = full.respace(5).unwrap();
+    assert_eq!(r.timesteps(), idx.as_slice());
+    for (k, &i) in idx.iter().enumerate() {
+        assert_eq!(r.alphas_cumprod()[k], full.alphas_cumprod()[i]);
+    }
+    // New betas reproduce the kept alpha_bar by cumulative product.
+    let mut cum = 1.0;
+    for k in 0..5 {
+        cum *= 1.0 - r.betas()[k];
+        assert!((cum - r.alphas_cumprod()[k]).abs() < 1e-12);
+    }
+    // Respacing to T is the identity.
+    let same = full.respace(2000).unwrap();
+    assert_eq!(same.timesteps(), full.timesteps());
+    assert_eq!(same.alphas_cumprod(), full.alphas_cumprod());
+    assert!(matches!(full.respace(0), Err(Error::Sampling(_))));
+    assert!(matches!(full.respace(2001), Err(Error::Sampling(_))));
+}
+
+fn random_model(cfg: &ModelConfig, seed: u64) -> (Denoiser, HashMap<String, Tensor>) {
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let specs = Denoiser::param_specs(cfg);
+    let weights: HashMap<String, Tensor> =
+        specs.iter().map(|s| (s.name.clone(), s.sample(&mut rng, &Device::Cpu).unwrap())).collect();
+    let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
+    (Denoiser::new(vb, cfg).unwrap(), weights)
+}
+
+#[test]
+fn clamping_returns_exact_embedding_rows_of_the_nearest_words() {
+    let cfg = ModelConfig::tiny(50);
+    let (model, _) = random_model(&cfg, 3);
+    let x = Tensor::randn(0f32, 1.0, (3, 7, cfg.embed_dim), &Device::Cpu).unwrap();
+    let (ids, clamped) = model.clamp(&x).unwrap();
+    let ids = ids.to_vec2::<u32>().unwrap();
+    let emb = model.embeddings().to_vec2::<f32>().unwrap();
+    let xs = x.to_vec3::<f32>().unwrap();
+    let cl = clamped.to_vec3::<f32>().unwrap();
+    for b in 0..3 {
+        for l in 0..7 {
+            let id = ids[b][l] as usize;
+            assert_eq!(cl[b][l], emb[id], "clamped vector is exactly row {id}");
+            // Brute force: no other row is closer.
+            let dist = |row: &Vec<f32>| row.iter().zip(&xs[b][l]).map(|(a, b)| (a - b) * (a - b)).sum::<f32>();
+            let best = emb.iter().map(dist).fold(f32::INFINITY, f32::min);
+            assert!((dist(&emb[id]) - best).abs() < 1e-4);
+        }
+    }
+}
+
+#[test]
+fn every_parameter_receives_a_nonzero_gradient() {
+    let tok = toy_tokenizer();
+    let cfg = ModelConfig { dropout: 0.1, ..toy_config(&tok) };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let specs = Denoiser::param_specs(&cfg);
+    let varmap = init_varmap(&specs, &mut rng, &Device::Cpu).unwrap();
+    let obj = DiffusionObjective::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg).unwrap();
+    let rows: Vec<u32> = TOY.iter().flat_map(|t| tok.encode_padded(t, cfg.seq_len).unwrap()).collect();
+    let batch = Tensor::from_vec(rows, (4, cfg.seq_len), &Device::Cpu).unwrap();
+    let (loss, _) = obj.loss(&batch, &mut rng).unwrap();
+    let grads = loss.backward().unwrap();
+    let data = varmap.data().lock().unwrap();
+    assert_eq!(data.len(), specs.len());
+    for (name, var) in data.iter() {
+        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+        let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+        assert!(norm > 0.0 && norm.is_finite(), "gradient of {name} is {norm}");
+    }
+}
+
+#[test]
+fn fused_inference_kernels_match_the_differentiable_training_forms() {
+    let cfg = ModelConfig::tiny(40);
+    let (model, _) = random_model(&cfg, 5);
+    let x = Tensor::randn(0f32, 1.0, (2, cfg.seq_len, cfg.embed_dim), &Device::Cpu).unwrap();
+    let a = model.forward(&x, &[3, 150], &mut Mode::Infer).unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+    let b = model.forward(&x, &[3, 150], &mut Mode::Train(&mut rng)).unwrap(); // dropout is 0 in tiny
+    let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    assert!(diff < 1e-4, "max difference {diff}");
+}
+
+#[test]
+fn a_tiny_model_learns_the_toy_corpus_and_save_load_is_bit_identical() {
+    let dir = tempfile::tempdir().unwrap();
+    let lm = train_toy(dir.path(), 500);
+    let samples = Generator::new(&lm).steps(50).seed(11).generate(16).unwrap();
+    let exact = samples.iter().filter(|s| TOY.contains(&s.text.as_str())).count();
+    assert!(exact >= 12, "only {exact}/16 samples reproduce a toy sentence: {:?}", samples.iter().map(|s| &s.text).collect::<Vec<_>>());
+    let distinct: std::collections::HashSet<&str> = samples.iter().map(|s| s.text.as_str()).collect();
+    assert!(distinct.len() >= 3, "samples collapsed to {distinct:?}");
+
+    // The checkpoint written by training loads back and gives bit-identical samples.
+    let loaded = DiffusionLm::load(dir.path(), &Device::Cpu).unwrap();
+    for (name, t) in lm.weights() {
+        let u = &loaded.weights()[name];
+        assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), u.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+    }
+    let again = Generator::new(&loaded).steps(50).seed(11).generate(16).unwrap();
+    assert_eq!(samples, again);
+    // Same seed, different batch size: same samples. DDIM works too.
+    let batched = Generator::new(&loaded).steps(50).seed(11).batch_size(5).generate(16).unwrap();
+    assert_eq!(samples.iter().map(|s| &s.text).collect::<Vec<_>>(), batched.iter().map(|s| &s.text).collect::<Vec<_>>());
+    let ddim = Generator::new(&loaded).steps(50).seed(2).sampler(SamplerKind::Ddim { eta: 0.0 }).generate(8).unwrap();
+    assert!(ddim.iter().filter(|s| TOY.contains(&s.text.as_str())).count() >= 6);
+}
+
+#[test]
+fn training_resumes_from_its_checkpoint() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = toy_tokenizer();
+    let cfg = toy_config(&tok);
+    let train = |steps| diffusion_lm::train::TrainConfig { log_every: 5, ..toy_train_config(steps) };
+    let mut first = diffusion_trainer(cfg.clone(), tok.clone(), &TOY, train(20), dir.path(), &Device::Cpu).unwrap();
+    first.run(false).unwrap();
+    assert!(dir.path().join("loss.png").exists());
+    assert!(dir.path().join("train_state.json").exists());
+    let raw = first.raw_weights().unwrap();
+    // A new trainer on the same directory with a larger budget continues at step 20 with the same weights.
+    let mut second = diffusion_trainer(cfg, tok, &TOY, train(30), dir.path(), &Device::Cpu).unwrap();
+    assert_eq!(second.step_count(), 20);
+    let resumed = second.raw_weights().unwrap();
+    for (name, t) in &raw {
+        let a = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = resumed[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        assert_eq!(a, b, "{name} differs after resume");
+    }
+    let summary = second.run(false).unwrap();
+    assert_eq!(summary.steps, 10);
+    assert_eq!(second.state().history.last().unwrap().step, 30);
+}
+
+#[test]
+fn same_seed_same_training() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let a = train_toy(d1.path(), 15);
+    let b = train_toy(d2.path(), 15);
+    let w = "word_embedding.weight";
+    assert_eq!(
+        a.weights()[w].flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+        b.weights()[w].flatten_all().unwrap().to_vec1::<f32>().unwrap()
+    );
+}
