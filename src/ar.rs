@@ -19,7 +19,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::checkpoint;
 use crate::nn::{self, Block, Init, LayerNorm, Mode, ParamSpec};
-use crate::train::{Objective, Trainer, TrainConfig};
+use crate::train::{Objective, TrainConfig, Trainer};
 use crate::{Error, Result, TextTokenizer};
 
 /// Sizes of the causal LM (`config.json` of its checkpoint).
@@ -41,13 +41,20 @@ pub struct ArConfig {
 impl ArConfig {
     pub fn validate(&self) -> Result<()> {
         if self.model_type != "causal-lm" {
-            return Err(Error::Config(format!("model_type is {:?}, expected \"causal-lm\"", self.model_type)));
+            return Err(Error::Config(format!(
+                "model_type is {:?}, expected \"causal-lm\"",
+                self.model_type
+            )));
         }
         if self.hidden == 0 || self.heads == 0 || self.hidden % self.heads != 0 || self.layers == 0 {
-            return Err(Error::Config("hidden, heads, layers must be positive and heads must divide hidden".into()));
+            return Err(Error::Config(
+                "hidden, heads, layers must be positive and heads must divide hidden".into(),
+            ));
         }
         if self.pad_id as usize >= self.vocab_size || self.seq_len == 0 {
-            return Err(Error::Config("pad_id must be inside the vocabulary and seq_len positive".into()));
+            return Err(Error::Config(
+                "pad_id must be inside the vocabulary and seq_len positive".into(),
+            ));
         }
         Ok(())
     }
@@ -87,7 +94,16 @@ impl CausalLm {
             lm_head_bias: vb.get(cfg.vocab_size, "lm_head.bias")?,
             position_embedding: vb.get((cfg.seq_len + 1, h), "position_embedding.weight")?,
             blocks: (0..cfg.layers)
-                .map(|i| Block::new(h, cfg.heads, cfg.ffn_hidden, cfg.dropout, true, vb.pp(format!("blocks.{i}"))))
+                .map(|i| {
+                    Block::new(
+                        h,
+                        cfg.heads,
+                        cfg.ffn_hidden,
+                        cfg.dropout,
+                        true,
+                        vb.pp(format!("blocks.{i}")),
+                    )
+                })
                 .collect::<Result<Vec<_>>>()?,
             final_norm: LayerNorm::new(h, vb.pp("final_norm"))?,
         })
@@ -97,7 +113,8 @@ impl CausalLm {
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<(Self, TextTokenizer)> {
         let dir = checkpoint::require_files(dir.as_ref())?;
         let cfg: ArConfig = checkpoint::load_config(&dir)?;
-        cfg.validate().map_err(|e| Error::checkpoint(&dir, format!("config.json: {e}")))?;
+        cfg.validate()
+            .map_err(|e| Error::checkpoint(&dir, format!("config.json: {e}")))?;
         let tok = checkpoint::load_tokenizer(&dir, cfg.vocab_size, cfg.pad_id)?;
         let vb = checkpoint::load_weights(&dir, &Self::param_specs(&cfg), device)?;
         Ok((Self::new(vb, &cfg)?, tok))
@@ -111,14 +128,19 @@ impl CausalLm {
     pub fn forward(&self, ids: &Tensor, mode: &mut Mode) -> Result<Tensor> {
         let (b, l) = ids.dims2()?;
         let h = self.cfg.hidden;
-        let x = self.token_embedding.index_select(&ids.flatten_all()?, 0)?.reshape((b, l, h))?;
+        let x = self
+            .token_embedding
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, l, h))?;
         let x = x.broadcast_add(&self.position_embedding.narrow(0, 0, l)?)?;
         let mut x = nn::dropout(&x, self.cfg.dropout, mode)?;
         for block in &self.blocks {
             x = block.forward(&x, mode)?;
         }
         let x = self.final_norm.forward(&x, mode)?.reshape((b * l, h))?;
-        let logits = x.matmul(&self.token_embedding.t()?)?.broadcast_add(&self.lm_head_bias)?;
+        let logits = x
+            .matmul(&self.token_embedding.t()?)?
+            .broadcast_add(&self.lm_head_bias)?;
         Ok(logits.reshape((b, l, self.cfg.vocab_size))?)
     }
 
@@ -149,7 +171,9 @@ impl CausalLm {
             }
         }
         let mask = Tensor::from_vec(mask, b * (w - 1), device)?;
-        let logits = self.forward(&input, mode)?.reshape((b * (w - 1), self.cfg.vocab_size))?;
+        let logits = self
+            .forward(&input, mode)?
+            .reshape((b * (w - 1), self.cfg.vocab_size))?;
         let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         let picked = logp.gather(&target.unsqueeze(1)?, 1)?.squeeze(1)?;
         Ok(((picked * mask)?.sum_all()?.neg()?, count))
@@ -157,7 +181,13 @@ impl CausalLm {
 
     /// Perplexity of `texts` (per token, EOS included). Texts longer than `seq_len` tokens are
     /// skipped; returns (perplexity, texts scored, texts skipped).
-    pub fn perplexity(&self, tokenizer: &TextTokenizer, texts: &[&str], batch: usize, device: &Device) -> Result<(f64, usize, usize)> {
+    pub fn perplexity(
+        &self,
+        tokenizer: &TextTokenizer,
+        texts: &[&str],
+        batch: usize,
+        device: &Device,
+    ) -> Result<(f64, usize, usize)> {
         let mut rows = Vec::new();
         let mut skipped = 0;
         for t in texts {
@@ -232,7 +262,20 @@ pub fn ar_trainer(
         }
     }
     let specs = CausalLm::param_specs(&cfg);
-    Trainer::new(&specs, |vb| Ok(ArObjective { model: CausalLm::new(vb, &cfg)? }), rows, dropped, tokenizer, train, out_dir, device)
+    Trainer::new(
+        &specs,
+        |vb| {
+            Ok(ArObjective {
+                model: CausalLm::new(vb, &cfg)?,
+            })
+        },
+        rows,
+        dropped,
+        tokenizer,
+        train,
+        out_dir,
+        device,
+    )
 }
 
 /// Builds a causal LM from named tensors (e.g. a trainer's EMA weights).

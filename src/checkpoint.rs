@@ -25,21 +25,25 @@ pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
 /// Writes `value` as pretty JSON.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    let text = serde_json::to_string_pretty(value)
-        .map_err(|e| Error::Json { path: path.to_path_buf(), message: e.to_string() })?;
+    let text = serde_json::to_string_pretty(value).map_err(|e| Error::Json {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })?;
     std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
 }
 
 /// Reads a JSON file, naming the file in any error.
 pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    serde_json::from_str(&text).map_err(|e| Error::Json { path: path.to_path_buf(), message: e.to_string() })
+    serde_json::from_str(&text).map_err(|e| Error::Json {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    })
 }
 
 /// Saves named tensors as safetensors.
 pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
-    candle_core::safetensors::save(tensors, path)
-        .map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
+    candle_core::safetensors::save(tensors, path).map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
 }
 
 /// Loads a safetensors file to `device`, naming the file if it is missing or corrupt.
@@ -85,7 +89,10 @@ pub fn load_tokenizer(dir: &Path, vocab_size: usize, pad_id: u32) -> Result<Text
     if tok.pad_id() != pad_id {
         return Err(Error::checkpoint(
             dir,
-            format!("PAD id mismatch: {TOKENIZER_FILE} has {}, {CONFIG_FILE} says {pad_id}", tok.pad_id()),
+            format!(
+                "PAD id mismatch: {TOKENIZER_FILE} has {}, {CONFIG_FILE} says {pad_id}",
+                tok.pad_id()
+            ),
         ));
     }
     Ok(tok)

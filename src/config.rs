@@ -85,7 +85,10 @@ impl ModelConfig {
             return bad(format!("vocab_size must be at least 2, got {}", self.vocab_size));
         }
         if self.pad_id as usize >= self.vocab_size {
-            return bad(format!("pad_id {} is outside the vocabulary of {}", self.pad_id, self.vocab_size));
+            return bad(format!(
+                "pad_id {} is outside the vocabulary of {}",
+                self.pad_id, self.vocab_size
+            ));
         }
         for (name, v) in [
             ("seq_len", self.seq_len),
@@ -100,19 +103,31 @@ impl ModelConfig {
             }
         }
         if self.hidden % self.heads != 0 {
-            return bad(format!("hidden {} is not divisible by heads {}", self.hidden, self.heads));
+            return bad(format!(
+                "hidden {} is not divisible by heads {}",
+                self.hidden, self.heads
+            ));
         }
         if self.hidden % 2 != 0 {
-            return bad(format!("hidden {} must be even (sinusoidal time embedding)", self.hidden));
+            return bad(format!(
+                "hidden {} must be even (sinusoidal time embedding)",
+                self.hidden
+            ));
         }
         if !(0.0..1.0).contains(&self.dropout) {
             return bad(format!("dropout must be in [0, 1), got {}", self.dropout));
         }
         if self.diffusion_steps < 2 {
-            return bad(format!("diffusion_steps must be at least 2, got {}", self.diffusion_steps));
+            return bad(format!(
+                "diffusion_steps must be at least 2, got {}",
+                self.diffusion_steps
+            ));
         }
         if self.schedule != "sqrt" {
-            return bad(format!("unknown noise schedule {:?}; supported: \"sqrt\"", self.schedule));
+            return bad(format!(
+                "unknown noise schedule {:?}; supported: \"sqrt\"",
+                self.schedule
+            ));
         }
         Ok(())
     }

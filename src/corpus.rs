@@ -43,7 +43,9 @@ impl MeaningRepresentation {
         let mut fields = Vec::new();
         let mut rest = s.trim();
         while !rest.is_empty() {
-            let open = rest.find('[').ok_or_else(|| format!("expected `field[value]` at {rest:?}"))?;
+            let open = rest
+                .find('[')
+                .ok_or_else(|| format!("expected `field[value]` at {rest:?}"))?;
             let close = rest[open..]
                 .find(']')
                 .map(|c| c + open)
@@ -74,7 +76,9 @@ impl MeaningRepresentation {
     /// (`familyFriendly` as a boolean; unknown fields after the known ones).
     pub fn to_json(&self) -> String {
         use serde_json::Value;
-        let known = E2E_FIELDS.iter().filter_map(|(field, key)| self.get(field).map(|v| (*field, *key, v)));
+        let known = E2E_FIELDS
+            .iter()
+            .filter_map(|(field, key)| self.get(field).map(|v| (*field, *key, v)));
         let unknown = self
             .fields
             .iter()
@@ -113,7 +117,10 @@ pub struct E2eOptions {
 
 impl Default for E2eOptions {
     fn default() -> Self {
-        E2eOptions { sentences: true, json_records: true }
+        E2eOptions {
+            sentences: true,
+            json_records: true,
+        }
     }
 }
 
@@ -143,10 +150,16 @@ pub fn read_e2e_csv(path: impl AsRef<Path>, opts: E2eOptions) -> Result<Vec<Exam
         let mr = MeaningRepresentation::parse(mr)
             .map_err(|e| Error::corpus(path, format!("line {line}: bad meaning representation: {e}")))?;
         if opts.sentences && !sentence.trim().is_empty() {
-            out.push(Example { text: sentence.trim().to_string(), mr: Some(mr.clone()) });
+            out.push(Example {
+                text: sentence.trim().to_string(),
+                mr: Some(mr.clone()),
+            });
         }
         if opts.json_records {
-            out.push(Example { text: mr.to_json(), mr: Some(mr) });
+            out.push(Example {
+                text: mr.to_json(),
+                mr: Some(mr),
+            });
         }
     }
     non_empty(path, out)
@@ -160,7 +173,10 @@ pub fn read_text(path: impl AsRef<Path>) -> Result<Vec<Example>> {
         .lines()
         .map(str::trim)
         .filter(|l| !l.is_empty())
-        .map(|l| Example { text: l.to_string(), mr: None })
+        .map(|l| Example {
+            text: l.to_string(),
+            mr: None,
+        })
         .collect();
     non_empty(path, out)
 }
@@ -226,7 +242,9 @@ fn non_empty(path: &Path, out: Vec<Example>) -> Result<Vec<Example>> {
 /// identical texts always land on the same side and the split does not depend on file order.
 pub fn split_holdout(examples: Vec<Example>, heldout_fraction: f64) -> (Vec<Example>, Vec<Example>) {
     let threshold = (heldout_fraction.clamp(0.0, 1.0) * 10_000.0) as u64;
-    examples.into_iter().partition(|ex| fnv1a(ex.text.as_bytes()) % 10_000 >= threshold)
+    examples
+        .into_iter()
+        .partition(|ex| fnv1a(ex.text.as_bytes()) % 10_000 >= threshold)
 }
 
 /// FNV-1a, a small stable hash (std's hasher is not guaranteed stable across releases).

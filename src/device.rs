@@ -14,15 +14,21 @@ use crate::{Error, Result};
 pub fn parse_device(name: &str) -> Result<Device> {
     let (kind, index) = match name.split_once(':') {
         Some((k, i)) => {
-            let i = i.parse::<usize>().map_err(|_| Error::Config(format!("bad device index in {name:?}")))?;
+            let i = i
+                .parse::<usize>()
+                .map_err(|_| Error::Config(format!("bad device index in {name:?}")))?;
             (k, i)
         }
         None => (name, 0),
     };
     match kind {
         "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(index).map_err(|e| Error::Config(format!("cannot open {name}: {e} (built without the `cuda` feature?)"))),
-        "metal" => Device::new_metal(index).map_err(|e| Error::Config(format!("cannot open {name}: {e} (built without the `metal` feature?)"))),
-        _ => Err(Error::Config(format!("unknown device {name:?}: expected cpu, cuda[:N] or metal[:N]"))),
+        "cuda" => Device::new_cuda(index)
+            .map_err(|e| Error::Config(format!("cannot open {name}: {e} (built without the `cuda` feature?)"))),
+        "metal" => Device::new_metal(index)
+            .map_err(|e| Error::Config(format!("cannot open {name}: {e} (built without the `metal` feature?)"))),
+        _ => Err(Error::Config(format!(
+            "unknown device {name:?}: expected cpu, cuda[:N] or metal[:N]"
+        ))),
     }
 }

@@ -54,12 +54,21 @@ pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io { path: path.into(), source }
+        Error::Io {
+            path: path.into(),
+            source,
+        }
     }
     pub(crate) fn checkpoint(dir: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Checkpoint { dir: dir.into(), message: message.into() }
+        Error::Checkpoint {
+            dir: dir.into(),
+            message: message.into(),
+        }
     }
     pub(crate) fn corpus(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::Corpus { path: path.into(), message: message.into() }
+        Error::Corpus {
+            path: path.into(),
+            message: message.into(),
+        }
     }
 }

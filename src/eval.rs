@@ -45,10 +45,21 @@ pub fn copy_rate<S: AsRef<str>>(samples: &[S], training: &HashSet<String>) -> f6
 /// Share of samples that look like a JSON object (start with `{`), and the share of those that
 /// parse as JSON.
 pub fn json_stats<S: AsRef<str>>(samples: &[S]) -> (f64, f64) {
-    let json: Vec<&str> = samples.iter().map(|s| s.as_ref().trim()).filter(|s| s.starts_with('{')).collect();
-    let valid = json.iter().filter(|s| serde_json::from_str::<serde_json::Value>(s).is_ok()).count();
+    let json: Vec<&str> = samples
+        .iter()
+        .map(|s| s.as_ref().trim())
+        .filter(|s| s.starts_with('{'))
+        .collect();
+    let valid = json
+        .iter()
+        .filter(|s| serde_json::from_str::<serde_json::Value>(s).is_ok())
+        .count();
     let share = json.len() as f64 / samples.len().max(1) as f64;
-    let valid_share = if json.is_empty() { 0.0 } else { valid as f64 / json.len() as f64 };
+    let valid_share = if json.is_empty() {
+        0.0
+    } else {
+        valid as f64 / json.len() as f64
+    };
     (share, valid_share)
 }
 

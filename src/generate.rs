@@ -54,7 +54,9 @@ impl DiffusionLm {
     pub fn load(dir: impl AsRef<Path>, device: &Device) -> Result<Self> {
         let dir = checkpoint::require_files(dir.as_ref())?;
         let config: ModelConfig = checkpoint::load_config(&dir)?;
-        config.validate().map_err(|e| Error::checkpoint(&dir, format!("config.json: {e}")))?;
+        config
+            .validate()
+            .map_err(|e| Error::checkpoint(&dir, format!("config.json: {e}")))?;
         let tokenizer = checkpoint::load_tokenizer(&dir, config.vocab_size, config.pad_id)?;
         let weights = checkpoint::load_tensors(&dir, checkpoint::WEIGHTS_FILE, device)?;
         check_tensors(&Denoiser::param_specs(&config), &weights)
@@ -77,11 +79,18 @@ impl DiffusionLm {
             )));
         }
         check_tensors(&Denoiser::param_specs(&config), &weights).map_err(Error::Config)?;
-        let weights: HashMap<String, Tensor> =
-            weights.into_iter().map(|(k, v)| Ok((k, v.to_device(device)?))).collect::<Result<_>>()?;
+        let weights: HashMap<String, Tensor> = weights
+            .into_iter()
+            .map(|(k, v)| Ok((k, v.to_device(device)?)))
+            .collect::<Result<_>>()?;
         let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, device);
         let model = Denoiser::new(vb, &config)?;
-        Ok(DiffusionLm { config, model, tokenizer, weights })
+        Ok(DiffusionLm {
+            config,
+            model,
+            tokenizer,
+            weights,
+        })
     }
 
     /// Writes the model as a checkpoint directory.

@@ -2,7 +2,6 @@
 
 use std::path::{Path, PathBuf};
 
-
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use diffusion_lm::corpus::{self, E2eOptions, Example};
@@ -11,7 +10,11 @@ use diffusion_lm::{device::parse_device, DiffusionLm, Generator, ModelConfig, Sa
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
-#[command(name = "diffusion-lm", version, about = "Controllable text generation with continuous diffusion language models")]
+#[command(
+    name = "diffusion-lm",
+    version,
+    about = "Controllable text generation with continuous diffusion language models"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -221,7 +224,10 @@ fn load_split(paths: &[PathBuf], json_records: bool, heldout: f64) -> Result<(Ve
     if !(0.0..1.0).contains(&heldout) {
         bail!("--heldout must be in [0, 1), got {heldout}");
     }
-    let opts = E2eOptions { sentences: true, json_records };
+    let opts = E2eOptions {
+        sentences: true,
+        json_records,
+    };
     let mut all = Vec::new();
     for p in paths {
         all.extend(corpus::read_corpus(p, opts)?);
@@ -276,12 +282,19 @@ fn train(a: TrainArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
     let (train_ex, heldout_ex) = load_examples(&a.corpus)?;
     let texts: Vec<&str> = train_ex.iter().map(|e| e.text.as_str()).collect();
-    eprintln!("corpus: {} training examples, {} held out", train_ex.len(), heldout_ex.len());
+    eprintln!(
+        "corpus: {} training examples, {} held out",
+        train_ex.len(),
+        heldout_ex.len()
+    );
     let resuming = a.out.join(diffusion_lm::train::STATE_FILE).exists();
     let (cfg, tokenizer) = if resuming {
         let cfg: ModelConfig = diffusion_lm::checkpoint::load_config(&a.out)?;
         let tok = diffusion_lm::checkpoint::load_tokenizer(&a.out, cfg.vocab_size, cfg.pad_id)?;
-        eprintln!("resuming from {} (model settings come from its config.json)", a.out.display());
+        eprintln!(
+            "resuming from {} (model settings come from its config.json)",
+            a.out.display()
+        );
         (cfg, tok)
     } else {
         let tok = TextTokenizer::train(texts.iter().copied(), a.vocab_size)?;
@@ -304,7 +317,12 @@ fn train(a: TrainArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let record = DataRecord {
-        corpus: a.corpus.corpus.iter().map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone())).collect(),
+        corpus: a
+            .corpus
+            .corpus
+            .iter()
+            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
+            .collect(),
         json_records: !a.corpus.no_json_records,
         heldout: a.corpus.heldout,
     };
@@ -374,10 +392,17 @@ fn eval(a: EvalArgs) -> Result<()> {
     let dir = model_dir(a.model);
     let lm = DiffusionLm::load(&dir, &device)?;
     let ar_dir = a.ar_model.unwrap_or_else(|| dir.join("ar"));
-    let (ar, ar_tok) = diffusion_lm::ar::CausalLm::load(&ar_dir, &device)
-        .with_context(|| format!("loading the reference LM (train it with `diffusion-lm train-ar --model {}`)", dir.display()))?;
+    let (ar, ar_tok) = diffusion_lm::ar::CausalLm::load(&ar_dir, &device).with_context(|| {
+        format!(
+            "loading the reference LM (train it with `diffusion-lm train-ar --model {}`)",
+            dir.display()
+        )
+    })?;
     if ar_tok.vocab_size() != lm.tokenizer.vocab_size() {
-        bail!("the reference LM in {} uses a different tokenizer than the model", ar_dir.display());
+        bail!(
+            "the reference LM in {} uses a different tokenizer than the model",
+            ar_dir.display()
+        );
     }
     let record = read_data_record(&dir)?;
     let (train_ex, heldout_ex) = load_split(&record.corpus, record.json_records, record.heldout)?;

@@ -93,13 +93,25 @@ impl Denoiser {
         let (v, d, h) = (cfg.vocab_size, cfg.embed_dim, cfg.hidden);
         let word_embedding = vb.get((v, d), "word_embedding.weight")?;
         let blocks = (0..cfg.layers)
-            .map(|i| Block::new(h, cfg.heads, cfg.ffn_hidden, cfg.dropout, false, vb.pp(format!("blocks.{i}"))))
+            .map(|i| {
+                Block::new(
+                    h,
+                    cfg.heads,
+                    cfg.ffn_hidden,
+                    cfg.dropout,
+                    false,
+                    vb.pp(format!("blocks.{i}")),
+                )
+            })
             .collect::<Result<Vec<_>>>()?;
         let embedding_sq_norms = word_embedding.sqr()?.sum(1)?;
         Ok(Denoiser {
             cfg: cfg.clone(),
             lm_head_bias: vb.get(v, "lm_head.bias")?,
-            input_up: (candle_nn::linear(d, h, vb.pp("input_up.0"))?, candle_nn::linear(h, h, vb.pp("input_up.2"))?),
+            input_up: (
+                candle_nn::linear(d, h, vb.pp("input_up.0"))?,
+                candle_nn::linear(h, h, vb.pp("input_up.2"))?,
+            ),
             time_embed: (
                 candle_nn::linear(h, 4 * h, vb.pp("time_embed.0"))?,
                 candle_nn::linear(4 * h, h, vb.pp("time_embed.2"))?,
@@ -108,7 +120,10 @@ impl Denoiser {
             input_norm: LayerNorm::new(h, vb.pp("input_norm"))?,
             blocks,
             final_norm: LayerNorm::new(h, vb.pp("final_norm"))?,
-            output_down: (candle_nn::linear(h, h, vb.pp("output_down.0"))?, candle_nn::linear(h, d, vb.pp("output_down.2"))?),
+            output_down: (
+                candle_nn::linear(h, h, vb.pp("output_down.0"))?,
+                candle_nn::linear(h, d, vb.pp("output_down.2"))?,
+            ),
             word_embedding,
             embedding_sq_norms,
         })
@@ -146,7 +161,10 @@ impl Denoiser {
     pub fn forward(&self, x_t: &Tensor, t: &[usize], mode: &mut Mode) -> Result<Tensor> {
         let (b, l, _) = x_t.dims3()?;
         if t.len() != b {
-            return Err(crate::Error::Sampling(format!("{} time steps given for a batch of {b}", t.len())));
+            return Err(crate::Error::Sampling(format!(
+                "{} time steps given for a batch of {b}",
+                t.len()
+            )));
         }
         if l > self.cfg.seq_len {
             return Err(crate::Error::Sampling(format!(
@@ -156,7 +174,10 @@ impl Denoiser {
         }
         let times: Vec<f64> = t.iter().map(|&s| self.time_input(s)).collect();
         let temb = timestep_embedding(&times, self.cfg.hidden, x_t.device())?.to_dtype(x_t.dtype())?;
-        let temb = self.time_embed.1.forward(&candle_nn::ops::silu(&self.time_embed.0.forward(&temb)?)?)?;
+        let temb = self
+            .time_embed
+            .1
+            .forward(&candle_nn::ops::silu(&self.time_embed.0.forward(&temb)?)?)?;
         let h = self.input_up.1.forward(&self.input_up.0.forward(x_t)?.tanh()?)?;
         let pos = self.position_embedding.narrow(0, 0, l)?;
         let h = h.broadcast_add(&pos)?.broadcast_add(&temb.unsqueeze(1)?)?;
@@ -172,7 +193,9 @@ impl Denoiser {
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
         let (b, l, d) = x.dims3()?;
         let flat = x.reshape((b * l, d))?.matmul(&self.word_embedding.t()?)?;
-        Ok(flat.broadcast_add(&self.lm_head_bias)?.reshape((b, l, self.cfg.vocab_size))?)
+        Ok(flat
+            .broadcast_add(&self.lm_head_bias)?
+            .reshape((b, l, self.cfg.vocab_size))?)
     }
 
     /// Embeddings of token ids `[B, L]` → `[B, L, d]`.

@@ -35,8 +35,9 @@ pub fn dropout(x: &Tensor, p: f32, mode: &mut Mode) -> Result<Tensor> {
     match mode {
         Mode::Train(rng) if p > 0.0 => {
             let keep = 1.0 / (1.0 - p);
-            let mask: Vec<f32> =
-                (0..x.elem_count()).map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep }).collect();
+            let mask: Vec<f32> = (0..x.elem_count())
+                .map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep })
+                .collect();
             let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
             Ok(x.mul(&mask)?)
         }
@@ -62,7 +63,11 @@ pub struct LayerNorm {
 
 impl LayerNorm {
     pub fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
-        Ok(LayerNorm { weight: vb.get(dim, "weight")?, bias: vb.get(dim, "bias")?, eps: 1e-5 })
+        Ok(LayerNorm {
+            weight: vb.get(dim, "weight")?,
+            bias: vb.get(dim, "bias")?,
+            eps: 1e-5,
+        })
     }
 
     pub fn forward(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
@@ -73,7 +78,12 @@ impl LayerNorm {
             let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
             Ok(normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
         } else {
-            Ok(candle_nn::ops::layer_norm(&x.contiguous()?, &self.weight, &self.bias, self.eps as f32)?)
+            Ok(candle_nn::ops::layer_norm(
+                &x.contiguous()?,
+                &self.weight,
+                &self.bias,
+                self.eps as f32,
+            )?)
         }
     }
 }
@@ -99,7 +109,11 @@ impl SelfAttention {
     pub fn forward(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
         let (b, l, h) = x.dims3()?;
         let hd = h / self.heads;
-        let qkv = self.qkv.forward(x)?.reshape((b, l, 3, self.heads, hd))?.permute((2, 0, 3, 1, 4))?;
+        let qkv = self
+            .qkv
+            .forward(x)?
+            .reshape((b, l, 3, self.heads, hd))?
+            .permute((2, 0, 3, 1, 4))?;
         let q = qkv.get(0)?.contiguous()?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
@@ -114,8 +128,9 @@ impl SelfAttention {
 }
 
 fn causal_mask(l: usize, device: &Device, dtype: DType) -> Result<Tensor> {
-    let mask: Vec<f32> =
-        (0..l).flat_map(|i| (0..l).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 })).collect();
+    let mask: Vec<f32> = (0..l)
+        .flat_map(|i| (0..l).map(move |j| if j > i { f32::NEG_INFINITY } else { 0.0 }))
+        .collect();
     Ok(Tensor::from_vec(mask, (l, l), device)?.to_dtype(dtype)?)
 }
 
@@ -144,7 +159,9 @@ impl Block {
     pub fn forward(&self, x: &Tensor, mode: &mut Mode) -> Result<Tensor> {
         let a = self.attn.forward(&self.norm1.forward(x, mode)?, mode)?;
         let x = (x + dropout(&a, self.dropout, mode)?)?;
-        let f = self.fc2.forward(&self.fc1.forward(&self.norm2.forward(&x, mode)?)?.relu()?)?;
+        let f = self
+            .fc2
+            .forward(&self.fc1.forward(&self.norm2.forward(&x, mode)?)?.relu()?)?;
         Ok((&x + dropout(&f, self.dropout, mode)?)?)
     }
 }
@@ -170,7 +187,11 @@ pub struct ParamSpec {
 
 impl ParamSpec {
     pub fn new(name: impl Into<String>, shape: &[usize], init: Init) -> Self {
-        ParamSpec { name: name.into(), shape: shape.to_vec(), init }
+        ParamSpec {
+            name: name.into(),
+            shape: shape.to_vec(),
+            init,
+        }
     }
 
     /// Draws the initial value from `rng` (seeded, so initialisation is reproducible).
@@ -224,7 +245,10 @@ pub fn init_varmap(specs: &[ParamSpec], rng: &mut StdRng, device: &Device) -> Re
     {
         let mut data = varmap.data().lock().expect("fresh VarMap lock");
         for spec in specs {
-            data.insert(spec.name.clone(), candle_core::Var::from_tensor(&spec.sample(rng, device)?)?);
+            data.insert(
+                spec.name.clone(),
+                candle_core::Var::from_tensor(&spec.sample(rng, device)?)?,
+            );
         }
     }
     Ok(varmap)
@@ -247,12 +271,19 @@ pub fn check_tensors(
                 ))
             }
             Some(t) if t.dtype() != DType::F32 => {
-                return Err(format!("tensor `{}` has dtype {:?}, expected F32", spec.name, t.dtype()))
+                return Err(format!(
+                    "tensor `{}` has dtype {:?}, expected F32",
+                    spec.name,
+                    t.dtype()
+                ))
             }
             _ => {}
         }
     }
-    let mut extra: Vec<&String> = tensors.keys().filter(|k| !specs.iter().any(|s| &s.name == *k)).collect();
+    let mut extra: Vec<&String> = tensors
+        .keys()
+        .filter(|k| !specs.iter().any(|s| &s.name == *k))
+        .collect();
     extra.sort();
     if let Some(name) = extra.first() {
         return Err(format!("unexpected tensor `{name}` (not part of this model's config)"));

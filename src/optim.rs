@@ -20,7 +20,12 @@ pub struct AdamWConfig {
 
 impl Default for AdamWConfig {
     fn default() -> Self {
-        AdamWConfig { beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 }
+        AdamWConfig {
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            weight_decay: 0.0,
+        }
     }
 }
 
@@ -37,9 +42,21 @@ impl AdamW {
     /// `vars` are sorted by name so the state layout does not depend on map order.
     pub fn new(mut vars: Vec<(String, Var)>, cfg: AdamWConfig) -> Result<Self> {
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let m = vars.iter().map(|(_, v)| v.zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
-        let v = vars.iter().map(|(_, v)| v.zeros_like()).collect::<candle_core::Result<Vec<_>>>()?;
-        Ok(AdamW { vars, m, v, step: 0, cfg })
+        let m = vars
+            .iter()
+            .map(|(_, v)| v.zeros_like())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        let v = vars
+            .iter()
+            .map(|(_, v)| v.zeros_like())
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(AdamW {
+            vars,
+            m,
+            v,
+            step: 0,
+            cfg,
+        })
     }
 
     pub fn vars(&self) -> &[(String, Var)] {
@@ -71,7 +88,11 @@ impl AdamW {
         let bc2 = 1.0 - c.beta2.powi(self.step as i32);
         for (i, (_, var)) in self.vars.iter().enumerate() {
             let Some(g) = grads.get(var.as_tensor()) else { continue };
-            let g = if grad_scale != 1.0 { (g * grad_scale)? } else { g.clone() };
+            let g = if grad_scale != 1.0 {
+                (g * grad_scale)?
+            } else {
+                g.clone()
+            };
             let m = ((&self.m[i] * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
             let v = ((&self.v[i] * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
             let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + c.eps)?)?;
@@ -98,9 +119,15 @@ impl AdamW {
         for (i, (name, var)) in self.vars.iter().enumerate() {
             for (prefix, slot) in [("m", &mut self.m[i]), ("v", &mut self.v[i])] {
                 let key = format!("{prefix}.{name}");
-                let t = tensors.get(&key).ok_or_else(|| format!("optimizer state `{key}` is missing"))?;
+                let t = tensors
+                    .get(&key)
+                    .ok_or_else(|| format!("optimizer state `{key}` is missing"))?;
                 if t.dims() != var.dims() {
-                    return Err(format!("optimizer state `{key}` has shape {:?}, expected {:?}", t.dims(), var.dims()));
+                    return Err(format!(
+                        "optimizer state `{key}` has shape {:?}, expected {:?}",
+                        t.dims(),
+                        var.dims()
+                    ));
                 }
                 *slot = t.clone();
             }
@@ -135,7 +162,11 @@ impl Ema {
             .iter()
             .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
             .collect::<Result<HashMap<_, _>>>()?;
-        Ok(Ema { decay, tensors, updates: 0 })
+        Ok(Ema {
+            decay,
+            tensors,
+            updates: 0,
+        })
     }
 
     pub fn update(&mut self, vars: &[(String, Var)]) -> Result<()> {

@@ -24,8 +24,15 @@ fn register_font() {
 /// Draws named series of (step, value) points, log-scaled on y, to a PNG.
 pub fn loss_curve(path: &Path, title: &str, series: &[(&str, Vec<(f64, f64)>)]) -> Result<()> {
     register_font();
-    let err = |e: &dyn std::fmt::Display| Error::Plot { path: path.to_path_buf(), message: e.to_string() };
-    let points: Vec<&(f64, f64)> = series.iter().flat_map(|(_, s)| s.iter()).filter(|p| p.1 > 0.0).collect();
+    let err = |e: &dyn std::fmt::Display| Error::Plot {
+        path: path.to_path_buf(),
+        message: e.to_string(),
+    };
+    let points: Vec<&(f64, f64)> = series
+        .iter()
+        .flat_map(|(_, s)| s.iter())
+        .filter(|p| p.1 > 0.0)
+        .collect();
     if points.is_empty() {
         return Err(err(&"no positive values to plot"));
     }
@@ -51,7 +58,10 @@ pub fn loss_curve(path: &Path, title: &str, series: &[(&str, Vec<(f64, f64)>)]) 
     for (i, (name, s)) in series.iter().enumerate() {
         let color = colors[i % colors.len()];
         chart
-            .draw_series(LineSeries::new(s.iter().copied().filter(|p| p.1 > 0.0), color.stroke_width(2)))
+            .draw_series(LineSeries::new(
+                s.iter().copied().filter(|p| p.1 > 0.0),
+                color.stroke_width(2),
+            ))
             .map_err(|e| err(&e))?
             .label(*name)
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], color.stroke_width(2)));

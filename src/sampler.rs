@@ -47,7 +47,9 @@ impl std::str::FromStr for SamplerKind {
             "ddim" => Ok(SamplerKind::Ddim { eta: 0.0 }),
             _ => match s.strip_prefix("ddim:").map(str::parse::<f64>) {
                 Some(Ok(eta)) if (0.0..=1.0).contains(&eta) => Ok(SamplerKind::Ddim { eta }),
-                _ => Err(format!("unknown sampler {s:?}: expected ddpm, ddim or ddim:ETA with ETA in [0, 1]")),
+                _ => Err(format!(
+                    "unknown sampler {s:?}: expected ddpm, ddim or ddim:ETA with ETA in [0, 1]"
+                )),
             },
         }
     }

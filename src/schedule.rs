@@ -70,13 +70,20 @@ impl NoiseSchedule {
                 acc
             })
             .collect();
-        NoiseSchedule { betas, alphas_cumprod, timesteps, original_len }
+        NoiseSchedule {
+            betas,
+            alphas_cumprod,
+            timesteps,
+            original_len,
+        }
     }
 
     /// The indices of `0..T` that respacing to `k` steps keeps: `round(i * (T-1)/(k-1))`.
     pub fn respaced_indices(total: usize, k: usize) -> Result<Vec<usize>> {
         if k == 0 {
-            return Err(Error::Sampling("the number of sampling steps must be at least 1".into()));
+            return Err(Error::Sampling(
+                "the number of sampling steps must be at least 1".into(),
+            ));
         }
         if k > total {
             return Err(Error::Sampling(format!(

@@ -85,8 +85,7 @@ impl TextTokenizer {
         if !path.exists() {
             return Err(Error::Tokenizer(format!("{} does not exist", path.display())));
         }
-        let inner = Tokenizer::from_file(path)
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        let inner = Tokenizer::from_file(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
         Self::from_tokenizer(inner)
     }
 

@@ -90,10 +90,16 @@ impl TrainConfig {
             return Err(Error::Config("steps and batch_size must be positive".into()));
         }
         if !(self.lr > 0.0) {
-            return Err(Error::Config(format!("learning rate must be positive, got {}", self.lr)));
+            return Err(Error::Config(format!(
+                "learning rate must be positive, got {}",
+                self.lr
+            )));
         }
         if !(0.0..1.0).contains(&self.ema_decay) {
-            return Err(Error::Config(format!("ema_decay must be in [0, 1), got {}", self.ema_decay)));
+            return Err(Error::Config(format!(
+                "ema_decay must be in [0, 1), got {}",
+                self.ema_decay
+            )));
         }
         Ok(())
     }
@@ -169,7 +175,10 @@ impl Objective for DiffusionObjective {
         let mut rng_mode = Mode::Train(rng);
         let pred = self.model.forward(&x_t, &t, &mut rng_mode)?;
         // Where t = 0 the target is the embedding itself (x_start minus its embedding noise).
-        let is_zero = column(&t.iter().map(|&i| if i == 0 { std0 } else { 0.0 }).collect::<Vec<_>>(), device)?;
+        let is_zero = column(
+            &t.iter().map(|&i| if i == 0 { std0 } else { 0.0 }).collect::<Vec<_>>(),
+            device,
+        )?;
         let target = (&x_start - noise0.broadcast_mul(&is_zero)?)?;
         let mse = (pred - target)?.sqr()?.mean((1, 2))?;
         let prior = (&x_start * ac[t_count - 1].sqrt())?.sqr()?.mean((1, 2))?;
@@ -252,15 +261,28 @@ impl<O: Objective> Trainer<O> {
     ) -> Result<Self> {
         train.validate()?;
         if data.is_empty() {
-            return Err(Error::Config("no training sequences (all were empty or too long?)".into()));
+            return Err(Error::Config(
+                "no training sequences (all were empty or too long?)".into(),
+            ));
         }
         let mut rng = StdRng::seed_from_u64(train.seed);
         let varmap = init_varmap(specs, &mut rng, device)?;
         let objective = build(VarBuilder::from_varmap(&varmap, DType::F32, device))?;
-        let mut vars: Vec<(String, candle_core::Var)> =
-            varmap.data().lock().map_err(|_| Error::Config("poisoned VarMap".into()))?.iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+        let mut vars: Vec<(String, candle_core::Var)> = varmap
+            .data()
+            .lock()
+            .map_err(|_| Error::Config("poisoned VarMap".into()))?
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
         vars.sort_by(|a, b| a.0.cmp(&b.0));
-        let opt = AdamW::new(vars, AdamWConfig { weight_decay: train.weight_decay, ..Default::default() })?;
+        let opt = AdamW::new(
+            vars,
+            AdamWConfig {
+                weight_decay: train.weight_decay,
+                ..Default::default()
+            },
+        )?;
         let ema = Ema::new(opt.vars(), train.ema_decay)?;
         let state = TrainState {
             step: 0,
@@ -299,19 +321,29 @@ impl<O: Objective> Trainer<O> {
         let tensors = checkpoint::load_tensors(&dir, STATE_TENSORS_FILE, &self.device)?;
         for (name, var) in self.opt.vars() {
             let key = format!("param.{name}");
-            let t = tensors.get(&key).ok_or_else(|| Error::checkpoint(&dir, format!("{STATE_TENSORS_FILE}: `{key}` is missing")))?;
+            let t = tensors
+                .get(&key)
+                .ok_or_else(|| Error::checkpoint(&dir, format!("{STATE_TENSORS_FILE}: `{key}` is missing")))?;
             if t.dims() != var.dims() {
                 return Err(Error::checkpoint(
                     &dir,
-                    format!("{STATE_TENSORS_FILE}: `{key}` has shape {:?}, the model expects {:?}", t.dims(), var.dims()),
+                    format!(
+                        "{STATE_TENSORS_FILE}: `{key}` has shape {:?}, the model expects {:?}",
+                        t.dims(),
+                        var.dims()
+                    ),
                 ));
             }
             var.set(t)?;
         }
-        self.opt.load_state(&tensors, saved.step).map_err(|m| Error::checkpoint(&dir, m))?;
+        self.opt
+            .load_state(&tensors, saved.step)
+            .map_err(|m| Error::checkpoint(&dir, m))?;
         let ema = checkpoint::load_tensors(&dir, checkpoint::WEIGHTS_FILE, &self.device)?;
         for (name, _) in self.opt.vars() {
-            let t = ema.get(name).ok_or_else(|| Error::checkpoint(&dir, format!("EMA tensor `{name}` is missing")))?;
+            let t = ema
+                .get(name)
+                .ok_or_else(|| Error::checkpoint(&dir, format!("EMA tensor `{name}` is missing")))?;
             self.ema.tensors.insert(name.clone(), t.clone());
         }
         self.ema.updates = saved.step;
@@ -320,7 +352,8 @@ impl<O: Objective> Trainer<O> {
         self.state.history = saved.history;
         self.state.elapsed_secs = saved.elapsed_secs;
         self.state.tokens_seen = saved.tokens_seen;
-        self.rng = StdRng::seed_from_u64(self.state.train.seed ^ (saved.step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
+        self.rng =
+            StdRng::seed_from_u64(self.state.train.seed ^ (saved.step as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15));
         Ok(())
     }
 
@@ -341,7 +374,12 @@ impl<O: Objective> Trainer<O> {
 
     /// The current (raw) weights by parameter name.
     pub fn raw_weights(&self) -> Result<HashMap<String, Tensor>> {
-        Ok(self.opt.vars().iter().map(|(n, v)| (n.clone(), v.as_tensor().clone())).collect())
+        Ok(self
+            .opt
+            .vars()
+            .iter()
+            .map(|(n, v)| (n.clone(), v.as_tensor().clone()))
+            .collect())
     }
 
     fn next_batch(&mut self) -> Result<Tensor> {
@@ -436,7 +474,10 @@ impl<O: Objective> Trainer<O> {
                     .join(" ");
                 bar.set_message(format!("{msg} | {tps:.0} tok/s"));
                 if !progress {
-                    eprintln!("step {step}/{total} {msg} | {tps:.0} tok/s | {:.0}s", self.state.elapsed_secs);
+                    eprintln!(
+                        "step {step}/{total} {msg} | {tps:.0} tok/s | {:.0}s",
+                        self.state.elapsed_secs
+                    );
                 }
                 self.state.history.push(HistoryPoint { step, values: means });
                 acc.iter_mut().for_each(|a| *a = 0.0);
@@ -475,7 +516,14 @@ impl<O: Objective> Trainer<O> {
                 .iter()
                 .enumerate()
                 .map(|(i, name)| {
-                    (name.as_str(), self.state.history.iter().map(|h| (h.step as f64, h.values[i])).collect())
+                    (
+                        name.as_str(),
+                        self.state
+                            .history
+                            .iter()
+                            .map(|h| (h.step as f64, h.values[i]))
+                            .collect(),
+                    )
                 })
                 .collect();
             crate::plot::loss_curve(&dir.join(LOSS_PLOT_FILE), "training loss", &series)?;
@@ -527,7 +575,16 @@ pub fn diffusion_trainer(
     }
     let (data, dropped) = encode_corpus(&tokenizer, texts, cfg.seq_len)?;
     let specs = Denoiser::param_specs(&cfg);
-    Trainer::new(&specs, |vb| DiffusionObjective::new(vb, &cfg), data, dropped, tokenizer, train, out_dir, device)
+    Trainer::new(
+        &specs,
+        |vb| DiffusionObjective::new(vb, &cfg),
+        data,
+        dropped,
+        tokenizer,
+        train,
+        out_dir,
+        device,
+    )
 }
 
 /// Trains a diffusion LM on `texts` (no progress bar) and returns it with its EMA weights.
@@ -543,4 +600,3 @@ pub fn train_diffusion(
     trainer.run(false)?;
     DiffusionLm::from_weights(cfg, tokenizer, trainer.ema_weights().clone(), device)
 }
-

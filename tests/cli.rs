@@ -3,8 +3,15 @@
 use std::process::Command;
 
 fn run(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_diffusion-lm")).args(args).output().expect("run the CLI");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    let out = Command::new(env!("CARGO_BIN_EXE_diffusion-lm"))
+        .args(args)
+        .output()
+        .expect("run the CLI");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }
 
 #[test]
@@ -12,12 +19,33 @@ fn bad_input_gives_clear_errors() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path().to_str().unwrap();
     let cases: Vec<(Vec<String>, &str)> = vec![
-        (vec!["generate".into(), "--model".into(), format!("{d}/missing")], "directory does not exist"),
-        (vec!["train".into(), "--corpus".into(), format!("{d}/none.txt"), "--out".into(), format!("{d}/o")], "file does not exist"),
+        (
+            vec!["generate".into(), "--model".into(), format!("{d}/missing")],
+            "directory does not exist",
+        ),
+        (
+            vec![
+                "train".into(),
+                "--corpus".into(),
+                format!("{d}/none.txt"),
+                "--out".into(),
+                format!("{d}/o"),
+            ],
+            "file does not exist",
+        ),
         (vec!["generate".into(), "--steps".into(), "0".into()], "at least 1"),
-        (vec!["generate".into(), "--length".into(), "100000".into()], "exceeds the model's sequence length"),
-        (vec!["generate".into(), "--sampler".into(), "euler".into()], "unknown sampler"),
-        (vec!["generate".into(), "--device".into(), "tpu".into()], "unknown device"),
+        (
+            vec!["generate".into(), "--length".into(), "100000".into()],
+            "exceeds the model's sequence length",
+        ),
+        (
+            vec!["generate".into(), "--sampler".into(), "euler".into()],
+            "unknown sampler",
+        ),
+        (
+            vec!["generate".into(), "--device".into(), "tpu".into()],
+            "unknown device",
+        ),
     ];
     for (args, expected) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
@@ -30,7 +58,17 @@ fn bad_input_gives_clear_errors() {
 
 #[test]
 fn generate_with_the_shipped_model_prints_jsonl() {
-    let (ok, out, err) = run(&["generate", "--samples", "2", "--steps", "20", "--format", "jsonl", "--seed", "4"]);
+    let (ok, out, err) = run(&[
+        "generate",
+        "--samples",
+        "2",
+        "--steps",
+        "20",
+        "--format",
+        "jsonl",
+        "--seed",
+        "4",
+    ]);
     assert!(ok, "{err}");
     let lines: Vec<&str> = out.lines().collect();
     assert_eq!(lines.len(), 2);

@@ -20,7 +20,8 @@ fn sqrt_schedule_matches_the_formulas() {
     assert_eq!(s.len(), t);
     let mut cum = 1.0f64;
     for i in 0..t {
-        let expected_beta = (1.0 - sqrt_alpha_bar((i + 1) as f64 / t as f64) / sqrt_alpha_bar(i as f64 / t as f64)).min(0.999);
+        let expected_beta =
+            (1.0 - sqrt_alpha_bar((i + 1) as f64 / t as f64) / sqrt_alpha_bar(i as f64 / t as f64)).min(0.999);
         assert!((s.betas()[i] - expected_beta).abs() < 1e-12, "beta_{i}");
         cum *= 1.0 - expected_beta;
         assert!((s.alphas_cumprod()[i] - cum).abs() < 1e-12, "alpha_bar_{i}");
@@ -64,8 +65,10 @@ fn respacing_picks_the_right_subsequence() {
 fn random_model(cfg: &ModelConfig, seed: u64) -> (Denoiser, HashMap<String, Tensor>) {
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let specs = Denoiser::param_specs(cfg);
-    let weights: HashMap<String, Tensor> =
-        specs.iter().map(|s| (s.name.clone(), s.sample(&mut rng, &Device::Cpu).unwrap())).collect();
+    let weights: HashMap<String, Tensor> = specs
+        .iter()
+        .map(|s| (s.name.clone(), s.sample(&mut rng, &Device::Cpu).unwrap()))
+        .collect();
     let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
     (Denoiser::new(vb, cfg).unwrap(), weights)
 }
@@ -95,19 +98,27 @@ fn clamping_returns_exact_embedding_rows_of_the_nearest_words() {
 #[test]
 fn every_parameter_receives_a_nonzero_gradient() {
     let tok = toy_tokenizer();
-    let cfg = ModelConfig { dropout: 0.1, ..toy_config(&tok) };
+    let cfg = ModelConfig {
+        dropout: 0.1,
+        ..toy_config(&tok)
+    };
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let specs = Denoiser::param_specs(&cfg);
     let varmap = init_varmap(&specs, &mut rng, &Device::Cpu).unwrap();
     let obj = DiffusionObjective::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg).unwrap();
-    let rows: Vec<u32> = TOY.iter().flat_map(|t| tok.encode_padded(t, cfg.seq_len).unwrap()).collect();
+    let rows: Vec<u32> = TOY
+        .iter()
+        .flat_map(|t| tok.encode_padded(t, cfg.seq_len).unwrap())
+        .collect();
     let batch = Tensor::from_vec(rows, (4, cfg.seq_len), &Device::Cpu).unwrap();
     let (loss, _) = obj.loss(&batch, &mut rng).unwrap();
     let grads = loss.backward().unwrap();
     let data = varmap.data().lock().unwrap();
     assert_eq!(data.len(), specs.len());
     for (name, var) in data.iter() {
-        let g = grads.get(var.as_tensor()).unwrap_or_else(|| panic!("no gradient for {name}"));
+        let g = grads
+            .get(var.as_tensor())
+            .unwrap_or_else(|| panic!("no gradient for {name}"));
         let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
         assert!(norm > 0.0 && norm.is_finite(), "gradient of {name} is {norm}");
     }
@@ -121,7 +132,14 @@ fn fused_inference_kernels_match_the_differentiable_training_forms() {
     let a = model.forward(&x, &[3, 150], &mut Mode::Infer).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let b = model.forward(&x, &[3, 150], &mut Mode::Train(&mut rng)).unwrap(); // dropout is 0 in tiny
-    let diff = (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let diff = (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert!(diff < 1e-4, "max difference {diff}");
 }
 
@@ -131,7 +149,11 @@ fn a_tiny_model_learns_the_toy_corpus_and_save_load_is_bit_identical() {
     let lm = train_toy(dir.path(), 500);
     let samples = Generator::new(&lm).steps(50).seed(11).generate(16).unwrap();
     let exact = samples.iter().filter(|s| TOY.contains(&s.text.as_str())).count();
-    assert!(exact >= 12, "only {exact}/16 samples reproduce a toy sentence: {:?}", samples.iter().map(|s| &s.text).collect::<Vec<_>>());
+    assert!(
+        exact >= 12,
+        "only {exact}/16 samples reproduce a toy sentence: {:?}",
+        samples.iter().map(|s| &s.text).collect::<Vec<_>>()
+    );
     let distinct: std::collections::HashSet<&str> = samples.iter().map(|s| s.text.as_str()).collect();
     assert!(distinct.len() >= 3, "samples collapsed to {distinct:?}");
 
@@ -139,14 +161,30 @@ fn a_tiny_model_learns_the_toy_corpus_and_save_load_is_bit_identical() {
     let loaded = DiffusionLm::load(dir.path(), &Device::Cpu).unwrap();
     for (name, t) in lm.weights() {
         let u = &loaded.weights()[name];
-        assert_eq!(t.flatten_all().unwrap().to_vec1::<f32>().unwrap(), u.flatten_all().unwrap().to_vec1::<f32>().unwrap());
+        assert_eq!(
+            t.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            u.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
     }
     let again = Generator::new(&loaded).steps(50).seed(11).generate(16).unwrap();
     assert_eq!(samples, again);
     // Same seed, different batch size: same samples. DDIM works too.
-    let batched = Generator::new(&loaded).steps(50).seed(11).batch_size(5).generate(16).unwrap();
-    assert_eq!(samples.iter().map(|s| &s.text).collect::<Vec<_>>(), batched.iter().map(|s| &s.text).collect::<Vec<_>>());
-    let ddim = Generator::new(&loaded).steps(50).seed(2).sampler(SamplerKind::Ddim { eta: 0.0 }).generate(8).unwrap();
+    let batched = Generator::new(&loaded)
+        .steps(50)
+        .seed(11)
+        .batch_size(5)
+        .generate(16)
+        .unwrap();
+    assert_eq!(
+        samples.iter().map(|s| &s.text).collect::<Vec<_>>(),
+        batched.iter().map(|s| &s.text).collect::<Vec<_>>()
+    );
+    let ddim = Generator::new(&loaded)
+        .steps(50)
+        .seed(2)
+        .sampler(SamplerKind::Ddim { eta: 0.0 })
+        .generate(8)
+        .unwrap();
     assert!(ddim.iter().filter(|s| TOY.contains(&s.text.as_str())).count() >= 6);
 }
 
@@ -155,7 +193,10 @@ fn training_resumes_from_its_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let tok = toy_tokenizer();
     let cfg = toy_config(&tok);
-    let train = |steps| diffusion_lm::train::TrainConfig { log_every: 5, ..toy_train_config(steps) };
+    let train = |steps| diffusion_lm::train::TrainConfig {
+        log_every: 5,
+        ..toy_train_config(steps)
+    };
     let mut first = diffusion_trainer(cfg.clone(), tok.clone(), &TOY, train(20), dir.path(), &Device::Cpu).unwrap();
     first.run(false).unwrap();
     assert!(dir.path().join("loss.png").exists());

@@ -38,7 +38,10 @@ fn unreadable_empty_and_malformed_corpora_are_named() {
     let bad_mr = dir.path().join("badmr.csv");
     std::fs::write(&bad_mr, "mr,ref\n\"name[Eagle, food[x]\",hello\n").unwrap();
     let msg = err_text(read_corpus(&bad_mr, E2eOptions::default()));
-    assert!(msg.contains("line 2") && msg.contains("meaning representation"), "{msg}");
+    assert!(
+        msg.contains("line 2") && msg.contains("meaning representation"),
+        "{msg}"
+    );
 
     let binary = dir.path().join("bin.txt");
     std::fs::write(&binary, [0xff, 0xfe, 0x00, 0x80]).unwrap();
@@ -66,11 +69,17 @@ fn corrupt_and_mismatched_checkpoints_say_what_is_wrong() {
     // Corrupt weights.
     let corrupt = tempfile::tempdir().unwrap();
     lm.save(corrupt.path()).unwrap();
-    let mut f = std::fs::OpenOptions::new().write(true).open(corrupt.path().join("model.safetensors")).unwrap();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(corrupt.path().join("model.safetensors"))
+        .unwrap();
     f.write_all(b"garbage garbage garbage").unwrap();
     drop(f);
     let msg = err_text(DiffusionLm::load(corrupt.path(), &Device::Cpu));
-    assert!(msg.contains("model.safetensors is not a valid safetensors file"), "{msg}");
+    assert!(
+        msg.contains("model.safetensors is not a valid safetensors file"),
+        "{msg}"
+    );
 
     // Truncated weights.
     let truncated = tempfile::tempdir().unwrap();

@@ -22,6 +22,9 @@ mod tests {
     fn engine_is_reachable_through_the_reexport() {
         let cfg = crate::engine::ModelConfig::tiny(10);
         assert!(cfg.validate().is_ok());
-        assert_eq!(crate::engine::Denoiser::param_specs(&cfg)[0].name, "word_embedding.weight");
+        assert_eq!(
+            crate::engine::Denoiser::param_specs(&cfg)[0].name,
+            "word_embedding.weight"
+        );
     }
 }

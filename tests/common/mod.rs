@@ -8,7 +8,12 @@ use candle_core::Device;
 use diffusion_lm::train::TrainConfig;
 use diffusion_lm::{DiffusionLm, ModelConfig, TextTokenizer};
 
-pub const TOY: [&str; 4] = ["the cat sat on the mat", "a dog ran in the park", "the bird sang a song", "my fish swims all day"];
+pub const TOY: [&str; 4] = [
+    "the cat sat on the mat",
+    "a dog ran in the park",
+    "the bird sang a song",
+    "my fish swims all day",
+];
 
 pub fn toy_tokenizer() -> TextTokenizer {
     // Repeat the corpus so every word is frequent enough to become one token.
@@ -51,5 +56,6 @@ pub fn toy_train_config(steps: usize) -> TrainConfig {
 pub fn train_toy(dir: &Path, steps: usize) -> DiffusionLm {
     let tok = toy_tokenizer();
     let cfg = toy_config(&tok);
-    diffusion_lm::train::train_diffusion(cfg, tok, &TOY, toy_train_config(steps), dir, &Device::Cpu).expect("toy training")
+    diffusion_lm::train::train_diffusion(cfg, tok, &TOY, toy_train_config(steps), dir, &Device::Cpu)
+        .expect("toy training")
 }
