@@ -44,6 +44,18 @@ pub enum Error {
     #[error("invalid sampling request: {0}")]
     Sampling(String),
 
+    /// A constraint could not be built (bad pattern, automaton too large, ...).
+    #[error("constraint: {0}")]
+    Constraint(String),
+
+    /// The constraints admit no sequence of the requested length; detected before sampling.
+    #[error("unsatisfiable constraints: {0}")]
+    Unsatisfiable(String),
+
+    /// A generated sequence failed a controller's independent check (a bug, never returned as text).
+    #[error("output failed the independent check of {controller}: {message}")]
+    CheckFailed { controller: String, message: String },
+
     /// Writing a plot failed.
     #[error("plot {path}: {message}")]
     Plot { path: PathBuf, message: String },

@@ -30,7 +30,10 @@ use rand::SeedableRng;
 use rand_distr::{Distribution, StandardNormal};
 
 use crate::checkpoint;
+use crate::controller::{Controller, GuidanceConfig, GuidanceContext, GuidanceRule, PrepareContext, PreparedStack};
 use crate::nn::{check_tensors, Mode};
+use crate::projection::best_sequence;
+use crate::token_index::TokenIndex;
 use crate::{Denoiser, Error, ModelConfig, NoiseSchedule, Result, Sampler, SamplerKind, TextTokenizer};
 
 /// A trained diffusion LM: config, denoiser (EMA weights) and tokenizer.
@@ -39,6 +42,7 @@ pub struct DiffusionLm {
     pub model: Denoiser,
     pub tokenizer: TextTokenizer,
     weights: HashMap<String, Tensor>,
+    index: std::sync::OnceLock<TokenIndex>,
 }
 
 impl DiffusionLm {
@@ -90,6 +94,7 @@ impl DiffusionLm {
             model,
             tokenizer,
             weights,
+            index: std::sync::OnceLock::new(),
         })
     }
 
@@ -106,6 +111,11 @@ impl DiffusionLm {
     /// The device the model runs on.
     pub fn device(&self) -> &Device {
         self.model.device()
+    }
+
+    /// The vocabulary's byte index, built on first use and shared by every constraint.
+    pub fn token_index(&self) -> &TokenIndex {
+        self.index.get_or_init(|| TokenIndex::new(&self.tokenizer))
     }
 }
 
@@ -129,6 +139,8 @@ pub struct Generator<'m> {
     batch_size: usize,
     clamp: bool,
     progress: bool,
+    controllers: Vec<Box<dyn Controller>>,
+    guidance: GuidanceConfig,
 }
 
 impl<'m> Generator<'m> {
@@ -142,7 +154,27 @@ impl<'m> Generator<'m> {
             batch_size: 64,
             clamp: true,
             progress: false,
+            controllers: Vec::new(),
+            guidance: GuidanceConfig::default(),
         }
+    }
+
+    /// Adds a controller to the stack (see [`crate::controller`]).
+    pub fn with(mut self, controller: impl Controller + 'static) -> Self {
+        self.controllers.push(Box::new(controller));
+        self
+    }
+
+    /// Adds a boxed controller to the stack.
+    pub fn with_boxed(mut self, controller: Box<dyn Controller>) -> Self {
+        self.controllers.push(controller);
+        self
+    }
+
+    /// Settings of the guidance update.
+    pub fn guidance(mut self, config: GuidanceConfig) -> Self {
+        self.guidance = config;
+        self
     }
 
     /// Number of reverse steps K (the schedule is respaced exactly from T to K).
@@ -187,6 +219,17 @@ impl<'m> Generator<'m> {
         self
     }
 
+    /// Builds the controllers' constraints for this run's sequence length and checks that they
+    /// can be satisfied, without sampling.
+    pub fn prepare(&self) -> Result<PreparedStack> {
+        let ctx = PrepareContext {
+            tokenizer: &self.lm.tokenizer,
+            index: self.lm.token_index(),
+            seq_len: self.length,
+        };
+        PreparedStack::prepare(&self.controllers, &ctx)
+    }
+
     fn validate(&self) -> Result<Sampler> {
         let cfg = &self.lm.config;
         if self.length == 0 {
@@ -205,13 +248,21 @@ impl<'m> Generator<'m> {
     /// Generates `n` samples.
     pub fn generate(&self, n: usize) -> Result<Vec<Sample>> {
         let sampler = self.validate()?;
+        let stack = self.prepare()?;
         let bar = self.progress_bar(n, &sampler);
         let mut out = Vec::with_capacity(n);
         for start in (0..n).step_by(self.batch_size) {
             let count = self.batch_size.min(n - start);
-            let ids = self.generate_batch(&sampler, start, count, &bar)?;
+            let ids = self.generate_batch(&sampler, &stack, start, count, &bar)?;
             for row in ids {
                 let text = self.lm.tokenizer.decode_content(&row);
+                for c in &self.controllers {
+                    c.check(&text, &row, &self.lm.tokenizer)
+                        .map_err(|message| Error::CheckFailed {
+                            controller: c.name(),
+                            message,
+                        })?;
+                }
                 out.push(Sample { text, ids: row });
             }
         }
@@ -237,6 +288,7 @@ impl<'m> Generator<'m> {
     fn generate_batch(
         &self,
         sampler: &Sampler,
+        stack: &PreparedStack,
         start: usize,
         count: usize,
         bar: &indicatif::ProgressBar,
@@ -250,7 +302,9 @@ impl<'m> Generator<'m> {
         for i in (0..schedule.len()).rev() {
             let t = vec![schedule.timesteps()[i]; count];
             let mut x0 = model.forward(&x, &t, &mut Mode::Infer)?;
-            if self.clamp {
+            if stack.has_hard {
+                x0 = self.project(stack, &x0)?.1;
+            } else if self.clamp {
                 x0 = model.clamp(&x0)?.1;
             }
             let noise = if sampler.needs_noise(i) {
@@ -258,10 +312,103 @@ impl<'m> Generator<'m> {
             } else {
                 None
             };
-            x = sampler.step(&x0, i, &x, noise.as_ref())?;
+            let (mean, std) = sampler.step_parts(&x0, i, &x)?;
+            x = match &noise {
+                Some(z) if std > 0.0 => (&mean + (z * std)?)?,
+                _ => mean.clone(),
+            };
+            if !self.controllers.is_empty() && i >= self.guidance.skip_last {
+                let ctx = GuidanceContext {
+                    step: i,
+                    num_steps: schedule.len(),
+                    t: t[0],
+                    embeddings: model.embeddings(),
+                    index: self.lm.token_index(),
+                };
+                x = self.guide(x, &mean, std, &ctx)?;
+            }
             bar.inc(1);
         }
-        Ok(model.nearest_tokens(&x)?.to_vec2::<u32>()?)
+        if stack.has_hard {
+            Ok(self.project(stack, &x)?.0)
+        } else {
+            Ok(model.nearest_tokens(&x)?.to_vec2::<u32>()?)
+        }
+    }
+
+    /// Constrained clamping: the best sequence under the clamping scores that satisfies the stack,
+    /// per row; returns the ids and their embeddings.
+    fn project(&self, stack: &PreparedStack, x: &Tensor) -> Result<(Vec<Vec<u32>>, Tensor)> {
+        let model = &self.lm.model;
+        let (b, l, _) = x.dims3()?;
+        let v = self.lm.config.vocab_size;
+        let scores = model.clamp_scores(x)?.flatten_all()?.to_vec1::<f32>()?;
+        let pad = self.lm.tokenizer.pad_id();
+        let mut ids = Vec::with_capacity(b);
+        for row in scores.chunks(l * v) {
+            let row = stack.masked(row.to_vec());
+            let (seq, _) = best_sequence(&row, l, v, &stack.automaton, pad).ok_or_else(|| {
+                Error::Unsatisfiable("no sequence satisfies the constraints under these scores".into())
+            })?;
+            ids.push(seq);
+        }
+        let flat: Vec<u32> = ids.iter().flatten().copied().collect();
+        let id_tensor = Tensor::from_vec(flat, (b, l), x.device())?;
+        Ok((ids, model.embed(&id_tensor)?))
+    }
+
+    /// Gradient ascent on `λ·log N(x; mean, std²) + Σ w_c log p_c(c | x)` (see [`crate::controller`]).
+    fn guide(&self, mut x: Tensor, mean: &Tensor, std: f64, ctx: &GuidanceContext) -> Result<Tensor> {
+        let g = self.guidance;
+        let mut m: Option<Tensor> = None; // first moment (Adam) / squared-gradient sum (Adagrad)
+        let mut v: Option<Tensor> = None;
+        for k in 0..g.steps {
+            let mut grad: Option<Tensor> = None;
+            for c in &self.controllers {
+                if let Some(gc) = c.guidance(&x, ctx)? {
+                    let gc = (gc * c.guidance_weight())?;
+                    grad = Some(match grad {
+                        None => gc,
+                        Some(acc) => (acc + gc)?,
+                    });
+                }
+            }
+            let Some(mut grad) = grad else { return Ok(x) };
+            if std > 0.0 && g.fluency_weight > 0.0 {
+                // d/dx log N(x; mean, std²) = −(x − mean) / std²
+                grad = (grad - ((&x - mean)? * (g.fluency_weight / (std * std)))?)?;
+            }
+            let update = match g.rule {
+                GuidanceRule::SignNormalized => (grad.sign()? * g.step_size)?,
+                GuidanceRule::Adam { lr } => {
+                    let (b1, b2, eps) = (0.9, 0.999, 1e-8);
+                    let m1 = match &m {
+                        None => (&grad * (1.0 - b1))?,
+                        Some(prev) => ((prev * b1)? + (&grad * (1.0 - b1))?)?,
+                    };
+                    let v1 = match &v {
+                        None => (grad.sqr()? * (1.0 - b2))?,
+                        Some(prev) => ((prev * b2)? + (grad.sqr()? * (1.0 - b2))?)?,
+                    };
+                    let n = (k + 1) as i32;
+                    let upd = ((&m1 / (1.0 - b1.powi(n)))? / ((&v1 / (1.0 - b2.powi(n)))?.sqrt()? + eps)?)?;
+                    m = Some(m1);
+                    v = Some(v1);
+                    (upd * lr)?
+                }
+                GuidanceRule::Adagrad { lr } => {
+                    let acc = match &m {
+                        None => grad.sqr()?,
+                        Some(prev) => (prev + grad.sqr()?)?,
+                    };
+                    let upd = (&grad / (acc.sqrt()? + 1e-10)?)?;
+                    m = Some(acc);
+                    (upd * lr)?
+                }
+            };
+            x = (x + update)?;
+        }
+        Ok(x)
     }
 }
 

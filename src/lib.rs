@@ -33,8 +33,10 @@
 //! | evaluation | [`eval`] |
 
 pub mod ar;
+pub mod automaton;
 pub mod checkpoint;
 pub mod config;
+pub mod controller;
 pub mod corpus;
 pub mod device;
 pub mod error;
@@ -44,12 +46,15 @@ pub mod model;
 pub mod nn;
 pub mod optim;
 pub mod plot;
+pub mod projection;
 pub mod sampler;
 pub mod schedule;
+pub mod token_index;
 pub mod tokenizer;
 pub mod train;
 
 pub use config::ModelConfig;
+pub use controller::{Controller, GuidanceConfig, GuidanceRule, HardConstraint, UnaryConstraint};
 pub use error::{Error, Result};
 pub use generate::{DiffusionLm, Generator, Sample};
 pub use model::Denoiser;

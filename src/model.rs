@@ -205,6 +205,15 @@ impl Denoiser {
         Ok(flat.reshape((b, l, self.cfg.embed_dim))?)
     }
 
+    /// Clamping scores `−‖x_p − E_v‖² + ‖x_p‖² = 2 x_p·E_v − ‖E_v‖²`, `[B, L, V]`: per position, the
+    /// nearest embedding has the highest score (the `‖x_p‖²` term, equal for every v, is dropped).
+    pub fn clamp_scores(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, l, d) = x.dims3()?;
+        let dots = x.reshape((b * l, d))?.matmul(&self.word_embedding.t()?)?;
+        let scores = (dots * 2.0)?.broadcast_sub(&self.embedding_sq_norms)?;
+        Ok(scores.reshape((b, l, self.cfg.vocab_size))?)
+    }
+
     /// Id of the nearest word embedding (Euclidean) for every vector of `x` `[B, L, d]` → `[B, L]` u32.
     ///
     /// One matrix product: `argmin_v ||E_v||² − 2 x·E_v` (`||x||²` is the same for every v).
@@ -223,7 +232,7 @@ impl Denoiser {
         Ok((ids, clamped))
     }
 
-    /// All parameter tensors by name (for saving).
+    /// The dtype of the weights.
     pub fn dtype(&self) -> DType {
         self.word_embedding.dtype()
     }

@@ -51,6 +51,8 @@ pub fn loss_curve(path: &Path, title: &str, series: &[(&str, Vec<(f64, f64)>)]) 
     chart
         .configure_mesh()
         .x_desc("training step")
+        .x_label_formatter(&|x| format!("{x:.0}"))
+        .y_label_formatter(&|y| format!("{y:.1e}"))
         .y_desc("loss (log scale)")
         .draw()
         .map_err(|e| err(&e))?;

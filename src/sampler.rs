@@ -84,6 +84,16 @@ impl Sampler {
     /// One reverse update from `x_t` at step `i` to `x_{i-1}`, given the predicted `x0` and, when
     /// [`Sampler::needs_noise`], standard normal `noise` of the same shape.
     pub fn step(&self, x0: &Tensor, i: usize, x_t: &Tensor, noise: Option<&Tensor>) -> Result<Tensor> {
+        let (mean, std) = self.step_parts(x0, i, x_t)?;
+        match noise {
+            Some(z) if i > 0 && std > 0.0 => Ok(mean.add(&(z * std)?)?),
+            _ => Ok(mean),
+        }
+    }
+
+    /// The mean and standard deviation of `x_{i-1}` given `x0` and `x_t` (the standard deviation
+    /// is applied only when `i > 0`).
+    pub fn step_parts(&self, x0: &Tensor, i: usize, x_t: &Tensor) -> Result<(Tensor, f64)> {
         let s = &self.schedule;
         let (mean, std) = match self.kind {
             SamplerKind::Ddpm => {
@@ -99,9 +109,6 @@ impl Sampler {
                 ((x0 * ac_prev.sqrt())?.add(&(eps * dir)?)?, sigma)
             }
         };
-        match noise {
-            Some(z) if i > 0 && std > 0.0 => Ok(mean.add(&(z * std)?)?),
-            _ => Ok(mean),
-        }
+        Ok((mean, if i > 0 { std } else { 0.0 }))
     }
 }

@@ -1,30 +1,38 @@
 //! # diffusion-lm-controllers
 //!
-//! Stock controllers for [`diffusion_lm`]: the constraints (regex, length, infill, JSON Schema,
-//! grammar) and guidance terms (attribute classifiers) that steer a diffusion LM's denoising.
+//! Stock controllers for [`diffusion_lm`]: hard constraints that every output satisfies exactly,
+//! composable in one stack.
 //!
-//! The crate builds on the engine's public API; its controllers arrive together with the
-//! engine's `Controller` trait. For now it re-exports the engine so downstream code can depend
-//! on this crate alone:
+//! | controller | constraint |
+//! | --- | --- |
+//! | [`Regex`] | the content fully matches a regular expression |
+//! | [`Length`] | the content has an exact length, or a length in a range (tokens) |
+//! | [`Infill`] | fixed text around holes, e.g. `The Eagle ___ riverside ___` |
 //!
 //! ```
-//! use diffusion_lm_controllers::engine::{ModelConfig, NoiseSchedule};
-//! let cfg = ModelConfig::tiny(64);
-//! assert!(NoiseSchedule::sqrt(cfg.diffusion_steps).is_ok());
+//! use diffusion_lm::{DiffusionLm, Generator};
+//! use diffusion_lm_controllers::{Length, Regex};
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let lm = DiffusionLm::load(DiffusionLm::default_dir(), &candle_core::Device::Cpu)?;
+//! let samples = Generator::new(&lm)
+//!     .with(Regex::new(r"[A-Z][a-z]+ is a [a-z ]+\.")?)
+//!     .with(Length::between(6, 20)?)
+//!     .steps(20)
+//!     .seed(1)
+//!     .generate(2)?;
+//! for s in &samples {
+//!     assert!(regex::Regex::new(r"^[A-Z][a-z]+ is a [a-z ]+\.$")?.is_match(&s.text));
+//! }
+//! # Ok(()) }
 //! ```
+
+pub mod infill;
+pub mod length;
+pub mod regex;
+
+pub use crate::infill::Infill;
+pub use crate::length::Length;
+pub use crate::regex::{ControllerError, Regex, RegexConfig};
 
 /// The engine crate, re-exported.
 pub use diffusion_lm as engine;
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn engine_is_reachable_through_the_reexport() {
-        let cfg = crate::engine::ModelConfig::tiny(10);
-        assert!(cfg.validate().is_ok());
-        assert_eq!(
-            crate::engine::Denoiser::param_specs(&cfg)[0].name,
-            "word_embedding.weight"
-        );
-    }
-}

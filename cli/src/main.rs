@@ -7,6 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use diffusion_lm::corpus::{self, E2eOptions, Example};
 use diffusion_lm::train::{diffusion_trainer, TrainConfig};
 use diffusion_lm::{device::parse_device, DiffusionLm, Generator, ModelConfig, SamplerKind, TextTokenizer};
+use diffusion_lm_controllers::{Infill, Length, Regex};
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
@@ -53,7 +54,16 @@ struct GenerateArgs {
     seed: u64,
     /// Sequence length in tokens (default: the model's).
     #[arg(long)]
-    length: Option<usize>,
+    seq_len: Option<usize>,
+    /// Hard constraint: the text fully matches this regular expression.
+    #[arg(long)]
+    regex: Vec<String>,
+    /// Hard constraint: content length in tokens, `L` or `MIN..MAX` (inclusive).
+    #[arg(long)]
+    length: Option<String>,
+    /// Hard constraint: a template with holes, e.g. "The Eagle ___ riverside ___".
+    #[arg(long)]
+    infill: Vec<String>,
     /// ddpm, ddim or ddim:ETA.
     #[arg(long, default_value = "ddpm")]
     sampler: String,
@@ -260,11 +270,21 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
     let lm = DiffusionLm::load(model_dir(a.model), &device)?;
     let kind: SamplerKind = a.sampler.parse().map_err(anyhow::Error::msg)?;
-    let samples = Generator::new(&lm)
+    let mut generator = Generator::new(&lm);
+    for re in &a.regex {
+        generator = generator.with(Regex::new(re)?);
+    }
+    if let Some(spec) = &a.length {
+        generator = generator.with(parse_length(spec)?);
+    }
+    for t in &a.infill {
+        generator = generator.with(Infill::new(t)?);
+    }
+    let samples = generator
         .steps(a.steps)
         .seed(a.seed)
         .sampler(kind)
-        .length(a.length.unwrap_or(lm.config.seq_len))
+        .length(a.seq_len.unwrap_or(lm.config.seq_len))
         .batch_size(a.batch_size)
         .clamping(!a.no_clamp)
         .progress(true)
@@ -276,6 +296,19 @@ fn generate(a: GenerateArgs) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// `L` or `MIN..MAX` / `MIN..=MAX` (inclusive).
+fn parse_length(spec: &str) -> Result<Length> {
+    let num = |s: &str| {
+        s.trim()
+            .parse::<usize>()
+            .with_context(|| format!("--length {spec:?}: {s:?} is not a number"))
+    };
+    match spec.split_once("..") {
+        None => Ok(Length::exact(num(spec)?)),
+        Some((lo, hi)) => Ok(Length::between(num(lo)?, num(hi.trim_start_matches('='))?)?),
+    }
 }
 
 fn train(a: TrainArgs) -> Result<()> {

@@ -1,0 +1,155 @@
+//! The `Regex` controller: the decoded content (PAD tail excluded) must fully match a pattern.
+//!
+//! The pattern is compiled with `regex-automata` into an anchored byte DFA of `^(?:pattern)$`
+//! (match kind *all*, so no alternative is cut short), with size limits: dense DFAs can blow up
+//! exponentially and Unicode classes are costly, so past [`RegexConfig::dfa_size_limit`] or
+//! [`RegexConfig::max_token_states`] the build fails with a clear error instead of exhausting
+//! the machine. The DFA is lifted to a token automaton through the shared token index.
+//!
+//! The independent check re-matches the decoded text with the `regex` crate.
+//!
+//! ```
+//! use diffusion_lm_controllers::Regex;
+//! let r = Regex::new(r"[0-9]{4}-[0-9]{2}-[0-9]{2}").unwrap();
+//! assert_eq!(r.pattern(), "[0-9]{4}-[0-9]{2}-[0-9]{2}");
+//! assert!(Regex::new(r"(?=x)").is_err()); // look-around is not regular
+//! ```
+
+use diffusion_lm::automaton::TokenAutomaton;
+use diffusion_lm::controller::{Controller, HardConstraint, PrepareContext};
+use diffusion_lm::{Error, TextTokenizer};
+use regex_automata::dfa::{dense, Automaton};
+use regex_automata::util::primitives::StateID;
+use regex_automata::util::start;
+use regex_automata::{Anchored, MatchKind};
+
+/// Limits on what compiling a pattern may cost.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RegexConfig {
+    /// Bytes the dense DFA may occupy.
+    pub dfa_size_limit: usize,
+    /// Bytes determinisation may use.
+    pub determinize_size_limit: usize,
+    /// States the token automaton may have.
+    pub max_token_states: usize,
+}
+
+impl Default for RegexConfig {
+    fn default() -> Self {
+        RegexConfig {
+            dfa_size_limit: 64 << 20,
+            determinize_size_limit: 64 << 20,
+            max_token_states: 20_000,
+        }
+    }
+}
+
+/// Errors building a controller.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("regex {pattern:?}: {message}")]
+    Regex { pattern: String, message: String },
+    #[error("infill template {template:?}: {message}")]
+    Template { template: String, message: String },
+    #[error("length: {0}")]
+    Length(String),
+}
+
+/// Full-match regex constraint on the content.
+#[derive(Clone, Debug)]
+pub struct Regex {
+    pattern: String,
+    dfa: dense::DFA<Vec<u32>>,
+    start: StateID,
+    check: regex::Regex,
+    config: RegexConfig,
+    label: String,
+}
+
+impl Regex {
+    /// Compiles `pattern` with the default limits.
+    pub fn new(pattern: &str) -> Result<Self, ControllerError> {
+        Self::with_config(pattern, RegexConfig::default())
+    }
+
+    /// Compiles `pattern` with explicit limits.
+    pub fn with_config(pattern: &str, config: RegexConfig) -> Result<Self, ControllerError> {
+        let err = |message: String| ControllerError::Regex {
+            pattern: pattern.to_string(),
+            message,
+        };
+        let anchored = format!("^(?:{pattern})$");
+        let dfa = dense::Builder::new()
+            .configure(
+                dense::Config::new()
+                    .match_kind(MatchKind::All)
+                    .start_kind(regex_automata::dfa::StartKind::Anchored)
+                    .dfa_size_limit(Some(config.dfa_size_limit))
+                    .determinize_size_limit(Some(config.determinize_size_limit)),
+            )
+            .build(&anchored)
+            .map_err(|e| {
+                let mut msg = e.to_string();
+                if let Some(src) = std::error::Error::source(&e) {
+                    msg = format!("{msg}: {src}");
+                }
+                err(msg)
+            })?;
+        let start = dfa
+            .start_state(&start::Config::new().anchored(Anchored::Yes))
+            .map_err(|e| err(format!("no anchored start state: {e}")))?;
+        let check = regex::Regex::new(&anchored).map_err(|e| err(e.to_string()))?;
+        Ok(Regex {
+            pattern: pattern.to_string(),
+            dfa,
+            start,
+            check,
+            config,
+            label: format!("regex {pattern:?}"),
+        })
+    }
+
+    pub fn pattern(&self) -> &str {
+        &self.pattern
+    }
+
+    /// Names the controller in messages (e.g. an infill template's own text).
+    pub(crate) fn labelled(mut self, label: String) -> Self {
+        self.label = label;
+        self
+    }
+
+    /// The token automaton of this pattern over `ctx`'s vocabulary.
+    pub fn token_automaton(&self, ctx: &PrepareContext) -> diffusion_lm::Result<TokenAutomaton> {
+        let dfa = &self.dfa;
+        TokenAutomaton::from_byte_automaton(
+            ctx.index,
+            self.start,
+            |s, b| {
+                let n = dfa.next_state(s, b);
+                (!dfa.is_dead_state(n) && !dfa.is_quit_state(n)).then_some(n)
+            },
+            |s| dfa.is_match_state(dfa.next_eoi_state(s)),
+            self.config.max_token_states,
+        )
+        .map_err(|e| Error::Constraint(format!("{}: {e}", self.label)))
+    }
+}
+
+impl Controller for Regex {
+    fn name(&self) -> String {
+        self.label.clone()
+    }
+
+    fn hard_constraints(&self, ctx: &PrepareContext) -> diffusion_lm::Result<Vec<HardConstraint>> {
+        Ok(vec![HardConstraint::Automaton(self.token_automaton(ctx)?)])
+    }
+
+    fn check(&self, text: &str, _ids: &[u32], _tok: &TextTokenizer) -> Result<(), String> {
+        if self.check.is_match(text) {
+            Ok(())
+        } else {
+            Err(format!("{text:?} does not fully match {:?}", self.pattern))
+        }
+    }
+}

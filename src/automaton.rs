@@ -1,0 +1,252 @@
+//! Token-level automata: which token sequences a hard constraint allows.
+//!
+//! A constraint on text (a regex, a JSON Schema, a template) is a byte automaton. Sampling works
+//! on tokens, so each constraint is lifted once, before sampling, to a [`TokenAutomaton`]: starting
+//! from the byte automaton's start state, the vocabulary trie ([`TokenIndex::walk`]) is walked
+//! through the byte automaton from every state reached so far, giving for each (state, token) the
+//! state after the token's bytes. States that cannot reach acceptance are dropped, and tokens are
+//! grouped by (source state, destination state), the unit the projection's dynamic programme
+//! iterates over.
+//!
+//! The content of a sequence is accepted when the automaton ends in an accepting state; the PAD
+//! tail that follows is handled by the projection, not here.
+//!
+//! ```
+//! use diffusion_lm::{TextTokenizer, automaton::TokenAutomaton, token_index::TokenIndex};
+//! let tok = TextTokenizer::train(["aaa bbb", "ab ba"].into_iter(), 300).unwrap();
+//! let index = TokenIndex::new(&tok);
+//! // Byte automaton for "one or more 'a'": state 0 = nothing yet, 1 = seen 'a's.
+//! let a = TokenAutomaton::from_byte_automaton(&index, 0u8, |_, b| (b == b'a').then_some(1), |s| s == 1, 1000).unwrap();
+//! assert_eq!(a.min_tokens(), Some(1));
+//! assert!(a.accepts(&tok.encode("aaa").unwrap()));
+//! assert!(!a.accepts(&tok.encode("ab").unwrap()));
+//! ```
+
+use std::collections::{HashMap, VecDeque};
+use std::hash::Hash;
+
+use crate::token_index::TokenIndex;
+use crate::{Error, Result};
+
+/// Tokens that lead from one state to the same next state.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TokenGroup {
+    pub to: u32,
+    pub tokens: Vec<u32>,
+}
+
+/// A deterministic automaton over content tokens.
+#[derive(Debug, Clone)]
+pub struct TokenAutomaton {
+    start: u32,
+    accepting: Vec<bool>,
+    groups: Vec<Vec<TokenGroup>>,
+    /// Fewest tokens from each state to an accepting state (`u32::MAX`: never).
+    distance: Vec<u32>,
+}
+
+impl TokenAutomaton {
+    /// Lifts a byte automaton to tokens. Fails when more than `max_states` states are reachable.
+    pub fn from_byte_automaton<S: Copy + Eq + Hash>(
+        index: &TokenIndex,
+        start: S,
+        step: impl Fn(S, u8) -> Option<S>,
+        accepting: impl Fn(S) -> bool,
+        max_states: usize,
+    ) -> Result<Self> {
+        let mut ids: HashMap<S, u32> = HashMap::from([(start, 0)]);
+        let mut states = vec![start];
+        let mut edges: Vec<Vec<(u32, u32)>> = Vec::new(); // per state: (token, dst)
+        let mut queue = VecDeque::from([0u32]);
+        while let Some(s) = queue.pop_front() {
+            let mut out = Vec::new();
+            index.walk(states[s as usize], &step, |token, dst| {
+                let next = ids.len() as u32;
+                let id = *ids.entry(dst).or_insert_with(|| {
+                    states.push(dst);
+                    queue.push_back(next);
+                    next
+                });
+                out.push((token, id));
+            });
+            if states.len() > max_states {
+                return Err(Error::Constraint(format!(
+                    "the constraint's token automaton exceeds {max_states} states; simplify it or raise the limit"
+                )));
+            }
+            if edges.len() <= s as usize {
+                edges.resize(s as usize + 1, Vec::new());
+            }
+            edges[s as usize] = out;
+        }
+        edges.resize(states.len(), Vec::new());
+        let accepting = states.iter().map(|&s| accepting(s)).collect();
+        Ok(Self::from_edges(0, accepting, edges))
+    }
+
+    /// Builds an automaton from per-state `(token, destination)` edges, dropping states that
+    /// cannot reach acceptance.
+    pub fn from_edges(start: u32, accepting: Vec<bool>, edges: Vec<Vec<(u32, u32)>>) -> Self {
+        let n = accepting.len();
+        // Reverse breadth-first search from the accepting states.
+        let mut reverse: Vec<Vec<u32>> = vec![Vec::new(); n];
+        for (s, out) in edges.iter().enumerate() {
+            for &(_, d) in out {
+                reverse[d as usize].push(s as u32);
+            }
+        }
+        let mut distance = vec![u32::MAX; n];
+        let mut queue = VecDeque::new();
+        for (s, &acc) in accepting.iter().enumerate() {
+            if acc {
+                distance[s] = 0;
+                queue.push_back(s as u32);
+            }
+        }
+        while let Some(d) = queue.pop_front() {
+            for &s in &reverse[d as usize] {
+                if distance[s as usize] == u32::MAX {
+                    distance[s as usize] = distance[d as usize] + 1;
+                    queue.push_back(s);
+                }
+            }
+        }
+        let groups = edges
+            .into_iter()
+            .map(|out| {
+                let mut by_dst: HashMap<u32, Vec<u32>> = HashMap::new();
+                for (t, d) in out {
+                    if distance[d as usize] != u32::MAX {
+                        by_dst.entry(d).or_default().push(t);
+                    }
+                }
+                let mut g: Vec<TokenGroup> = by_dst
+                    .into_iter()
+                    .map(|(to, tokens)| TokenGroup { to, tokens })
+                    .collect();
+                g.sort_by_key(|g| g.to);
+                g
+            })
+            .collect();
+        TokenAutomaton {
+            start,
+            accepting,
+            groups,
+            distance,
+        }
+    }
+
+    /// The automaton that accepts any content (every non-PAD token, any length).
+    pub fn any(index: &TokenIndex) -> Self {
+        let tokens: Vec<u32> = (0..index.vocab_size() as u32)
+            .filter(|&t| !index.bytes(t).is_empty())
+            .collect();
+        TokenAutomaton {
+            start: 0,
+            accepting: vec![true],
+            groups: vec![vec![TokenGroup { to: 0, tokens }]],
+            distance: vec![0],
+        }
+    }
+
+    pub fn num_states(&self) -> usize {
+        self.accepting.len()
+    }
+
+    pub fn start(&self) -> u32 {
+        self.start
+    }
+
+    pub fn is_accepting(&self, s: u32) -> bool {
+        self.accepting[s as usize]
+    }
+
+    /// The token groups leaving state `s`.
+    pub fn groups(&self, s: u32) -> &[TokenGroup] {
+        &self.groups[s as usize]
+    }
+
+    /// Fewest tokens from `s` to acceptance (`u32::MAX` if none).
+    pub fn distance(&self, s: u32) -> u32 {
+        self.distance[s as usize]
+    }
+
+    /// Fewest content tokens any accepted sequence has, `None` if the language is empty.
+    pub fn min_tokens(&self) -> Option<usize> {
+        let d = self.distance[self.start as usize];
+        (d != u32::MAX).then_some(d as usize)
+    }
+
+    /// Total number of (state, token) transitions.
+    pub fn num_transitions(&self) -> usize {
+        self.groups.iter().flatten().map(|g| g.tokens.len()).sum()
+    }
+
+    /// Number of (source, destination) groups.
+    pub fn num_groups(&self) -> usize {
+        self.groups.iter().map(Vec::len).sum()
+    }
+
+    /// The state after `tokens`, or `None` if they leave the automaton.
+    pub fn run(&self, tokens: &[u32]) -> Option<u32> {
+        let mut s = self.start;
+        for t in tokens {
+            s = self.groups[s as usize].iter().find(|g| g.tokens.contains(t))?.to;
+        }
+        Some(s)
+    }
+
+    /// Whether the content `tokens` is accepted.
+    pub fn accepts(&self, tokens: &[u32]) -> bool {
+        self.run(tokens).is_some_and(|s| self.is_accepting(s))
+    }
+
+    /// The product automaton accepting the sequences both accept. Fails past `max_states`.
+    pub fn intersect(&self, other: &TokenAutomaton, vocab_size: usize, max_states: usize) -> Result<Self> {
+        // Dense next-state table of `other`, so each token of `self` is looked up in O(1).
+        let none = u32::MAX;
+        let mut table = vec![none; other.num_states() * vocab_size];
+        for (s, gs) in other.groups.iter().enumerate() {
+            for g in gs {
+                for &t in &g.tokens {
+                    table[s * vocab_size + t as usize] = g.to;
+                }
+            }
+        }
+        let mut ids: HashMap<(u32, u32), u32> = HashMap::from([((self.start, other.start), 0)]);
+        let mut pairs = vec![(self.start, other.start)];
+        let mut edges: Vec<Vec<(u32, u32)>> = Vec::new();
+        let mut i = 0;
+        while i < pairs.len() {
+            let (a, b) = pairs[i];
+            let mut out = Vec::new();
+            for g in &self.groups[a as usize] {
+                for &t in &g.tokens {
+                    let bn = table[b as usize * vocab_size + t as usize];
+                    if bn == none {
+                        continue;
+                    }
+                    let key = (g.to, bn);
+                    let next = ids.len() as u32;
+                    let id = *ids.entry(key).or_insert_with(|| {
+                        pairs.push(key);
+                        next
+                    });
+                    out.push((t, id));
+                }
+            }
+            if pairs.len() > max_states {
+                return Err(Error::Constraint(format!(
+                    "the intersection of the constraints exceeds {max_states} states"
+                )));
+            }
+            edges.push(out);
+            i += 1;
+        }
+        let accepting = pairs
+            .iter()
+            .map(|&(a, b)| self.is_accepting(a) && other.is_accepting(b))
+            .collect();
+        Ok(Self::from_edges(0, accepting, edges))
+    }
+}

@@ -1,0 +1,259 @@
+//! Controllers: how a generation is steered. A [`Controller`] may impose **hard constraints**
+//! (the output must satisfy them) and/or contribute a **guidance** gradient (a soft preference).
+//! Any number of controllers form a stack that is applied inside every denoising update.
+//!
+//! ## The update rule
+//!
+//! At each reverse step `i` (from `x_i` to `x_{i-1}`):
+//!
+//! 1. The denoiser predicts `x0 = f(x_i, t_i)`.
+//! 2. **Constrained clamping.** Without hard constraints, `x0` is snapped to the nearest word
+//!    embeddings (the clamping trick). With hard constraints, every position's token scores
+//!    `s[p][v] = −‖x0_p − E_v‖²` (the clamping criterion; tokens a unary constraint forbids get
+//!    `−∞`) are projected onto the constraint set: the best-scoring sequence whose content every
+//!    automaton accepts and whose tail is PAD ([`crate::projection::best_sequence`], exact Viterbi
+//!    over the product automaton), and `x0` is clamped to that sequence's embeddings.
+//! 3. The sampler computes `x_{i-1}` from `x0` and `x_i` (mean `μ`, standard deviation `σ`).
+//! 4. **Guidance** (when some controller has a guidance term and `i` is not among the last
+//!    `skip_last` steps): `steps` gradient-ascent updates of `x_{i-1}` on
+//!    `λ·log N(x_{i-1}; μ, σ²) + Σ_c w_c·log p_c(c | x_{i-1})`, with the rule of
+//!    [`GuidanceRule`] (the paper's sign-normalised steps, or Adam/Adagrad).
+//!
+//! After the last step the latent is rounded with the same projection, so every output satisfies
+//! every hard constraint; each controller's independent [`Controller::check`] then verifies the
+//! decoded text, and a failure is an error, never a returned sample.
+//!
+//! Unsatisfiable stacks (a regex needing more tokens than the sequence holds, conflicting fixed
+//! tokens) are detected before sampling and reported as [`Error::Unsatisfiable`].
+
+use candle_core::Tensor;
+
+use crate::automaton::TokenAutomaton;
+use crate::token_index::TokenIndex;
+use crate::{Error, Result, TextTokenizer};
+
+/// A constraint on individual positions, folded into the scores.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct UnaryConstraint {
+    /// (position, token): the token at that position is fixed.
+    pub fixed: Vec<(usize, u32)>,
+    /// Tokens that may not appear anywhere in the content.
+    pub banned: Vec<u32>,
+    /// Inclusive range of the content length in tokens (where the PAD tail starts).
+    pub content_len: Option<(usize, usize)>,
+}
+
+/// A hard constraint contributed by a controller.
+#[derive(Debug, Clone)]
+pub enum HardConstraint {
+    Unary(UnaryConstraint),
+    /// The content must be accepted by this automaton.
+    Automaton(TokenAutomaton),
+}
+
+/// What a controller sees when it builds its constraints (once, before sampling).
+pub struct PrepareContext<'a> {
+    pub tokenizer: &'a TextTokenizer,
+    pub index: &'a TokenIndex,
+    /// The sequence length being sampled.
+    pub seq_len: usize,
+}
+
+/// What a guidance term sees at a step.
+pub struct GuidanceContext<'a> {
+    /// Reverse step index (counting down to 0) and the number of steps.
+    pub step: usize,
+    pub num_steps: usize,
+    /// The model's time index for this step.
+    pub t: usize,
+    /// The word-embedding table `[V, d]`.
+    pub embeddings: &'a Tensor,
+    pub index: &'a TokenIndex,
+}
+
+/// A way to steer generation. Implement [`Controller::hard_constraints`] for constraints that must
+/// hold, [`Controller::guidance`] for soft preferences, and always [`Controller::check`].
+pub trait Controller: Send + Sync {
+    /// A short description for messages, e.g. `regex "[0-9]+"`.
+    fn name(&self) -> String;
+
+    /// The hard constraints this controller imposes for sequences of `ctx.seq_len` tokens.
+    fn hard_constraints(&self, _ctx: &PrepareContext) -> Result<Vec<HardConstraint>> {
+        Ok(Vec::new())
+    }
+
+    /// The gradient of `log p(c | x)` with respect to the latent `x` `[B, L, d]` (unweighted),
+    /// or `None` when this controller gives no guidance.
+    fn guidance(&self, _x: &Tensor, _ctx: &GuidanceContext) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
+    /// Weight `w` of the guidance term.
+    fn guidance_weight(&self) -> f64 {
+        1.0
+    }
+
+    /// Independent check of a decoded output (`text` is the content, `ids` the full sequence).
+    fn check(&self, text: &str, ids: &[u32], tokenizer: &TextTokenizer) -> std::result::Result<(), String>;
+}
+
+/// How guidance updates the latent.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum GuidanceRule {
+    /// Diffusion-LM's implementation: each update moves by `step_size · sign(gradient)`.
+    SignNormalized,
+    /// Adam on the latent with this learning rate.
+    Adam { lr: f64 },
+    /// Adagrad on the latent with this learning rate.
+    Adagrad { lr: f64 },
+}
+
+/// Settings of the guidance update.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GuidanceConfig {
+    /// λ, the weight of the fluency term `log p(x_{t-1} | x_t)`.
+    pub fluency_weight: f64,
+    /// Gradient updates per denoising step.
+    pub steps: usize,
+    /// Step size of [`GuidanceRule::SignNormalized`].
+    pub step_size: f64,
+    /// No guidance in the last `skip_last` denoising steps.
+    pub skip_last: usize,
+    pub rule: GuidanceRule,
+}
+
+impl Default for GuidanceConfig {
+    /// The paper's rule: 3 sign-normalised steps of 0.1, none in the last 10 steps.
+    fn default() -> Self {
+        GuidanceConfig {
+            fluency_weight: 0.01,
+            steps: 3,
+            step_size: 0.1,
+            skip_last: 10,
+            rule: GuidanceRule::SignNormalized,
+        }
+    }
+}
+
+/// Controllers prepared for one sequence length: the additive score mask and the product automaton.
+pub struct PreparedStack {
+    /// `len × vocab` additive mask (0 or −∞); `None` when no unary constraint exists.
+    pub mask: Option<Vec<f32>>,
+    /// The intersection of every automaton constraint, or the any-content automaton.
+    pub automaton: TokenAutomaton,
+    /// Whether any hard constraint exists (otherwise plain clamping is used).
+    pub has_hard: bool,
+    /// Whether any controller contributes guidance.
+    pub has_guidance: bool,
+}
+
+/// Limit on the product automaton's states.
+pub const MAX_PRODUCT_STATES: usize = 200_000;
+
+impl PreparedStack {
+    /// Builds the constraints of every controller and checks that some sequence satisfies them all.
+    pub fn prepare(controllers: &[Box<dyn Controller>], ctx: &PrepareContext) -> Result<Self> {
+        let (len, vocab, pad) = (ctx.seq_len, ctx.index.vocab_size(), ctx.index.pad_id());
+        let mut mask: Option<Vec<f32>> = None;
+        let mut automaton: Option<TokenAutomaton> = None;
+        let mut has_hard = false;
+        for c in controllers {
+            for hc in c.hard_constraints(ctx)? {
+                has_hard = true;
+                match hc {
+                    HardConstraint::Unary(u) => {
+                        let m = mask.get_or_insert_with(|| vec![0.0; len * vocab]);
+                        apply_unary(m, &u, len, vocab, pad, &c.name())?;
+                    }
+                    HardConstraint::Automaton(a) => {
+                        if a.min_tokens().is_none() {
+                            return Err(Error::Unsatisfiable(format!("{} accepts no token sequence", c.name())));
+                        }
+                        if let Some(k) = a.min_tokens().filter(|&k| k > len) {
+                            return Err(Error::Unsatisfiable(format!(
+                                "{} needs at least {k} tokens but the sequence holds {len}",
+                                c.name()
+                            )));
+                        }
+                        automaton = Some(match automaton {
+                            None => a,
+                            Some(prev) => prev.intersect(&a, vocab, MAX_PRODUCT_STATES)?,
+                        });
+                    }
+                }
+            }
+        }
+        let automaton = automaton.unwrap_or_else(|| TokenAutomaton::any(ctx.index));
+        let has_guidance = !controllers.is_empty(); // refined per step: controllers may return None
+        let stack = PreparedStack {
+            mask,
+            automaton,
+            has_hard,
+            has_guidance,
+        };
+        if has_hard {
+            let zeros = stack.masked(vec![0.0; len * vocab]);
+            if crate::projection::best_sequence(&zeros, len, vocab, &stack.automaton, pad).is_none() {
+                let names: Vec<String> = controllers.iter().map(|c| c.name()).collect();
+                return Err(Error::Unsatisfiable(format!(
+                    "no sequence of {len} tokens satisfies all of: {}",
+                    names.join(", ")
+                )));
+            }
+        }
+        Ok(stack)
+    }
+
+    /// Adds the unary mask to one sequence's scores.
+    pub fn masked(&self, mut scores: Vec<f32>) -> Vec<f32> {
+        if let Some(m) = &self.mask {
+            for (s, m) in scores.iter_mut().zip(m) {
+                *s += m;
+            }
+        }
+        scores
+    }
+}
+
+fn apply_unary(mask: &mut [f32], u: &UnaryConstraint, len: usize, vocab: usize, pad: u32, name: &str) -> Result<()> {
+    let neg = f32::NEG_INFINITY;
+    for &(p, t) in &u.fixed {
+        if p >= len || t as usize >= vocab {
+            return Err(Error::Unsatisfiable(format!(
+                "{name} fixes token {t} at position {p}, outside the {len}-token sequence"
+            )));
+        }
+        for v in 0..vocab {
+            if v != t as usize {
+                mask[p * vocab + v] = neg;
+            }
+        }
+    }
+    for &t in &u.banned {
+        if t != pad && (t as usize) < vocab {
+            for p in 0..len {
+                mask[p * vocab + t as usize] = neg;
+            }
+        }
+    }
+    if let Some((lo, hi)) = u.content_len {
+        if lo > hi || lo > len {
+            return Err(Error::Unsatisfiable(format!(
+                "{name} asks for {lo}..={hi} content tokens but the sequence holds {len}"
+            )));
+        }
+        for p in 0..len {
+            if p < lo {
+                mask[p * vocab + pad as usize] = neg; // content must continue
+            }
+            if p >= hi {
+                for v in 0..vocab {
+                    if v != pad as usize {
+                        mask[p * vocab + v] = neg; // PAD tail
+                    }
+                }
+            }
+        }
+    }
+    Ok(())
+}

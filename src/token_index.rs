@@ -1,0 +1,151 @@
+//! A compact index of the vocabulary's byte strings, built once per tokenizer and shared by every
+//! constraint (in the spirit of llguidance's `toktrie`).
+//!
+//! Byte-level BPE tokens are stored as printable stand-in characters (GPT-2's byte-to-unicode
+//! map); the index turns each back into the raw bytes it decodes to, and arranges all tokens in a
+//! trie. Walking the trie through a byte automaton visits each shared prefix once, so computing
+//! where every token leads from a state costs one pass over the trie, not one pass per token.
+//!
+//! ```
+//! use diffusion_lm::{TextTokenizer, token_index::TokenIndex};
+//! let tok = TextTokenizer::train(["ab ab abc", "abc ab"].into_iter(), 300).unwrap();
+//! let index = TokenIndex::new(&tok);
+//! let ids = tok.encode("abc ab").unwrap();
+//! let bytes: Vec<u8> = ids.iter().flat_map(|&i| index.bytes(i).to_vec()).collect();
+//! assert_eq!(bytes, b"abc ab");
+//! // Every token whose bytes lead from "state 0" through a toy automaton that accepts only 'a'/'b':
+//! let mut reached = Vec::new();
+//! index.walk(0u8, |_, b| (b == b'a' || b == b'b').then_some(0), |id, _| reached.push(id));
+//! assert!(reached.iter().all(|&id| index.bytes(id).iter().all(|b| *b == b'a' || *b == b'b')));
+//! ```
+
+use std::collections::HashMap;
+
+use crate::TextTokenizer;
+
+/// GPT-2's byte-to-unicode map, inverted: stand-in character → byte.
+fn char_to_byte() -> HashMap<char, u8> {
+    let mut bs: Vec<u8> = (b'!'..=b'~').chain(0xA1..=0xAC).chain(0xAE..=0xFF).collect();
+    let mut cs: Vec<u32> = bs.iter().map(|&b| b as u32).collect();
+    let mut n = 0;
+    for b in 0..=255u8 {
+        if !bs.contains(&b) {
+            bs.push(b);
+            cs.push(256 + n);
+            n += 1;
+        }
+    }
+    bs.into_iter()
+        .zip(cs)
+        .filter_map(|(b, c)| char::from_u32(c).map(|c| (c, b)))
+        .collect()
+}
+
+#[derive(Debug, Clone, Default)]
+struct Node {
+    /// (byte, child node), sorted by byte.
+    children: Vec<(u8, u32)>,
+    /// Tokens whose bytes end here.
+    tokens: Vec<u32>,
+}
+
+/// The vocabulary as byte strings and a trie over them.
+#[derive(Debug, Clone)]
+pub struct TokenIndex {
+    bytes: Vec<Vec<u8>>,
+    pad_id: u32,
+    nodes: Vec<Node>,
+}
+
+impl TokenIndex {
+    /// Indexes every token of `tokenizer`. PAD (and any other special token) gets an empty byte
+    /// string and is left out of the trie: it never appears inside content.
+    pub fn new(tokenizer: &TextTokenizer) -> Self {
+        let map = char_to_byte();
+        let vocab = tokenizer.vocab_size();
+        let mut bytes = vec![Vec::new(); vocab];
+        for (id, slot) in bytes.iter_mut().enumerate() {
+            let id = id as u32;
+            if id == tokenizer.pad_id() {
+                continue;
+            }
+            if let Some(text) = tokenizer.id_to_token(id) {
+                let b: Option<Vec<u8>> = text.chars().map(|c| map.get(&c).copied()).collect();
+                // A token with characters outside the byte alphabet would be an added special
+                // token: keep it out of content.
+                *slot = b.unwrap_or_default();
+            }
+        }
+        let mut nodes = vec![Node::default()];
+        for (id, b) in bytes.iter().enumerate() {
+            if b.is_empty() {
+                continue;
+            }
+            let mut at = 0usize;
+            for &byte in b {
+                let next = match nodes[at].children.binary_search_by_key(&byte, |c| c.0) {
+                    Ok(i) => nodes[at].children[i].1 as usize,
+                    Err(i) => {
+                        nodes.push(Node::default());
+                        let new = (nodes.len() - 1) as u32;
+                        nodes[at].children.insert(i, (byte, new));
+                        new as usize
+                    }
+                };
+                at = next;
+            }
+            nodes[at].tokens.push(id as u32);
+        }
+        TokenIndex {
+            bytes,
+            pad_id: tokenizer.pad_id(),
+            nodes,
+        }
+    }
+
+    /// Number of token ids (PAD included).
+    pub fn vocab_size(&self) -> usize {
+        self.bytes.len()
+    }
+
+    /// The PAD id.
+    pub fn pad_id(&self) -> u32 {
+        self.pad_id
+    }
+
+    /// The bytes token `id` decodes to (empty for PAD and special tokens).
+    pub fn bytes(&self, id: u32) -> &[u8] {
+        &self.bytes[id as usize]
+    }
+
+    /// Concatenated bytes of a token sequence.
+    pub fn decode_bytes(&self, ids: &[u32]) -> Vec<u8> {
+        ids.iter().flat_map(|&i| self.bytes(i).iter().copied()).collect()
+    }
+
+    /// Number of trie nodes.
+    pub fn trie_size(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Walks every content token from `start` through a byte automaton: `step(state, byte)`
+    /// returns the next state or `None` (dead). `emit(token, state)` is called for every token
+    /// whose whole byte string survives, with the state after it. Dead prefixes are pruned, so
+    /// tokens sharing a dead prefix cost nothing.
+    pub fn walk<S: Copy>(&self, start: S, mut step: impl FnMut(S, u8) -> Option<S>, mut emit: impl FnMut(u32, S)) {
+        let mut stack: Vec<(u32, S)> = vec![(0, start)];
+        while let Some((node, state)) = stack.pop() {
+            let n = &self.nodes[node as usize];
+            if node != 0 {
+                for &t in &n.tokens {
+                    emit(t, state);
+                }
+            }
+            for &(byte, child) in &n.children {
+                if let Some(next) = step(state, byte) {
+                    stack.push((child, next));
+                }
+            }
+        }
+    }
+}
