@@ -32,7 +32,7 @@ use rand_distr::{Distribution, StandardNormal};
 use crate::checkpoint;
 use crate::controller::{Controller, GuidanceConfig, GuidanceContext, GuidanceRule, PrepareContext, PreparedStack};
 use crate::nn::{check_tensors, Mode};
-use crate::projection::best_sequence;
+use crate::projection::{best_sequence, constrained_marginals};
 use crate::token_index::TokenIndex;
 use crate::{Denoiser, Error, ModelConfig, NoiseSchedule, Result, Sampler, SamplerKind, TextTokenizer};
 
@@ -141,6 +141,8 @@ pub struct Generator<'m> {
     progress: bool,
     controllers: Vec<Box<dyn Controller>>,
     guidance: GuidanceConfig,
+    soft_until: f64,
+    soft_temperature: f32,
 }
 
 impl<'m> Generator<'m> {
@@ -156,7 +158,20 @@ impl<'m> Generator<'m> {
             progress: false,
             controllers: Vec::new(),
             guidance: GuidanceConfig::default(),
+            soft_until: DEFAULT_SOFT_UNTIL,
+            soft_temperature: 1.0,
         }
+    }
+
+    /// With hard constraints, the first `fraction` of the steps (the noisiest) use the *soft*
+    /// projection: `x0` becomes the expected embedding under the constrained token marginals
+    /// (forward–backward, [`constrained_marginals`], scores divided by `temperature`); the
+    /// remaining steps and the final rounding use the exact hard projection. `0.0` projects hard
+    /// at every step.
+    pub fn soft_projection(mut self, fraction: f64, temperature: f32) -> Self {
+        self.soft_until = fraction.clamp(0.0, 1.0);
+        self.soft_temperature = temperature;
+        self
     }
 
     /// Adds a controller to the stack (see [`crate::controller`]).
@@ -302,7 +317,10 @@ impl<'m> Generator<'m> {
         for i in (0..schedule.len()).rev() {
             let t = vec![schedule.timesteps()[i]; count];
             let mut x0 = model.forward(&x, &t, &mut Mode::Infer)?;
-            if stack.has_hard {
+            let progress = (schedule.len() - 1 - i) as f64 / schedule.len() as f64;
+            if stack.has_hard && progress < self.soft_until {
+                x0 = self.soft_project(stack, &x0)?;
+            } else if stack.has_hard {
                 x0 = self.project(stack, &x0)?.1;
             } else if self.clamp {
                 x0 = model.clamp(&x0)?.1;
@@ -355,6 +373,25 @@ impl<'m> Generator<'m> {
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
         let id_tensor = Tensor::from_vec(flat, (b, l), x.device())?;
         Ok((ids, model.embed(&id_tensor)?))
+    }
+
+    /// Soft projection: the expected embedding under the constrained token marginals, per position.
+    fn soft_project(&self, stack: &PreparedStack, x: &Tensor) -> Result<Tensor> {
+        let model = &self.lm.model;
+        let (b, l, _) = x.dims3()?;
+        let v = self.lm.config.vocab_size;
+        let scores = model.clamp_scores(x)?.flatten_all()?.to_vec1::<f32>()?;
+        let pad = self.lm.tokenizer.pad_id();
+        let mut marg = Vec::with_capacity(b * l * v);
+        for row in scores.chunks(l * v) {
+            let row = stack.masked(row.to_vec());
+            let m = constrained_marginals(&row, l, v, &stack.automaton, pad, self.soft_temperature)
+                .ok_or_else(|| Error::Unsatisfiable("no sequence satisfies the constraints".into()))?;
+            marg.extend(m);
+        }
+        let marg = Tensor::from_vec(marg, (b * l, v), x.device())?;
+        let d = self.lm.config.embed_dim;
+        Ok(marg.matmul(model.embeddings())?.reshape((b, l, d))?)
     }
 
     /// Gradient ascent on `λ·log N(x; mean, std²) + Σ w_c log p_c(c | x)` (see [`crate::controller`]).
@@ -411,6 +448,10 @@ impl<'m> Generator<'m> {
         Ok(x)
     }
 }
+
+/// Default share of steps (the noisiest first) that use the soft projection when hard
+/// constraints are present; see [`Generator::soft_projection`].
+pub const DEFAULT_SOFT_UNTIL: f64 = 0.0;
 
 /// The noise generator of sample `index` under `seed`.
 fn sample_rng(seed: u64, index: usize) -> StdRng {

@@ -111,3 +111,137 @@ pub fn best_sequence(
     }
     Some((ids, best))
 }
+
+fn log_add(a: f32, b: f32) -> f32 {
+    if a == f32::NEG_INFINITY {
+        return b;
+    }
+    if b == f32::NEG_INFINITY {
+        return a;
+    }
+    let m = a.max(b);
+    m + ((a - m).exp() + (b - m).exp()).ln()
+}
+
+/// Log-sum-exp of `row[t] / temperature` over `tokens`.
+fn group_lse(row: &[f32], tokens: &[u32], inv_temp: f32) -> f32 {
+    let mut m = f32::NEG_INFINITY;
+    for &t in tokens {
+        m = m.max(row[t as usize] * inv_temp);
+    }
+    if m == f32::NEG_INFINITY {
+        return m;
+    }
+    let s: f32 = tokens.iter().map(|&t| (row[t as usize] * inv_temp - m).exp()).sum();
+    m + s.ln()
+}
+
+/// The soft version of [`best_sequence`]: per-position token marginals (`len × vocab`) of the
+/// distribution `p(w) ∝ exp(Σ_p score[p][w_p] / temperature)` restricted to the sequences the
+/// constraints allow, by forward–backward (log-sum-exp) over the same lattice. `None` when no
+/// sequence is allowed.
+pub fn constrained_marginals(
+    scores: &[f32],
+    len: usize,
+    vocab: usize,
+    automaton: &TokenAutomaton,
+    pad: u32,
+    temperature: f32,
+) -> Option<Vec<f32>> {
+    let n = automaton.num_states();
+    let pad_state = n;
+    let width = n + 1;
+    let neg = f32::NEG_INFINITY;
+    let inv = 1.0 / temperature.max(1e-6);
+    let alive = |p: usize, s: usize| s == pad_state || p as u64 + automaton.distance(s as u32) as u64 <= len as u64;
+    // Per position and group, the log-sum-exp of its tokens' scores.
+    let group_scores: Vec<Vec<Vec<f32>>> = (0..len)
+        .map(|p| {
+            let row = &scores[p * vocab..(p + 1) * vocab];
+            (0..n)
+                .map(|s| {
+                    automaton
+                        .groups(s as u32)
+                        .iter()
+                        .map(|g| group_lse(row, &g.tokens, inv))
+                        .collect()
+                })
+                .collect()
+        })
+        .collect();
+    let pad_score = |p: usize| scores[p * vocab + pad as usize] * inv;
+    let mut alpha = vec![neg; (len + 1) * width];
+    alpha[automaton.start() as usize] = 0.0;
+    for p in 0..len {
+        for s in 0..width {
+            let a = alpha[p * width + s];
+            if a == neg || !alive(p, s) {
+                continue;
+            }
+            if s != pad_state {
+                for (g, &gs) in automaton.groups(s as u32).iter().zip(&group_scores[p][s]) {
+                    let slot = &mut alpha[(p + 1) * width + g.to as usize];
+                    *slot = log_add(*slot, a + gs);
+                }
+            }
+            if s == pad_state || automaton.is_accepting(s as u32) {
+                let slot = &mut alpha[(p + 1) * width + pad_state];
+                *slot = log_add(*slot, a + pad_score(p));
+            }
+        }
+    }
+    let mut beta = vec![neg; (len + 1) * width];
+    for s in 0..width {
+        if s == pad_state || automaton.is_accepting(s as u32) {
+            beta[len * width + s] = 0.0;
+        }
+    }
+    for p in (0..len).rev() {
+        for s in 0..width {
+            let mut b = neg;
+            if s != pad_state {
+                for (g, &gs) in automaton.groups(s as u32).iter().zip(&group_scores[p][s]) {
+                    b = log_add(b, gs + beta[(p + 1) * width + g.to as usize]);
+                }
+            }
+            if s == pad_state || automaton.is_accepting(s as u32) {
+                b = log_add(b, pad_score(p) + beta[(p + 1) * width + pad_state]);
+            }
+            beta[p * width + s] = b;
+        }
+    }
+    let log_z = beta[automaton.start() as usize];
+    if log_z == neg {
+        return None;
+    }
+    let mut marg = vec![0f32; len * vocab];
+    for p in 0..len {
+        let row = &scores[p * vocab..(p + 1) * vocab];
+        let out = &mut marg[p * vocab..(p + 1) * vocab];
+        for s in 0..width {
+            let a = alpha[p * width + s];
+            if a == neg {
+                continue;
+            }
+            if s != pad_state {
+                for g in automaton.groups(s as u32) {
+                    let b = beta[(p + 1) * width + g.to as usize];
+                    if b == neg {
+                        continue;
+                    }
+                    let base = a + b - log_z;
+                    for &t in &g.tokens {
+                        out[t as usize] += (base + row[t as usize] * inv).exp();
+                    }
+                }
+            }
+            if s == pad_state || automaton.is_accepting(s as u32) {
+                let b = beta[(p + 1) * width + pad_state];
+                if b != neg {
+                    out[pad as usize] += (a + b - log_z + pad_score(p)).exp();
+                }
+            }
+        }
+    }
+    Some(marg)
+}

@@ -5,7 +5,7 @@ use std::sync::OnceLock;
 
 use candle_core::Device;
 use diffusion_lm::automaton::TokenAutomaton;
-use diffusion_lm::projection::best_sequence;
+use diffusion_lm::projection::{best_sequence, constrained_marginals};
 use diffusion_lm::train::{train_diffusion, TrainConfig};
 use diffusion_lm::{DiffusionLm, Error, Generator, ModelConfig, TextTokenizer};
 use diffusion_lm_controllers::{Infill, Length, Regex};
@@ -39,7 +39,14 @@ fn model() -> &'static DiffusionLm {
             diffusion_steps: 100,
             schedule: "sqrt".into(),
         };
-        let train = TrainConfig { steps: 150, batch_size: 16, lr: 3e-3, warmup_steps: 10, log_every: 50, ..Default::default() };
+        let train = TrainConfig {
+            steps: 150,
+            batch_size: 16,
+            lr: 3e-3,
+            warmup_steps: 10,
+            log_every: 50,
+            ..Default::default()
+        };
         let dir = std::env::temp_dir().join(format!("dlm-constraints-{}", std::process::id()));
         train_diffusion(cfg, tok, &CORPUS, train, &dir, &Device::Cpu).unwrap()
     })
@@ -84,16 +91,26 @@ fn stacks_of_several_controllers_hold_together() {
         let n = s.ids.iter().position(|&t| t == pad).unwrap_or(s.ids.len());
         assert!((5..=9).contains(&n), "{n} tokens: {:?}", s.text);
         assert!(s.text.starts_with("the ") && s.text.contains(" sat "), "{:?}", s.text);
-        assert!(s.text.chars().all(|c| c.is_ascii_lowercase() || c == ' '), "{:?}", s.text);
+        assert!(
+            s.text.chars().all(|c| c.is_ascii_lowercase() || c == ' '),
+            "{:?}",
+            s.text
+        );
     }
     // Two regexes intersect.
     let out = gen(
-        Generator::new(lm).with(Regex::new(r"[a-z]+ [a-z]+").unwrap()).with(Regex::new(r"c.*t").unwrap()),
+        Generator::new(lm)
+            .with(Regex::new(r"[a-z]+ [a-z]+").unwrap())
+            .with(Regex::new(r"c.*t").unwrap()),
         4,
     )
     .unwrap();
     for s in out {
-        assert!(regex::Regex::new(r"^c[a-z]* [a-z]*t$").unwrap().is_match(&s.text), "{:?}", s.text);
+        assert!(
+            regex::Regex::new(r"^c[a-z]* [a-z]*t$").unwrap().is_match(&s.text),
+            "{:?}",
+            s.text
+        );
     }
 }
 
@@ -101,20 +118,63 @@ fn stacks_of_several_controllers_hold_together() {
 fn unsatisfiable_stacks_fail_before_sampling() {
     let lm = model();
     let err = gen(Generator::new(lm).with(Regex::new(r"[0-9]{200}").unwrap()), 1).unwrap_err();
-    assert!(matches!(err, Error::Unsatisfiable(ref m) if m.contains("needs at least")), "{err}");
-    let err = gen(Generator::new(lm).with(Regex::new("a").unwrap()).with(Regex::new("b").unwrap()), 1).unwrap_err();
+    assert!(
+        matches!(err, Error::Unsatisfiable(ref m) if m.contains("needs at least")),
+        "{err}"
+    );
+    let err = gen(
+        Generator::new(lm)
+            .with(Regex::new("a").unwrap())
+            .with(Regex::new("b").unwrap()),
+        1,
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::Unsatisfiable(_)), "{err}");
     let err = gen(Generator::new(lm).with(Length::exact(30)), 1).unwrap_err();
     assert!(matches!(err, Error::Unsatisfiable(_)), "{err}");
-    let err = gen(Generator::new(lm).with(Length::exact(0)).with(Regex::new("[a-z]").unwrap()), 1).unwrap_err();
+    let err = gen(
+        Generator::new(lm)
+            .with(Length::exact(0))
+            .with(Regex::new("[a-z]").unwrap()),
+        1,
+    )
+    .unwrap_err();
     assert!(matches!(err, Error::Unsatisfiable(_)), "{err}");
     assert!(Regex::new(r"(a").is_err());
     assert!(Regex::new(r"\bfoo(?!bar)").is_err());
 }
 
 #[test]
+fn soft_then_hard_projection_still_satisfies_every_constraint() {
+    let lm = model();
+    for fraction in [0.5, 1.0] {
+        let out = gen(
+            Generator::new(lm)
+                .with(Regex::new(r"(the|a) [a-z]+ [a-z ]+").unwrap())
+                .with(Length::between(3, 10).unwrap())
+                .soft_projection(fraction, 1.0),
+            6,
+        )
+        .unwrap();
+        for s in out {
+            assert!(
+                regex::Regex::new(r"^(the|a) [a-z]+ [a-z ]+$")
+                    .unwrap()
+                    .is_match(&s.text),
+                "{:?}",
+                s.text
+            );
+        }
+    }
+}
+
+#[test]
 fn dfa_blow_up_is_a_clear_error() {
-    let tight = diffusion_lm_controllers::RegexConfig { dfa_size_limit: 10_000, determinize_size_limit: 10_000, max_token_states: 100 };
+    let tight = diffusion_lm_controllers::RegexConfig {
+        dfa_size_limit: 10_000,
+        determinize_size_limit: 10_000,
+        max_token_states: 100,
+    };
     let err = Regex::with_config(r"[ab]*a[ab]{20}", tight).unwrap_err();
     assert!(err.to_string().contains("[ab]*a[ab]{20}"), "{err}");
 }
@@ -124,12 +184,18 @@ fn brute_force(scores: &[f32], len: usize, vocab: usize, a: &TokenAutomaton, pad
     let mut best: Option<f32> = None;
     let total = vocab.pow(len as u32);
     for code in 0..total {
-        let seq: Vec<u32> = (0..len).map(|p| ((code / vocab.pow(p as u32)) % vocab) as u32).collect();
+        let seq: Vec<u32> = (0..len)
+            .map(|p| ((code / vocab.pow(p as u32)) % vocab) as u32)
+            .collect();
         let n = seq.iter().position(|&t| t == pad).unwrap_or(len);
         if seq[n..].iter().any(|&t| t != pad) || !a.accepts(&seq[..n]) {
             continue;
         }
-        let s: f32 = seq.iter().enumerate().map(|(p, &t)| scores[p * vocab + t as usize]).sum();
+        let s: f32 = seq
+            .iter()
+            .enumerate()
+            .map(|(p, &t)| scores[p * vocab + t as usize])
+            .sum();
         if s.is_finite() && best.is_none_or(|b| s > b) {
             best = Some(s);
         }
@@ -167,6 +233,26 @@ proptest! {
                 prop_assert!(ids[n..].iter().all(|&t| t == 0));
             }
             (dp, bf) => prop_assert!(false, "dp {dp:?} vs brute force {bf:?}"),
+        }
+        // Forward–backward marginals equal the brute-force marginals of the constrained distribution.
+        let fb = constrained_marginals(scores, len, vocab, &a, 0, 0.7);
+        let mut z = 0f64;
+        let mut bm = vec![0f64; len * vocab];
+        for code in 0..vocab.pow(len as u32) {
+            let seq: Vec<u32> = (0..len).map(|p| ((code / vocab.pow(p as u32)) % vocab) as u32).collect();
+            let n = seq.iter().position(|&t| t == 0).unwrap_or(len);
+            if seq[n..].iter().any(|&t| t != 0) || !a.accepts(&seq[..n]) { continue; }
+            let w = (seq.iter().enumerate().map(|(p, &t)| scores[p * vocab + t as usize] as f64).sum::<f64>() / 0.7).exp();
+            z += w;
+            for (p, &t) in seq.iter().enumerate() { bm[p * vocab + t as usize] += w; }
+        }
+        match fb {
+            None => prop_assert!(z == 0.0),
+            Some(m) => {
+                for (x, y) in m.iter().zip(&bm) {
+                    prop_assert!((*x as f64 - y / z).abs() < 1e-3, "marginal {x} vs {}", y / z);
+                }
+            }
         }
     }
 
