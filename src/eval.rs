@@ -66,6 +66,10 @@ pub fn json_stats<S: AsRef<str>>(samples: &[S]) -> (f64, f64) {
 /// The figures `diffusion-lm eval` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
+    /// The hard constraints of the run (empty: unconditional).
+    pub constraints: Vec<String>,
+    /// Parameters of the diffusion model.
+    pub parameters: usize,
     pub samples: usize,
     pub steps: usize,
     pub sample_perplexity: f64,
@@ -80,5 +84,7 @@ pub struct EvalReport {
     pub json_share: f64,
     pub json_valid: f64,
     pub empty_samples: usize,
+    /// Mean content length in tokens.
+    pub mean_tokens: f64,
     pub seconds_sampling: f64,
 }

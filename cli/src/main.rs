@@ -55,15 +55,8 @@ struct GenerateArgs {
     /// Sequence length in tokens (default: the model's).
     #[arg(long)]
     seq_len: Option<usize>,
-    /// Hard constraint: the text fully matches this regular expression.
-    #[arg(long)]
-    regex: Vec<String>,
-    /// Hard constraint: content length in tokens, `L` or `MIN..MAX` (inclusive).
-    #[arg(long)]
-    length: Option<String>,
-    /// Hard constraint: a template with holes, e.g. "The Eagle ___ riverside ___".
-    #[arg(long)]
-    infill: Vec<String>,
+    #[command(flatten)]
+    control: ControlArgs,
     /// ddpm, ddim or ddim:ETA.
     #[arg(long, default_value = "ddpm")]
     sampler: String,
@@ -77,6 +70,49 @@ struct GenerateArgs {
     /// cpu, cuda[:N] or metal[:N].
     #[arg(long, default_value = "cpu")]
     device: String,
+}
+
+/// Controllers, combinable; every output satisfies all of them.
+#[derive(Args, Clone, Default)]
+struct ControlArgs {
+    /// Hard constraint: the text fully matches this regular expression (repeatable: all must match).
+    #[arg(long)]
+    regex: Vec<String>,
+    /// Hard constraint: content length in tokens, `L` or `MIN..MAX` (inclusive).
+    #[arg(long)]
+    length: Option<String>,
+    /// Hard constraint: a template with holes, e.g. "The Eagle ___ riverside ___".
+    #[arg(long)]
+    infill: Vec<String>,
+    /// Share of the steps (noisiest first) that use the soft projection (forward-backward
+    /// marginals) before the exact hard projection takes over.
+    #[arg(long, default_value_t = diffusion_lm::generate::DEFAULT_SOFT_UNTIL)]
+    soft_until: f64,
+}
+
+impl ControlArgs {
+    fn describe(&self) -> Vec<String> {
+        let mut out: Vec<String> = self.regex.iter().map(|r| format!("regex {r:?}")).collect();
+        out.extend(self.length.iter().map(|l| format!("length {l}")));
+        out.extend(self.infill.iter().map(|t| format!("infill {t:?}")));
+        if !out.is_empty() && self.soft_until > 0.0 {
+            out.push(format!("soft projection for the first {:.0}% of steps", self.soft_until * 100.0));
+        }
+        out
+    }
+
+    fn apply<'m>(&self, mut g: Generator<'m>) -> Result<Generator<'m>> {
+        for re in &self.regex {
+            g = g.with(Regex::new(re)?);
+        }
+        if let Some(spec) = &self.length {
+            g = g.with(parse_length(spec)?);
+        }
+        for t in &self.infill {
+            g = g.with(Infill::new(t)?);
+        }
+        Ok(g.soft_projection(self.soft_until, 1.0))
+    }
 }
 
 #[derive(Args, Clone)]
@@ -212,6 +248,8 @@ struct EvalArgs {
     /// Write the samples to this file, one per line.
     #[arg(long)]
     samples_out: Option<PathBuf>,
+    #[command(flatten)]
+    control: ControlArgs,
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -270,17 +308,9 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
     let lm = DiffusionLm::load(model_dir(a.model), &device)?;
     let kind: SamplerKind = a.sampler.parse().map_err(anyhow::Error::msg)?;
-    let mut generator = Generator::new(&lm);
-    for re in &a.regex {
-        generator = generator.with(Regex::new(re)?);
-    }
-    if let Some(spec) = &a.length {
-        generator = generator.with(parse_length(spec)?);
-    }
-    for t in &a.infill {
-        generator = generator.with(Infill::new(t)?);
-    }
-    let samples = generator
+    let samples = a
+        .control
+        .apply(Generator::new(&lm))?
         .steps(a.steps)
         .seed(a.seed)
         .sampler(kind)
@@ -446,7 +476,9 @@ fn eval(a: EvalArgs) -> Result<()> {
     }
     let kind: SamplerKind = a.sampler.parse().map_err(anyhow::Error::msg)?;
     let started = std::time::Instant::now();
-    let samples = Generator::new(&lm)
+    let samples = a
+        .control
+        .apply(Generator::new(&lm))?
         .steps(a.steps)
         .seed(a.seed)
         .sampler(kind)
@@ -462,7 +494,16 @@ fn eval(a: EvalArgs) -> Result<()> {
     let (sample_ppl, _, _) = ar.perplexity(&ar_tok, &texts, 64, &device)?;
     let (heldout_ppl, heldout_n, _) = ar.perplexity(&ar_tok, &heldout, 64, &device)?;
     let (json_share, json_valid) = json_stats(&texts);
+    let pad = lm.tokenizer.pad_id();
+    let mean_tokens = samples
+        .iter()
+        .map(|s| s.ids.iter().position(|&t| t == pad).unwrap_or(s.ids.len()) as f64)
+        .sum::<f64>()
+        / samples.len().max(1) as f64;
     let report = EvalReport {
+        constraints: a.control.describe(),
+        parameters: lm.weights().values().map(|t| t.elem_count()).sum(),
+        mean_tokens,
         samples: texts.len(),
         steps: a.steps,
         sample_perplexity: sample_ppl,
