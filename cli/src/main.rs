@@ -96,7 +96,10 @@ impl ControlArgs {
         out.extend(self.length.iter().map(|l| format!("length {l}")));
         out.extend(self.infill.iter().map(|t| format!("infill {t:?}")));
         if !out.is_empty() && self.soft_until > 0.0 {
-            out.push(format!("soft projection for the first {:.0}% of steps", self.soft_until * 100.0));
+            out.push(format!(
+                "soft projection for the first {:.0}% of steps",
+                self.soft_until * 100.0
+            ));
         }
         out
     }
@@ -395,16 +398,19 @@ fn train(a: TrainArgs) -> Result<()> {
     if dropped > 0 {
         eprintln!("note: {dropped} examples longer than the sequence length were left out");
     }
-    let summary = trainer.run(!a.no_progress)?;
+    report(&trainer.run(!a.no_progress)?, &a.out);
+    Ok(())
+}
+
+fn report(summary: &diffusion_lm::train::TrainSummary, out: &Path) {
     eprintln!(
-        "trained {} steps in {:.0}s ({:.0} tokens/s); final loss {:.4}; checkpoint in {}",
+        "trained {} steps ({:.0}s of training in all, {:.0} tokens/s); final loss {:.4}; checkpoint in {}",
         summary.steps,
         summary.elapsed_secs,
         summary.tokens_per_sec,
         summary.final_losses.first().copied().unwrap_or(f64::NAN),
-        a.out.display()
+        out.display()
     );
-    Ok(())
 }
 
 fn read_data_record(dir: &Path) -> Result<DataRecord> {
@@ -436,15 +442,7 @@ fn train_ar(a: TrainArArgs) -> Result<()> {
     };
     eprintln!("reference LM: {} training texts from {:?}", texts.len(), record.corpus);
     let mut trainer = ar_trainer(ar_cfg, tokenizer, &texts, a.opt.config(), &out, &device)?;
-    let summary = trainer.run(!a.no_progress)?;
-    eprintln!(
-        "trained {} steps in {:.0}s ({:.0} tokens/s); final nll {:.4}; checkpoint in {}",
-        summary.steps,
-        summary.elapsed_secs,
-        summary.tokens_per_sec,
-        summary.final_losses.first().copied().unwrap_or(f64::NAN),
-        out.display()
-    );
+    report(&trainer.run(!a.no_progress)?, &out);
     Ok(())
 }
 
