@@ -66,8 +66,8 @@ pub fn json_stats<S: AsRef<str>>(samples: &[S]) -> (f64, f64) {
 /// The figures `diffusion-lm eval` reports.
 #[derive(Debug, Clone, Serialize)]
 pub struct EvalReport {
-    /// The hard constraints of the run (empty: unconditional).
-    pub constraints: Vec<String>,
+    /// The controls of the run: hard constraints, MBR, soft projection (empty: unconditional).
+    pub controls: Vec<String>,
     /// Parameters of the diffusion model.
     pub parameters: usize,
     pub samples: usize,

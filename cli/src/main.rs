@@ -84,6 +84,10 @@ struct ControlArgs {
     /// Hard constraint: a template with holes, e.g. "The Eagle ___ riverside ___".
     #[arg(long)]
     infill: Vec<String>,
+    /// Minimum Bayes risk decoding: draw this many candidates per output and keep the one that
+    /// agrees most with the others (1 = off).
+    #[arg(long, default_value_t = 1)]
+    mbr: usize,
     /// Share of the steps (noisiest first) that use the soft projection (forward-backward
     /// marginals) before the exact hard projection takes over.
     #[arg(long, default_value_t = diffusion_lm::generate::DEFAULT_SOFT_UNTIL)]
@@ -95,6 +99,9 @@ impl ControlArgs {
         let mut out: Vec<String> = self.regex.iter().map(|r| format!("regex {r:?}")).collect();
         out.extend(self.length.iter().map(|l| format!("length {l}")));
         out.extend(self.infill.iter().map(|t| format!("infill {t:?}")));
+        if self.mbr > 1 {
+            out.push(format!("MBR over {} candidates", self.mbr));
+        }
         if !out.is_empty() && self.soft_until > 0.0 {
             out.push(format!(
                 "soft projection for the first {:.0}% of steps",
@@ -114,7 +121,7 @@ impl ControlArgs {
         for t in &self.infill {
             g = g.with(Infill::new(t)?);
         }
-        Ok(g.soft_projection(self.soft_until, 1.0))
+        Ok(g.soft_projection(self.soft_until, 1.0).mbr(self.mbr))
     }
 }
 
@@ -499,7 +506,7 @@ fn eval(a: EvalArgs) -> Result<()> {
         .sum::<f64>()
         / samples.len().max(1) as f64;
     let report = EvalReport {
-        constraints: a.control.describe(),
+        controls: a.control.describe(),
         parameters: lm.weights().values().map(|t| t.elem_count()).sum(),
         mean_tokens,
         samples: texts.len(),
