@@ -98,10 +98,15 @@ impl AdamW {
             let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + c.eps)?)?;
             let decayed = (var.as_tensor() * (1.0 - lr * c.weight_decay))?;
             var.set(&(decayed - (update * lr)?)?)?;
-            self.m[i] = m;
-            self.v[i] = v;
+            self.m[i] = m.detach();
+            self.v[i] = v.detach();
         }
         Ok(())
+    }
+
+    /// Whether any moment tensor records an op (it never should: see [`AdamW::step`]).
+    pub fn state_records_ops(&self) -> bool {
+        self.m.iter().chain(&self.v).any(|t| t.track_op())
     }
 
     /// The optimizer state as named tensors (`m.<name>`, `v.<name>`).
@@ -160,7 +165,7 @@ impl Ema {
     pub fn new(vars: &[(String, Var)], decay: f64) -> Result<Self> {
         let tensors = vars
             .iter()
-            .map(|(n, v)| Ok((n.clone(), v.as_tensor().copy()?)))
+            .map(|(n, v)| Ok((n.clone(), v.as_tensor().detach().copy()?)))
             .collect::<Result<HashMap<_, _>>>()?;
         Ok(Ema {
             decay,
@@ -175,7 +180,9 @@ impl Ema {
         let d = self.decay.min((1.0 + n) / (10.0 + n));
         for (name, var) in vars {
             if let Some(e) = self.tensors.get_mut(name) {
-                *e = ((&*e * d)? + (var.as_tensor() * (1.0 - d))?)?;
+                // Detached: an average computed from a variable records its op, and each new
+                // average would otherwise hold the previous one (all history) alive.
+                *e = ((&*e * d)? + (var.as_tensor().detach() * (1.0 - d))?)?.detach();
             }
         }
         Ok(())

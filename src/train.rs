@@ -372,6 +372,11 @@ impl<O: Objective> Trainer<O> {
         &self.ema.tensors
     }
 
+    /// Whether the optimizer state holds autograd graphs (a leak; see `AdamW::step`).
+    pub fn optimizer_state_records_ops(&self) -> bool {
+        self.opt.state_records_ops()
+    }
+
     /// The current (raw) weights by parameter name.
     pub fn raw_weights(&self) -> Result<HashMap<String, Tensor>> {
         Ok(self
