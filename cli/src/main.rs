@@ -390,12 +390,9 @@ fn train(a: TrainArgs) -> Result<()> {
     };
     std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
     let record = DataRecord {
-        corpus: a
-            .corpus
-            .corpus
-            .iter()
-            .map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.clone()))
-            .collect(),
+        // As given (relative to where `train` ran, usually the repository root), so the record
+        // stays valid in other clones.
+        corpus: a.corpus.corpus.clone(),
         json_records: !a.corpus.no_json_records,
         heldout: a.corpus.heldout,
     };
