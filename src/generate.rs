@@ -499,7 +499,8 @@ fn overlap_f1(a: &HashMap<(u32, u32), usize>, b: &HashMap<(u32, u32), usize>) ->
 /// use diffusion_lm::{generate::mbr_select, Sample};
 /// let s = |ids: &[u32]| Sample { text: String::new(), ids: ids.to_vec() };
 /// let group = [s(&[5, 6, 7, 0]), s(&[9, 9, 9, 0]), s(&[5, 6, 8, 0])];
-/// // [5, 6, 7] shares "5", "6" and "5 6" with [5, 6, 8]; [9, 9, 9] shares nothing.
+/// // [5, 6, 7] and [5, 6, 8] share "5", "6" and "5 6"; [9, 9, 9] shares nothing; the first of
+/// // equally good candidates wins.
 /// assert_eq!(mbr_select(&group, 0).ids, vec![5, 6, 7, 0]);
 /// ```
 pub fn mbr_select(group: &[Sample], pad: u32) -> Sample {
@@ -510,9 +511,16 @@ pub fn mbr_select(group: &[Sample], pad: u32) -> Sample {
             .map(|j| overlap_f1(&grams[i], &grams[j]))
             .sum::<f64>()
     };
-    let best = (0..group.len())
-        .max_by(|&i, &j| score(i).total_cmp(&score(j)))
-        .unwrap_or(0);
+    // The first of equally good candidates wins, so the choice does not depend on float ties.
+    let mut best = 0;
+    let mut best_score = f64::NEG_INFINITY;
+    for i in 0..group.len() {
+        let sc = score(i);
+        if sc > best_score {
+            best = i;
+            best_score = sc;
+        }
+    }
     group[best].clone()
 }
 

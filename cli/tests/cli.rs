@@ -35,8 +35,26 @@ fn bad_input_gives_clear_errors() {
         ),
         (vec!["generate".into(), "--steps".into(), "0".into()], "at least 1"),
         (
-            vec!["generate".into(), "--length".into(), "100000".into()],
+            vec!["generate".into(), "--seq-len".into(), "100000".into()],
             "exceeds the model's sequence length",
+        ),
+        (
+            vec!["generate".into(), "--length".into(), "100000".into()],
+            "but the sequence holds 64",
+        ),
+        (
+            vec!["generate".into(), "--regex".into(), "(?=lookahead)".into()],
+            "regex",
+        ),
+        (
+            vec!["generate".into(), "--regex".into(), "[0-9]{1000}".into()],
+            "needs at least",
+        ),
+        (vec!["generate".into(), "--length".into(), "9..3".into()], "empty range"),
+        (vec!["generate".into(), "--length".into(), "abc".into()], "not a number"),
+        (
+            vec!["generate".into(), "--infill".into(), "no holes".into()],
+            "has no hole",
         ),
         (
             vec!["generate".into(), "--sampler".into(), "euler".into()],
