@@ -143,8 +143,6 @@ pub struct PreparedStack {
     pub automaton: TokenAutomaton,
     /// Whether any hard constraint exists (otherwise plain clamping is used).
     pub has_hard: bool,
-    /// Whether any controller contributes guidance.
-    pub has_guidance: bool,
 }
 
 /// Limit on the product automaton's states.
@@ -184,12 +182,10 @@ impl PreparedStack {
             }
         }
         let automaton = automaton.unwrap_or_else(|| TokenAutomaton::any(ctx.index));
-        let has_guidance = !controllers.is_empty(); // refined per step: controllers may return None
         let stack = PreparedStack {
             mask,
             automaton,
             has_hard,
-            has_guidance,
         };
         if has_hard {
             let zeros = stack.masked(vec![0.0; len * vocab]);
