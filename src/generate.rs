@@ -27,7 +27,6 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
-use rand_distr::{Distribution, StandardNormal};
 
 use crate::checkpoint;
 use crate::controller::{Controller, GuidanceConfig, GuidanceContext, GuidanceRule, PrepareContext, PreparedStack};
@@ -333,7 +332,7 @@ impl<'m> Generator<'m> {
         let device = model.device();
         let d = self.lm.config.embed_dim;
         let mut rngs: Vec<StdRng> = (start..start + count).map(|i| sample_rng(self.seed, i)).collect();
-        let mut x = gaussian(&mut rngs, self.length * d, (count, self.length, d), device)?;
+        let mut x = crate::nn::standard_normal(&mut rngs, (count, self.length, d), device)?;
         let schedule = sampler.schedule();
         for i in (0..schedule.len()).rev() {
             let t = vec![schedule.timesteps()[i]; count];
@@ -347,7 +346,7 @@ impl<'m> Generator<'m> {
                 x0 = model.clamp(&x0)?.1;
             }
             let noise = if sampler.needs_noise(i) {
-                Some(gaussian(&mut rngs, self.length * d, (count, self.length, d), device)?)
+                Some(crate::nn::standard_normal(&mut rngs, (count, self.length, d), device)?)
             } else {
                 None
             };
@@ -381,11 +380,9 @@ impl<'m> Generator<'m> {
         let model = &self.lm.model;
         let (b, l, _) = x.dims3()?;
         let v = self.lm.config.vocab_size;
-        let scores = model.clamp_scores(x)?.flatten_all()?.to_vec1::<f32>()?;
         let pad = self.lm.tokenizer.pad_id();
         let mut ids = Vec::with_capacity(b);
-        for row in scores.chunks(l * v) {
-            let row = stack.masked(row.to_vec());
+        for row in self.masked_score_rows(stack, x)? {
             let (seq, _) = best_sequence(&row, l, v, &stack.automaton, pad).ok_or_else(|| {
                 Error::Unsatisfiable("no sequence satisfies the constraints under these scores".into())
             })?;
@@ -396,16 +393,22 @@ impl<'m> Generator<'m> {
         Ok((ids, model.embed(&id_tensor)?))
     }
 
+    /// Per batch row, the clamping scores (`L × V`) plus the stack's unary mask.
+    fn masked_score_rows(&self, stack: &PreparedStack, x: &Tensor) -> Result<Vec<Vec<f32>>> {
+        let (_, l, _) = x.dims3()?;
+        let v = self.lm.config.vocab_size;
+        let scores = self.lm.model.clamp_scores(x)?.flatten_all()?.to_vec1::<f32>()?;
+        Ok(scores.chunks(l * v).map(|row| stack.masked(row.to_vec())).collect())
+    }
+
     /// Soft projection: the expected embedding under the constrained token marginals, per position.
     fn soft_project(&self, stack: &PreparedStack, x: &Tensor) -> Result<Tensor> {
         let model = &self.lm.model;
         let (b, l, _) = x.dims3()?;
         let v = self.lm.config.vocab_size;
-        let scores = model.clamp_scores(x)?.flatten_all()?.to_vec1::<f32>()?;
         let pad = self.lm.tokenizer.pad_id();
         let mut marg = Vec::with_capacity(b * l * v);
-        for row in scores.chunks(l * v) {
-            let row = stack.masked(row.to_vec());
+        for row in self.masked_score_rows(stack, x)? {
             let m = constrained_marginals(&row, l, v, &stack.automaton, pad, self.soft_temperature)
                 .ok_or_else(|| Error::Unsatisfiable("no sequence satisfies the constraints".into()))?;
             marg.extend(m);
@@ -531,16 +534,4 @@ pub const DEFAULT_SOFT_UNTIL: f64 = 0.0;
 /// The noise generator of sample `index` under `seed`.
 fn sample_rng(seed: u64, index: usize) -> StdRng {
     StdRng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
-}
-
-/// Standard normal noise, `per_row` values from each row's generator.
-fn gaussian(rngs: &mut [StdRng], per_row: usize, shape: (usize, usize, usize), device: &Device) -> Result<Tensor> {
-    let mut data = Vec::with_capacity(rngs.len() * per_row);
-    for rng in rngs.iter_mut() {
-        data.extend((0..per_row).map(|_| {
-            let z: f32 = StandardNormal.sample(rng);
-            z
-        }));
-    }
-    Ok(Tensor::from_vec(data, shape, device)?)
 }

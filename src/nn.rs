@@ -30,6 +30,21 @@ impl Mode<'_> {
     }
 }
 
+/// Standard normal noise of `shape`, drawing `shape.elem_count() / rngs.len()` values from each
+/// generator in turn (one generator per batch row when sampling, a single one when training).
+pub fn standard_normal(rngs: &mut [StdRng], shape: (usize, usize, usize), device: &Device) -> Result<Tensor> {
+    let total = shape.0 * shape.1 * shape.2;
+    let per_rng = total / rngs.len().max(1);
+    let mut data = Vec::with_capacity(total);
+    for rng in rngs.iter_mut() {
+        data.extend((0..per_rng).map(|_| {
+            let z: f32 = StandardNormal.sample(rng);
+            z
+        }));
+    }
+    Ok(Tensor::from_vec(data, shape, device)?)
+}
+
 /// Inverted dropout with a mask from the mode's generator; identity in inference.
 pub fn dropout(x: &Tensor, p: f32, mode: &mut Mode) -> Result<Tensor> {
     match mode {

@@ -38,7 +38,6 @@ use candle_nn::{VarBuilder, VarMap};
 use rand::rngs::StdRng;
 use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
-use rand_distr::{Distribution, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::checkpoint::{self, read_json, write_json};
@@ -134,14 +133,7 @@ impl DiffusionObjective {
 }
 
 fn randn(rng: &mut StdRng, shape: (usize, usize, usize), device: &Device) -> Result<Tensor> {
-    let n = shape.0 * shape.1 * shape.2;
-    let data: Vec<f32> = (0..n)
-        .map(|_| {
-            let z: f32 = StandardNormal.sample(rng);
-            z
-        })
-        .collect();
-    Ok(Tensor::from_vec(data, shape, device)?)
+    crate::nn::standard_normal(std::slice::from_mut(rng), shape, device)
 }
 
 fn column(values: &[f64], device: &Device) -> Result<Tensor> {
