@@ -7,7 +7,9 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use diffusion_lm::corpus::{self, E2eOptions, Example};
 use diffusion_lm::train::{diffusion_trainer, TrainConfig};
 use diffusion_lm::{device::parse_device, DiffusionLm, Generator, ModelConfig, SamplerKind, TextTokenizer};
-use diffusion_lm_controllers::{Infill, Length, Regex};
+use diffusion_lm_controllers::{Infill, JsonSchema, Length, Regex};
+
+mod schemas;
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
@@ -31,6 +33,9 @@ enum Command {
     TrainAr(TrainArArgs),
     /// Evaluate unconditional samples: perplexity, diversity, copy rate.
     Eval(EvalArgs),
+    /// Check the JSON Schema controller on real schemas with labelled instances (compile rate,
+    /// agreement, compile time, validity of generated documents).
+    EvalSchemas(schemas::EvalSchemasArgs),
 }
 
 #[derive(Clone, Copy, ValueEnum)]
@@ -84,6 +89,9 @@ struct ControlArgs {
     /// Hard constraint: a template with holes, e.g. "The Eagle ___ riverside ___".
     #[arg(long)]
     infill: Vec<String>,
+    /// Hard constraint: the text is a JSON document valid under this JSON Schema file.
+    #[arg(long)]
+    schema: Option<PathBuf>,
     /// Minimum Bayes risk decoding: draw this many candidates per output and keep the one that
     /// agrees most with the others (1 = off).
     #[arg(long, default_value_t = 1)]
@@ -99,6 +107,7 @@ impl ControlArgs {
         let mut out: Vec<String> = self.regex.iter().map(|r| format!("regex {r:?}")).collect();
         out.extend(self.length.iter().map(|l| format!("length {l}")));
         out.extend(self.infill.iter().map(|t| format!("infill {t:?}")));
+        out.extend(self.schema.iter().map(|s| format!("JSON Schema {}", s.display())));
         if self.mbr > 1 {
             out.push(format!("MBR over {} candidates", self.mbr));
         }
@@ -120,6 +129,9 @@ impl ControlArgs {
         }
         for t in &self.infill {
             g = g.with(Infill::new(t)?);
+        }
+        if let Some(path) = &self.schema {
+            g = g.with(JsonSchema::from_file(path)?);
         }
         Ok(g.soft_projection(self.soft_until, 1.0).mbr(self.mbr))
     }
@@ -307,6 +319,7 @@ fn run() -> Result<()> {
         Command::Train(a) => train(a),
         Command::TrainAr(a) => train_ar(a),
         Command::Eval(a) => eval(a),
+        Command::EvalSchemas(a) => schemas::run(a),
     }
 }
 

@@ -8,6 +8,7 @@
 //! | [`Regex`] | the content fully matches a regular expression |
 //! | [`Length`] | the content has an exact length, or a length in a range (tokens) |
 //! | [`Infill`] | fixed text around holes, e.g. `The Eagle ___ riverside ___` |
+//! | [`JsonSchema`] | the content is a JSON document valid under a JSON Schema |
 //!
 //! ```
 //! use diffusion_lm::{DiffusionLm, Generator};
@@ -26,11 +27,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod byte_automaton;
 pub mod infill;
+pub mod json_schema;
 pub mod length;
 pub mod regex;
 
 pub use crate::infill::Infill;
+pub use crate::json_schema::{JsonSchema, JsonSchemaConfig};
 pub use crate::length::Length;
 pub use crate::regex::{ControllerError, Regex, RegexConfig};
 

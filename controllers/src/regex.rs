@@ -53,6 +53,12 @@ pub enum ControllerError {
     Template { template: String, message: String },
     #[error("length: {0}")]
     Length(String),
+    /// A JSON Schema that cannot be compiled; `pointer` locates the offending schema node.
+    #[error("JSON Schema at {pointer}: {message}")]
+    JsonSchema { pointer: String, message: String },
+    /// Input that is not JSON, or a file that cannot be read.
+    #[error("{0}")]
+    Input(String),
 }
 
 /// Full-match regex constraint on the content.

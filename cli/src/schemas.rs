@@ -1,0 +1,290 @@
+//! `diffusion-lm eval-schemas`: the JSON Schema controller on a folder of real schemas with
+//! labelled instances: compile rate, instance agreement, compile time, and (optionally) the
+//! validity of generated documents.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use diffusion_lm::{DiffusionLm, Error, Generator};
+use diffusion_lm_controllers::json_schema::suite::{check_case, SuiteCase};
+use diffusion_lm_controllers::JsonSchemaConfig;
+
+#[derive(Args)]
+pub struct EvalSchemasArgs {
+    /// A folder of schema files, or a folder of such folders (one subset each).
+    #[arg(long, default_value = "../shared/data/jsonschema")]
+    pub dir: PathBuf,
+    /// Files per subset (0: all), taken in name order.
+    #[arg(long, default_value_t = 0)]
+    pub per_subset: usize,
+    /// Documents to generate per compiled schema with the model (0: none).
+    #[arg(long, default_value_t = 0)]
+    pub generate: usize,
+    /// Checkpoint directory for generation (default: the shipped model).
+    #[arg(long)]
+    pub model: Option<PathBuf>,
+    #[arg(long, default_value_t = 50)]
+    pub steps: usize,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Write the per-subset table (Markdown) here.
+    #[arg(long)]
+    pub report: Option<PathBuf>,
+    /// Print each compile error and disagreement.
+    #[arg(long)]
+    pub verbose: bool,
+}
+
+#[derive(Default)]
+struct Tally {
+    files: usize,
+    compiled: usize,
+    agree: usize,
+    valid: usize,
+    valid_accepted: usize,
+    invalid: usize,
+    invalid_rejected: usize,
+    unsound: usize,
+    compile_ms: Vec<f64>,
+    gen_schemas: usize,
+    gen_too_long: usize,
+    gen_docs: usize,
+    gen_valid: usize,
+    gen_errors: usize,
+    gen_secs: f64,
+    errors: BTreeMap<String, usize>,
+}
+
+fn percentile(v: &mut [f64], p: f64) -> f64 {
+    if v.is_empty() {
+        return f64::NAN;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn error_kind(e: &str) -> String {
+    // "JSON Schema at #/x: message" -> the message's first words, for grouping.
+    let msg = e.split_once(": ").map(|(_, m)| m).unwrap_or(e);
+    if let Some(i) = msg.find('`') {
+        if let Some(j) = msg[i + 1..].find('`') {
+            return msg[..i + j + 2].to_string();
+        }
+    }
+    msg.split_whitespace().take(4).collect::<Vec<_>>().join(" ")
+}
+
+pub fn run(a: EvalSchemasArgs) -> Result<()> {
+    let mut subsets: Vec<(String, Vec<PathBuf>)> = Vec::new();
+    let mut direct = Vec::new();
+    let mut entries: Vec<PathBuf> = std::fs::read_dir(&a.dir)
+        .with_context(|| format!("cannot read {}", a.dir.display()))?
+        .filter_map(|e| e.ok().map(|e| e.path()))
+        .collect();
+    entries.sort();
+    for p in entries {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(&p)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.extension().is_some_and(|x| x == "json"))
+                .collect();
+            files.sort();
+            let name = p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            subsets.push((name, files));
+        } else if p.extension().is_some_and(|x| x == "json") {
+            direct.push(p);
+        }
+    }
+    if !direct.is_empty() {
+        subsets.push((a.dir.display().to_string(), direct));
+    }
+    if subsets.is_empty() {
+        bail!("no schema files under {}", a.dir.display());
+    }
+    let lm = if a.generate > 0 {
+        let dir = a.model.clone().unwrap_or_else(DiffusionLm::default_dir);
+        Some(DiffusionLm::load(&dir, &diffusion_lm::device::parse_device("cpu")?)?)
+    } else {
+        None
+    };
+    let config = JsonSchemaConfig::default();
+    let mut rows: Vec<(String, Tally)> = Vec::new();
+    for (name, mut files) in subsets {
+        if a.per_subset > 0 {
+            files.truncate(a.per_subset);
+        }
+        let mut t = Tally::default();
+        let bar = indicatif::ProgressBar::new(files.len() as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{msg:>16} [{bar:30}] {pos}/{len} ({eta})")
+                .expect("static template")
+                .progress_chars("=> "),
+        );
+        bar.set_message(name.clone());
+        for f in &files {
+            bar.inc(1);
+            let case = match SuiteCase::load(f) {
+                Ok(c) => c,
+                Err(e) => {
+                    bar.println(format!("skip {}: {e}", f.display()));
+                    continue;
+                }
+            };
+            t.files += 1;
+            let r = check_case(&case, &config);
+            if let Some(e) = &r.error {
+                *t.errors.entry(error_kind(e)).or_default() += 1;
+                if a.verbose {
+                    bar.println(format!("{}: {e}", case.name));
+                }
+                continue;
+            }
+            t.compiled += 1;
+            t.compile_ms.push(r.compile_secs * 1000.0);
+            t.agree += usize::from(r.agrees());
+            t.valid += r.valid;
+            t.valid_accepted += r.valid_accepted;
+            t.invalid += r.invalid;
+            t.invalid_rejected += r.invalid_rejected;
+            t.unsound += r.unsound.len();
+            if a.verbose && !r.agrees() {
+                bar.println(format!(
+                    "{}: valid accepted {}/{}, invalid rejected {}/{}",
+                    case.name, r.valid_accepted, r.valid, r.invalid_rejected, r.invalid
+                ));
+                for u in &r.unsound {
+                    bar.println(format!("  accepted invalid: {u}"));
+                }
+            }
+            if let (Some(lm), Some(js)) = (&lm, r.compiled) {
+                t.gen_schemas += 1;
+                let start = Instant::now();
+                let out = Generator::new(lm).with(js).steps(a.steps).seed(a.seed).generate(a.generate);
+                t.gen_secs += start.elapsed().as_secs_f64();
+                match out {
+                    Ok(docs) => {
+                        t.gen_docs += docs.len();
+                        t.gen_valid += docs.len();
+                    }
+                    Err(Error::Unsatisfiable(_)) | Err(Error::Constraint(_)) => t.gen_too_long += 1,
+                    Err(Error::CheckFailed { message, .. }) => {
+                        t.gen_docs += a.generate;
+                        t.gen_errors += 1;
+                        bar.println(format!("{}: generated an invalid document: {message}", case.name));
+                    }
+                    Err(e) => {
+                        t.gen_errors += 1;
+                        bar.println(format!("{}: generation failed: {e}", case.name));
+                    }
+                }
+            }
+        }
+        bar.finish_and_clear();
+        rows.push((name, t));
+    }
+    let table = render(&mut rows, a.generate);
+    println!("{table}");
+    if let Some(p) = &a.report {
+        write(p, &table)?;
+    }
+    Ok(())
+}
+
+fn render(rows: &mut [(String, Tally)], generate: usize) -> String {
+    let mut s = String::new();
+    s.push_str("| subset | schemas | compiled | all instances agree | valid accepted | invalid rejected | accepted invalid | compile p50 | compile p99 |");
+    if generate > 0 {
+        s.push_str(" generated valid | too long for the sequence |");
+    }
+    s.push('\n');
+    s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
+    if generate > 0 {
+        s.push_str(" ---: | ---: |");
+    }
+    s.push('\n');
+    let mut total = Tally::default();
+    let pct = |a: usize, b: usize| if b == 0 { "–".to_string() } else { format!("{:.1}%", 100.0 * a as f64 / b as f64) };
+    for (name, t) in rows.iter_mut() {
+        let mut ms = t.compile_ms.clone();
+        s.push_str(&format!(
+            "| {name} | {} | {} ({}) | {} | {} | {} | {} | {:.1} ms | {:.1} ms |",
+            t.files,
+            t.compiled,
+            pct(t.compiled, t.files),
+            pct(t.agree, t.compiled),
+            pct(t.valid_accepted, t.valid),
+            pct(t.invalid_rejected, t.invalid),
+            t.unsound,
+            percentile(&mut ms, 0.5),
+            percentile(&mut ms, 0.99),
+        ));
+        if generate > 0 {
+            s.push_str(&format!(
+                " {}/{} | {} of {} |",
+                t.gen_valid, t.gen_docs, t.gen_too_long, t.gen_schemas
+            ));
+        }
+        s.push('\n');
+        total.files += t.files;
+        total.compiled += t.compiled;
+        total.agree += t.agree;
+        total.valid += t.valid;
+        total.valid_accepted += t.valid_accepted;
+        total.invalid += t.invalid;
+        total.invalid_rejected += t.invalid_rejected;
+        total.unsound += t.unsound;
+        total.compile_ms.extend(&t.compile_ms);
+        total.gen_docs += t.gen_docs;
+        total.gen_valid += t.gen_valid;
+        total.gen_schemas += t.gen_schemas;
+        total.gen_too_long += t.gen_too_long;
+        total.gen_secs += t.gen_secs;
+        for (k, v) in &t.errors {
+            *total.errors.entry(k.clone()).or_default() += v;
+        }
+    }
+    let mut ms = total.compile_ms.clone();
+    s.push_str(&format!(
+        "| **all** | {} | {} ({}) | {} | {} | {} | {} | {:.1} ms | {:.1} ms |",
+        total.files,
+        total.compiled,
+        pct(total.compiled, total.files),
+        pct(total.agree, total.compiled),
+        pct(total.valid_accepted, total.valid),
+        pct(total.invalid_rejected, total.invalid),
+        total.unsound,
+        percentile(&mut ms, 0.5),
+        percentile(&mut ms, 0.99),
+    ));
+    if generate > 0 {
+        s.push_str(&format!(
+            " {}/{} | {} of {} |",
+            total.gen_valid, total.gen_docs, total.gen_too_long, total.gen_schemas
+        ));
+    }
+    s.push('\n');
+    if !total.errors.is_empty() {
+        let mut errs: Vec<(&String, &usize)> = total.errors.iter().collect();
+        errs.sort_by(|a, b| b.1.cmp(a.1));
+        s.push_str("\nCompile errors by kind:\n\n");
+        for (k, v) in errs.iter().take(15) {
+            s.push_str(&format!("- {v} × {k}\n"));
+        }
+    }
+    if generate > 0 && total.gen_schemas > 0 {
+        s.push_str(&format!(
+            "\nGeneration: {:.2} s per schema ({} documents each).\n",
+            total.gen_secs / total.gen_schemas as f64,
+            generate
+        ));
+    }
+    s
+}
+
+fn write(p: &Path, text: &str) -> Result<()> {
+    std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))
+}

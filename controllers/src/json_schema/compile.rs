@@ -1,0 +1,1148 @@
+//! Schema → byte automaton, by structure.
+//!
+//! Each schema node becomes the exact set of its valid documents in the canonical layout, as a
+//! minimal [`Dfa`]. Keywords of a node are a conjunction, so their automata are intersected;
+//! `anyOf` is a union, `oneOf` an "exactly one" product, `not` a difference from the set of all
+//! JSON values, `if`/`then`/`else` is `(if ∧ then) ∨ (¬if ∧ else)`. Objects and arrays are built
+//! as layered NFAs (property slot or item index × count × the few bits dependencies need) whose
+//! values are the automata of their subschemas, then determinised.
+//!
+//! **Property order.** Every object is written with its keys in one global order: the order in
+//! which names first appear under `properties`/`required` in the schema document, then names the
+//! schema never mentions. All branches combined at one object level (`allOf`, `anyOf`, `not`,
+//! `$ref`, ...) see the same list of names, so set operations between them are exact.
+//!
+//! **Depth.** Nesting is bounded by [`super::JsonSchemaConfig::max_depth`] (recursive `$ref`s are
+//! unrolled that deep); values the schema leaves free are bounded by `any_depth`.
+
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+
+use serde_json::{Map, Value};
+
+use super::leaf::{self, Decimal, NumberSpec, RegexFailure};
+use super::JsonSchemaConfig;
+use crate::byte_automaton::{concat, union, Dfa, Frag, Nfa, TooLarge};
+use crate::ControllerError;
+
+/// Keywords with a meaning this compiler implements.
+pub const SUPPORTED: &[&str] = &[
+    "type",
+    "enum",
+    "const",
+    "properties",
+    "required",
+    "additionalProperties",
+    "patternProperties",
+    "propertyNames",
+    "minProperties",
+    "maxProperties",
+    "dependentRequired",
+    "dependentSchemas",
+    "dependencies",
+    "items",
+    "prefixItems",
+    "additionalItems",
+    "minItems",
+    "maxItems",
+    "uniqueItems",
+    "contains",
+    "minContains",
+    "maxContains",
+    "allOf",
+    "anyOf",
+    "oneOf",
+    "not",
+    "if",
+    "then",
+    "else",
+    "$ref",
+    "$defs",
+    "definitions",
+    "minLength",
+    "maxLength",
+    "pattern",
+    "format",
+    "minimum",
+    "maximum",
+    "exclusiveMinimum",
+    "exclusiveMaximum",
+    "multipleOf",
+];
+
+/// Keywords of the JSON Schema vocabularies that constrain instances but are not implemented:
+/// a schema using one fails to compile. (Keywords outside every vocabulary are annotations, as
+/// the specification says, and are accepted.)
+pub const UNSUPPORTED: &[&str] = &[
+    "unevaluatedProperties",
+    "unevaluatedItems",
+    "$dynamicRef",
+    "$recursiveRef",
+    "extends",
+    "disallow",
+    "divisibleBy",
+];
+
+type R<T> = Result<T, ControllerError>;
+
+pub(crate) fn err(pointer: &str, message: impl Into<String>) -> ControllerError {
+    ControllerError::JsonSchema {
+        pointer: if pointer.is_empty() { "#".into() } else { pointer.into() },
+        message: message.into(),
+    }
+}
+
+fn escape_pointer(s: &str) -> String {
+    s.replace('~', "~0").replace('/', "~1")
+}
+
+/// The global property order: names in order of first appearance under `properties` or
+/// `required` anywhere in the document.
+pub(crate) fn property_rank(root: &Value) -> HashMap<String, usize> {
+    fn walk(v: &Value, rank: &mut HashMap<String, usize>) {
+        match v {
+            Value::Object(m) => {
+                if let Some(Value::Object(p)) = m.get("properties") {
+                    for k in p.keys() {
+                        let n = rank.len();
+                        rank.entry(k.clone()).or_insert(n);
+                    }
+                }
+                if let Some(Value::Array(r)) = m.get("required") {
+                    for k in r.iter().filter_map(Value::as_str) {
+                        let n = rank.len();
+                        rank.entry(k.to_string()).or_insert(n);
+                    }
+                }
+                for x in m.values() {
+                    walk(x, rank);
+                }
+            }
+            Value::Array(a) => a.iter().for_each(|x| walk(x, rank)),
+            _ => {}
+        }
+    }
+    let mut rank = HashMap::new();
+    walk(root, &mut rank);
+    rank
+}
+
+pub(crate) struct Compiler<'a> {
+    root: &'a Value,
+    cfg: &'a JsonSchemaConfig,
+    rank: &'a HashMap<String, usize>,
+    cache: HashMap<(usize, usize, u64), Dfa>,
+    any: HashMap<usize, Dfa>,
+    patterns: HashMap<String, Dfa>,
+    in_progress: HashSet<(usize, usize, u64)>,
+    built: usize,
+    /// Keywords enforced by validation of the output rather than by the automaton.
+    pub(crate) validated_only: Vec<String>,
+}
+
+impl<'a> Compiler<'a> {
+    pub(crate) fn new(root: &'a Value, cfg: &'a JsonSchemaConfig, rank: &'a HashMap<String, usize>) -> Self {
+        Compiler {
+            root,
+            cfg,
+            rank,
+            cache: HashMap::new(),
+            any: HashMap::new(),
+            patterns: HashMap::new(),
+            in_progress: HashSet::new(),
+            built: 0,
+            validated_only: Vec::new(),
+        }
+    }
+
+    /// The whole document's automaton.
+    pub(crate) fn compile_root(&mut self) -> R<Dfa> {
+        let root = self.root;
+        self.compile(root, "#", self.cfg.max_depth, &[])
+    }
+
+    fn limit(&self) -> usize {
+        self.cfg.max_states
+    }
+
+    /// Accounts for a built automaton against the total budget.
+    fn track(&mut self, ptr: &str, r: Result<Dfa, TooLarge>) -> R<Dfa> {
+        let d = r.map_err(|e| {
+            err(
+                ptr,
+                format!("{e} (JsonSchemaConfig::max_states); simplify the schema or raise the limit"),
+            )
+        })?;
+        self.built += d.num_states();
+        if self.built > self.cfg.max_total_states {
+            return Err(err(
+                ptr,
+                format!(
+                    "compiling the schema built more than {} automaton states (JsonSchemaConfig::max_total_states)",
+                    self.cfg.max_total_states
+                ),
+            ));
+        }
+        Ok(d)
+    }
+
+    fn and(&mut self, ptr: &str, a: &Dfa, b: &Dfa) -> R<Dfa> {
+        let r = a.and(b, self.limit());
+        self.track(ptr, r)
+    }
+
+    /// Any JSON value nested at most `depth` levels (capped by `any_depth`).
+    pub(crate) fn any(&mut self, depth: usize) -> R<Dfa> {
+        let depth = depth.min(self.cfg.any_depth);
+        if let Some(d) = self.any.get(&depth) {
+            return Ok(d.clone());
+        }
+        let limit = self.limit();
+        let scalars = [
+            Dfa::literal(b"null"),
+            Dfa::literal(b"true"),
+            Dfa::literal(b"false"),
+            leaf::number(&NumberSpec::default(), limit).map_err(|e| err("#", e.to_string()))?,
+            leaf::string(0, None, true, true, limit).map_err(|e| err("#", e.to_string()))?,
+        ];
+        let mut nfa = Nfa::new();
+        let mut alts: Vec<Frag> = scalars.iter().map(|d| nfa.embed(d)).collect();
+        if depth > 0 {
+            let inner = self.any(depth - 1)?;
+            let key = leaf::string(0, None, true, true, limit).map_err(|e| err("#", e.to_string()))?;
+            // [ (v (, v)*)? ]
+            let open = nfa.literal(b"[");
+            let close = nfa.literal(b"]");
+            let v = nfa.embed(&inner);
+            nfa.eps(open.end, close.start);
+            nfa.eps(open.end, v.start);
+            let comma = nfa.literal(b",");
+            nfa.eps(v.end, comma.start);
+            nfa.eps(comma.end, v.start);
+            nfa.eps(v.end, close.start);
+            alts.push(Frag {
+                start: open.start,
+                end: close.end,
+            });
+            // { (k:v (, k:v)*)? }
+            let open = nfa.literal(b"{");
+            let close = nfa.literal(b"}");
+            let k = nfa.embed(&key);
+            let colon = nfa.literal(b":");
+            let v = nfa.embed(&inner);
+            nfa.eps(k.end, colon.start);
+            nfa.eps(colon.end, v.start);
+            nfa.eps(open.end, close.start);
+            nfa.eps(open.end, k.start);
+            let comma = nfa.literal(b",");
+            nfa.eps(v.end, comma.start);
+            nfa.eps(comma.end, k.start);
+            nfa.eps(v.end, close.start);
+            alts.push(Frag {
+                start: open.start,
+                end: close.end,
+            });
+        }
+        let f = nfa.alt(&alts);
+        let r = nfa.determinize(f, limit);
+        let d = self.track("#", r)?;
+        self.any.insert(depth, d.clone());
+        Ok(d)
+    }
+
+    /// Resolves a local `$ref`.
+    fn resolve(&self, reference: &str, ptr: &str) -> R<(&'a Value, String)> {
+        let (base, fragment) = match reference.find('#') {
+            Some(i) => (&reference[..i], &reference[i + 1..]),
+            None => (reference, ""),
+        };
+        if !base.is_empty() {
+            let own_id = self.root.get("$id").or_else(|| self.root.get("id")).and_then(Value::as_str);
+            if own_id.map(|id| id.trim_end_matches('#')) != Some(base) {
+                return Err(err(
+                    ptr,
+                    format!("$ref {reference:?} points outside this document; only local references (#/...) are supported"),
+                ));
+            }
+        }
+        if !fragment.is_empty() && !fragment.starts_with('/') {
+            return Err(err(ptr, format!("$ref {reference:?}: anchors are not supported, use a JSON pointer")));
+        }
+        let decoded = percent_decode(fragment);
+        let target = if decoded.is_empty() {
+            Some(self.root)
+        } else {
+            self.root.pointer(&decoded)
+        };
+        target
+            .map(|t| (t, format!("#{decoded}")))
+            .ok_or_else(|| err(ptr, format!("$ref {reference:?} does not resolve in this document")))
+    }
+
+    /// Names mentioned at this object level: `properties`, `required`, dependencies, and the same
+    /// in every applicator branch (following `$ref`s).
+    fn level_names(&self, v: &Value, out: &mut Vec<String>, seen: &mut HashSet<usize>) {
+        let Value::Object(m) = v else { return };
+        if !seen.insert(m as *const _ as usize) {
+            return;
+        }
+        if let Some(Value::Object(p)) = m.get("properties") {
+            out.extend(p.keys().cloned());
+        }
+        if let Some(Value::Array(r)) = m.get("required") {
+            out.extend(r.iter().filter_map(Value::as_str).map(String::from));
+        }
+        for key in ["dependentRequired", "dependencies", "dependentSchemas"] {
+            if let Some(Value::Object(d)) = m.get(key) {
+                for (k, x) in d {
+                    out.push(k.clone());
+                    if let Value::Array(a) = x {
+                        out.extend(a.iter().filter_map(Value::as_str).map(String::from));
+                    } else {
+                        self.level_names(x, out, seen);
+                    }
+                }
+            }
+        }
+        for key in ["allOf", "anyOf", "oneOf"] {
+            if let Some(Value::Array(a)) = m.get(key) {
+                a.iter().for_each(|x| self.level_names(x, out, seen));
+            }
+        }
+        for key in ["not", "if", "then", "else"] {
+            if let Some(x) = m.get(key) {
+                self.level_names(x, out, seen);
+            }
+        }
+        if let Some(Value::String(r)) = m.get("$ref") {
+            if let Ok((t, _)) = self.resolve(r, "") {
+                self.level_names(t, out, seen);
+            }
+        }
+    }
+
+    fn sort_names(&self, names: &mut Vec<String>) {
+        let mut seen = HashSet::new();
+        names.retain(|n| seen.insert(n.clone()));
+        // Stable: unranked names keep their order of mention.
+        names.sort_by_key(|n| self.rank.get(n).copied().unwrap_or(usize::MAX));
+    }
+
+    pub(crate) fn compile(&mut self, s: &Value, ptr: &str, depth: usize, ctx: &[String]) -> R<Dfa> {
+        match s {
+            Value::Bool(true) => self.any(depth),
+            Value::Bool(false) => Ok(Dfa::empty()),
+            Value::Object(m) => {
+                let mut names = ctx.to_vec();
+                self.level_names(s, &mut names, &mut HashSet::new());
+                self.sort_names(&mut names);
+                let mut h = std::collections::hash_map::DefaultHasher::new();
+                names.hash(&mut h);
+                let key = (m as *const _ as usize, depth, h.finish());
+                if let Some(d) = self.cache.get(&key) {
+                    return Ok(d.clone());
+                }
+                if !self.in_progress.insert(key) {
+                    return Err(err(
+                        ptr,
+                        "a $ref cycle that never nests inside an object or array cannot be unrolled",
+                    ));
+                }
+                let r = self.compile_node(m, ptr, depth, &names);
+                self.in_progress.remove(&key);
+                let d = r?;
+                self.cache.insert(key, d.clone());
+                Ok(d)
+            }
+            _ => Err(err(ptr, "a schema must be an object or a boolean")),
+        }
+    }
+
+    fn compile_node(&mut self, m: &Map<String, Value>, ptr: &str, depth: usize, names: &[String]) -> R<Dfa> {
+        for k in m.keys() {
+            if UNSUPPORTED.contains(&k.as_str()) {
+                return Err(err(ptr, format!("unsupported keyword `{k}`")));
+            }
+        }
+        let mut parts: Vec<Dfa> = Vec::new();
+        if let Some(r) = m.get("$ref") {
+            let r = r.as_str().ok_or_else(|| err(ptr, "$ref must be a string"))?;
+            let (target, tptr) = self.resolve(r, ptr)?;
+            parts.push(self.compile(target, &tptr, depth, names)?);
+        }
+        if let Some(v) = m.get("allOf") {
+            for (i, sub) in schema_array(v, ptr, "allOf")?.iter().enumerate() {
+                parts.push(self.compile(sub, &format!("{ptr}/allOf/{i}"), depth, names)?);
+            }
+        }
+        if let Some(v) = m.get("anyOf") {
+            let mut subs = Vec::new();
+            for (i, sub) in schema_array(v, ptr, "anyOf")?.iter().enumerate() {
+                subs.push(self.compile(sub, &format!("{ptr}/anyOf/{i}"), depth, names)?);
+            }
+            let refs: Vec<&Dfa> = subs.iter().collect();
+            let r = union(&refs, self.limit());
+            parts.push(self.track(ptr, r)?);
+        }
+        if let Some(v) = m.get("oneOf") {
+            let mut subs = Vec::new();
+            for (i, sub) in schema_array(v, ptr, "oneOf")?.iter().enumerate() {
+                subs.push(self.compile(sub, &format!("{ptr}/oneOf/{i}"), depth, names)?);
+            }
+            let refs: Vec<&Dfa> = subs.iter().collect();
+            let r = Dfa::product_many(&refs, |acc| acc.iter().filter(|&&a| a).count() == 1, self.limit());
+            parts.push(self.track(ptr, r)?);
+        }
+        if let Some(sub) = m.get("not") {
+            let n = self.compile(sub, &format!("{ptr}/not"), depth, names)?;
+            let any = self.any(depth)?;
+            let r = any.minus(&n, self.limit());
+            parts.push(self.track(ptr, r)?);
+        }
+        if let Some(cond) = m.get("if") {
+            if m.contains_key("then") || m.contains_key("else") {
+                let c = self.compile(cond, &format!("{ptr}/if"), depth, names)?;
+                let any = self.any(depth)?;
+                let then = match m.get("then") {
+                    Some(t) => self.compile(t, &format!("{ptr}/then"), depth, names)?,
+                    None => any.clone(),
+                };
+                let otherwise = match m.get("else") {
+                    Some(e) => self.compile(e, &format!("{ptr}/else"), depth, names)?,
+                    None => any.clone(),
+                };
+                let r = Dfa::product_many(
+                    &[&c, &then, &otherwise, &any],
+                    |a| a[3] && if a[0] { a[1] } else { a[2] },
+                    self.limit(),
+                );
+                parts.push(self.track(ptr, r)?);
+            }
+        }
+        if let Some(c) = m.get("const") {
+            parts.push(Dfa::literal(canonical_literal(c).as_bytes()));
+        }
+        if let Some(e) = m.get("enum") {
+            let values = e.as_array().ok_or_else(|| err(ptr, "enum must be an array"))?;
+            let lits: Vec<String> = values.iter().map(canonical_literal).collect();
+            let r = Dfa::literals(lits.iter().map(|s| s.as_bytes()), self.limit());
+            parts.push(self.track(ptr, r)?);
+        }
+        if let Some(core) = self.typed(m, ptr, depth, names)? {
+            parts.push(core);
+        }
+        if let Some(deps) = m.get("dependentSchemas").or_else(|| {
+            m.get("dependencies")
+                .filter(|d| d.as_object().is_some_and(|o| o.values().any(|x| !x.is_array())))
+        }) {
+            parts.push(self.dependent_schemas(m, deps, ptr, depth, names)?);
+        }
+        if parts.is_empty() {
+            return self.any(depth);
+        }
+        parts.sort_by_key(Dfa::num_states);
+        let mut acc = parts[0].clone();
+        for p in &parts[1..] {
+            if acc.is_empty() {
+                break;
+            }
+            acc = self.and(ptr, &acc, p)?;
+        }
+        Ok(acc)
+    }
+
+    /// `dependentSchemas` (or the schema form of `dependencies`): objects where property `a` is
+    /// present must also satisfy `S_a`. Built as the union over which trigger properties are
+    /// present, each forced by the object construction.
+    fn dependent_schemas(
+        &mut self,
+        m: &Map<String, Value>,
+        deps: &Value,
+        ptr: &str,
+        depth: usize,
+        names: &[String],
+    ) -> R<Dfa> {
+        let kw = if m.contains_key("dependentSchemas") {
+            "dependentSchemas"
+        } else {
+            "dependencies"
+        };
+        let deps: Vec<(&String, &Value)> = deps
+            .as_object()
+            .ok_or_else(|| err(ptr, format!("{kw} must be an object")))?
+            .iter()
+            .filter(|(_, v)| !v.is_array())
+            .collect();
+        if deps.len() > 4 {
+            return Err(err(ptr, format!("{kw} with more than 4 schema entries is not supported")));
+        }
+        let any = self.any(depth)?;
+        let mut alternatives = Vec::new();
+        // Non-objects are unaffected.
+        let not_object = {
+            let obj = self.object(&Map::new(), ptr, depth, names, &[])?;
+            let r = any.minus(&obj, self.limit());
+            self.track(ptr, r)?
+        };
+        alternatives.push(not_object);
+        for mask in 0..(1u32 << deps.len()) {
+            let forced: Vec<(String, bool)> = deps
+                .iter()
+                .enumerate()
+                .map(|(i, (k, _))| ((*k).clone(), mask & (1 << i) != 0))
+                .collect();
+            let mut d = self.object(&Map::new(), ptr, depth, names, &forced)?;
+            for (i, (k, s)) in deps.iter().enumerate() {
+                if mask & (1 << i) != 0 {
+                    let sub = self.compile(s, &format!("{ptr}/{kw}/{}", escape_pointer(k)), depth, names)?;
+                    d = self.and(ptr, &d, &sub)?;
+                }
+            }
+            alternatives.push(d);
+        }
+        let refs: Vec<&Dfa> = alternatives.iter().collect();
+        let r = union(&refs, self.limit());
+        self.track(ptr, r)
+    }
+
+    /// The type-dependent keywords, or `None` when the node constrains no type.
+    fn typed(&mut self, m: &Map<String, Value>, ptr: &str, depth: usize, names: &[String]) -> R<Option<Dfa>> {
+        const ALL: [&str; 6] = ["null", "boolean", "number", "string", "array", "object"];
+        let mut types: Vec<&str> = match m.get("type") {
+            None => {
+                let constrains = |keys: &[&str]| keys.iter().any(|k| m.contains_key(*k));
+                let mut t = vec!["null", "boolean"];
+                let num = constrains(&["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"]);
+                let s = constrains(&["minLength", "maxLength", "pattern", "format"]);
+                let a = constrains(&[
+                    "items",
+                    "prefixItems",
+                    "additionalItems",
+                    "minItems",
+                    "maxItems",
+                    "uniqueItems",
+                    "contains",
+                ]);
+                let o = constrains(&[
+                    "properties",
+                    "required",
+                    "additionalProperties",
+                    "patternProperties",
+                    "propertyNames",
+                    "minProperties",
+                    "maxProperties",
+                    "dependentRequired",
+                ]) || m.get("dependencies").and_then(Value::as_object).is_some_and(|d| d.values().any(Value::is_array));
+                if !(num || s || a || o) {
+                    return Ok(None);
+                }
+                t.extend(["number", "string", "array", "object"]);
+                t
+            }
+            Some(Value::String(t)) => vec![t.as_str()],
+            Some(Value::Array(ts)) => ts
+                .iter()
+                .map(|t| t.as_str().ok_or_else(|| err(ptr, "type entries must be strings")))
+                .collect::<R<_>>()?,
+            Some(_) => return Err(err(ptr, "type must be a string or an array of strings")),
+        };
+        for t in &types {
+            if !ALL.contains(t) && *t != "integer" {
+                return Err(err(ptr, format!("unknown type {t:?}")));
+            }
+        }
+        if types.contains(&"number") {
+            types.retain(|t| *t != "integer");
+        }
+        let mut alts = Vec::new();
+        for t in types {
+            let d = match t {
+                "null" => Dfa::literal(b"null"),
+                "boolean" => Dfa::literals([&b"true"[..], b"false"], 16).map_err(|e| err(ptr, e.to_string()))?,
+                "integer" | "number" => self.number(m, ptr, t == "integer")?,
+                "string" => self.string(m, ptr)?,
+                "array" => self.array(m, ptr, depth)?,
+                "object" => self.object(m, ptr, depth, names, &[])?,
+                _ => unreachable!("checked above"),
+            };
+            alts.push(d);
+        }
+        let refs: Vec<&Dfa> = alts.iter().collect();
+        let r = union(&refs, self.limit());
+        Ok(Some(self.track(ptr, r)?))
+    }
+
+    fn number(&mut self, m: &Map<String, Value>, ptr: &str, integer: bool) -> R<Dfa> {
+        let num = |k: &str| -> R<Option<Decimal>> {
+            match m.get(k) {
+                None | Some(Value::Bool(_)) => Ok(None),
+                Some(Value::Number(n)) => Decimal::from_number(n)
+                    .map(Some)
+                    .ok_or_else(|| err(ptr, format!("{k} {n} is out of the supported range"))),
+                Some(_) => Err(err(ptr, format!("{k} must be a number"))),
+            }
+        };
+        let mut spec = NumberSpec {
+            integer,
+            ..Default::default()
+        };
+        let bool_flag = |k: &str| m.get(k).and_then(Value::as_bool).unwrap_or(false);
+        if let Some(d) = num("minimum")? {
+            spec.lower.push((d, bool_flag("exclusiveMinimum")));
+        }
+        if let Some(d) = num("exclusiveMinimum")? {
+            spec.lower.push((d, true));
+        }
+        if let Some(d) = num("maximum")? {
+            spec.upper.push((d, bool_flag("exclusiveMaximum")));
+        }
+        if let Some(d) = num("exclusiveMaximum")? {
+            spec.upper.push((d, true));
+        }
+        if let Some(v) = m.get("multipleOf") {
+            let n = v
+                .as_number()
+                .ok_or_else(|| err(ptr, "multipleOf must be a number"))?;
+            let mo = leaf::multiple_of(n).ok_or_else(|| {
+                err(ptr, format!("multipleOf {n} is not supported (a positive decimal with at most 6 significant digits is)"))
+            })?;
+            spec.multiple.push(mo);
+        }
+        let r = leaf::number(&spec, self.limit());
+        self.track(ptr, r)
+    }
+
+    fn usize_kw(m: &Map<String, Value>, ptr: &str, k: &str) -> R<Option<usize>> {
+        match m.get(k) {
+            None => Ok(None),
+            Some(v) => v
+                .as_u64()
+                .or_else(|| v.as_f64().filter(|f| f.fract() == 0.0 && *f >= 0.0).map(|f| f as u64))
+                .map(|n| Some(n.min(1 << 20) as usize))
+                .ok_or_else(|| err(ptr, format!("{k} must be a non-negative integer"))),
+        }
+    }
+
+    fn pattern(&mut self, pattern: &str, ptr: &str) -> R<Dfa> {
+        if let Some(d) = self.patterns.get(pattern) {
+            return Ok(d.clone());
+        }
+        let d = leaf::pattern_content(pattern, self.cfg.regex_size_limit, self.limit()).map_err(|e| match e {
+            RegexFailure::Syntax(m) => err(ptr, format!("pattern {pattern:?} is not supported: {m}")),
+            RegexFailure::TooLarge(l) => err(ptr, format!("pattern {pattern:?} needs more than {l} automaton states")),
+        })?;
+        self.built += d.num_states();
+        self.patterns.insert(pattern.to_string(), d.clone());
+        Ok(d)
+    }
+
+    fn string(&mut self, m: &Map<String, Value>, ptr: &str) -> R<Dfa> {
+        let min = Self::usize_kw(m, ptr, "minLength")?.unwrap_or(0);
+        let max = Self::usize_kw(m, ptr, "maxLength")?;
+        // Counting past this many characters cannot matter for the lengths generated.
+        let max = max.filter(|&x| x <= self.cfg.max_counted);
+        let min = min.min(self.cfg.max_counted + 1);
+        let mut content_parts = Vec::new();
+        if let Some(p) = m.get("pattern") {
+            let p = p.as_str().ok_or_else(|| err(ptr, "pattern must be a string"))?;
+            content_parts.push(self.pattern(p, &format!("{ptr}/pattern"))?);
+        }
+        if let Some(f) = m.get("format") {
+            let f = f.as_str().ok_or_else(|| err(ptr, "format must be a string"))?;
+            if let Some(re) = leaf::format_regex(f) {
+                let key = format!("\u{0}format:{f}");
+                let d = match self.patterns.get(&key) {
+                    Some(d) => d.clone(),
+                    None => {
+                        let d = leaf::regex_dfa(re, self.cfg.regex_size_limit, self.limit())
+                            .map_err(|_| err(ptr, format!("format {f:?} could not be compiled")))?;
+                        self.patterns.insert(key, d.clone());
+                        d
+                    }
+                };
+                content_parts.push(d);
+            }
+        }
+        if content_parts.is_empty() {
+            let r = leaf::string(min, max, true, true, self.limit());
+            return self.track(ptr, r);
+        }
+        let r = leaf::string(min, max, false, false, self.limit());
+        let mut content = self.track(ptr, r)?;
+        for p in &content_parts {
+            content = self.and(ptr, &content, p)?;
+        }
+        let q = Dfa::literal(b"\"");
+        let r = concat(&[&q, &content, &q], self.limit());
+        self.track(ptr, r)
+    }
+
+    fn array(&mut self, m: &Map<String, Value>, ptr: &str, depth: usize) -> R<Dfa> {
+        if depth == 0 {
+            return Ok(Dfa::empty());
+        }
+        let inner = depth - 1;
+        let mut prefix: Vec<Dfa> = Vec::new();
+        let rest_schema: Option<(&Value, String)>;
+        let prefix_src = if m.contains_key("prefixItems") {
+            Some(("prefixItems", m.get("prefixItems")))
+        } else if let Some(Value::Array(_)) = m.get("items") {
+            Some(("items", m.get("items")))
+        } else {
+            None
+        };
+        if let Some((kw, Some(v))) = prefix_src {
+            for (i, s) in schema_array(v, ptr, kw)?.iter().enumerate() {
+                prefix.push(self.compile(s, &format!("{ptr}/{kw}/{i}"), inner, &[])?);
+            }
+            rest_schema = if kw == "prefixItems" {
+                m.get("items").map(|s| (s, format!("{ptr}/items")))
+            } else {
+                m.get("additionalItems").map(|s| (s, format!("{ptr}/additionalItems")))
+            };
+        } else {
+            rest_schema = m.get("items").map(|s| (s, format!("{ptr}/items")));
+        }
+        let rest = match rest_schema {
+            Some((s, p)) => self.compile(s, &p, inner, &[])?,
+            None => self.any(inner)?,
+        };
+        let min = Self::usize_kw(m, ptr, "minItems")?.unwrap_or(0);
+        let max = Self::usize_kw(m, ptr, "maxItems")?;
+        let contains = match m.get("contains") {
+            Some(c) => Some(self.compile(c, &format!("{ptr}/contains"), inner, &[])?),
+            None => None,
+        };
+        let min_contains = if contains.is_some() {
+            Self::usize_kw(m, ptr, "minContains")?.unwrap_or(1)
+        } else {
+            0
+        };
+        let max_contains = if contains.is_some() {
+            Self::usize_kw(m, ptr, "maxContains")?
+        } else {
+            None
+        };
+        let unique = m.get("uniqueItems").and_then(Value::as_bool).unwrap_or(false);
+
+        // Exact item counting up to `max_counted`; past it the count saturates (such arrays
+        // cannot fit in a generated sequence, and the validator checks every output anyway).
+        let max = max.filter(|&x| x <= self.cfg.max_counted);
+        let cap = max.unwrap_or_else(|| min.max(prefix.len()).min(self.cfg.max_counted + 1));
+        let elem = |j: usize| -> &Dfa { prefix.get(j).unwrap_or(&rest) };
+        // Unique items: exact when each position's language is a small finite set.
+        let mut unique_values: Option<Vec<Vec<u8>>> = None;
+        if unique {
+            let mut all = HashSet::new();
+            let mut finite = true;
+            for j in 0..=prefix.len() {
+                match elem(j).finite_strings(12) {
+                    Some(v) => all.extend(v),
+                    None => finite = false,
+                }
+            }
+            if finite && contains.is_none() && all.len() <= 12 {
+                let mut v: Vec<Vec<u8>> = all.into_iter().collect();
+                v.sort();
+                unique_values = Some(v);
+            } else {
+                self.validated_only.push(format!("{ptr}/uniqueItems"));
+            }
+        }
+        let contains_cap = max_contains.unwrap_or(min_contains);
+
+        let mut nfa = Nfa::new();
+        let open = nfa.literal(b"[");
+        let end = nfa.state();
+        let mut ids: HashMap<(usize, usize, u32), u32> = HashMap::new();
+        let mut work = vec![(0usize, 0usize, 0u32)];
+        let first = nfa.state();
+        nfa.eps(open.end, first);
+        ids.insert((0, 0, 0), first);
+        while let Some((j, k, used)) = work.pop() {
+            let here = ids[&(j, k, used)];
+            if j >= min && k >= min_contains {
+                let close = nfa.literal(b"]");
+                nfa.eps(here, close.start);
+                nfa.eps(close.end, end);
+            }
+            let next_j = match max {
+                Some(mx) if j >= mx => continue,
+                Some(_) => j + 1,
+                None => (j + 1).min(cap.max(prefix.len())),
+            };
+            let e = elem(j).clone();
+            // Alternatives for the next item: (automaton, contains-count delta, used bit).
+            let mut choices: Vec<(Dfa, usize, u32)> = Vec::new();
+            match (&unique_values, &contains) {
+                (Some(vals), _) => {
+                    for (i, v) in vals.iter().enumerate() {
+                        if used & (1 << i) == 0 && e.accepts(v) {
+                            choices.push((Dfa::literal(v), 0, 1 << i));
+                        }
+                    }
+                }
+                (None, Some(c)) => {
+                    let r = e.and(c, self.limit());
+                    let yes = self.track(ptr, r)?;
+                    let r = e.minus(c, self.limit());
+                    let no = self.track(ptr, r)?;
+                    choices.push((yes, 1, 0));
+                    choices.push((no, 0, 0));
+                }
+                (None, None) => choices.push((e, 0, 0)),
+            }
+            for (d, dk, bit) in choices {
+                if d.is_empty() {
+                    continue;
+                }
+                let nk = match max_contains {
+                    Some(mc) if k + dk > mc => continue,
+                    Some(_) => k + dk,
+                    None => (k + dk).min(contains_cap),
+                };
+                let target = (next_j, nk, used | bit);
+                let t = match ids.get(&target) {
+                    Some(&t) => t,
+                    None => {
+                        let t = nfa.state();
+                        ids.insert(target, t);
+                        work.push(target);
+                        t
+                    }
+                };
+                let mut seq = Vec::new();
+                if j > 0 {
+                    seq.push(nfa.literal(b","));
+                }
+                seq.push(nfa.embed(&d));
+                let f = nfa.concat(&seq);
+                nfa.eps(here, f.start);
+                nfa.eps(f.end, t);
+            }
+            if nfa.num_states() > self.cfg.max_states * 4 {
+                return Err(err(ptr, "the array's automaton is too large (JsonSchemaConfig::max_states)"));
+            }
+        }
+        let r = nfa.determinize(
+            Frag {
+                start: open.start,
+                end,
+            },
+            self.limit(),
+        );
+        self.track(ptr, r)
+    }
+
+    /// Objects. `forced` fixes whether some properties are present (for dependent schemas).
+    fn object(
+        &mut self,
+        m: &Map<String, Value>,
+        ptr: &str,
+        depth: usize,
+        names: &[String],
+        forced: &[(String, bool)],
+    ) -> R<Dfa> {
+        if depth == 0 {
+            return Ok(Dfa::empty());
+        }
+        let inner = depth - 1;
+        let props = match m.get("properties") {
+            None => None,
+            Some(Value::Object(p)) => Some(p),
+            Some(_) => return Err(err(ptr, "properties must be an object")),
+        };
+        let required: Vec<&str> = match m.get("required") {
+            None => Vec::new(),
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|x| x.as_str().ok_or_else(|| err(ptr, "required entries must be strings")))
+                .collect::<R<_>>()?,
+            Some(_) => return Err(err(ptr, "required must be an array")),
+        };
+        let additional = m.get("additionalProperties");
+        let mut patterns: Vec<(String, regex::Regex, &Value)> = Vec::new();
+        if let Some(pp) = m.get("patternProperties") {
+            let pp = pp.as_object().ok_or_else(|| err(ptr, "patternProperties must be an object"))?;
+            for (p, s) in pp {
+                let re = regex::Regex::new(&leaf::translate_pattern(p)).map_err(|e| {
+                    err(&format!("{ptr}/patternProperties"), format!("pattern {p:?} is not supported: {e}"))
+                })?;
+                patterns.push((p.clone(), re, s));
+            }
+        }
+        if patterns.len() > 4 {
+            return Err(err(ptr, "more than 4 patternProperties are not supported"));
+        }
+        let key_names = match m.get("propertyNames") {
+            Some(s) => Some(self.compile(s, &format!("{ptr}/propertyNames"), 0, &[])?),
+            None => None,
+        };
+        let min_p = Self::usize_kw(m, ptr, "minProperties")?.unwrap_or(0);
+        let max_p = Self::usize_kw(m, ptr, "maxProperties")?.filter(|&x| x <= self.cfg.max_counted);
+        let mut deps: Vec<(&str, Vec<&str>)> = Vec::new();
+        for kw in ["dependentRequired", "dependencies"] {
+            if let Some(Value::Object(d)) = m.get(kw) {
+                for (k, v) in d {
+                    if let Value::Array(a) = v {
+                        let list = a
+                            .iter()
+                            .map(|x| x.as_str().ok_or_else(|| err(ptr, format!("{kw} lists must hold strings"))))
+                            .collect::<R<Vec<_>>>()?;
+                        deps.push((k.as_str(), list));
+                    }
+                }
+            }
+        }
+
+        // The value automaton of each named slot (None: the name may not appear).
+        struct Slot {
+            literal: Vec<u8>,
+            value: Option<Dfa>,
+            required: bool,
+            forbidden: bool,
+        }
+        let mut slots: Vec<Slot> = Vec::new();
+        for name in names {
+            let sp = format!("{ptr}/properties/{}", escape_pointer(name));
+            let mut value: Option<Dfa> = None;
+            let matched: Vec<&(String, regex::Regex, &Value)> =
+                patterns.iter().filter(|(_, re, _)| re.is_match(name)).collect();
+            if let Some(s) = props.and_then(|p| p.get(name)) {
+                value = Some(self.compile(s, &sp, inner, &[])?);
+            } else if matched.is_empty() {
+                value = match additional {
+                    None | Some(Value::Bool(true)) => Some(self.any(inner)?),
+                    Some(Value::Bool(false)) => None,
+                    Some(s) => Some(self.compile(s, &format!("{ptr}/additionalProperties"), inner, &[])?),
+                };
+            }
+            for (p, _, s) in &matched {
+                let d = self.compile(s, &format!("{ptr}/patternProperties/{}", escape_pointer(p)), inner, &[])?;
+                value = Some(match value {
+                    None => d,
+                    Some(v) => self.and(ptr, &v, &d)?,
+                });
+            }
+            let literal = serde_json::to_string(name).unwrap_or_default().into_bytes();
+            if let Some(k) = &key_names {
+                if !k.accepts(&literal) {
+                    value = None;
+                }
+            }
+            let value = value.filter(|v| !v.is_empty());
+            let forced_here = forced.iter().find(|(n, _)| n == name).map(|(_, p)| *p);
+            let required = required.contains(&name.as_str()) || forced_here == Some(true);
+            let forbidden = forced_here == Some(false);
+            if required && (value.is_none() || forbidden) {
+                return Ok(Dfa::empty());
+            }
+            slots.push(Slot {
+                literal,
+                value,
+                required,
+                forbidden,
+            });
+        }
+        for r in &required {
+            if !names.iter().any(|n| n == r) {
+                return Err(err(ptr, format!("internal: required property {r:?} has no slot")));
+            }
+        }
+
+        // Keys the schema does not name, grouped by which patterns they match.
+        let mut extras: Vec<(Dfa, Dfa)> = Vec::new();
+        let extras_allowed = !matches!(additional, Some(Value::Bool(false))) || !patterns.is_empty();
+        if extras_allowed {
+            let limit = self.limit();
+            let r = leaf::string(0, None, false, true, limit);
+            let mut key = self.track(ptr, r)?;
+            let named: Vec<&[u8]> = slots.iter().map(|s| s.literal.as_slice()).collect();
+            if !named.is_empty() {
+                let r = Dfa::literals(named, limit);
+                let lits = self.track(ptr, r)?;
+                let r = key.minus(&lits, limit);
+                key = self.track(ptr, r)?;
+            }
+            if let Some(k) = &key_names {
+                key = self.and(ptr, &key, k)?;
+            }
+            let q = Dfa::literal(b"\"");
+            let mut quoted_patterns = Vec::new();
+            for (p, _, _) in &patterns {
+                let content = self.pattern(p, &format!("{ptr}/patternProperties"))?;
+                let r = concat(&[&q, &content, &q], limit);
+                quoted_patterns.push(self.track(ptr, r)?);
+            }
+            for mask in 0..(1u32 << patterns.len()) {
+                let mut k = key.clone();
+                let mut value: Option<Dfa> = None;
+                for (i, (p, _, s)) in patterns.iter().enumerate() {
+                    if mask & (1 << i) != 0 {
+                        k = self.and(ptr, &k, &quoted_patterns[i])?;
+                        let d =
+                            self.compile(s, &format!("{ptr}/patternProperties/{}", escape_pointer(p)), inner, &[])?;
+                        value = Some(match value {
+                            None => d,
+                            Some(v) => self.and(ptr, &v, &d)?,
+                        });
+                    } else {
+                        let r = k.minus(&quoted_patterns[i], limit);
+                        k = self.track(ptr, r)?;
+                    }
+                    if k.is_empty() {
+                        break;
+                    }
+                }
+                if k.is_empty() {
+                    continue;
+                }
+                let value = match value {
+                    Some(v) => Some(v),
+                    None => match additional {
+                        None | Some(Value::Bool(true)) => Some(self.any(inner)?),
+                        Some(Value::Bool(false)) => None,
+                        Some(s) => Some(self.compile(s, &format!("{ptr}/additionalProperties"), inner, &[])?),
+                    },
+                };
+                if let Some(v) = value.filter(|v| !v.is_empty()) {
+                    extras.push((k, v));
+                }
+            }
+        }
+
+        // Bits for the properties dependencies mention.
+        let mut dep_bits: HashMap<&str, u32> = HashMap::new();
+        for (k, list) in &deps {
+            for n in std::iter::once(k).chain(list.iter()) {
+                if !names.iter().any(|x| x == n) {
+                    return Err(err(ptr, format!("internal: dependency on {n:?} has no slot")));
+                }
+                let b = dep_bits.len();
+                dep_bits.entry(n).or_insert(1 << b);
+            }
+        }
+        if dep_bits.len() > 12 {
+            return Err(err(ptr, "dependencies involving more than 12 properties are not supported"));
+        }
+        let deps_ok = |bits: u32| {
+            deps.iter().all(|(k, list)| {
+                bits & dep_bits[k] == 0 || list.iter().all(|n| bits & dep_bits[n] != 0)
+            })
+        };
+        let count_cap = max_p.unwrap_or(min_p.max(1));
+        let inc = |c: usize| -> Option<usize> {
+            match max_p {
+                Some(mx) if c >= mx => None,
+                Some(_) => Some(c + 1),
+                None => Some((c + 1).min(count_cap)),
+            }
+        };
+
+        let mut nfa = Nfa::new();
+        let open = nfa.literal(b"{");
+        let end = nfa.state();
+        let mut ids: HashMap<(usize, usize, u32), u32> = HashMap::new();
+        let first = nfa.state();
+        nfa.eps(open.end, first);
+        ids.insert((0, 0, 0), first);
+        let mut work = vec![(0usize, 0usize, 0u32)];
+        let n = slots.len();
+        let mut get = |nfa: &mut Nfa, work: &mut Vec<(usize, usize, u32)>, key: (usize, usize, u32)| match ids.get(&key)
+        {
+            Some(&s) => s,
+            None => {
+                let s = nfa.state();
+                ids.insert(key, s);
+                work.push(key);
+                s
+            }
+        };
+        while let Some((i, c, bits)) = work.pop() {
+            let here = get(&mut nfa, &mut work, (i, c, bits));
+            if i < n {
+                let slot = &slots[i];
+                if let (Some(v), false, Some(nc)) = (&slot.value, slot.forbidden, inc(c)) {
+                    let bit = dep_bits.get(names[i].as_str()).copied().unwrap_or(0);
+                    let t = get(&mut nfa, &mut work, (i + 1, nc, bits | bit));
+                    let mut key = Vec::new();
+                    if c > 0 {
+                        key.push(b',');
+                    }
+                    key.extend_from_slice(&slot.literal);
+                    key.push(b':');
+                    let k = nfa.literal(&key);
+                    let v = nfa.embed(v);
+                    let f = nfa.concat(&[k, v]);
+                    nfa.eps(here, f.start);
+                    nfa.eps(f.end, t);
+                }
+                if !slot.required {
+                    let t = get(&mut nfa, &mut work, (i + 1, c, bits));
+                    nfa.eps(here, t);
+                }
+            } else {
+                if let Some(nc) = inc(c) {
+                    let t = get(&mut nfa, &mut work, (n, nc, bits));
+                    for (k, v) in &extras {
+                        let mut seq = Vec::new();
+                        if c > 0 {
+                            seq.push(nfa.literal(b","));
+                        }
+                        seq.push(nfa.embed(k));
+                        seq.push(nfa.literal(b":"));
+                        seq.push(nfa.embed(v));
+                        let f = nfa.concat(&seq);
+                        nfa.eps(here, f.start);
+                        nfa.eps(f.end, t);
+                    }
+                }
+                if c >= min_p && deps_ok(bits) {
+                    let close = nfa.literal(b"}");
+                    nfa.eps(here, close.start);
+                    nfa.eps(close.end, end);
+                }
+            }
+            if nfa.num_states() > self.cfg.max_states * 4 {
+                return Err(err(ptr, "the object's automaton is too large (JsonSchemaConfig::max_states)"));
+            }
+        }
+        let r = nfa.determinize(
+            Frag {
+                start: open.start,
+                end,
+            },
+            self.limit(),
+        );
+        self.track(ptr, r)
+    }
+}
+
+fn schema_array<'v>(v: &'v Value, ptr: &str, kw: &str) -> R<&'v Vec<Value>> {
+    v.as_array()
+        .filter(|a| !a.is_empty() || kw == "prefixItems" || kw == "items")
+        .ok_or_else(|| err(ptr, format!("{kw} must be a non-empty array of schemas")))
+}
+
+/// A value written compactly (object keys in their given order).
+pub(crate) fn canonical_literal(v: &Value) -> String {
+    serde_json::to_string(v).unwrap_or_default()
+}
+
+fn percent_decode(s: &str) -> String {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' && i + 2 < bytes.len() {
+            if let Ok(b) = u8::from_str_radix(&s[i + 1..i + 3], 16) {
+                out.push(b);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    String::from_utf8(out).unwrap_or_else(|_| s.to_string())
+}

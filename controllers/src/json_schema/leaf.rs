@@ -1,0 +1,601 @@
+//! Leaf languages: JSON strings (length, `pattern`, `format`) and JSON numbers (bounds,
+//! `multipleOf`), each an exact byte automaton in the canonical layout.
+//!
+//! Where the exact language is awkward, a *sound subset* is generated: every accepted text is
+//! valid. Strings under `pattern` or `format` use no escape sequences (so the bytes between the
+//! quotes are the decoded value the pattern sees); bounded numbers are written without an
+//! exponent; dates use days 01–28 of each month, so no calendar check can fail.
+
+use std::cmp::Ordering;
+
+use regex_automata::dfa::{dense, Automaton};
+use regex_automata::util::start;
+use regex_automata::{Anchored, MatchKind};
+
+use crate::byte_automaton::{concat, union, Dfa, TooLarge};
+
+/// UTF-8 continuation expectation after a lead byte: (count, first-byte range).
+fn utf8_lead(b: u8) -> Option<(u8, u8, u8)> {
+    match b {
+        0xC2..=0xDF => Some((1, 0x80, 0xBF)),
+        0xE0 => Some((2, 0xA0, 0xBF)),
+        0xE1..=0xEC | 0xEE..=0xEF => Some((2, 0x80, 0xBF)),
+        0xED => Some((2, 0x80, 0x9F)),
+        0xF0 => Some((3, 0x90, 0xBF)),
+        0xF1..=0xF3 => Some((3, 0x80, 0xBF)),
+        0xF4 => Some((3, 0x80, 0x8F)),
+        _ => None,
+    }
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Str {
+    Open,
+    In {
+        n: usize,
+        cont: u8,
+        lo: u8,
+        hi: u8,
+        esc: u8,
+    },
+    Closed,
+}
+
+/// A quoted JSON string of `min..=max` characters. With `escapes`, the escape sequences
+/// `\" \\ \/ \b \f \n \r \t \u0XXX` may appear (each one character); without, none may, so the
+/// raw bytes are the decoded value. With `quoted == false` the automaton covers the content only.
+pub fn string(min: usize, max: Option<usize>, escapes: bool, quoted: bool, limit: usize) -> Result<Dfa, TooLarge> {
+    let cap = max.unwrap_or(min);
+    let inc = |n: usize| -> Option<usize> {
+        match max {
+            Some(m) if n >= m => None,
+            Some(_) => Some(n + 1),
+            None => Some((n + 1).min(cap)),
+        }
+    };
+    let start_in = Str::In {
+        n: 0,
+        cont: 0,
+        lo: 0,
+        hi: 0,
+        esc: 0,
+    };
+    Dfa::from_fn(
+        if quoted { Str::Open } else { start_in.clone() },
+        |s, b| match *s {
+            Str::Open => (b == b'"').then(|| start_in.clone()),
+            Str::Closed => None,
+            Str::In { n, cont, lo, hi, esc } => {
+                let plain = |n| Str::In {
+                    n,
+                    cont: 0,
+                    lo: 0,
+                    hi: 0,
+                    esc: 0,
+                };
+                if cont > 0 {
+                    return (lo..=hi).contains(&b).then_some(Str::In {
+                        n,
+                        cont: cont - 1,
+                        lo: 0x80,
+                        hi: 0xBF,
+                        esc: 0,
+                    });
+                }
+                match esc {
+                    1 => match b {
+                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(plain(n)),
+                        b'u' => Some(Str::In { n, cont, lo, hi, esc: 2 }),
+                        _ => None,
+                    },
+                    2 => (b == b'0').then_some(Str::In { n, cont, lo, hi, esc: 3 }),
+                    3 | 4 => b.is_ascii_hexdigit().then_some(Str::In { n, cont, lo, hi, esc: esc + 1 }),
+                    5 => b.is_ascii_hexdigit().then(|| plain(n)),
+                    _ => match b {
+                        b'"' if quoted => (n >= min).then_some(Str::Closed),
+                        b'\\' if escapes => inc(n).map(|n| Str::In { n, cont: 0, lo: 0, hi: 0, esc: 1 }),
+                        b'"' | b'\\' | 0..=0x1F | 0x7F => None,
+                        0x20..=0x7E => inc(n).map(plain),
+                        _ => {
+                            let (c, lo, hi) = utf8_lead(b)?;
+                            inc(n).map(|n| Str::In { n, cont: c, lo, hi, esc: 0 })
+                        }
+                    },
+                }
+            }
+        },
+        |s| match *s {
+            Str::Closed => true,
+            Str::In { n, cont, esc, .. } => !quoted && cont == 0 && esc == 0 && n >= min,
+            Str::Open => false,
+        },
+        limit,
+    )
+}
+
+/// Why a regular expression could not be used.
+#[derive(Debug, Clone)]
+pub enum RegexFailure {
+    Syntax(String),
+    TooLarge(usize),
+}
+
+/// Rewrites an ECMA-262 pattern (what JSON Schema specifies) into Rust regex syntax where the two
+/// differ: `\d` and `\w` are ASCII in ECMA-262, and `\/` is a plain slash.
+pub fn translate_pattern(p: &str) -> String {
+    let mut out = String::with_capacity(p.len() + 8);
+    let mut in_class = false;
+    let mut chars = p.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\\' => match chars.next() {
+                Some('d') => out.push_str(if in_class { "0-9" } else { "[0-9]" }),
+                Some('w') => out.push_str(if in_class { "0-9A-Za-z_" } else { "[0-9A-Za-z_]" }),
+                Some('D') if !in_class => out.push_str("[^0-9]"),
+                Some('W') if !in_class => out.push_str("[^0-9A-Za-z_]"),
+                Some('/') => out.push('/'),
+                Some('-') => out.push_str("\\-"),
+                Some(other) => {
+                    out.push('\\');
+                    out.push(other);
+                }
+                None => out.push('\\'),
+            },
+            '[' if !in_class => {
+                in_class = true;
+                out.push('[');
+                if chars.peek() == Some(&'^') {
+                    out.push('^');
+                    chars.next();
+                }
+                if chars.peek() == Some(&']') {
+                    out.push_str("\\]");
+                    chars.next();
+                }
+            }
+            '[' if in_class => out.push_str("\\["),
+            ']' if in_class => {
+                in_class = false;
+                out.push(']');
+            }
+            _ => out.push(c),
+        }
+    }
+    out
+}
+
+/// The exact byte automaton of a Rust regex, full-match, as a [`Dfa`].
+pub fn regex_dfa(full_match: &str, dfa_bytes: usize, limit: usize) -> Result<Dfa, RegexFailure> {
+    let anchored = format!("^(?:{full_match})$");
+    let dfa = dense::Builder::new()
+        .configure(
+            dense::Config::new()
+                .match_kind(MatchKind::All)
+                .start_kind(regex_automata::dfa::StartKind::Anchored)
+                .dfa_size_limit(Some(dfa_bytes))
+                .determinize_size_limit(Some(dfa_bytes)),
+        )
+        .build(&anchored)
+        .map_err(|e| {
+            let mut msg = e.to_string();
+            if let Some(src) = std::error::Error::source(&e) {
+                msg = format!("{msg}: {src}");
+            }
+            RegexFailure::Syntax(msg)
+        })?;
+    let start = dfa
+        .start_state(&start::Config::new().anchored(Anchored::Yes))
+        .map_err(|e| RegexFailure::Syntax(e.to_string()))?;
+    Dfa::from_fn(
+        start,
+        |&s, b| {
+            let n = dfa.next_state(s, b);
+            (!dfa.is_dead_state(n) && !dfa.is_quit_state(n)).then_some(n)
+        },
+        |&s| dfa.is_match_state(dfa.next_eoi_state(s)),
+        limit,
+    )
+    .map(|d| d.minimize())
+    .map_err(|e| RegexFailure::TooLarge(e.limit))
+}
+
+/// Content (unquoted, unescaped) that *contains* a match of the JSON Schema `pattern`.
+pub fn pattern_content(pattern: &str, dfa_bytes: usize, limit: usize) -> Result<Dfa, RegexFailure> {
+    let p = translate_pattern(pattern);
+    // Validate the pattern alone first, so its own syntax errors are reported plainly.
+    regex_automata::util::syntax::parse(&p).map_err(|e| RegexFailure::Syntax(e.to_string()))?;
+    regex_dfa(&format!("(?s:.*)(?:{p})(?s:.*)"), dfa_bytes, limit)
+}
+
+/// Regular expressions (sound subsets, ASCII) for the supported `format` values.
+pub fn format_regex(format: &str) -> Option<&'static str> {
+    const DATE: &str = r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])";
+    const TIME: &str = r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])";
+    const HOST: &str = r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?){0,4}";
+    Some(match format {
+        "date-time" => {
+            r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
+        }
+        "date" => DATE,
+        "time" => TIME,
+        "duration" => {
+            r"P(([0-9]{1,4}Y)?([0-9]{1,4}M)?[0-9]{1,4}D|[0-9]{1,4}Y([0-9]{1,4}M)?|[0-9]{1,4}M|[0-9]{1,4}W)(T([0-9]{1,4}H)?([0-9]{1,4}M)?[0-9]{1,4}S|T[0-9]{1,4}H([0-9]{1,4}M)?|T[0-9]{1,4}M)?|PT([0-9]{1,4}H)?([0-9]{1,4}M)?[0-9]{1,4}S|PT[0-9]{1,4}H([0-9]{1,4}M)?|PT[0-9]{1,4}M"
+        }
+        "email" | "idn-email" => {
+            r"[a-z0-9]+([._+-][a-z0-9]+)*@[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?){0,3}\.[a-z]{2,6}"
+        }
+        "hostname" | "idn-hostname" => HOST,
+        "ipv4" => r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}",
+        "ipv6" => {
+            r"([0-9a-f]{1,4}:){7}[0-9a-f]{1,4}|([0-9a-f]{1,4}:){1,6}:[0-9a-f]{1,4}|::([0-9a-f]{1,4}:){0,5}[0-9a-f]{1,4}|::"
+        }
+        "uuid" => r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
+        "uri" | "iri" | "uri-reference" | "iri-reference" | "uri-template" => {
+            r"(https?|ftp|mailto|urn|file):(//[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?){0,4}(:[0-9]{1,5})?)?(/[A-Za-z0-9._~-]*){0,8}(\?[A-Za-z0-9._~=&-]*)?(#[A-Za-z0-9._~-]*)?"
+        }
+        "json-pointer" => r"(/[A-Za-z0-9_.-]*)*",
+        "relative-json-pointer" => r"(0|[1-9][0-9]{0,3})(#|(/[A-Za-z0-9_.-]*)*)",
+        "regex" => r"[A-Za-z0-9 _-]*",
+        _ => return None,
+    })
+}
+
+/// An exact decimal: sign, integer digits without leading zeros (`"0"` for zero), fraction
+/// digits without trailing zeros.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decimal {
+    pub neg: bool,
+    pub int: Vec<u8>,
+    pub frac: Vec<u8>,
+}
+
+impl Decimal {
+    /// Parses a JSON number literal, exponent included. `None` when out of a sane range.
+    pub fn parse(s: &str) -> Option<Decimal> {
+        let (neg, s) = match s.strip_prefix('-') {
+            Some(rest) => (true, rest),
+            None => (false, s),
+        };
+        let (mant, exp) = match s.find(['e', 'E']) {
+            Some(i) => (&s[..i], s[i + 1..].parse::<i32>().ok()?),
+            None => (s, 0),
+        };
+        let (ip, fp) = match mant.find('.') {
+            Some(i) => (&mant[..i], &mant[i + 1..]),
+            None => (mant, ""),
+        };
+        if !ip.bytes().chain(fp.bytes()).all(|b| b.is_ascii_digit()) || ip.is_empty() || exp.abs() > 60 {
+            return None;
+        }
+        let mut digits: Vec<u8> = ip.bytes().chain(fp.bytes()).collect();
+        let mut point = ip.len() as i32 + exp;
+        while point < 1 {
+            digits.insert(0, b'0');
+            point += 1;
+        }
+        while digits.len() < point as usize {
+            digits.push(b'0');
+        }
+        let mut int = digits[..point as usize].to_vec();
+        let mut frac = digits[point as usize..].to_vec();
+        while int.len() > 1 && int[0] == b'0' {
+            int.remove(0);
+        }
+        while frac.last() == Some(&b'0') {
+            frac.pop();
+        }
+        let zero = int == b"0" && frac.is_empty();
+        Some(Decimal {
+            neg: neg && !zero,
+            int,
+            frac,
+        })
+    }
+
+    pub fn from_number(n: &serde_json::Number) -> Option<Decimal> {
+        Self::parse(&n.to_string())
+    }
+
+    fn magnitude(&self) -> Decimal {
+        Decimal {
+            neg: false,
+            ..self.clone()
+        }
+    }
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+enum Cmp {
+    Ge,
+    Gt,
+    Le,
+    Lt,
+}
+
+#[derive(Clone, PartialEq, Eq, Hash)]
+enum Mag {
+    Int { n: usize, st: Ordering },
+    Frac { j: usize, st: Ordering },
+}
+
+/// Unsigned decimal texts (digits, optional `.digits`) whose value compares to `m` by `op`.
+/// Assumes no leading zeros (the grammar it is intersected with ensures that).
+fn magnitude_cmp(m: &Decimal, op: Cmp, limit: usize) -> Result<Dfa, TooLarge> {
+    let (len, flen) = (m.int.len(), m.frac.len());
+    let resolve = |n: usize, st: Ordering| match n.cmp(&len) {
+        Ordering::Equal => st,
+        o => o,
+    };
+    Dfa::from_fn(
+        Mag::Int {
+            n: 0,
+            st: Ordering::Equal,
+        },
+        |s, b| match *s {
+            Mag::Int { n, st } => match b {
+                b'0'..=b'9' if n < len => Some(Mag::Int {
+                    n: n + 1,
+                    st: if st == Ordering::Equal { b.cmp(&m.int[n]) } else { st },
+                }),
+                b'0'..=b'9' => Some(Mag::Int {
+                    n: len + 1,
+                    st: Ordering::Greater,
+                }),
+                b'.' => Some(Mag::Frac {
+                    j: 0,
+                    st: resolve(n, st),
+                }),
+                _ => None,
+            },
+            Mag::Frac { j, st } => {
+                if !b.is_ascii_digit() {
+                    return None;
+                }
+                if st != Ordering::Equal {
+                    return Some(Mag::Frac { j: 0, st });
+                }
+                let md = m.frac.get(j).copied().unwrap_or(b'0');
+                Some(Mag::Frac {
+                    j: (j + 1).min(flen),
+                    st: b.cmp(&md),
+                })
+            }
+        },
+        |s| {
+            let r = match *s {
+                Mag::Int { n, st } => resolve(n, st),
+                Mag::Frac { j, st } if st == Ordering::Equal && j < flen => Ordering::Less,
+                Mag::Frac { st, .. } => st,
+            };
+            match op {
+                Cmp::Ge => r != Ordering::Less,
+                Cmp::Gt => r == Ordering::Greater,
+                Cmp::Le => r != Ordering::Greater,
+                Cmp::Lt => r == Ordering::Less,
+            }
+        },
+        limit,
+    )
+}
+
+/// Unsigned decimal texts whose value is a multiple of `p / 10^k`.
+fn magnitude_multiple(p: u64, k: usize, limit: usize) -> Result<Dfa, TooLarge> {
+    Dfa::from_fn(
+        (0u64, None::<usize>),
+        |&(r, frac), b| {
+            if b == b'.' {
+                return frac.is_none().then_some((r, Some(0)));
+            }
+            let d = u64::from(b.checked_sub(b'0').filter(|&d| d <= 9)?);
+            match frac {
+                None => Some(((r * 10 + d) % p, None)),
+                Some(j) if j < k => Some(((r * 10 + d) % p, Some(j + 1))),
+                Some(j) => (d == 0).then_some((r, Some(j))),
+            }
+        },
+        |&(r, frac)| {
+            let j = frac.unwrap_or(0).min(k);
+            let mut v = r;
+            for _ in j..k {
+                v = (v * 10) % p;
+            }
+            v == 0
+        },
+        limit,
+    )
+}
+
+/// `0|[1-9][0-9]*` with an optional fraction (unless `integer`).
+fn unsigned_grammar(integer: bool, limit: usize) -> Result<Dfa, TooLarge> {
+    // 0 start, 1 "0", 2 integer digits, 3 ".", 4 fraction digits
+    Dfa::from_fn(
+        0u8,
+        |&s, b| match (s, b) {
+            (0, b'0') => Some(1),
+            (0, b'1'..=b'9') | (2, b'0'..=b'9') => Some(2),
+            (1 | 2, b'.') if !integer => Some(3),
+            (3 | 4, b'0'..=b'9') => Some(4),
+            _ => None,
+        },
+        |&s| matches!(s, 1 | 2 | 4),
+        limit,
+    )
+}
+
+/// Bounds and divisibility of a JSON number.
+#[derive(Debug, Clone, Default)]
+pub struct NumberSpec {
+    pub integer: bool,
+    /// Lower bounds: (value, exclusive).
+    pub lower: Vec<(Decimal, bool)>,
+    pub upper: Vec<(Decimal, bool)>,
+    /// `multipleOf` as (p, k): the number must be a multiple of p / 10^k.
+    pub multiple: Vec<(u64, usize)>,
+}
+
+/// The JSON numbers satisfying `spec`, written without exponent when any bound applies.
+pub fn number(spec: &NumberSpec, limit: usize) -> Result<Dfa, TooLarge> {
+    if spec.lower.is_empty() && spec.upper.is_empty() && spec.multiple.is_empty() {
+        let integer = spec.integer;
+        // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+        return Dfa::from_fn(
+            0u8,
+            |&s, b| match (s, b) {
+                (0, b'-') => Some(9),
+                (0 | 9, b'0') => Some(1),
+                (0 | 9, b'1'..=b'9') | (2, b'0'..=b'9') => Some(2),
+                (1 | 2, b'.') if !integer => Some(3),
+                (3 | 4, b'0'..=b'9') => Some(4),
+                (1 | 2 | 4, b'e' | b'E') if !integer => Some(5),
+                (5, b'+' | b'-') => Some(6),
+                (5..=7, b'0'..=b'9') => Some(7),
+                _ => None,
+            },
+            |&s| matches!(s, 1 | 2 | 4 | 7),
+            limit,
+        );
+    }
+    let grammar = unsigned_grammar(spec.integer, limit)?;
+    let mut base = grammar;
+    for &(p, k) in &spec.multiple {
+        base = base.and(&magnitude_multiple(p, k, limit)?, limit)?;
+    }
+    let mut pos = Some(base.clone());
+    let mut neg = Some(base);
+    let restrict = |d: &mut Option<Dfa>, m: &Decimal, op: Cmp| -> Result<(), TooLarge> {
+        if let Some(x) = d.take() {
+            *d = Some(x.and(&magnitude_cmp(&m.magnitude(), op, limit)?, limit)?);
+        }
+        Ok(())
+    };
+    for (l, strict) in &spec.lower {
+        if l.neg {
+            // x > l for negative x means |x| < |l|; non-negative x always pass.
+            restrict(&mut neg, l, if *strict { Cmp::Lt } else { Cmp::Le })?;
+        } else {
+            neg = None;
+            restrict(&mut pos, l, if *strict { Cmp::Gt } else { Cmp::Ge })?;
+        }
+    }
+    for (u, strict) in &spec.upper {
+        if u.neg {
+            pos = None;
+            restrict(&mut neg, u, if *strict { Cmp::Gt } else { Cmp::Ge })?;
+        } else {
+            restrict(&mut pos, u, if *strict { Cmp::Lt } else { Cmp::Le })?;
+        }
+    }
+    let mut parts = Vec::new();
+    if let Some(p) = pos {
+        parts.push(p);
+    }
+    if let Some(n) = neg {
+        parts.push(concat(&[&Dfa::literal(b"-"), &n], limit)?);
+    }
+    let refs: Vec<&Dfa> = parts.iter().collect();
+    union(&refs, limit)
+}
+
+/// `multipleOf` as (p, k) with value p / 10^k, or `None` when it is not a positive decimal of
+/// manageable size.
+pub fn multiple_of(n: &serde_json::Number) -> Option<(u64, usize)> {
+    let d = Decimal::from_number(n)?;
+    if d.neg {
+        return None;
+    }
+    let mut digits = d.int.clone();
+    digits.extend_from_slice(&d.frac);
+    let p: u64 = std::str::from_utf8(&digits).ok()?.parse().ok()?;
+    (p > 0 && p <= 1_000_000).then_some((p, d.frac.len()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn num(spec: NumberSpec) -> Dfa {
+        number(&spec, 10_000).unwrap()
+    }
+
+    fn dec(s: &str) -> Decimal {
+        Decimal::parse(s).unwrap()
+    }
+
+    #[test]
+    fn decimals_parse_exactly() {
+        assert_eq!(dec("1e2"), dec("100"));
+        assert_eq!(dec("1.50").frac, b"5");
+        assert_eq!(dec("1e-3").int, b"0");
+        assert_eq!(dec("1e-3").frac, b"001");
+        assert!(!dec("-0").neg);
+    }
+
+    #[test]
+    fn bounded_numbers_agree_with_arithmetic() {
+        let spec = NumberSpec {
+            integer: false,
+            lower: vec![(dec("-2.5"), false)],
+            upper: vec![(dec("10"), true)],
+            multiple: vec![],
+        };
+        let d = num(spec);
+        for (text, value) in [
+            ("-2.5", -2.5),
+            ("-2.51", -2.51),
+            ("-3", -3.0),
+            ("0", 0.0),
+            ("9.999", 9.999),
+            ("10", 10.0),
+            ("10.0", 10.0),
+            ("11", 11.0),
+            ("-0.5", -0.5),
+            ("3.25", 3.25),
+        ] {
+            assert_eq!(d.accepts(text.as_bytes()), (-2.5..10.0).contains(&value), "{text}");
+        }
+        assert!(!d.accepts(b"01") && !d.accepts(b"1e2") && !d.accepts(b"-"));
+    }
+
+    #[test]
+    fn multiples() {
+        let ints = num(NumberSpec {
+            integer: true,
+            multiple: vec![multiple_of(&serde_json::Number::from(7)).unwrap()],
+            ..Default::default()
+        });
+        for n in -30..30i32 {
+            assert_eq!(ints.accepts(n.to_string().as_bytes()), n % 7 == 0, "{n}");
+        }
+        let cents = num(NumberSpec {
+            multiple: vec![multiple_of(&serde_json::Number::from_f64(0.25).unwrap()).unwrap()],
+            ..Default::default()
+        });
+        assert!(cents.accepts(b"1.25") && cents.accepts(b"2") && cents.accepts(b"0.5") && !cents.accepts(b"0.3"));
+    }
+
+    #[test]
+    fn strings_count_characters() {
+        let s = string(2, Some(3), true, true, 1000).unwrap();
+        assert!(s.accepts(br#""ab""#) && s.accepts("\"é\\n\"".as_bytes()) && s.accepts(br#""a\u00e9c""#));
+        assert!(!s.accepts(br#""a""#) && !s.accepts(br#""abcd""#) && !s.accepts(b"\"a\nb\""));
+        let content = string(0, None, false, false, 1000).unwrap();
+        assert!(content.accepts("naïve ☕".as_bytes()) && !content.accepts(b"a\"b") && !content.accepts(&[0xC0, 0x80]));
+    }
+
+    #[test]
+    fn patterns_search_like_ecma() {
+        let d = pattern_content(r"\d{3}", 1 << 20, 10_000).unwrap();
+        assert!(d.accepts(b"ab123cd") && !d.accepts(b"12a"));
+        let anchored = pattern_content(r"^[a-z]+$", 1 << 20, 10_000).unwrap();
+        assert!(anchored.accepts(b"abc") && !anchored.accepts(b"ab1"));
+        assert!(matches!(pattern_content(r"(?=a)", 1 << 20, 100), Err(RegexFailure::Syntax(_))));
+    }
+
+    #[test]
+    fn formats_compile() {
+        for f in ["date-time", "date", "time", "duration", "email", "hostname", "ipv4", "ipv6", "uuid", "uri"] {
+            let re = format_regex(f).unwrap();
+            regex_dfa(re, 8 << 20, 100_000).unwrap_or_else(|_| panic!("{f}"));
+        }
+    }
+}
