@@ -130,7 +130,7 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
             let case = match SuiteCase::load(f) {
                 Ok(c) => c,
                 Err(e) => {
-                    bar.println(format!("skip {}: {e}", f.display()));
+                    say(&bar, format!("skip {}: {e}", f.display()));
                     continue;
                 }
             };
@@ -139,7 +139,7 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
             if let Some(e) = &r.error {
                 *t.errors.entry(error_kind(e)).or_default() += 1;
                 if a.verbose {
-                    bar.println(format!("{}: {e}", case.name));
+                    say(&bar, format!("{}: {e}", case.name));
                 }
                 continue;
             }
@@ -152,12 +152,15 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
             t.invalid_rejected += r.invalid_rejected;
             t.unsound += r.unsound.len();
             if a.verbose && !r.agrees() {
-                bar.println(format!(
+                say(&bar, format!(
                     "{}: valid accepted {}/{}, invalid rejected {}/{}",
                     case.name, r.valid_accepted, r.valid, r.invalid_rejected, r.invalid
                 ));
+                for u in r.rejected.iter().take(1) {
+                    say(&bar, format!("  rejected valid: {}", u.chars().take(300).collect::<String>()));
+                }
                 for u in &r.unsound {
-                    bar.println(format!("  accepted invalid: {u}"));
+                    say(&bar, format!("  accepted invalid: {u}"));
                 }
             }
             if let (Some(lm), Some(js)) = (&lm, r.compiled) {
@@ -174,11 +177,11 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
                     Err(Error::CheckFailed { message, .. }) => {
                         t.gen_docs += a.generate;
                         t.gen_errors += 1;
-                        bar.println(format!("{}: generated an invalid document: {message}", case.name));
+                        say(&bar, format!("{}: generated an invalid document: {message}", case.name));
                     }
                     Err(e) => {
                         t.gen_errors += 1;
-                        bar.println(format!("{}: generation failed: {e}", case.name));
+                        say(&bar, format!("{}: generation failed: {e}", case.name));
                     }
                 }
             }
@@ -287,4 +290,9 @@ fn render(rows: &mut [(String, Tally)], generate: usize) -> String {
 
 fn write(p: &Path, text: &str) -> Result<()> {
     std::fs::write(p, text).with_context(|| format!("cannot write {}", p.display()))
+}
+
+/// A message line that does not break the progress bar (printed even when stderr is no terminal).
+fn say(bar: &indicatif::ProgressBar, msg: String) {
+    bar.suspend(|| eprintln!("{msg}"));
 }

@@ -31,8 +31,9 @@
 //! assert!(not7.accepts(b"77") && !not7.accepts(b"7"));
 //! ```
 
-use std::collections::HashMap;
 use std::hash::Hash;
+
+use rustc_hash::{FxHashMap as HashMap, FxHashSet};
 
 /// No transition.
 pub const DEAD: u32 = u32::MAX;
@@ -113,7 +114,8 @@ impl Dfa {
         accept: impl Fn(&S) -> bool,
         limit: usize,
     ) -> Result<Dfa, TooLarge> {
-        let mut ids: HashMap<S, u32> = HashMap::from([(start.clone(), 0)]);
+        let mut ids: HashMap<S, u32> = HashMap::default();
+        ids.insert(start.clone(), 0);
         let mut states = vec![start];
         let mut rows: Vec<[u32; 256]> = Vec::new();
         let mut i = 0;
@@ -145,29 +147,49 @@ impl Dfa {
 
     /// Builds the class-compressed table from full rows.
     fn from_rows(rows: Vec<[u32; 256]>, accept: Vec<bool>) -> Dfa {
-        // Bytes with identical columns share a class.
-        let mut class_of_column: HashMap<Vec<u32>, u8> = HashMap::new();
-        let mut classes = vec![0u8; 256];
-        for b in 0..256 {
-            let column: Vec<u32> = rows.iter().map(|r| r[b]).collect();
-            let n = class_of_column.len();
-            classes[b] = *class_of_column.entry(column).or_insert(n as u8);
+        let classes: Vec<u8> = (0..=255u8).collect();
+        let table: Vec<u32> = rows.iter().flat_map(|r| r.iter().copied()).collect();
+        Self::compress(&classes, 256, table, accept)
+    }
+
+    /// Merges byte classes whose columns are identical.
+    fn compress(classes: &[u8], k: usize, table: Vec<u32>, accept: Vec<bool>) -> Dfa {
+        let n = accept.len();
+        let mut h = vec![0xcbf2_9ce4_8422_2325u64; k];
+        for s in 0..n {
+            for (c, hc) in h.iter_mut().enumerate() {
+                *hc = (*hc ^ u64::from(table[s * k + c])).wrapping_mul(0x0100_0000_01b3);
+            }
         }
-        let num_classes = class_of_column.len();
-        let mut reps = vec![0usize; num_classes];
-        for b in (0..256).rev() {
-            reps[classes[b] as usize] = b;
+        let mut new_id = vec![0usize; k];
+        let mut reps: Vec<usize> = Vec::new();
+        let mut by_hash: HashMap<u64, Vec<usize>> = HashMap::default();
+        for c in 0..k {
+            let cands = by_hash.entry(h[c]).or_default();
+            let same = cands
+                .iter()
+                .copied()
+                .find(|&r| (0..n).all(|s| table[s * k + r] == table[s * k + c]));
+            match same {
+                Some(r) => new_id[c] = new_id[r],
+                None => {
+                    new_id[c] = reps.len();
+                    reps.push(c);
+                    cands.push(c);
+                }
+            }
         }
-        let mut table = Vec::with_capacity(rows.len() * num_classes);
-        for r in &rows {
-            for &b in &reps {
-                table.push(r[b]);
+        let nk = reps.len();
+        let mut t2 = Vec::with_capacity(n * nk);
+        for s in 0..n {
+            for &r in &reps {
+                t2.push(table[s * k + r]);
             }
         }
         Dfa {
-            classes,
-            num_classes,
-            table,
+            classes: classes.iter().map(|&c| new_id[c as usize] as u8).collect(),
+            num_classes: nk,
+            table: t2,
             accept,
         }
     }
@@ -276,29 +298,71 @@ impl Dfa {
 
     /// The product of several automata, accepting where `f(acceptance of each)`.
     pub fn product_many(dfas: &[&Dfa], f: impl Fn(&[bool]) -> bool, limit: usize) -> Result<Dfa, TooLarge> {
+        // Joint byte classes: bytes every operand treats alike.
+        let mut joint: HashMap<Vec<u8>, u8> = HashMap::default();
+        let mut classes = vec![0u8; 256];
+        let mut reps: Vec<u8> = Vec::new();
+        for b in 0..=255u8 {
+            let key: Vec<u8> = dfas.iter().map(|d| d.classes[b as usize]).collect();
+            let next = joint.len();
+            classes[b as usize] = *joint.entry(key).or_insert_with(|| {
+                reps.push(b);
+                next as u8
+            });
+        }
+        let k = reps.len();
         let start: Vec<u32> = vec![0; dfas.len()];
-        let all_dead = |s: &Vec<u32>| s.iter().all(|&x| x == DEAD);
-        let d = Dfa::from_fn(
-            start,
-            |s, byte| {
-                let next: Vec<u32> = s
-                    .iter()
-                    .zip(dfas)
-                    .map(|(&x, d)| if x == DEAD { DEAD } else { d.next(x, byte) })
-                    .collect();
-                (!all_dead(&next)).then_some(next)
-            },
-            |s| {
-                let acc: Vec<bool> = s
-                    .iter()
-                    .zip(dfas)
-                    .map(|(&x, d)| x != DEAD && d.accept[x as usize])
-                    .collect();
+        let mut ids: HashMap<Vec<u32>, u32> = HashMap::default();
+        ids.insert(start.clone(), 0);
+        let mut states = vec![start];
+        let mut table: Vec<u32> = Vec::new();
+        let mut next = vec![0u32; dfas.len()];
+        let mut i = 0;
+        while i < states.len() {
+            for &b in &reps {
+                let mut alive = false;
+                for (j, d) in dfas.iter().enumerate() {
+                    let x = states[i][j];
+                    next[j] = if x == DEAD { DEAD } else { d.next(x, b) };
+                    alive |= next[j] != DEAD;
+                }
+                if !alive {
+                    table.push(DEAD);
+                    continue;
+                }
+                let id = match ids.get(next.as_slice()) {
+                    Some(&id) => id,
+                    None => {
+                        let id = states.len() as u32;
+                        ids.insert(next.clone(), id);
+                        states.push(next.clone());
+                        if states.len() > limit {
+                            return Err(TooLarge { limit });
+                        }
+                        id
+                    }
+                };
+                table.push(id);
+            }
+            i += 1;
+        }
+        let mut acc = vec![false; dfas.len()];
+        let accept = states
+            .iter()
+            .map(|s| {
+                for (j, (&x, d)) in s.iter().zip(dfas).enumerate() {
+                    acc[j] = x != DEAD && d.accept[x as usize];
+                }
                 f(&acc)
-            },
-            limit,
-        )?;
-        Ok(d.minimize())
+            })
+            .collect();
+        Ok(Dfa {
+            classes,
+            num_classes: k,
+            table,
+            accept,
+        }
+        .minimize())
     }
 
     /// Intersection.
@@ -316,7 +380,8 @@ impl Dfa {
         Dfa::product(self, other, |a, b| a && !b, limit)
     }
 
-    /// The minimal equivalent automaton (states that cannot reach acceptance removed).
+    /// The minimal equivalent automaton (states that cannot reach acceptance removed), by
+    /// Hopcroft's partition refinement.
     pub fn minimize(&self) -> Dfa {
         let n = self.num_states();
         let k = self.num_classes;
@@ -342,74 +407,131 @@ impl Dfa {
         if !live[0] {
             return Dfa::empty();
         }
-        let next = |s: usize, c: usize| {
+        // A complete automaton over the live states plus one sink (index n).
+        let sink = n;
+        let delta = |s: usize, c: usize| -> usize {
+            if s == sink {
+                return sink;
+            }
             let t = self.table[s * k + c];
             if t == DEAD || !live[t as usize] {
-                DEAD
+                sink
             } else {
-                t
+                t as usize
             }
         };
-        // Moore refinement over live states.
-        let mut block: Vec<u32> = (0..n).map(|s| u32::from(self.accept[s])).collect();
-        let mut count = 0;
-        loop {
-            let mut ids: HashMap<Vec<u32>, u32> = HashMap::new();
-            let mut new_block = vec![DEAD; n];
-            for s in 0..n {
-                if !live[s] {
+        let members: Vec<usize> = (0..n).filter(|&s| live[s]).chain(std::iter::once(sink)).collect();
+        // Inverse transitions in CSR form, per class.
+        let m = n + 1;
+        let mut count = vec![0u32; k * m + 1];
+        for &s in &members {
+            for c in 0..k {
+                count[c * m + delta(s, c) + 1] += 1;
+            }
+        }
+        for i in 1..count.len() {
+            count[i] += count[i - 1];
+        }
+        let mut fill = count.clone();
+        let mut inv = vec![0u32; members.len() * k];
+        for &s in &members {
+            for c in 0..k {
+                let slot = &mut fill[c * m + delta(s, c)];
+                inv[*slot as usize] = s as u32;
+                *slot += 1;
+            }
+        }
+        // Partition: elements grouped by block; marked elements sit at the front of their block.
+        let mut elems: Vec<usize> = members.iter().copied().filter(|&s| s != sink && self.accept[s]).collect();
+        let n_acc = elems.len();
+        elems.extend(members.iter().copied().filter(|&s| s == sink || !self.accept[s]));
+        let mut pos = vec![0usize; m];
+        let mut block = vec![0usize; m];
+        for (i, &s) in elems.iter().enumerate() {
+            pos[s] = i;
+            block[s] = usize::from(i >= n_acc);
+        }
+        let (mut first, mut end) = (vec![0, n_acc], vec![n_acc, elems.len()]);
+        let mut mid = first.clone();
+        let mut in_w: Vec<bool> = vec![true; 2 * k];
+        let mut work: Vec<(usize, usize)> = (0..2).flat_map(|b| (0..k).map(move |c| (b, c))).collect();
+        let mut touched: Vec<usize> = Vec::new();
+        let mut splitter: Vec<usize> = Vec::new();
+        while let Some((a, c)) = work.pop() {
+            in_w[a * k + c] = false;
+            splitter.clear();
+            splitter.extend_from_slice(&elems[first[a]..end[a]]);
+            for &t in &splitter {
+                for &s in &inv[count[c * m + t] as usize..count[c * m + t + 1] as usize] {
+                    let s = s as usize;
+                    let b = block[s];
+                    if pos[s] >= mid[b] {
+                        // Move s into the marked front of its block.
+                        let other = elems[mid[b]];
+                        elems.swap(pos[s], mid[b]);
+                        pos[other] = pos[s];
+                        pos[s] = mid[b];
+                        if mid[b] == first[b] {
+                            touched.push(b);
+                        }
+                        mid[b] += 1;
+                    }
+                }
+            }
+            for &b in &touched {
+                if mid[b] == end[b] {
+                    mid[b] = first[b];
                     continue;
                 }
-                let mut sig = Vec::with_capacity(k + 1);
-                sig.push(block[s]);
-                for c in 0..k {
-                    let t = next(s, c);
-                    sig.push(if t == DEAD { DEAD } else { block[t as usize] });
+                let nb = first.len();
+                first.push(first[b]);
+                end.push(mid[b]);
+                mid.push(first[b]);
+                first[b] = mid[b];
+                mid[b] = first[b];
+                for &s in &elems[first[nb]..end[nb]] {
+                    block[s] = nb;
                 }
-                let m = ids.len() as u32;
-                new_block[s] = *ids.entry(sig).or_insert(m);
+                in_w.extend(std::iter::repeat(false).take(k));
+                let smaller = if end[nb] - first[nb] <= end[b] - first[b] { nb } else { b };
+                for cc in 0..k {
+                    let target = if in_w[b * k + cc] { nb } else { smaller };
+                    if !in_w[target * k + cc] {
+                        in_w[target * k + cc] = true;
+                        work.push((target, cc));
+                    }
+                }
             }
-            block = new_block;
-            if ids.len() == count {
-                break;
-            }
-            count = ids.len();
+            touched.clear();
         }
-        // Renumber blocks in breadth-first order from the start.
-        let mut order: HashMap<u32, u32> = HashMap::from([(block[0], 0)]);
+        // Renumber blocks breadth-first from the start; the sink's block becomes DEAD.
+        let dead_block = block[sink];
+        let mut order: HashMap<usize, u32> = HashMap::default();
+        order.insert(block[0], 0);
         let mut reps = vec![0usize];
-        let mut i = 0;
         let mut table = Vec::new();
         let mut accept = Vec::new();
+        let mut i = 0;
         while i < reps.len() {
             let s = reps[i];
             for c in 0..k {
-                let t = next(s, c);
-                table.push(if t == DEAD {
+                let t = delta(s, c);
+                let b = block[t];
+                table.push(if b == dead_block {
                     DEAD
                 } else {
-                    let b = block[t as usize];
-                    let m = order.len() as u32;
+                    let next = order.len() as u32;
                     *order.entry(b).or_insert_with(|| {
-                        reps.push(t as usize);
-                        m
+                        reps.push(t);
+                        next
                     })
                 });
             }
             accept.push(self.accept[s]);
             i += 1;
         }
-        // Re-derive classes, since merging may make classes equal.
-        let rows: Vec<[u32; 256]> = (0..reps.len())
-            .map(|s| {
-                let mut row = [DEAD; 256];
-                for (b, r) in row.iter_mut().enumerate() {
-                    *r = table[s * k + self.classes[b] as usize];
-                }
-                row
-            })
-            .collect();
-        Dfa::from_rows(rows, accept)
+        // Merging states may make byte classes equal.
+        Dfa::compress(&self.classes, k, table, accept)
     }
 }
 
@@ -522,7 +644,7 @@ impl Nfa {
     }
 
     fn closure(&self, set: &mut Vec<u32>) {
-        let mut seen: std::collections::HashSet<u32> = set.iter().copied().collect();
+        let mut seen: FxHashSet<u32> = set.iter().copied().collect();
         let mut stack = set.clone();
         while let Some(s) = stack.pop() {
             for &t in &self.states[s as usize].eps {
@@ -540,7 +662,8 @@ impl Nfa {
     pub fn determinize(&self, f: Frag, limit: usize) -> Result<Dfa, TooLarge> {
         let mut start = vec![f.start];
         self.closure(&mut start);
-        let mut ids: HashMap<Vec<u32>, u32> = HashMap::from([(start.clone(), 0)]);
+        let mut ids: HashMap<Vec<u32>, u32> = HashMap::default();
+        ids.insert(start.clone(), 0);
         let mut sets = vec![start];
         let mut rows: Vec<[u32; 256]> = Vec::new();
         let mut i = 0;
@@ -625,8 +748,7 @@ mod tests {
         assert_eq!(d.minimize().num_states(), 4);
         let l = Dfa::literals([&b"cat"[..], b"bat", b"cats"], 100).unwrap();
         assert!(l.accepts(b"cat") && l.accepts(b"bat") && l.accepts(b"cats") && !l.accepts(b"ca"));
-        // "cat"/"bat" share their suffix states after minimisation.
-        assert_eq!(l.num_states(), 5);
+        assert_eq!(l.num_states(), 7); // "bat" and "cats" share their final state
     }
 
     #[test]

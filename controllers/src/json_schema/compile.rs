@@ -85,6 +85,24 @@ pub const UNSUPPORTED: &[&str] = &[
 
 type R<T> = Result<T, ControllerError>;
 
+/// Automata that do not depend on the schema (free values, plain strings, formats, patterns),
+/// shared by every compilation in the process.
+fn shared(key: String, build: impl FnOnce() -> R<Dfa>) -> R<Dfa> {
+    static CACHE: std::sync::OnceLock<std::sync::Mutex<HashMap<String, Dfa>>> = std::sync::OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(d) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(d);
+    }
+    let d = build()?;
+    if let Ok(mut c) = cache.lock() {
+        if c.len() > 4096 {
+            c.clear();
+        }
+        c.insert(key, d.clone());
+    }
+    Ok(d)
+}
+
 pub(crate) fn err(pointer: &str, message: impl Into<String>) -> ControllerError {
     ControllerError::JsonSchema {
         pointer: if pointer.is_empty() { "#".into() } else { pointer.into() },
@@ -198,6 +216,13 @@ impl<'a> Compiler<'a> {
             return Ok(d.clone());
         }
         let limit = self.limit();
+        let inner = if depth > 0 { Some(self.any(depth - 1)?) } else { None };
+        let d = shared(format!("any:{depth}:{limit}"), || Self::build_any(inner, limit))?;
+        self.any.insert(depth, d.clone());
+        Ok(d)
+    }
+
+    fn build_any(inner: Option<Dfa>, limit: usize) -> R<Dfa> {
         let scalars = [
             Dfa::literal(b"null"),
             Dfa::literal(b"true"),
@@ -207,8 +232,7 @@ impl<'a> Compiler<'a> {
         ];
         let mut nfa = Nfa::new();
         let mut alts: Vec<Frag> = scalars.iter().map(|d| nfa.embed(d)).collect();
-        if depth > 0 {
-            let inner = self.any(depth - 1)?;
+        if let Some(inner) = inner {
             let key = leaf::string(0, None, true, true, limit).map_err(|e| err("#", e.to_string()))?;
             // [ (v (, v)*)? ]
             let open = nfa.literal(b"[");
@@ -244,10 +268,7 @@ impl<'a> Compiler<'a> {
             });
         }
         let f = nfa.alt(&alts);
-        let r = nfa.determinize(f, limit);
-        let d = self.track("#", r)?;
-        self.any.insert(depth, d.clone());
-        Ok(d)
+        nfa.determinize(f, limit).map_err(|e| err("#", e.to_string()))
     }
 
     /// Resolves a local `$ref`.
@@ -627,11 +648,15 @@ impl<'a> Compiler<'a> {
         if let Some(d) = self.patterns.get(pattern) {
             return Ok(d.clone());
         }
-        let d = leaf::pattern_content(pattern, self.cfg.regex_size_limit, self.limit()).map_err(|e| match e {
-            RegexFailure::Syntax(m) => err(ptr, format!("pattern {pattern:?} is not supported: {m}")),
-            RegexFailure::TooLarge(l) => err(ptr, format!("pattern {pattern:?} needs more than {l} automaton states")),
+        let (bytes, limit) = (self.cfg.regex_size_limit, self.limit());
+        let d = shared(format!("pattern:{bytes}:{limit}:{pattern}"), || {
+            leaf::pattern_content(pattern, bytes, limit).map_err(|e| match e {
+                RegexFailure::Syntax(m) => err(ptr, format!("pattern {pattern:?} is not supported: {m}")),
+                RegexFailure::TooLarge(l) => {
+                    err(ptr, format!("pattern {pattern:?} needs more than {l} automaton states"))
+                }
+            })
         })?;
-        self.built += d.num_states();
         self.patterns.insert(pattern.to_string(), d.clone());
         Ok(d)
     }
@@ -654,8 +679,11 @@ impl<'a> Compiler<'a> {
                 let d = match self.patterns.get(&key) {
                     Some(d) => d.clone(),
                     None => {
-                        let d = leaf::regex_dfa(re, self.cfg.regex_size_limit, self.limit())
-                            .map_err(|_| err(ptr, format!("format {f:?} could not be compiled")))?;
+                        let (bytes, limit) = (self.cfg.regex_size_limit, self.limit());
+                        let d = shared(format!("format:{bytes}:{limit}:{f}"), || {
+                            leaf::regex_dfa(re, bytes, limit)
+                                .map_err(|_| err(ptr, format!("format {f:?} could not be compiled")))
+                        })?;
                         self.patterns.insert(key, d.clone());
                         d
                     }
@@ -663,12 +691,16 @@ impl<'a> Compiler<'a> {
                 content_parts.push(d);
             }
         }
+        let limit = self.limit();
+        let plain = |escapes: bool| {
+            shared(format!("string:{min}:{max:?}:{escapes}:{limit}"), || {
+                leaf::string(min, max, escapes, escapes, limit).map_err(|e| err(ptr, e.to_string()))
+            })
+        };
         if content_parts.is_empty() {
-            let r = leaf::string(min, max, true, true, self.limit());
-            return self.track(ptr, r);
+            return plain(true);
         }
-        let r = leaf::string(min, max, false, false, self.limit());
-        let mut content = self.track(ptr, r)?;
+        let mut content = plain(false)?;
         for p in &content_parts {
             content = self.and(ptr, &content, p)?;
         }
@@ -728,7 +760,7 @@ impl<'a> Compiler<'a> {
         // Exact item counting up to `max_counted`; past it the count saturates (such arrays
         // cannot fit in a generated sequence, and the validator checks every output anyway).
         let max = max.filter(|&x| x <= self.cfg.max_counted);
-        let cap = max.unwrap_or_else(|| min.max(prefix.len()).min(self.cfg.max_counted + 1));
+        let cap = max.unwrap_or_else(|| min.max(prefix.len()).max(1).min(self.cfg.max_counted + 1));
         let elem = |j: usize| -> &Dfa { prefix.get(j).unwrap_or(&rest) };
         // Unique items: exact when each position's language is a small finite set.
         let mut unique_values: Option<Vec<Vec<u8>>> = None;

@@ -4,7 +4,7 @@
 //! Where the exact language is awkward, a *sound subset* is generated: every accepted text is
 //! valid. Strings under `pattern` or `format` use no escape sequences (so the bytes between the
 //! quotes are the decoded value the pattern sees); bounded numbers are written without an
-//! exponent; dates use days 01–28 of each month, so no calendar check can fail.
+//! exponent; dates skip 29 February, so no calendar check can fail.
 
 use std::cmp::Ordering;
 
@@ -209,13 +209,14 @@ pub fn pattern_content(pattern: &str, dfa_bytes: usize, limit: usize) -> Result<
 
 /// Regular expressions (sound subsets, ASCII) for the supported `format` values.
 pub fn format_regex(format: &str) -> Option<&'static str> {
-    const DATE: &str = r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])";
+    // Days valid in every year (no 29 February), so no calendar check can fail.
+    const DATE: &str =
+        r"[0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))";
     const TIME: &str = r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])";
+    const DATE_TIME: &str = r"[0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])";
     const HOST: &str = r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?){0,4}";
     Some(match format {
-        "date-time" => {
-            r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|1[0-9]|2[0-8])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])"
-        }
+        "date-time" => DATE_TIME,
         "date" => DATE,
         "time" => TIME,
         "duration" => {

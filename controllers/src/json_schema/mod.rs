@@ -27,7 +27,7 @@
 //!
 //! **Sound subsets.** Where the exact set is impractical the automaton generates a subset of the
 //! valid documents: strings under `pattern`/`format` contain no escape sequences, bounded numbers
-//! have no exponent, dates use days 1–28, free-form values nest at most
+//! have no exponent, dates skip 29 February, free-form values nest at most
 //! [`JsonSchemaConfig::any_depth`] levels.
 //!
 //! ```

@@ -60,6 +60,8 @@ pub struct CaseReport {
     pub invalid_rejected: usize,
     /// Canonical texts of invalid instances the automaton accepted (soundness failures).
     pub unsound: Vec<String>,
+    /// Canonical texts of valid instances the automaton rejected.
+    pub rejected: Vec<String>,
     /// The compiled controller, when compilation succeeded.
     pub compiled: Option<JsonSchema>,
 }
@@ -86,6 +88,7 @@ pub fn check_case(case: &SuiteCase, config: &JsonSchemaConfig) -> CaseReport {
         invalid: 0,
         invalid_rejected: 0,
         unsound: Vec::new(),
+        rejected: Vec::new(),
         compiled: None,
     };
     let js = match compiled {
@@ -102,6 +105,9 @@ pub fn check_case(case: &SuiteCase, config: &JsonSchemaConfig) -> CaseReport {
         if *valid {
             r.valid += 1;
             r.valid_accepted += usize::from(accepted);
+            if !accepted {
+                r.rejected.push(text);
+            }
         } else {
             r.invalid += 1;
             if accepted {
