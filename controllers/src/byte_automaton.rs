@@ -453,8 +453,16 @@ impl Dfa {
         }
         let (mut first, mut end) = (vec![0, n_acc], vec![n_acc, elems.len()]);
         let mut mid = first.clone();
-        let mut in_w: Vec<bool> = vec![true; 2 * k];
-        let mut work: Vec<(usize, usize)> = (0..2).flat_map(|b| (0..k).map(move |c| (b, c))).collect();
+        // Hopcroft: refining by the smaller of the two initial blocks suffices.
+        let smaller0 = usize::from(n_acc > elems.len() - n_acc);
+        let mut in_w: Vec<bool> = vec![false; 2 * k];
+        let mut work: Vec<(usize, usize)> = Vec::new();
+        if first[smaller0] < end[smaller0] {
+            for c in 0..k {
+                in_w[smaller0 * k + c] = true;
+                work.push((smaller0, c));
+            }
+        }
         let mut touched: Vec<usize> = Vec::new();
         let mut splitter: Vec<usize> = Vec::new();
         while let Some((a, c)) = work.pop() {
@@ -660,60 +668,73 @@ impl Nfa {
 
     /// Subset construction of fragment `f` (accepting at `f.end`), minimised.
     pub fn determinize(&self, f: Frag, limit: usize) -> Result<Dfa, TooLarge> {
+        // Byte classes from every range boundary in the automaton.
+        let mut is_cut = [false; 257];
+        is_cut[0] = true;
+        for st in &self.states {
+            for &(lo, hi, _) in &st.ranges {
+                is_cut[lo as usize] = true;
+                is_cut[hi as usize + 1] = true;
+            }
+        }
+        let mut classes = vec![0u8; 256];
+        let mut reps: Vec<u8> = Vec::new();
+        for b in 0..256usize {
+            if is_cut[b] {
+                reps.push(b as u8);
+            }
+            classes[b] = (reps.len() - 1) as u8;
+        }
+        let k = reps.len();
         let mut start = vec![f.start];
         self.closure(&mut start);
         let mut ids: HashMap<Vec<u32>, u32> = HashMap::default();
         ids.insert(start.clone(), 0);
         let mut sets = vec![start];
-        let mut rows: Vec<[u32; 256]> = Vec::new();
+        let mut table: Vec<u32> = Vec::new();
+        let mut targets: Vec<Vec<u32>> = vec![Vec::new(); k];
         let mut i = 0;
         while i < sets.len() {
-            // Elementary byte intervals of this set's ranges.
-            let mut cuts = vec![0u16, 256];
-            for &s in &sets[i] {
-                for &(lo, hi, _) in &self.states[s as usize].ranges {
-                    cuts.push(lo as u16);
-                    cuts.push(hi as u16 + 1);
-                }
+            for t in targets.iter_mut() {
+                t.clear();
             }
-            cuts.sort_unstable();
-            cuts.dedup();
-            let mut row = [DEAD; 256];
-            for w in cuts.windows(2) {
-                let (lo, hi) = (w[0], w[1] - 1);
-                let mut target = Vec::new();
-                for &s in &sets[i] {
-                    for &(a, b, t) in &self.states[s as usize].ranges {
-                        if a as u16 <= lo && hi <= b as u16 {
-                            target.push(t);
-                        }
+            for &s in &sets[i] {
+                for &(lo, hi, t) in &self.states[s as usize].ranges {
+                    for c in classes[lo as usize]..=classes[hi as usize] {
+                        targets[c as usize].push(t);
                     }
                 }
+            }
+            for target in targets.iter_mut() {
                 if target.is_empty() {
+                    table.push(DEAD);
                     continue;
                 }
-                self.closure(&mut target);
-                let id = match ids.get(&target) {
+                self.closure(target);
+                let id = match ids.get(target.as_slice()) {
                     Some(&id) => id,
                     None => {
                         let id = sets.len() as u32;
                         ids.insert(target.clone(), id);
-                        sets.push(target);
+                        sets.push(target.clone());
                         if sets.len() > limit {
                             return Err(TooLarge { limit });
                         }
                         id
                     }
                 };
-                for b in lo..=hi {
-                    row[b as usize] = id;
-                }
+                table.push(id);
             }
-            rows.push(row);
             i += 1;
         }
         let accept = sets.iter().map(|s| s.binary_search(&f.end).is_ok()).collect();
-        Ok(Dfa::from_rows(rows, accept).minimize())
+        Ok(Dfa {
+            classes,
+            num_classes: k,
+            table,
+            accept,
+        }
+        .minimize())
     }
 }
 
