@@ -93,7 +93,10 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
                 .filter(|f| f.extension().is_some_and(|x| x == "json"))
                 .collect();
             files.sort();
-            let name = p.file_name().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+            let name = p
+                .file_name()
+                .map(|s| s.to_string_lossy().into_owned())
+                .unwrap_or_default();
             subsets.push((name, files));
         } else if p.extension().is_some_and(|x| x == "json") {
             direct.push(p);
@@ -152,12 +155,18 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
             t.invalid_rejected += r.invalid_rejected;
             t.unsound += r.unsound.len();
             if a.verbose && !r.agrees() {
-                say(&bar, format!(
-                    "{}: valid accepted {}/{}, invalid rejected {}/{}",
-                    case.name, r.valid_accepted, r.valid, r.invalid_rejected, r.invalid
-                ));
+                say(
+                    &bar,
+                    format!(
+                        "{}: valid accepted {}/{}, invalid rejected {}/{}",
+                        case.name, r.valid_accepted, r.valid, r.invalid_rejected, r.invalid
+                    ),
+                );
                 for u in r.rejected.iter().take(1) {
-                    say(&bar, format!("  rejected valid: {}", u.chars().take(300).collect::<String>()));
+                    say(
+                        &bar,
+                        format!("  rejected valid: {}", u.chars().take(300).collect::<String>()),
+                    );
                 }
                 for u in &r.unsound {
                     say(&bar, format!("  accepted invalid: {u}"));
@@ -166,7 +175,11 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
             if let (Some(lm), Some(js)) = (&lm, r.compiled) {
                 t.gen_schemas += 1;
                 let start = Instant::now();
-                let out = Generator::new(lm).with(js).steps(a.steps).seed(a.seed).generate(a.generate);
+                let out = Generator::new(lm)
+                    .with(js)
+                    .steps(a.steps)
+                    .seed(a.seed)
+                    .generate(a.generate);
                 t.gen_secs += start.elapsed().as_secs_f64();
                 match out {
                     Ok(docs) => {
@@ -210,7 +223,13 @@ fn render(rows: &mut [(String, Tally)], generate: usize) -> String {
     }
     s.push('\n');
     let mut total = Tally::default();
-    let pct = |a: usize, b: usize| if b == 0 { "–".to_string() } else { format!("{:.1}%", 100.0 * a as f64 / b as f64) };
+    let pct = |a: usize, b: usize| {
+        if b == 0 {
+            "–".to_string()
+        } else {
+            format!("{:.1}%", 100.0 * a as f64 / b as f64)
+        }
+    };
     for (name, t) in rows.iter_mut() {
         let mut ms = t.compile_ms.clone();
         s.push_str(&format!(

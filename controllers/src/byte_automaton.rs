@@ -255,14 +255,7 @@ impl Dfa {
         let mut out = Vec::new();
         let mut path = Vec::new();
         let mut on_path = vec![false; d.num_states()];
-        fn dfs(
-            d: &Dfa,
-            s: u32,
-            path: &mut Vec<u8>,
-            on_path: &mut [bool],
-            out: &mut Vec<Vec<u8>>,
-            max: usize,
-        ) -> bool {
+        fn dfs(d: &Dfa, s: u32, path: &mut Vec<u8>, on_path: &mut [bool], out: &mut Vec<Vec<u8>>, max: usize) -> bool {
             if on_path[s as usize] || out.len() > max {
                 return false; // a cycle: infinite
             }
@@ -442,7 +435,11 @@ impl Dfa {
             }
         }
         // Partition: elements grouped by block; marked elements sit at the front of their block.
-        let mut elems: Vec<usize> = members.iter().copied().filter(|&s| s != sink && self.accept[s]).collect();
+        let mut elems: Vec<usize> = members
+            .iter()
+            .copied()
+            .filter(|&s| s != sink && self.accept[s])
+            .collect();
         let n_acc = elems.len();
         elems.extend(members.iter().copied().filter(|&s| s == sink || !self.accept[s]));
         let mut pos = vec![0usize; m];
@@ -501,7 +498,11 @@ impl Dfa {
                     block[s] = nb;
                 }
                 in_w.extend(std::iter::repeat(false).take(k));
-                let smaller = if end[nb] - first[nb] <= end[b] - first[b] { nb } else { b };
+                let smaller = if end[nb] - first[nb] <= end[b] - first[b] {
+                    nb
+                } else {
+                    b
+                };
                 for cc in 0..k {
                     let target = if in_w[b * k + cc] { nb } else { smaller };
                     if !in_w[target * k + cc] {
@@ -781,8 +782,12 @@ mod tests {
         assert!(!not7.accepts(b"7") && not7.accepts(b"77") && not7.accepts(b"8"));
         let either = Dfa::literal(b"x").or(&seven, 100).unwrap();
         assert!(either.accepts(b"x") && either.accepts(b"7") && !either.accepts(b"x7"));
-        let one = Dfa::product_many(&[&d, &seven, &Dfa::literal(b"8")], |a| a.iter().filter(|&&x| x).count() == 1, 100)
-            .unwrap();
+        let one = Dfa::product_many(
+            &[&d, &seven, &Dfa::literal(b"8")],
+            |a| a.iter().filter(|&&x| x).count() == 1,
+            100,
+        )
+        .unwrap();
         assert!(one.accepts(b"9") && !one.accepts(b"7") && !one.accepts(b"8"));
         assert!(d.and(&Dfa::literal(b"x"), 100).unwrap().is_empty());
     }

@@ -278,16 +278,28 @@ impl<'a> Compiler<'a> {
             None => (reference, ""),
         };
         if !base.is_empty() {
-            let own_id = self.root.get("$id").or_else(|| self.root.get("id")).and_then(Value::as_str);
+            let own_id = self
+                .root
+                .get("$id")
+                .or_else(|| self.root.get("id"))
+                .and_then(Value::as_str);
             if own_id.map(|id| id.trim_end_matches('#')) != Some(base) {
                 return Err(err(
                     ptr,
-                    format!("$ref {reference:?} points outside this document; only local references (#/...) are supported"),
+                    format!(
+                        "$ref {reference:?} points outside this document; only local references (#/...) are supported"
+                    ),
                 ));
             }
         }
         if !fragment.is_empty() && !fragment.starts_with('/') {
-            return Err(err(ptr, format!("$ref {reference:?}: anchors are not supported, use a JSON pointer")));
+            // A plain-name fragment: `$anchor` (2019-09+) or an `$id`/`id` of "#name" (drafts 4-7).
+            return find_anchor(self.root, fragment, "#").ok_or_else(|| {
+                err(
+                    ptr,
+                    format!("$ref {reference:?}: no $anchor or $id {fragment:?} in this document"),
+                )
+            });
         }
         let decoded = percent_decode(fragment);
         let target = if decoded.is_empty() {
@@ -495,7 +507,10 @@ impl<'a> Compiler<'a> {
             .filter(|(_, v)| !v.is_array())
             .collect();
         if deps.len() > 4 {
-            return Err(err(ptr, format!("{kw} with more than 4 schema entries is not supported")));
+            return Err(err(
+                ptr,
+                format!("{kw} with more than 4 schema entries is not supported"),
+            ));
         }
         let any = self.any(depth)?;
         let mut alternatives = Vec::new();
@@ -533,7 +548,13 @@ impl<'a> Compiler<'a> {
             None => {
                 let constrains = |keys: &[&str]| keys.iter().any(|k| m.contains_key(*k));
                 let mut t = vec!["null", "boolean"];
-                let num = constrains(&["minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum", "multipleOf"]);
+                let num = constrains(&[
+                    "minimum",
+                    "maximum",
+                    "exclusiveMinimum",
+                    "exclusiveMaximum",
+                    "multipleOf",
+                ]);
                 let s = constrains(&["minLength", "maxLength", "pattern", "format"]);
                 let a = constrains(&[
                     "items",
@@ -553,7 +574,10 @@ impl<'a> Compiler<'a> {
                     "minProperties",
                     "maxProperties",
                     "dependentRequired",
-                ]) || m.get("dependencies").and_then(Value::as_object).is_some_and(|d| d.values().any(Value::is_array));
+                ]) || m
+                    .get("dependencies")
+                    .and_then(Value::as_object)
+                    .is_some_and(|d| d.values().any(Value::is_array));
                 if !(num || s || a || o) {
                     return Ok(None);
                 }
@@ -621,11 +645,14 @@ impl<'a> Compiler<'a> {
             spec.upper.push((d, true));
         }
         if let Some(v) = m.get("multipleOf") {
-            let n = v
-                .as_number()
-                .ok_or_else(|| err(ptr, "multipleOf must be a number"))?;
+            let n = v.as_number().ok_or_else(|| err(ptr, "multipleOf must be a number"))?;
             let mo = leaf::multiple_of(n).ok_or_else(|| {
-                err(ptr, format!("multipleOf {n} is not supported (a positive decimal with at most 6 significant digits is)"))
+                err(
+                    ptr,
+                    format!(
+                        "multipleOf {n} is not supported (a positive decimal with at most 6 significant digits is)"
+                    ),
+                )
             })?;
             spec.multiple.push(mo);
         }
@@ -853,16 +880,13 @@ impl<'a> Compiler<'a> {
                 nfa.eps(f.end, t);
             }
             if nfa.num_states() > self.cfg.max_states * 4 {
-                return Err(err(ptr, "the array's automaton is too large (JsonSchemaConfig::max_states)"));
+                return Err(err(
+                    ptr,
+                    "the array's automaton is too large (JsonSchemaConfig::max_states)",
+                ));
             }
         }
-        let r = nfa.determinize(
-            Frag {
-                start: open.start,
-                end,
-            },
-            self.limit(),
-        );
+        let r = nfa.determinize(Frag { start: open.start, end }, self.limit());
         self.track(ptr, r)
     }
 
@@ -895,10 +919,15 @@ impl<'a> Compiler<'a> {
         let additional = m.get("additionalProperties");
         let mut patterns: Vec<(String, regex::Regex, &Value)> = Vec::new();
         if let Some(pp) = m.get("patternProperties") {
-            let pp = pp.as_object().ok_or_else(|| err(ptr, "patternProperties must be an object"))?;
+            let pp = pp
+                .as_object()
+                .ok_or_else(|| err(ptr, "patternProperties must be an object"))?;
             for (p, s) in pp {
                 let re = regex::Regex::new(&leaf::translate_pattern(p)).map_err(|e| {
-                    err(&format!("{ptr}/patternProperties"), format!("pattern {p:?} is not supported: {e}"))
+                    err(
+                        &format!("{ptr}/patternProperties"),
+                        format!("pattern {p:?} is not supported: {e}"),
+                    )
                 })?;
                 patterns.push((p.clone(), re, s));
             }
@@ -919,7 +948,10 @@ impl<'a> Compiler<'a> {
                     if let Value::Array(a) = v {
                         let list = a
                             .iter()
-                            .map(|x| x.as_str().ok_or_else(|| err(ptr, format!("{kw} lists must hold strings"))))
+                            .map(|x| {
+                                x.as_str()
+                                    .ok_or_else(|| err(ptr, format!("{kw} lists must hold strings")))
+                            })
                             .collect::<R<Vec<_>>>()?;
                         deps.push((k.as_str(), list));
                     }
@@ -1055,12 +1087,14 @@ impl<'a> Compiler<'a> {
             }
         }
         if dep_bits.len() > 12 {
-            return Err(err(ptr, "dependencies involving more than 12 properties are not supported"));
+            return Err(err(
+                ptr,
+                "dependencies involving more than 12 properties are not supported",
+            ));
         }
         let deps_ok = |bits: u32| {
-            deps.iter().all(|(k, list)| {
-                bits & dep_bits[k] == 0 || list.iter().all(|n| bits & dep_bits[n] != 0)
-            })
+            deps.iter()
+                .all(|(k, list)| bits & dep_bits[k] == 0 || list.iter().all(|n| bits & dep_bits[n] != 0))
         };
         let count_cap = max_p.unwrap_or(min_p.max(1));
         let inc = |c: usize| -> Option<usize> {
@@ -1136,16 +1170,13 @@ impl<'a> Compiler<'a> {
                 }
             }
             if nfa.num_states() > self.cfg.max_states * 4 {
-                return Err(err(ptr, "the object's automaton is too large (JsonSchemaConfig::max_states)"));
+                return Err(err(
+                    ptr,
+                    "the object's automaton is too large (JsonSchemaConfig::max_states)",
+                ));
             }
         }
-        let r = nfa.determinize(
-            Frag {
-                start: open.start,
-                end,
-            },
-            self.limit(),
-        );
+        let r = nfa.determinize(Frag { start: open.start, end }, self.limit());
         self.track(ptr, r)
     }
 }
@@ -1159,6 +1190,30 @@ fn schema_array<'v>(v: &'v Value, ptr: &str, kw: &str) -> R<&'v Vec<Value>> {
 /// A value written compactly (object keys in their given order).
 pub(crate) fn canonical_literal(v: &Value) -> String {
     serde_json::to_string(v).unwrap_or_default()
+}
+
+/// The subschema that declares the plain-name fragment `name`, with its JSON pointer.
+fn find_anchor<'v>(v: &'v Value, name: &str, ptr: &str) -> Option<(&'v Value, String)> {
+    match v {
+        Value::Object(m) => {
+            let hash_name = format!("#{name}");
+            let declares = m.get("$anchor").and_then(Value::as_str) == Some(name)
+                || ["$id", "id"]
+                    .iter()
+                    .any(|k| m.get(*k).and_then(Value::as_str) == Some(hash_name.as_str()));
+            if declares {
+                return Some((v, ptr.to_string()));
+            }
+            m.iter()
+                .filter(|(k, _)| !matches!(k.as_str(), "enum" | "const" | "examples" | "default"))
+                .find_map(|(k, x)| find_anchor(x, name, &format!("{ptr}/{}", escape_pointer(k))))
+        }
+        Value::Array(a) => a
+            .iter()
+            .enumerate()
+            .find_map(|(i, x)| find_anchor(x, name, &format!("{ptr}/{i}"))),
+        _ => None,
+    }
 }
 
 fn percent_decode(s: &str) -> String {

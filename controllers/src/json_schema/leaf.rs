@@ -85,20 +85,50 @@ pub fn string(min: usize, max: Option<usize>, escapes: bool, quoted: bool, limit
                 match esc {
                     1 => match b {
                         b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(plain(n)),
-                        b'u' => Some(Str::In { n, cont, lo, hi, esc: 2 }),
+                        b'u' => Some(Str::In {
+                            n,
+                            cont,
+                            lo,
+                            hi,
+                            esc: 2,
+                        }),
                         _ => None,
                     },
-                    2 => (b == b'0').then_some(Str::In { n, cont, lo, hi, esc: 3 }),
-                    3 | 4 => b.is_ascii_hexdigit().then_some(Str::In { n, cont, lo, hi, esc: esc + 1 }),
+                    2 => (b == b'0').then_some(Str::In {
+                        n,
+                        cont,
+                        lo,
+                        hi,
+                        esc: 3,
+                    }),
+                    3 | 4 => b.is_ascii_hexdigit().then_some(Str::In {
+                        n,
+                        cont,
+                        lo,
+                        hi,
+                        esc: esc + 1,
+                    }),
                     5 => b.is_ascii_hexdigit().then(|| plain(n)),
                     _ => match b {
                         b'"' if quoted => (n >= min).then_some(Str::Closed),
-                        b'\\' if escapes => inc(n).map(|n| Str::In { n, cont: 0, lo: 0, hi: 0, esc: 1 }),
+                        b'\\' if escapes => inc(n).map(|n| Str::In {
+                            n,
+                            cont: 0,
+                            lo: 0,
+                            hi: 0,
+                            esc: 1,
+                        }),
                         b'"' | b'\\' | 0..=0x1F | 0x7F => None,
                         0x20..=0x7E => inc(n).map(plain),
                         _ => {
                             let (c, lo, hi) = utf8_lead(b)?;
-                            inc(n).map(|n| Str::In { n, cont: c, lo, hi, esc: 0 })
+                            inc(n).map(|n| Str::In {
+                                n,
+                                cont: c,
+                                lo,
+                                hi,
+                                esc: 0,
+                            })
                         }
                     },
                 }
@@ -210,8 +240,7 @@ pub fn pattern_content(pattern: &str, dfa_bytes: usize, limit: usize) -> Result<
 /// Regular expressions (sound subsets, ASCII) for the supported `format` values.
 pub fn format_regex(format: &str) -> Option<&'static str> {
     // Days valid in every year (no 29 February), so no calendar check can fail.
-    const DATE: &str =
-        r"[0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))";
+    const DATE: &str = r"[0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))";
     const TIME: &str = r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])";
     const DATE_TIME: &str = r"[0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])";
     const HOST: &str = r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?){0,4}";
@@ -219,8 +248,9 @@ pub fn format_regex(format: &str) -> Option<&'static str> {
         "date-time" => DATE_TIME,
         "date" => DATE,
         "time" => TIME,
+        // RFC 3339 appendix A: dur-date / dur-time / dur-week, each unit optional only at the end.
         "duration" => {
-            r"P(([0-9]{1,4}Y)?([0-9]{1,4}M)?[0-9]{1,4}D|[0-9]{1,4}Y([0-9]{1,4}M)?|[0-9]{1,4}M|[0-9]{1,4}W)(T([0-9]{1,4}H)?([0-9]{1,4}M)?[0-9]{1,4}S|T[0-9]{1,4}H([0-9]{1,4}M)?|T[0-9]{1,4}M)?|PT([0-9]{1,4}H)?([0-9]{1,4}M)?[0-9]{1,4}S|PT[0-9]{1,4}H([0-9]{1,4}M)?|PT[0-9]{1,4}M"
+            r"P([0-9]{1,4}D|[0-9]{1,4}M([0-9]{1,4}D)?|[0-9]{1,4}Y([0-9]{1,4}M([0-9]{1,4}D)?)?)(T([0-9]{1,4}H([0-9]{1,4}M([0-9]{1,4}S)?)?|[0-9]{1,4}M([0-9]{1,4}S)?|[0-9]{1,4}S))?|PT([0-9]{1,4}H([0-9]{1,4}M([0-9]{1,4}S)?)?|[0-9]{1,4}M([0-9]{1,4}S)?|[0-9]{1,4}S)|P[0-9]{1,4}W"
         }
         "email" | "idn-email" => {
             r"[a-z0-9]+([._+-][a-z0-9]+)*@[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?){0,3}\.[a-z]{2,6}"
@@ -408,20 +438,25 @@ fn magnitude_multiple(p: u64, k: usize, limit: usize) -> Result<Dfa, TooLarge> {
 
 /// `0|[1-9][0-9]*` with an optional fraction (unless `integer`).
 fn unsigned_grammar(integer: bool, limit: usize) -> Result<Dfa, TooLarge> {
-    // 0 start, 1 "0", 2 integer digits, 3 ".", 4 fraction digits
+    // phase: 0 start, 1 "0", 2 integer digits, 3 ".", 4 fraction digits; n: integer digits
     Dfa::from_fn(
-        0u8,
-        |&s, b| match (s, b) {
-            (0, b'0') => Some(1),
-            (0, b'1'..=b'9') | (2, b'0'..=b'9') => Some(2),
-            (1 | 2, b'.') if !integer => Some(3),
-            (3 | 4, b'0'..=b'9') => Some(4),
+        (0u8, 0u8),
+        |&(s, n), b| match (s, b) {
+            (0, b'0') => Some((1, 1)),
+            (0, b'1'..=b'9') => Some((2, 1)),
+            (2, b'0'..=b'9') if n < MAX_INT_DIGITS => Some((2, n + 1)),
+            (1 | 2, b'.') if !integer => Some((3, n)),
+            (3 | 4, b'0'..=b'9') => Some((4, n)),
             _ => None,
         },
-        |&s| matches!(s, 1 | 2 | 4),
+        |&(s, _)| matches!(s, 1 | 2 | 4),
         limit,
     )
 }
+
+/// Integer parts longer than this are not generated: every integer stays exact in a double, so
+/// validators that compute with doubles agree with the automaton.
+pub const MAX_INT_DIGITS: u8 = 15;
 
 /// Bounds and divisibility of a JSON number.
 #[derive(Debug, Clone, Default)]
@@ -438,21 +473,24 @@ pub struct NumberSpec {
 pub fn number(spec: &NumberSpec, limit: usize) -> Result<Dfa, TooLarge> {
     if spec.lower.is_empty() && spec.upper.is_empty() && spec.multiple.is_empty() {
         let integer = spec.integer;
-        // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]+)?
+        // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]{1,2})?
         return Dfa::from_fn(
-            0u8,
-            |&s, b| match (s, b) {
-                (0, b'-') => Some(9),
-                (0 | 9, b'0') => Some(1),
-                (0 | 9, b'1'..=b'9') | (2, b'0'..=b'9') => Some(2),
-                (1 | 2, b'.') if !integer => Some(3),
-                (3 | 4, b'0'..=b'9') => Some(4),
-                (1 | 2 | 4, b'e' | b'E') if !integer => Some(5),
-                (5, b'+' | b'-') => Some(6),
-                (5..=7, b'0'..=b'9') => Some(7),
+            (0u8, 0u8),
+            |&(s, n), b| match (s, b) {
+                (0, b'-') => Some((9, 0)),
+                (0 | 9, b'0') => Some((1, 1)),
+                (0 | 9, b'1'..=b'9') => Some((2, 1)),
+                (2, b'0'..=b'9') if n < MAX_INT_DIGITS => Some((2, n + 1)),
+                (1 | 2, b'.') if !integer => Some((3, 0)),
+                (3 | 4, b'0'..=b'9') => Some((4, 0)),
+                (1 | 2 | 4, b'e' | b'E') if !integer => Some((5, 0)),
+                (5, b'+' | b'-') => Some((6, 0)),
+                // At most two exponent digits, so every number parses as a finite double.
+                (5 | 6, b'0'..=b'9') => Some((7, 0)),
+                (7, b'0'..=b'9') => Some((8, 0)),
                 _ => None,
             },
-            |&s| matches!(s, 1 | 2 | 4 | 7),
+            |&(s, _)| matches!(s, 1 | 2 | 4 | 7 | 8),
             limit,
         );
     }
@@ -589,12 +627,26 @@ mod tests {
         assert!(d.accepts(b"ab123cd") && !d.accepts(b"12a"));
         let anchored = pattern_content(r"^[a-z]+$", 1 << 20, 10_000).unwrap();
         assert!(anchored.accepts(b"abc") && !anchored.accepts(b"ab1"));
-        assert!(matches!(pattern_content(r"(?=a)", 1 << 20, 100), Err(RegexFailure::Syntax(_))));
+        assert!(matches!(
+            pattern_content(r"(?=a)", 1 << 20, 100),
+            Err(RegexFailure::Syntax(_))
+        ));
     }
 
     #[test]
     fn formats_compile() {
-        for f in ["date-time", "date", "time", "duration", "email", "hostname", "ipv4", "ipv6", "uuid", "uri"] {
+        for f in [
+            "date-time",
+            "date",
+            "time",
+            "duration",
+            "email",
+            "hostname",
+            "ipv4",
+            "ipv6",
+            "uuid",
+            "uri",
+        ] {
             let re = format_regex(f).unwrap();
             regex_dfa(re, 8 << 20, 100_000).unwrap_or_else(|_| panic!("{f}"));
         }

@@ -126,7 +126,8 @@ impl JsonSchema {
 
     /// Parses and compiles a schema given as JSON text.
     pub fn from_json(text: &str) -> Result<Self, ControllerError> {
-        let v: Value = serde_json::from_str(text).map_err(|e| ControllerError::Input(format!("the schema is not valid JSON: {e}")))?;
+        let v: Value = serde_json::from_str(text)
+            .map_err(|e| ControllerError::Input(format!("the schema is not valid JSON: {e}")))?;
         Self::new(&v)
     }
 
@@ -215,6 +216,16 @@ impl JsonSchema {
         }
     }
 
+    /// The independent check of a generated text: it parses as JSON without duplicate keys and
+    /// validates. (Keys the schema does not name are free strings; an automaton cannot remember
+    /// which it has already written, so a repeated one is caught here and the sample redrawn.)
+    pub fn check_text(&self, text: &str) -> Result<Value, String> {
+        let v: UniqueKeys =
+            serde_json::from_str(text).map_err(|e| format!("{text} is not JSON without repeated keys: {e}"))?;
+        self.validate(&v.0).map_err(|e| format!("{text} is invalid: {e}"))?;
+        Ok(v.0)
+    }
+
     /// The token automaton of the schema over `ctx`'s vocabulary.
     pub fn token_automaton(&self, ctx: &PrepareContext) -> diffusion_lm::Result<TokenAutomaton> {
         let dfa = &self.dfa;
@@ -229,6 +240,60 @@ impl JsonSchema {
             self.config.max_token_states,
         )
         .map_err(|e| Error::Constraint(format!("JSON Schema: {e}")))
+    }
+}
+
+/// A JSON value whose objects have no repeated key.
+struct UniqueKeys(Value);
+
+impl<'de> serde::Deserialize<'de> for UniqueKeys {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = UniqueKeys;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_bool<E>(self, v: bool) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::Bool(v)))
+            }
+            fn visit_i64<E>(self, v: i64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(v.into()))
+            }
+            fn visit_u64<E>(self, v: u64) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(v.into()))
+            }
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<UniqueKeys, E> {
+                serde_json::Number::from_f64(v)
+                    .map(|n| UniqueKeys(Value::Number(n)))
+                    .ok_or_else(|| E::custom("a number that is not finite"))
+            }
+            fn visit_str<E>(self, v: &str) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::String(v.to_string())))
+            }
+            fn visit_unit<E>(self) -> Result<UniqueKeys, E> {
+                Ok(UniqueKeys(Value::Null))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<UniqueKeys, A::Error> {
+                let mut out = Vec::new();
+                while let Some(UniqueKeys(x)) = a.next_element()? {
+                    out.push(x);
+                }
+                Ok(UniqueKeys(Value::Array(out)))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<UniqueKeys, A::Error> {
+                let mut out = serde_json::Map::new();
+                while let Some(k) = a.next_key::<String>()? {
+                    let UniqueKeys(x) = a.next_value()?;
+                    if out.contains_key(&k) {
+                        return Err(serde::de::Error::custom(format!("repeated key {k:?}")));
+                    }
+                    out.insert(k, x);
+                }
+                Ok(UniqueKeys(Value::Object(out)))
+            }
+        }
+        d.deserialize_any(V)
     }
 }
 
@@ -276,7 +341,6 @@ impl Controller for JsonSchema {
     }
 
     fn check(&self, text: &str, _ids: &[u32], _tok: &TextTokenizer) -> Result<(), String> {
-        let v: Value = serde_json::from_str(text).map_err(|e| format!("{text:?} is not JSON: {e}"))?;
-        self.validate(&v).map_err(|e| format!("{text} is invalid: {e}"))
+        self.check_text(text).map(|_| ())
     }
 }

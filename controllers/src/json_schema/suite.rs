@@ -41,7 +41,10 @@ impl SuiteCase {
                     .collect()
             })
             .unwrap_or_default();
-        let name = path.file_stem().map(|s| s.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
         Ok(SuiteCase { name, schema, tests })
     }
 }
