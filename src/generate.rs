@@ -143,6 +143,7 @@ pub struct Generator<'m> {
     soft_until: f64,
     soft_temperature: f32,
     mbr: usize,
+    retries: usize,
 }
 
 impl<'m> Generator<'m> {
@@ -161,12 +162,22 @@ impl<'m> Generator<'m> {
             soft_until: DEFAULT_SOFT_UNTIL,
             soft_temperature: 1.0,
             mbr: 1,
+            retries: 3,
         }
     }
 
     /// Minimum Bayes risk decoding (as in Diffusion-LM): draw `candidates` samples per output
     /// and return the one that agrees most with the others (the sum of its unigram+bigram F1
     /// overlaps with them). Costs `candidates` times the sampling; 1 (the default) turns it off.
+    /// How many times a sample that fails a controller's independent check is redrawn (with
+    /// fresh noise) before generation fails with [`Error::CheckFailed`]. Hard constraints never
+    /// fail the check; this covers what an automaton cannot express, such as repeated free-form
+    /// JSON keys or `uniqueItems` over unbounded item sets. Default 3.
+    pub fn retries(mut self, retries: usize) -> Self {
+        self.retries = retries;
+        self
+    }
+
     pub fn mbr(mut self, candidates: usize) -> Self {
         self.mbr = candidates.max(1);
         self
@@ -288,21 +299,48 @@ impl<'m> Generator<'m> {
         let mut out = Vec::with_capacity(n);
         for start in (0..n).step_by(self.batch_size) {
             let count = self.batch_size.min(n - start);
-            let ids = self.generate_batch(&sampler, &stack, start, count, &bar)?;
-            for row in ids {
-                let text = self.lm.tokenizer.decode_content(&row);
-                for c in &self.controllers {
-                    c.check(&text, &row, &self.lm.tokenizer)
-                        .map_err(|message| Error::CheckFailed {
-                            controller: c.name(),
-                            message,
-                        })?;
+            let indices: Vec<usize> = (start..start + count).collect();
+            let mut rows = self.generate_batch(&sampler, &stack, &indices, 0, &bar)?;
+            for attempt in 0..=self.retries {
+                let mut failed: Vec<(usize, Error)> = Vec::new();
+                for (k, row) in rows.iter().enumerate() {
+                    if let Err(e) = self.check_row(row) {
+                        failed.push((k, e));
+                    }
                 }
+                if failed.is_empty() {
+                    break;
+                }
+                if attempt == self.retries {
+                    return Err(failed.swap_remove(0).1);
+                }
+                // Redraw the failed samples with fresh noise.
+                let redo: Vec<usize> = failed.iter().map(|(k, _)| indices[*k]).collect();
+                let fresh = self.generate_batch(&sampler, &stack, &redo, attempt as u64 + 1, &bar)?;
+                for ((k, _), row) in failed.iter().zip(fresh) {
+                    rows[*k] = row;
+                }
+            }
+            for row in rows {
+                let text = self.lm.tokenizer.decode_content(&row);
                 out.push(Sample { text, ids: row });
             }
         }
         bar.finish_and_clear();
         Ok(out)
+    }
+
+    /// Every controller's independent check of one generated sequence.
+    fn check_row(&self, row: &[u32]) -> Result<()> {
+        let text = self.lm.tokenizer.decode_content(row);
+        for c in &self.controllers {
+            c.check(&text, row, &self.lm.tokenizer)
+                .map_err(|message| Error::CheckFailed {
+                    controller: c.name(),
+                    message,
+                })?;
+        }
+        Ok(())
     }
 
     fn progress_bar(&self, n: usize, sampler: &Sampler) -> indicatif::ProgressBar {
@@ -319,19 +357,22 @@ impl<'m> Generator<'m> {
         bar
     }
 
-    /// Runs the reverse process for samples `start..start+count` and returns their token ids.
+    /// Runs the reverse process for the samples with these indices and returns their token ids.
+    /// `attempt` > 0 draws fresh noise for a redraw.
     fn generate_batch(
         &self,
         sampler: &Sampler,
         stack: &PreparedStack,
-        start: usize,
-        count: usize,
+        indices: &[usize],
+        attempt: u64,
         bar: &indicatif::ProgressBar,
     ) -> Result<Vec<Vec<u32>>> {
         let model = &self.lm.model;
         let device = model.device();
         let d = self.lm.config.embed_dim;
-        let mut rngs: Vec<StdRng> = (start..start + count).map(|i| sample_rng(self.seed, i)).collect();
+        let count = indices.len();
+        let seed = self.seed ^ attempt.wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let mut rngs: Vec<StdRng> = indices.iter().map(|&i| sample_rng(seed, i)).collect();
         let mut x = crate::nn::standard_normal(&mut rngs, (count, self.length, d), device)?;
         let schedule = sampler.schedule();
         for i in (0..schedule.len()).rev() {

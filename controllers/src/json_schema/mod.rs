@@ -91,7 +91,7 @@ impl Default for JsonSchemaConfig {
             any_depth: 3,
             max_states: 100_000,
             max_total_states: 3_000_000,
-            max_counted: 64,
+            max_counted: 256,
             regex_size_limit: 8 << 20,
             max_token_states: 100_000,
         }
