@@ -37,7 +37,12 @@ fn main() -> Result<()> {
     let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(4);
     let schema = JsonSchema::from_json(SCHEMA)?;
     let lm = DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu)?;
-    let calls = Generator::new(&lm).with(schema).steps(200).seed(0).progress(true).generate(n)?;
+    let calls = Generator::new(&lm)
+        .with(schema)
+        .steps(200)
+        .seed(0)
+        .progress(true)
+        .generate(n)?;
     for c in calls {
         let args: BookTable = serde_json::from_str(&c.text)?;
         println!("book_table({}) -> {}", c.text, book_table(&args));

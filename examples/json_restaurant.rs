@@ -17,7 +17,12 @@ fn main() -> Result<()> {
     let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(6);
     let schema = JsonSchema::from_json(SCHEMA)?;
     let lm = DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu)?;
-    let records = Generator::new(&lm).with(schema.clone()).steps(200).seed(0).progress(true).generate(n)?;
+    let records = Generator::new(&lm)
+        .with(schema.clone())
+        .steps(200)
+        .seed(0)
+        .progress(true)
+        .generate(n)?;
     for r in records {
         // The generator already validated each record; show it parsed.
         let v = schema.check_text(&r.text).map_err(anyhow::Error::msg)?;

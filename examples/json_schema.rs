@@ -20,7 +20,12 @@ fn main() -> Result<()> {
     let schema = JsonSchema::from_file(&path)?;
     eprintln!("{path}: automaton of {} states", schema.dfa().num_states());
     let lm = DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu)?;
-    let docs = Generator::new(&lm).with(schema.clone()).steps(steps).seed(0).progress(true).generate(n)?;
+    let docs = Generator::new(&lm)
+        .with(schema.clone())
+        .steps(steps)
+        .seed(0)
+        .progress(true)
+        .generate(n)?;
     for d in docs {
         let ok = schema.check_text(&d.text).is_ok();
         println!("{} {}", if ok { "✓" } else { "✗" }, d.text);

@@ -33,6 +33,9 @@ use crate::{Error, Result};
 pub struct TokenGroup {
     pub to: u32,
     pub tokens: Vec<u32>,
+    /// Groups with the same token list share this id, so a position's best token in the list is
+    /// found once however many states use it (free-text states of a JSON Schema, for example).
+    pub set: u32,
 }
 
 /// A deterministic automaton over content tokens.
@@ -43,6 +46,8 @@ pub struct TokenAutomaton {
     groups: Vec<Vec<TokenGroup>>,
     /// Fewest tokens from each state to an accepting state (`u32::MAX`: never).
     distance: Vec<u32>,
+    /// Number of distinct token lists among the groups.
+    num_sets: usize,
 }
 
 impl TokenAutomaton {
@@ -111,6 +116,7 @@ impl TokenAutomaton {
                 }
             }
         }
+        let mut sets: HashMap<Vec<u32>, u32> = HashMap::new();
         let groups = edges
             .into_iter()
             .map(|out| {
@@ -122,7 +128,12 @@ impl TokenAutomaton {
                 }
                 let mut g: Vec<TokenGroup> = by_dst
                     .into_iter()
-                    .map(|(to, tokens)| TokenGroup { to, tokens })
+                    .map(|(to, mut tokens)| {
+                        tokens.sort_unstable();
+                        let next = sets.len() as u32;
+                        let set = *sets.entry(tokens.clone()).or_insert(next);
+                        TokenGroup { to, tokens, set }
+                    })
                     .collect();
                 g.sort_by_key(|g| g.to);
                 g
@@ -133,6 +144,7 @@ impl TokenAutomaton {
             accepting,
             groups,
             distance,
+            num_sets: sets.len(),
         }
     }
 
@@ -144,8 +156,9 @@ impl TokenAutomaton {
         TokenAutomaton {
             start: 0,
             accepting: vec![true],
-            groups: vec![vec![TokenGroup { to: 0, tokens }]],
+            groups: vec![vec![TokenGroup { to: 0, tokens, set: 0 }]],
             distance: vec![0],
+            num_sets: 1,
         }
     }
 
@@ -175,6 +188,11 @@ impl TokenAutomaton {
     pub fn min_tokens(&self) -> Option<usize> {
         let d = self.distance[self.start as usize];
         (d != u32::MAX).then_some(d as usize)
+    }
+
+    /// Number of distinct token lists among the groups (ids `0..num_sets`).
+    pub fn num_sets(&self) -> usize {
+        self.num_sets
     }
 
     /// Total number of (state, token) transitions.

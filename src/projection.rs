@@ -50,8 +50,12 @@ pub fn best_sequence(
     // back[p * width + s] = (previous state, token) that reached s after position p.
     let mut back = vec![(u32::MAX, u32::MAX); len * width];
     let mut next = vec![neg; width];
+    // Per position, the best token of each distinct token list, computed on first use.
+    let unset = (f32::NAN, u32::MAX);
+    let mut memo = vec![unset; automaton.num_sets()];
     for p in 0..len {
         next.iter_mut().for_each(|x| *x = neg);
+        memo.iter_mut().for_each(|m| *m = unset);
         let row = &scores[p * vocab..(p + 1) * vocab];
         let remaining = (len - p - 1) as u64; // positions left after this one
         for s in 0..width {
@@ -68,15 +72,20 @@ pub fn best_sequence(
                 if automaton.distance(g.to) as u64 > remaining {
                     continue;
                 }
-                let mut best = neg;
-                let mut best_tok = u32::MAX;
-                for &t in &g.tokens {
-                    let sc = row[t as usize];
-                    if sc > best {
-                        best = sc;
-                        best_tok = t;
+                let memo_slot = &mut memo[g.set as usize];
+                if memo_slot.0.is_nan() {
+                    let mut best = neg;
+                    let mut best_tok = u32::MAX;
+                    for &t in &g.tokens {
+                        let sc = row[t as usize];
+                        if sc > best {
+                            best = sc;
+                            best_tok = t;
+                        }
                     }
+                    *memo_slot = (best, best_tok);
                 }
+                let (best, best_tok) = *memo_slot;
                 let cand = here + best;
                 if best_tok != u32::MAX && cand > next[g.to as usize] {
                     next[g.to as usize] = cand;
