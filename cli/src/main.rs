@@ -7,7 +7,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use diffusion_lm::corpus::{self, E2eOptions, Example};
 use diffusion_lm::train::{diffusion_trainer, TrainConfig};
 use diffusion_lm::{device::parse_device, DiffusionLm, Generator, ModelConfig, SamplerKind, TextTokenizer};
-use diffusion_lm_controllers::{Infill, JsonSchema, Length, Regex};
+use diffusion_lm_controllers::{Infill, JsonSchema, JsonSchemaConfig, Layout, Length, Regex};
 
 mod schemas;
 use serde::{Deserialize, Serialize};
@@ -92,6 +92,9 @@ struct ControlArgs {
     /// Hard constraint: the text is a JSON document valid under this JSON Schema file.
     #[arg(long)]
     schema: Option<PathBuf>,
+    /// With --schema: pretty-print the first two nesting levels (2-space indent) instead of compact JSON.
+    #[arg(long, requires = "schema")]
+    pretty: bool,
     /// Minimum Bayes risk decoding: draw this many candidates per output and keep the one that
     /// agrees most with the others (1 = off).
     #[arg(long, default_value_t = 1)]
@@ -131,7 +134,14 @@ impl ControlArgs {
             g = g.with(Infill::new(t)?);
         }
         if let Some(path) = &self.schema {
-            g = g.with(JsonSchema::from_file(path)?);
+            let mut config = JsonSchemaConfig::default();
+            if self.pretty {
+                config.layout = Layout::Pretty {
+                    indent: 2,
+                    max_levels: 2,
+                };
+            }
+            g = g.with(JsonSchema::from_file_with_config(path, config)?);
         }
         Ok(g.soft_projection(self.soft_until, 1.0).mbr(self.mbr))
     }

@@ -64,7 +64,34 @@ fn bad_input_gives_clear_errors() {
             vec!["generate".into(), "--device".into(), "tpu".into()],
             "unknown device",
         ),
+        (
+            vec!["generate".into(), "--schema".into(), format!("{d}/none.json")],
+            "cannot read schema",
+        ),
+        (
+            vec!["generate".into(), "--schema".into(), format!("{d}/bad.json")],
+            "not valid JSON",
+        ),
+        (
+            vec!["generate".into(), "--schema".into(), format!("{d}/unsat.json")],
+            "no document satisfies",
+        ),
+        (
+            vec!["generate".into(), "--schema".into(), format!("{d}/long.json")],
+            "needs at least",
+        ),
     ];
+    std::fs::write(dir.path().join("bad.json"), "{\"type\": ").unwrap();
+    std::fs::write(
+        dir.path().join("unsat.json"),
+        r#"{"type": "string", "minLength": 5, "maxLength": 2}"#,
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("long.json"),
+        r#"{"type": "array", "minItems": 100, "items": {"type": "integer"}}"#,
+    )
+    .unwrap();
     for (args, expected) in cases {
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let (ok, _, err) = run(&args);
@@ -93,5 +120,29 @@ fn generate_with_the_shipped_model_prints_jsonl() {
     for line in lines {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         assert!(v["text"].is_string());
+    }
+}
+
+#[test]
+fn generate_with_a_json_schema_prints_valid_documents() {
+    let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/schemas/restaurant.json");
+    let (ok, out, err) = run(&[
+        "generate",
+        "--schema",
+        schema,
+        "--samples",
+        "2",
+        "--steps",
+        "10",
+        "--format",
+        "jsonl",
+    ]);
+    assert!(ok, "{err}");
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2);
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        let doc: serde_json::Value = serde_json::from_str(v["text"].as_str().unwrap()).unwrap();
+        assert!(doc["name"].is_string() && doc["area"].is_string(), "{doc}");
     }
 }

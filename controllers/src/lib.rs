@@ -34,7 +34,7 @@ pub mod length;
 pub mod regex;
 
 pub use crate::infill::Infill;
-pub use crate::json_schema::{JsonSchema, JsonSchemaConfig};
+pub use crate::json_schema::{JsonSchema, JsonSchemaConfig, Layout};
 pub use crate::length::Length;
 pub use crate::regex::{ControllerError, Regex, RegexConfig};
 

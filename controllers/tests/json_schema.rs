@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use diffusion_lm::{DiffusionLm, Error, Generator};
 use diffusion_lm_controllers::byte_automaton::{Dfa, DEAD};
 use diffusion_lm_controllers::json_schema::suite::{check_case, SuiteCase};
-use diffusion_lm_controllers::{JsonSchema, JsonSchemaConfig};
+use diffusion_lm_controllers::{JsonSchema, JsonSchemaConfig, Layout};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value};
@@ -186,6 +186,19 @@ fn keywords_accept_and_reject_what_they_should() {
     )
     .unwrap();
     assert!(list.accepts(r#"{"next":{"next":{}}}"#) && !list.accepts(r#"{"next":{"next":{"next":{}}}}"#));
+    // Bounded pretty-printing is one exact layout too.
+    let pretty = JsonSchema::with_config(
+        &json!({"type": "object", "properties": {"a": {"type": "integer"}, "b": {"type": "array", "items": {"type": "integer"}}},
+                "required": ["a"], "additionalProperties": false}),
+        JsonSchemaConfig {
+            layout: Layout::Pretty { indent: 2, max_levels: 2 },
+            ..Default::default()
+        },
+    )
+    .unwrap();
+    assert!(pretty.accepts("{\n  \"a\": 1,\n  \"b\": [\n    2,\n    3\n  ]\n}"));
+    assert!(pretty.accepts("{\n  \"a\": 1,\n  \"b\": []\n}"));
+    assert!(!pretty.accepts(r#"{"a":1}"#));
     // Canonical layout: keys in schema order, compact.
     assert_eq!(js.canonical(&json!({"b": "x", "a": 1})), r#"{"a":1,"b":"x"}"#);
 }

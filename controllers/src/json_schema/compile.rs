@@ -21,7 +21,7 @@ use std::hash::{Hash, Hasher};
 use serde_json::{Map, Value};
 
 use super::leaf::{self, Decimal, NumberSpec, RegexFailure};
-use super::JsonSchemaConfig;
+use super::{JsonSchemaConfig, Layout};
 use crate::byte_automaton::{concat, union, Dfa, Frag, Nfa, TooLarge};
 use crate::ControllerError;
 
@@ -181,6 +181,22 @@ impl<'a> Compiler<'a> {
 
     fn limit(&self) -> usize {
         self.cfg.max_states
+    }
+
+    /// Separators of an object or array whose own nesting budget is `depth`: (before the first
+    /// member, between members, before the closing bracket of a non-empty container, after a key).
+    fn separators(&self, depth: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
+        let level = self.cfg.max_depth.saturating_sub(depth);
+        match self.cfg.layout {
+            Layout::Pretty { indent, max_levels } if level < max_levels => {
+                let inner = format!("\n{}", " ".repeat(indent * (level + 1))).into_bytes();
+                let outer = format!("\n{}", " ".repeat(indent * level)).into_bytes();
+                let mut between = b",".to_vec();
+                between.extend_from_slice(&inner);
+                (inner, between, outer, b": ".to_vec())
+            }
+            _ => (Vec::new(), b",".to_vec(), Vec::new(), b":".to_vec()),
+        }
     }
 
     /// Accounts for a built automaton against the total budget.
@@ -818,10 +834,13 @@ impl<'a> Compiler<'a> {
         let first = nfa.state();
         nfa.eps(open.end, first);
         ids.insert((0, 0, 0), first);
+        let (first_sep, between, before_close, _) = self.separators(depth);
         while let Some((j, k, used)) = work.pop() {
             let here = ids[&(j, k, used)];
             if j >= min && k >= min_contains {
-                let close = nfa.literal(b"]");
+                let mut text = if j > 0 { before_close.clone() } else { Vec::new() };
+                text.push(b']');
+                let close = nfa.literal(&text);
                 nfa.eps(here, close.start);
                 nfa.eps(close.end, end);
             }
@@ -870,11 +889,7 @@ impl<'a> Compiler<'a> {
                         t
                     }
                 };
-                let mut seq = Vec::new();
-                if j > 0 {
-                    seq.push(nfa.literal(b","));
-                }
-                seq.push(nfa.embed(&d));
+                let seq = vec![nfa.literal(if j > 0 { &between } else { &first_sep }), nfa.embed(&d)];
                 let f = nfa.concat(&seq);
                 nfa.eps(here, f.start);
                 nfa.eps(f.end, t);
@@ -1114,6 +1129,7 @@ impl<'a> Compiler<'a> {
         ids.insert((0, 0, 0), first);
         let mut work = vec![(0usize, 0usize, 0u32)];
         let n = slots.len();
+        let (first_sep, between, before_close, colon) = self.separators(depth);
         let mut get = |nfa: &mut Nfa, work: &mut Vec<(usize, usize, u32)>, key: (usize, usize, u32)| match ids.get(&key)
         {
             Some(&s) => s,
@@ -1131,12 +1147,9 @@ impl<'a> Compiler<'a> {
                 if let (Some(v), false, Some(nc)) = (&slot.value, slot.forbidden, inc(c)) {
                     let bit = dep_bits.get(names[i].as_str()).copied().unwrap_or(0);
                     let t = get(&mut nfa, &mut work, (i + 1, nc, bits | bit));
-                    let mut key = Vec::new();
-                    if c > 0 {
-                        key.push(b',');
-                    }
+                    let mut key = if c > 0 { between.clone() } else { first_sep.clone() };
                     key.extend_from_slice(&slot.literal);
-                    key.push(b':');
+                    key.extend_from_slice(&colon);
                     let k = nfa.literal(&key);
                     let v = nfa.embed(v);
                     let f = nfa.concat(&[k, v]);
@@ -1151,20 +1164,21 @@ impl<'a> Compiler<'a> {
                 if let Some(nc) = inc(c) {
                     let t = get(&mut nfa, &mut work, (n, nc, bits));
                     for (k, v) in &extras {
-                        let mut seq = Vec::new();
-                        if c > 0 {
-                            seq.push(nfa.literal(b","));
-                        }
-                        seq.push(nfa.embed(k));
-                        seq.push(nfa.literal(b":"));
-                        seq.push(nfa.embed(v));
+                        let seq = vec![
+                            nfa.literal(if c > 0 { &between } else { &first_sep }),
+                            nfa.embed(k),
+                            nfa.literal(&colon),
+                            nfa.embed(v),
+                        ];
                         let f = nfa.concat(&seq);
                         nfa.eps(here, f.start);
                         nfa.eps(f.end, t);
                     }
                 }
                 if c >= min_p && deps_ok(bits) {
-                    let close = nfa.literal(b"}");
+                    let mut text = if c > 0 { before_close.clone() } else { Vec::new() };
+                    text.push(b'}');
+                    let close = nfa.literal(&text);
                     nfa.eps(here, close.start);
                     nfa.eps(close.end, end);
                 }

@@ -64,6 +64,19 @@ use serde_json::Value;
 use crate::byte_automaton::{Dfa, DEAD};
 use crate::ControllerError;
 
+/// How documents are laid out. The automaton accepts exactly one layout, so the model spends its
+/// tokens on content, not on choosing whitespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Layout {
+    /// No whitespace: `{"a":1,"b":[2,3]}`.
+    #[default]
+    Compact,
+    /// Objects and arrays of the first `max_levels` nesting levels one member per line, indented
+    /// by `indent` spaces per level, `": "` after keys; deeper containers, free-form values and
+    /// `enum`/`const` literals compact.
+    Pretty { indent: usize, max_levels: usize },
+}
+
 /// Limits and options of the compilation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct JsonSchemaConfig {
@@ -82,6 +95,8 @@ pub struct JsonSchemaConfig {
     pub regex_size_limit: usize,
     /// States the token-level automaton may have.
     pub max_token_states: usize,
+    /// Document layout (compact by default).
+    pub layout: Layout,
 }
 
 impl Default for JsonSchemaConfig {
@@ -94,6 +109,7 @@ impl Default for JsonSchemaConfig {
             max_counted: 256,
             regex_size_limit: 8 << 20,
             max_token_states: 100_000,
+            layout: Layout::Compact,
         }
     }
 }
@@ -133,12 +149,17 @@ impl JsonSchema {
 
     /// Reads, parses and compiles a schema file.
     pub fn from_file(path: impl AsRef<Path>) -> Result<Self, ControllerError> {
+        Self::from_file_with_config(path, JsonSchemaConfig::default())
+    }
+
+    /// Reads, parses and compiles a schema file with explicit options.
+    pub fn from_file_with_config(path: impl AsRef<Path>, config: JsonSchemaConfig) -> Result<Self, ControllerError> {
         let path = path.as_ref();
         let text = std::fs::read_to_string(path)
             .map_err(|e| ControllerError::Input(format!("cannot read schema {}: {e}", path.display())))?;
         let v: Value = serde_json::from_str(&text)
             .map_err(|e| ControllerError::Input(format!("schema {} is not valid JSON: {e}", path.display())))?;
-        Self::new(&v)
+        Self::with_config(&v, config)
     }
 
     /// Compiles `schema` with explicit limits.
@@ -192,9 +213,9 @@ impl JsonSchema {
         self.dfa.accepts(text.as_bytes())
     }
 
-    /// `value` in the canonical layout: compact, object keys in the schema's order (the order in
+    /// `value` in the canonical compact layout: object keys in the schema's order (the order in
     /// which names first appear under `properties`/`required`), other keys after them in their
-    /// own order.
+    /// own order. (For [`Layout::Pretty`] this is the content before whitespace is added.)
     pub fn canonical(&self, value: &Value) -> String {
         let mut out = String::new();
         write_canonical(value, &self.rank, &mut out);
