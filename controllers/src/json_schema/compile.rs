@@ -469,11 +469,11 @@ impl<'a> Compiler<'a> {
             }
         }
         if let Some(c) = m.get("const") {
-            parts.push(Dfa::literal(canonical_literal(c).as_bytes()));
+            parts.push(Dfa::literal(self.literal(c).as_bytes()));
         }
         if let Some(e) = m.get("enum") {
             let values = e.as_array().ok_or_else(|| err(ptr, "enum must be an array"))?;
-            let lits: Vec<String> = values.iter().map(canonical_literal).collect();
+            let lits: Vec<String> = values.iter().map(|v| self.literal(v)).collect();
             let r = Dfa::literals(lits.iter().map(|s| s.as_bytes()), self.limit());
             parts.push(self.track(ptr, r)?);
         }
@@ -1201,9 +1201,53 @@ fn schema_array<'v>(v: &'v Value, ptr: &str, kw: &str) -> R<&'v Vec<Value>> {
         .ok_or_else(|| err(ptr, format!("{kw} must be a non-empty array of schemas")))
 }
 
-/// A value written compactly (object keys in their given order).
-pub(crate) fn canonical_literal(v: &Value) -> String {
-    serde_json::to_string(v).unwrap_or_default()
+/// Writes `v` compactly with object keys in the global property order (unranked keys after, in
+/// their own order) and integral numbers without a fraction (`1.0` is written `1`: JSON Schema
+/// compares numbers by value).
+pub(crate) fn write_canonical(v: &Value, rank: &HashMap<String, usize>, out: &mut String) {
+    match v {
+        Value::Object(m) => {
+            let mut keys: Vec<(usize, usize, &String)> = m
+                .keys()
+                .enumerate()
+                .map(|(i, k)| (rank.get(k).copied().unwrap_or(usize::MAX), i, k))
+                .collect();
+            keys.sort();
+            out.push('{');
+            for (n, (_, _, k)) in keys.iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                out.push_str(&serde_json::to_string(k).unwrap_or_default());
+                out.push(':');
+                write_canonical(&m[k.as_str()], rank, out);
+            }
+            out.push('}');
+        }
+        Value::Array(a) => {
+            out.push('[');
+            for (n, x) in a.iter().enumerate() {
+                if n > 0 {
+                    out.push(',');
+                }
+                write_canonical(x, rank, out);
+            }
+            out.push(']');
+        }
+        Value::Number(n) => match n.as_f64() {
+            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => out.push_str(&(f as i64).to_string()),
+            _ => out.push_str(&n.to_string()),
+        },
+        other => out.push_str(&serde_json::to_string(other).unwrap_or_default()),
+    }
+}
+
+impl Compiler<'_> {
+    fn literal(&self, v: &Value) -> String {
+        let mut out = String::new();
+        write_canonical(v, self.rank, &mut out);
+        out
+    }
 }
 
 /// The subschema that declares the plain-name fragment `name`, with its JSON pointer.

@@ -218,7 +218,7 @@ impl JsonSchema {
     /// own order. (For [`Layout::Pretty`] this is the content before whitespace is added.)
     pub fn canonical(&self, value: &Value) -> String {
         let mut out = String::new();
-        write_canonical(value, &self.rank, &mut out);
+        compile::write_canonical(value, &self.rank, &mut out);
         out
     }
 
@@ -315,40 +315,6 @@ impl<'de> serde::Deserialize<'de> for UniqueKeys {
             }
         }
         d.deserialize_any(V)
-    }
-}
-
-fn write_canonical(v: &Value, rank: &HashMap<String, usize>, out: &mut String) {
-    match v {
-        Value::Object(m) => {
-            let mut keys: Vec<(usize, usize, &String)> = m
-                .keys()
-                .enumerate()
-                .map(|(i, k)| (rank.get(k).copied().unwrap_or(usize::MAX), i, k))
-                .collect();
-            keys.sort();
-            out.push('{');
-            for (n, (_, _, k)) in keys.iter().enumerate() {
-                if n > 0 {
-                    out.push(',');
-                }
-                out.push_str(&serde_json::to_string(k).unwrap_or_default());
-                out.push(':');
-                write_canonical(&m[k.as_str()], rank, out);
-            }
-            out.push('}');
-        }
-        Value::Array(a) => {
-            out.push('[');
-            for (n, x) in a.iter().enumerate() {
-                if n > 0 {
-                    out.push(',');
-                }
-                write_canonical(x, rank, out);
-            }
-            out.push(']');
-        }
-        other => out.push_str(&serde_json::to_string(other).unwrap_or_default()),
     }
 }
 
