@@ -1202,9 +1202,9 @@ fn schema_array<'v>(v: &'v Value, ptr: &str, kw: &str) -> R<&'v Vec<Value>> {
 }
 
 /// Writes `v` compactly with object keys in the global property order (unranked keys after, in
-/// their own order) and integral numbers without a fraction (`1.0` is written `1`: JSON Schema
-/// compares numbers by value).
-pub(crate) fn write_canonical(v: &Value, rank: &HashMap<String, usize>, out: &mut String) {
+/// their own order). With `integral`, integral numbers lose their fraction (`1.0` is written `1`:
+/// `enum`/`const` compare numbers by value, and `1` is an integer in every draft).
+pub(crate) fn write_canonical(v: &Value, rank: &HashMap<String, usize>, integral: bool, out: &mut String) {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<(usize, usize, &String)> = m
@@ -1220,7 +1220,7 @@ pub(crate) fn write_canonical(v: &Value, rank: &HashMap<String, usize>, out: &mu
                 }
                 out.push_str(&serde_json::to_string(k).unwrap_or_default());
                 out.push(':');
-                write_canonical(&m[k.as_str()], rank, out);
+                write_canonical(&m[k.as_str()], rank, integral, out);
             }
             out.push('}');
         }
@@ -1230,12 +1230,14 @@ pub(crate) fn write_canonical(v: &Value, rank: &HashMap<String, usize>, out: &mu
                 if n > 0 {
                     out.push(',');
                 }
-                write_canonical(x, rank, out);
+                write_canonical(x, rank, integral, out);
             }
             out.push(']');
         }
         Value::Number(n) => match n.as_f64() {
-            Some(f) if n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => out.push_str(&(f as i64).to_string()),
+            Some(f) if integral && n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => {
+                out.push_str(&(f as i64).to_string())
+            }
             _ => out.push_str(&n.to_string()),
         },
         other => out.push_str(&serde_json::to_string(other).unwrap_or_default()),
@@ -1245,7 +1247,7 @@ pub(crate) fn write_canonical(v: &Value, rank: &HashMap<String, usize>, out: &mu
 impl Compiler<'_> {
     fn literal(&self, v: &Value) -> String {
         let mut out = String::new();
-        write_canonical(v, self.rank, &mut out);
+        write_canonical(v, self.rank, true, &mut out);
         out
     }
 }

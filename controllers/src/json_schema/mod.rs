@@ -218,7 +218,7 @@ impl JsonSchema {
     /// own order. (For [`Layout::Pretty`] this is the content before whitespace is added.)
     pub fn canonical(&self, value: &Value) -> String {
         let mut out = String::new();
-        compile::write_canonical(value, &self.rank, &mut out);
+        compile::write_canonical(value, &self.rank, false, &mut out);
         out
     }
 
