@@ -400,48 +400,41 @@ impl Dfa {
         if !live[0] {
             return Dfa::empty();
         }
-        // A complete automaton over the live states plus one sink (index n).
-        let sink = n;
-        let delta = |s: usize, c: usize| -> usize {
-            if s == sink {
-                return sink;
-            }
+        // Partial automaton over the live states: a missing transition is simply absent, and
+        // (Valmari & Lehtinen) both initial blocks start in the worklist.
+        let delta = |s: usize, c: usize| -> Option<usize> {
             let t = self.table[s * k + c];
-            if t == DEAD || !live[t as usize] {
-                sink
-            } else {
-                t as usize
-            }
+            (t != DEAD && live[t as usize]).then_some(t as usize)
         };
-        let members: Vec<usize> = (0..n).filter(|&s| live[s]).chain(std::iter::once(sink)).collect();
+        let members: Vec<usize> = (0..n).filter(|&s| live[s]).collect();
         // Inverse transitions in CSR form, per class.
-        let m = n + 1;
+        let m = n;
         let mut count = vec![0u32; k * m + 1];
         for &s in &members {
             for c in 0..k {
-                count[c * m + delta(s, c) + 1] += 1;
+                if let Some(t) = delta(s, c) {
+                    count[c * m + t + 1] += 1;
+                }
             }
         }
         for i in 1..count.len() {
             count[i] += count[i - 1];
         }
         let mut fill = count.clone();
-        let mut inv = vec![0u32; members.len() * k];
+        let mut inv = vec![0u32; count[k * m] as usize];
         for &s in &members {
             for c in 0..k {
-                let slot = &mut fill[c * m + delta(s, c)];
-                inv[*slot as usize] = s as u32;
-                *slot += 1;
+                if let Some(t) = delta(s, c) {
+                    let slot = &mut fill[c * m + t];
+                    inv[*slot as usize] = s as u32;
+                    *slot += 1;
+                }
             }
         }
         // Partition: elements grouped by block; marked elements sit at the front of their block.
-        let mut elems: Vec<usize> = members
-            .iter()
-            .copied()
-            .filter(|&s| s != sink && self.accept[s])
-            .collect();
+        let mut elems: Vec<usize> = members.iter().copied().filter(|&s| self.accept[s]).collect();
         let n_acc = elems.len();
-        elems.extend(members.iter().copied().filter(|&s| s == sink || !self.accept[s]));
+        elems.extend(members.iter().copied().filter(|&s| !self.accept[s]));
         let mut pos = vec![0usize; m];
         let mut block = vec![0usize; m];
         for (i, &s) in elems.iter().enumerate() {
@@ -450,14 +443,14 @@ impl Dfa {
         }
         let (mut first, mut end) = (vec![0, n_acc], vec![n_acc, elems.len()]);
         let mut mid = first.clone();
-        // Hopcroft: refining by the smaller of the two initial blocks suffices.
-        let smaller0 = usize::from(n_acc > elems.len() - n_acc);
         let mut in_w: Vec<bool> = vec![false; 2 * k];
         let mut work: Vec<(usize, usize)> = Vec::new();
-        if first[smaller0] < end[smaller0] {
-            for c in 0..k {
-                in_w[smaller0 * k + c] = true;
-                work.push((smaller0, c));
+        for b0 in 0..2 {
+            if first[b0] < end[b0] {
+                for c in 0..k {
+                    in_w[b0 * k + c] = true;
+                    work.push((b0, c));
+                }
             }
         }
         let mut touched: Vec<usize> = Vec::new();
@@ -513,8 +506,7 @@ impl Dfa {
             }
             touched.clear();
         }
-        // Renumber blocks breadth-first from the start; the sink's block becomes DEAD.
-        let dead_block = block[sink];
+        // Renumber blocks breadth-first from the start.
         let mut order: HashMap<usize, u32> = HashMap::default();
         order.insert(block[0], 0);
         let mut reps = vec![0usize];
@@ -524,16 +516,15 @@ impl Dfa {
         while i < reps.len() {
             let s = reps[i];
             for c in 0..k {
-                let t = delta(s, c);
-                let b = block[t];
-                table.push(if b == dead_block {
-                    DEAD
-                } else {
-                    let next = order.len() as u32;
-                    *order.entry(b).or_insert_with(|| {
-                        reps.push(t);
-                        next
-                    })
+                table.push(match delta(s, c) {
+                    None => DEAD,
+                    Some(t) => {
+                        let next = order.len() as u32;
+                        *order.entry(block[t]).or_insert_with(|| {
+                            reps.push(t);
+                            next
+                        })
+                    }
                 });
             }
             accept.push(self.accept[s]);
@@ -807,6 +798,69 @@ mod tests {
         s.sort();
         assert_eq!(s, vec![b"a".to_vec(), b"bc".to_vec()]);
         assert!(digits().finite_strings(10).is_none());
+    }
+
+    /// All strings over `alphabet` up to `len` bytes.
+    fn strings(alphabet: &[u8], len: usize) -> Vec<Vec<u8>> {
+        let mut out = vec![Vec::new()];
+        let mut layer = vec![Vec::new()];
+        for _ in 0..len {
+            layer = layer
+                .iter()
+                .flat_map(|w: &Vec<u8>| {
+                    alphabet.iter().map(move |&b| {
+                        let mut x = w.clone();
+                        x.push(b);
+                        x
+                    })
+                })
+                .collect();
+            out.extend(layer.iter().cloned());
+        }
+        out
+    }
+
+    fn random_dfa(table: &[Option<u8>], accept: &[bool]) -> Dfa {
+        // States 0..n over the alphabet a, b, c; table[s * 3 + i] is the successor on letter i.
+        let n = accept.len() as u8;
+        Dfa::from_fn(
+            0u8,
+            |&s, b| match b {
+                b'a'..=b'c' => table[s as usize * 3 + (b - b'a') as usize].map(|t| t % n),
+                _ => None,
+            },
+            |&s| accept[s as usize],
+            100,
+        )
+        .unwrap()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn minimisation_and_products_preserve_languages(
+            t1 in proptest::collection::vec(proptest::option::of(0u8..6), 18),
+            a1 in proptest::collection::vec(proptest::bool::ANY, 6),
+            t2 in proptest::collection::vec(proptest::option::of(0u8..4), 12),
+            a2 in proptest::collection::vec(proptest::bool::ANY, 4),
+        ) {
+            let (x, y) = (random_dfa(&t1, &a1), random_dfa(&t2, &a2));
+            let (mx, my) = (x.minimize(), y.minimize());
+            proptest::prop_assert_eq!(mx.minimize().num_states(), mx.num_states());
+            let and = x.and(&y, 1000).unwrap();
+            let minus = x.minus(&y, 1000).unwrap();
+            let one = Dfa::product_many(&[&x, &y], |v| v[0] ^ v[1], 1000).unwrap();
+            let cat = concat(&[&x, &y], 1000).unwrap();
+            for w in strings(b"abc", 5) {
+                let (in_x, in_y) = (x.accepts(&w), y.accepts(&w));
+                proptest::prop_assert_eq!(mx.accepts(&w), in_x);
+                proptest::prop_assert_eq!(my.accepts(&w), in_y);
+                proptest::prop_assert_eq!(and.accepts(&w), in_x && in_y);
+                proptest::prop_assert_eq!(minus.accepts(&w), in_x && !in_y);
+                proptest::prop_assert_eq!(one.accepts(&w), in_x ^ in_y);
+                let split = (0..=w.len()).any(|i| x.accepts(&w[..i]) && y.accepts(&w[i..]));
+                proptest::prop_assert_eq!(cat.accepts(&w), split);
+            }
+        }
     }
 
     #[test]
