@@ -323,19 +323,7 @@ impl Dfa {
                     table.push(DEAD);
                     continue;
                 }
-                let id = match ids.get(next.as_slice()) {
-                    Some(&id) => id,
-                    None => {
-                        let id = states.len() as u32;
-                        ids.insert(next.clone(), id);
-                        states.push(next.clone());
-                        if states.len() > limit {
-                            return Err(TooLarge { limit });
-                        }
-                        id
-                    }
-                };
-                table.push(id);
+                table.push(intern(&mut ids, &mut states, &next, limit)?);
             }
             i += 1;
         }
@@ -703,19 +691,7 @@ impl Nfa {
                     continue;
                 }
                 self.closure(target);
-                let id = match ids.get(target.as_slice()) {
-                    Some(&id) => id,
-                    None => {
-                        let id = sets.len() as u32;
-                        ids.insert(target.clone(), id);
-                        sets.push(target.clone());
-                        if sets.len() > limit {
-                            return Err(TooLarge { limit });
-                        }
-                        id
-                    }
-                };
-                table.push(id);
+                table.push(intern(&mut ids, &mut sets, target, limit)?);
             }
             i += 1;
         }
@@ -728,6 +704,25 @@ impl Nfa {
         }
         .minimize())
     }
+}
+
+/// The id of `key` among `states` (a product tuple or an NFA state set), adding it if new.
+fn intern(
+    ids: &mut HashMap<Vec<u32>, u32>,
+    states: &mut Vec<Vec<u32>>,
+    key: &[u32],
+    limit: usize,
+) -> Result<u32, TooLarge> {
+    if let Some(&id) = ids.get(key) {
+        return Ok(id);
+    }
+    let id = states.len() as u32;
+    ids.insert(key.to_vec(), id);
+    states.push(key.to_vec());
+    if states.len() > limit {
+        return Err(TooLarge { limit });
+    }
+    Ok(id)
 }
 
 /// Sequence of automata.

@@ -894,15 +894,9 @@ impl<'a> Compiler<'a> {
                 nfa.eps(here, f.start);
                 nfa.eps(f.end, t);
             }
-            if nfa.num_states() > self.cfg.max_states * 4 {
-                return Err(err(
-                    ptr,
-                    "the array's automaton is too large (JsonSchemaConfig::max_states)",
-                ));
-            }
+            self.check_layers(&nfa, ptr, "array")?;
         }
-        let r = nfa.determinize(Frag { start: open.start, end }, self.limit());
-        self.track(ptr, r)
+        self.finish_layers(&nfa, Frag { start: open.start, end }, ptr)
     }
 
     /// Objects. `forced` fixes whether some properties are present (for dependent schemas).
@@ -1183,14 +1177,27 @@ impl<'a> Compiler<'a> {
                     nfa.eps(close.end, end);
                 }
             }
-            if nfa.num_states() > self.cfg.max_states * 4 {
-                return Err(err(
-                    ptr,
-                    "the object's automaton is too large (JsonSchemaConfig::max_states)",
-                ));
-            }
+            self.check_layers(&nfa, ptr, "object")?;
         }
-        let r = nfa.determinize(Frag { start: open.start, end }, self.limit());
+        self.finish_layers(&nfa, Frag { start: open.start, end }, ptr)
+    }
+}
+
+impl Compiler<'_> {
+    /// Bounds the layered NFA of an object or array while it is built.
+    fn check_layers(&self, nfa: &Nfa, ptr: &str, what: &str) -> R<()> {
+        if nfa.num_states() > self.cfg.max_states * 4 {
+            return Err(err(
+                ptr,
+                format!("the {what}'s automaton is too large (JsonSchemaConfig::max_states)"),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Determinises a finished layered NFA.
+    fn finish_layers(&mut self, nfa: &Nfa, f: Frag, ptr: &str) -> R<Dfa> {
+        let r = nfa.determinize(f, self.limit());
         self.track(ptr, r)
     }
 }
