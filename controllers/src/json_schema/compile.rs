@@ -151,7 +151,6 @@ pub(crate) struct Compiler<'a> {
     rank: &'a HashMap<String, usize>,
     cache: HashMap<(usize, usize, u64), Dfa>,
     any: HashMap<usize, Dfa>,
-    patterns: HashMap<String, Dfa>,
     in_progress: HashSet<(usize, usize, u64)>,
     built: usize,
     /// Keywords enforced by validation of the output rather than by the automaton.
@@ -166,7 +165,6 @@ impl<'a> Compiler<'a> {
             rank,
             cache: HashMap::new(),
             any: HashMap::new(),
-            patterns: HashMap::new(),
             in_progress: HashSet::new(),
             built: 0,
             validated_only: Vec::new(),
@@ -688,28 +686,23 @@ impl<'a> Compiler<'a> {
     }
 
     fn pattern(&mut self, pattern: &str, ptr: &str) -> R<Dfa> {
-        if let Some(d) = self.patterns.get(pattern) {
-            return Ok(d.clone());
-        }
         let (bytes, limit) = (self.cfg.regex_size_limit, self.limit());
-        let d = shared(format!("pattern:{bytes}:{limit}:{pattern}"), || {
+        shared(format!("pattern:{bytes}:{limit}:{pattern}"), || {
             leaf::pattern_content(pattern, bytes, limit).map_err(|e| match e {
                 RegexFailure::Syntax(m) => err(ptr, format!("pattern {pattern:?} is not supported: {m}")),
                 RegexFailure::TooLarge(l) => {
                     err(ptr, format!("pattern {pattern:?} needs more than {l} automaton states"))
                 }
             })
-        })?;
-        self.patterns.insert(pattern.to_string(), d.clone());
-        Ok(d)
+        })
     }
 
     fn string(&mut self, m: &Map<String, Value>, ptr: &str) -> R<Dfa> {
         let min = Self::usize_kw(m, ptr, "minLength")?.unwrap_or(0);
         let max = Self::usize_kw(m, ptr, "maxLength")?;
-        // Counting past this many characters cannot matter for the lengths generated.
+        // Counting up to a maximum past this many characters cannot matter for the lengths
+        // generated (the validator still checks); a minimum is always counted exactly.
         let max = max.filter(|&x| x <= self.cfg.max_counted);
-        let min = min.min(self.cfg.max_counted + 1);
         let mut content_parts = Vec::new();
         if let Some(p) = m.get("pattern") {
             let p = p.as_str().ok_or_else(|| err(ptr, "pattern must be a string"))?;
@@ -718,20 +711,11 @@ impl<'a> Compiler<'a> {
         if let Some(f) = m.get("format") {
             let f = f.as_str().ok_or_else(|| err(ptr, "format must be a string"))?;
             if let Some(re) = leaf::format_regex(f) {
-                let key = format!("\u{0}format:{f}");
-                let d = match self.patterns.get(&key) {
-                    Some(d) => d.clone(),
-                    None => {
-                        let (bytes, limit) = (self.cfg.regex_size_limit, self.limit());
-                        let d = shared(format!("format:{bytes}:{limit}:{f}"), || {
-                            leaf::regex_dfa(re, bytes, limit)
-                                .map_err(|_| err(ptr, format!("format {f:?} could not be compiled")))
-                        })?;
-                        self.patterns.insert(key, d.clone());
-                        d
-                    }
-                };
-                content_parts.push(d);
+                let (bytes, limit) = (self.cfg.regex_size_limit, self.limit());
+                content_parts.push(shared(format!("format:{bytes}:{limit}:{f}"), || {
+                    leaf::regex_dfa(re, bytes, limit)
+                        .map_err(|_| err(ptr, format!("format {f:?} could not be compiled")))
+                })?);
             }
         }
         let limit = self.limit();
@@ -800,10 +784,10 @@ impl<'a> Compiler<'a> {
         };
         let unique = m.get("uniqueItems").and_then(Value::as_bool).unwrap_or(false);
 
-        // Exact item counting up to `max_counted`; past it the count saturates (such arrays
-        // cannot fit in a generated sequence, and the validator checks every output anyway).
+        // `maxItems` is counted exactly up to `max_counted`; past it the count saturates (such
+        // arrays cannot fit in a generated sequence, and the validator checks every output).
         let max = max.filter(|&x| x <= self.cfg.max_counted);
-        let cap = max.unwrap_or_else(|| min.max(prefix.len()).max(1).min(self.cfg.max_counted + 1));
+        let cap = max.unwrap_or_else(|| min.max(prefix.len()).max(1));
         let elem = |j: usize| -> &Dfa { prefix.get(j).unwrap_or(&rest) };
         // Unique items: exact when each position's language is a small finite set.
         let mut unique_values: Option<Vec<Vec<u8>>> = None;

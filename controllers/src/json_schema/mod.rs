@@ -88,8 +88,9 @@ pub struct JsonSchemaConfig {
     pub max_states: usize,
     /// States all automata built for one schema may have together (bounds compile work).
     pub max_total_states: usize,
-    /// Lengths, item and property counts are tracked exactly up to this bound; larger bounds
-    /// cannot be reached within a generated sequence and are left to the validator.
+    /// Upper bounds on lengths, item and property counts (`maxLength`, `maxItems`,
+    /// `maxProperties`) are tracked exactly up to this value; larger ones cannot be reached within
+    /// a generated sequence and are left to the validator. Lower bounds are always exact.
     pub max_counted: usize,
     /// Bytes a `pattern`'s or `format`'s regex DFA may occupy.
     pub regex_size_limit: usize,
