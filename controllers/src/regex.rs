@@ -61,6 +61,35 @@ pub enum ControllerError {
     Input(String),
 }
 
+/// The anchored dense DFA of `^(?:pattern)$` (match kind *all*, so no alternative is cut short)
+/// under size limits, with its start state; the error message includes the underlying cause.
+pub(crate) fn full_match_dfa(
+    pattern: &str,
+    dfa_size_limit: usize,
+    determinize_size_limit: usize,
+) -> Result<(dense::DFA<Vec<u32>>, StateID), String> {
+    let dfa = dense::Builder::new()
+        .configure(
+            dense::Config::new()
+                .match_kind(MatchKind::All)
+                .start_kind(regex_automata::dfa::StartKind::Anchored)
+                .dfa_size_limit(Some(dfa_size_limit))
+                .determinize_size_limit(Some(determinize_size_limit)),
+        )
+        .build(&format!("^(?:{pattern})$"))
+        .map_err(|e| {
+            let mut msg = e.to_string();
+            if let Some(src) = std::error::Error::source(&e) {
+                msg = format!("{msg}: {src}");
+            }
+            msg
+        })?;
+    let start = dfa
+        .start_state(&start::Config::new().anchored(Anchored::Yes))
+        .map_err(|e| format!("no anchored start state: {e}"))?;
+    Ok((dfa, start))
+}
+
 /// Full-match regex constraint on the content.
 #[derive(Clone, Debug)]
 pub struct Regex {
@@ -84,26 +113,9 @@ impl Regex {
             pattern: pattern.to_string(),
             message,
         };
+        let (dfa, start) =
+            full_match_dfa(pattern, config.dfa_size_limit, config.determinize_size_limit).map_err(err)?;
         let anchored = format!("^(?:{pattern})$");
-        let dfa = dense::Builder::new()
-            .configure(
-                dense::Config::new()
-                    .match_kind(MatchKind::All)
-                    .start_kind(regex_automata::dfa::StartKind::Anchored)
-                    .dfa_size_limit(Some(config.dfa_size_limit))
-                    .determinize_size_limit(Some(config.determinize_size_limit)),
-            )
-            .build(&anchored)
-            .map_err(|e| {
-                let mut msg = e.to_string();
-                if let Some(src) = std::error::Error::source(&e) {
-                    msg = format!("{msg}: {src}");
-                }
-                err(msg)
-            })?;
-        let start = dfa
-            .start_state(&start::Config::new().anchored(Anchored::Yes))
-            .map_err(|e| err(format!("no anchored start state: {e}")))?;
         let check = regex::Regex::new(&anchored).map_err(|e| err(e.to_string()))?;
         Ok(Regex {
             pattern: pattern.to_string(),

@@ -8,9 +8,7 @@
 
 use std::cmp::Ordering;
 
-use regex_automata::dfa::{dense, Automaton};
-use regex_automata::util::start;
-use regex_automata::{Anchored, MatchKind};
+use regex_automata::dfa::Automaton;
 
 use crate::byte_automaton::{concat, union, Dfa, TooLarge};
 
@@ -196,26 +194,7 @@ pub fn translate_pattern(p: &str) -> String {
 
 /// The exact byte automaton of a Rust regex, full-match, as a [`Dfa`].
 pub fn regex_dfa(full_match: &str, dfa_bytes: usize, limit: usize) -> Result<Dfa, RegexFailure> {
-    let anchored = format!("^(?:{full_match})$");
-    let dfa = dense::Builder::new()
-        .configure(
-            dense::Config::new()
-                .match_kind(MatchKind::All)
-                .start_kind(regex_automata::dfa::StartKind::Anchored)
-                .dfa_size_limit(Some(dfa_bytes))
-                .determinize_size_limit(Some(dfa_bytes)),
-        )
-        .build(&anchored)
-        .map_err(|e| {
-            let mut msg = e.to_string();
-            if let Some(src) = std::error::Error::source(&e) {
-                msg = format!("{msg}: {src}");
-            }
-            RegexFailure::Syntax(msg)
-        })?;
-    let start = dfa
-        .start_state(&start::Config::new().anchored(Anchored::Yes))
-        .map_err(|e| RegexFailure::Syntax(e.to_string()))?;
+    let (dfa, start) = crate::regex::full_match_dfa(full_match, dfa_bytes, dfa_bytes).map_err(RegexFailure::Syntax)?;
     Dfa::from_fn(
         start,
         |&s, b| {
