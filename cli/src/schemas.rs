@@ -202,7 +202,7 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
         bar.finish_and_clear();
         rows.push((name, t));
     }
-    let table = render(&mut rows, a.generate);
+    let table = render(&rows, a.generate);
     println!("{table}");
     if let Some(p) = &a.report {
         write(p, &table)?;
@@ -210,7 +210,7 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
     Ok(())
 }
 
-fn render(rows: &mut [(String, Tally)], generate: usize) -> String {
+fn render(rows: &[(String, Tally)], generate: usize) -> String {
     let mut s = String::new();
     s.push_str("| subset | schemas | compiled | all instances agree | valid accepted | invalid rejected | accepted invalid | compile p50 | compile p99 |");
     if generate > 0 {
@@ -223,34 +223,8 @@ fn render(rows: &mut [(String, Tally)], generate: usize) -> String {
     }
     s.push('\n');
     let mut total = Tally::default();
-    let pct = |a: usize, b: usize| {
-        if b == 0 {
-            "–".to_string()
-        } else {
-            format!("{:.1}%", 100.0 * a as f64 / b as f64)
-        }
-    };
-    for (name, t) in rows.iter_mut() {
-        let mut ms = t.compile_ms.clone();
-        s.push_str(&format!(
-            "| {name} | {} | {} ({}) | {} | {} | {} | {} | {:.1} ms | {:.1} ms |",
-            t.files,
-            t.compiled,
-            pct(t.compiled, t.files),
-            pct(t.agree, t.compiled),
-            pct(t.valid_accepted, t.valid),
-            pct(t.invalid_rejected, t.invalid),
-            t.unsound,
-            percentile(&mut ms, 0.5),
-            percentile(&mut ms, 0.99),
-        ));
-        if generate > 0 {
-            s.push_str(&format!(
-                " {}/{} | {} of {} |",
-                t.gen_valid, t.gen_docs, t.gen_too_long, t.gen_schemas
-            ));
-        }
-        s.push('\n');
+    for (name, t) in rows.iter() {
+        s.push_str(&row(name, t, generate));
         total.files += t.files;
         total.compiled += t.compiled;
         total.agree += t.agree;
@@ -269,26 +243,7 @@ fn render(rows: &mut [(String, Tally)], generate: usize) -> String {
             *total.errors.entry(k.clone()).or_default() += v;
         }
     }
-    let mut ms = total.compile_ms.clone();
-    s.push_str(&format!(
-        "| **all** | {} | {} ({}) | {} | {} | {} | {} | {:.1} ms | {:.1} ms |",
-        total.files,
-        total.compiled,
-        pct(total.compiled, total.files),
-        pct(total.agree, total.compiled),
-        pct(total.valid_accepted, total.valid),
-        pct(total.invalid_rejected, total.invalid),
-        total.unsound,
-        percentile(&mut ms, 0.5),
-        percentile(&mut ms, 0.99),
-    ));
-    if generate > 0 {
-        s.push_str(&format!(
-            " {}/{} | {} of {} |",
-            total.gen_valid, total.gen_docs, total.gen_too_long, total.gen_schemas
-        ));
-    }
-    s.push('\n');
+    s.push_str(&row("**all**", &total, generate));
     if !total.errors.is_empty() {
         let mut errs: Vec<(&String, &usize)> = total.errors.iter().collect();
         errs.sort_by(|a, b| b.1.cmp(a.1));
@@ -305,6 +260,38 @@ fn render(rows: &mut [(String, Tally)], generate: usize) -> String {
         ));
     }
     s
+}
+
+/// One table row of a tally.
+fn row(name: &str, t: &Tally, generate: usize) -> String {
+    let pct = |a: usize, b: usize| {
+        if b == 0 {
+            "–".to_string()
+        } else {
+            format!("{:.1}%", 100.0 * a as f64 / b as f64)
+        }
+    };
+    let mut ms = t.compile_ms.clone();
+    let mut r = format!(
+        "| {name} | {} | {} ({}) | {} | {} | {} | {} | {:.1} ms | {:.1} ms |",
+        t.files,
+        t.compiled,
+        pct(t.compiled, t.files),
+        pct(t.agree, t.compiled),
+        pct(t.valid_accepted, t.valid),
+        pct(t.invalid_rejected, t.invalid),
+        t.unsound,
+        percentile(&mut ms, 0.5),
+        percentile(&mut ms, 0.99),
+    );
+    if generate > 0 {
+        r.push_str(&format!(
+            " {}/{} | {} of {} |",
+            t.gen_valid, t.gen_docs, t.gen_too_long, t.gen_schemas
+        ));
+    }
+    r.push('\n');
+    r
 }
 
 fn write(p: &Path, text: &str) -> Result<()> {

@@ -620,6 +620,20 @@ impl Nfa {
         }
     }
 
+    /// `open (member (sep member)*)? close`; `member` is used once, looped through.
+    pub fn delimited_list(&mut self, open: &[u8], member: Frag, sep: &[u8], close: &[u8]) -> Frag {
+        let (open, sep, close) = (self.literal(open), self.literal(sep), self.literal(close));
+        self.eps(open.end, close.start);
+        self.eps(open.end, member.start);
+        self.eps(member.end, sep.start);
+        self.eps(sep.end, member.start);
+        self.eps(member.end, close.start);
+        Frag {
+            start: open.start,
+            end: close.end,
+        }
+    }
+
     /// Any one of `parts`.
     pub fn alt(&mut self, parts: &[Frag]) -> Frag {
         let start = self.state();

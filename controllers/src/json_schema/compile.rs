@@ -249,37 +249,12 @@ impl<'a> Compiler<'a> {
         if let Some(inner) = inner {
             let key = leaf::string(0, None, true, true, limit).map_err(|e| err("#", e.to_string()))?;
             // [ (v (, v)*)? ]
-            let open = nfa.literal(b"[");
-            let close = nfa.literal(b"]");
             let v = nfa.embed(&inner);
-            nfa.eps(open.end, close.start);
-            nfa.eps(open.end, v.start);
-            let comma = nfa.literal(b",");
-            nfa.eps(v.end, comma.start);
-            nfa.eps(comma.end, v.start);
-            nfa.eps(v.end, close.start);
-            alts.push(Frag {
-                start: open.start,
-                end: close.end,
-            });
+            alts.push(nfa.delimited_list(b"[", v, b",", b"]"));
             // { (k:v (, k:v)*)? }
-            let open = nfa.literal(b"{");
-            let close = nfa.literal(b"}");
-            let k = nfa.embed(&key);
-            let colon = nfa.literal(b":");
-            let v = nfa.embed(&inner);
-            nfa.eps(k.end, colon.start);
-            nfa.eps(colon.end, v.start);
-            nfa.eps(open.end, close.start);
-            nfa.eps(open.end, k.start);
-            let comma = nfa.literal(b",");
-            nfa.eps(v.end, comma.start);
-            nfa.eps(comma.end, k.start);
-            nfa.eps(v.end, close.start);
-            alts.push(Frag {
-                start: open.start,
-                end: close.end,
-            });
+            let (k, colon, v) = (nfa.embed(&key), nfa.literal(b":"), nfa.embed(&inner));
+            let member = nfa.concat(&[k, colon, v]);
+            alts.push(nfa.delimited_list(b"{", member, b",", b"}"));
         }
         let f = nfa.alt(&alts);
         nfa.determinize(f, limit).map_err(|e| err("#", e.to_string()))
