@@ -30,11 +30,13 @@
 //! | corpora | [`corpus`] |
 //! | tokenizer | [`tokenizer`] |
 //! | autoregressive reference LM | [`ar`] |
+//! | attribute classifiers on noisy latents (guidance) | [`classifier`] |
 //! | evaluation | [`eval`] |
 
 pub mod ar;
 pub mod automaton;
 pub mod checkpoint;
+pub mod classifier;
 pub mod config;
 pub mod controller;
 pub mod corpus;

@@ -62,6 +62,8 @@ pub struct Denoiser {
     output_down: (Linear, Linear),
     /// `||E_v||²` for every word, cached for nearest-neighbour clamping.
     embedding_sq_norms: Tensor,
+    /// The dtype the transformer computes in; inputs, outputs and the embedding table stay F32.
+    compute_dtype: DType,
 }
 
 impl Denoiser {
@@ -89,7 +91,17 @@ impl Denoiser {
 
     /// Builds the model from a var builder holding the tensors of [`Denoiser::param_specs`].
     pub fn new(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
+        let dtype = vb.dtype();
+        Self::with_compute_dtype(vb, cfg, dtype)
+    }
+
+    /// Like [`Denoiser::new`], but the transformer's weights are converted to `compute_dtype`
+    /// (e.g. `BF16` for faster sampling on a GPU). The word embeddings, the rounding head and
+    /// the model's inputs and outputs stay in the var builder's dtype, so clamping and the
+    /// sampler's arithmetic keep full precision. Inference only: use F32 for training.
+    pub fn with_compute_dtype(vb: VarBuilder, cfg: &ModelConfig, compute_dtype: DType) -> Result<Self> {
         cfg.validate()?;
+        let net = vb.clone().set_dtype(compute_dtype);
         let (v, d, h) = (cfg.vocab_size, cfg.embed_dim, cfg.hidden);
         let word_embedding = vb.get((v, d), "word_embedding.weight")?;
         let blocks = (0..cfg.layers)
@@ -100,7 +112,7 @@ impl Denoiser {
                     cfg.ffn_hidden,
                     cfg.dropout,
                     false,
-                    vb.pp(format!("blocks.{i}")),
+                    net.pp(format!("blocks.{i}")),
                 )
             })
             .collect::<Result<Vec<_>>>()?;
@@ -109,23 +121,24 @@ impl Denoiser {
             cfg: cfg.clone(),
             lm_head_bias: vb.get(v, "lm_head.bias")?,
             input_up: (
-                candle_nn::linear(d, h, vb.pp("input_up.0"))?,
-                candle_nn::linear(h, h, vb.pp("input_up.2"))?,
+                candle_nn::linear(d, h, net.pp("input_up.0"))?,
+                candle_nn::linear(h, h, net.pp("input_up.2"))?,
             ),
             time_embed: (
-                candle_nn::linear(h, 4 * h, vb.pp("time_embed.0"))?,
-                candle_nn::linear(4 * h, h, vb.pp("time_embed.2"))?,
+                candle_nn::linear(h, 4 * h, net.pp("time_embed.0"))?,
+                candle_nn::linear(4 * h, h, net.pp("time_embed.2"))?,
             ),
-            position_embedding: vb.get((cfg.seq_len, h), "position_embedding.weight")?,
-            input_norm: LayerNorm::new(h, vb.pp("input_norm"))?,
+            position_embedding: net.get((cfg.seq_len, h), "position_embedding.weight")?,
+            input_norm: LayerNorm::new(h, net.pp("input_norm"))?,
             blocks,
-            final_norm: LayerNorm::new(h, vb.pp("final_norm"))?,
+            final_norm: LayerNorm::new(h, net.pp("final_norm"))?,
             output_down: (
-                candle_nn::linear(h, h, vb.pp("output_down.0"))?,
-                candle_nn::linear(h, d, vb.pp("output_down.2"))?,
+                candle_nn::linear(h, h, net.pp("output_down.0"))?,
+                candle_nn::linear(h, d, net.pp("output_down.2"))?,
             ),
             word_embedding,
             embedding_sq_norms,
+            compute_dtype,
         })
     }
 
@@ -172,8 +185,10 @@ impl Denoiser {
                 self.cfg.seq_len
             )));
         }
+        let out_dtype = x_t.dtype();
+        let x_t = &x_t.to_dtype(self.compute_dtype)?;
         let times: Vec<f64> = t.iter().map(|&s| self.time_input(s)).collect();
-        let temb = timestep_embedding(&times, self.cfg.hidden, x_t.device())?.to_dtype(x_t.dtype())?;
+        let temb = timestep_embedding(&times, self.cfg.hidden, x_t.device())?.to_dtype(self.compute_dtype)?;
         let temb = self
             .time_embed
             .1
@@ -186,7 +201,8 @@ impl Denoiser {
             h = block.forward(&h, mode)?;
         }
         let h = self.final_norm.forward(&h, mode)?;
-        Ok(self.output_down.1.forward(&self.output_down.0.forward(&h)?.tanh()?)?)
+        let x0 = self.output_down.1.forward(&self.output_down.0.forward(&h)?.tanh()?)?;
+        Ok(x0.to_dtype(out_dtype)?)
     }
 
     /// Rounding logits `x · Eᵀ + b`, `[B, L, V]`.
@@ -235,5 +251,10 @@ impl Denoiser {
     /// The dtype of the weights.
     pub fn dtype(&self) -> DType {
         self.word_embedding.dtype()
+    }
+
+    /// The dtype the transformer computes in (see [`Denoiser::with_compute_dtype`]).
+    pub fn compute_dtype(&self) -> DType {
+        self.compute_dtype
     }
 }

@@ -20,13 +20,16 @@ use crate::Result;
 pub enum Mode<'a> {
     /// Sampling / evaluation: fused kernels, no dropout.
     Infer,
+    /// Differentiable ops, no dropout: for gradients with respect to the input (guidance).
+    Grad,
     /// Training: differentiable ops; dropout masks come from this generator.
     Train(&'a mut StdRng),
 }
 
 impl Mode<'_> {
-    pub fn is_train(&self) -> bool {
-        matches!(self, Mode::Train(_))
+    /// Whether the pass must record a backward graph (differentiable forms instead of fused kernels).
+    pub fn is_differentiable(&self) -> bool {
+        !matches!(self, Mode::Infer)
     }
 }
 
@@ -35,12 +38,36 @@ impl Mode<'_> {
 pub fn standard_normal(rngs: &mut [StdRng], shape: (usize, usize, usize), device: &Device) -> Result<Tensor> {
     let total = shape.0 * shape.1 * shape.2;
     let per_rng = total / rngs.len().max(1);
-    let mut data = Vec::with_capacity(total);
-    for rng in rngs.iter_mut() {
-        data.extend((0..per_rng).map(|_| {
-            let z: f32 = StandardNormal.sample(rng);
-            z
-        }));
+    let mut data = vec![0f32; per_rng * rngs.len()];
+    let fill = |rng: &mut StdRng, out: &mut [f32]| {
+        for z in out {
+            *z = StandardNormal.sample(rng);
+        }
+    };
+    // Large batches draw in parallel (one chunk of generators per thread; each generator fills its
+    // own slice, so the numbers do not depend on the thread count). At batch 256 this is a few ms
+    // per step, which would otherwise dominate a GPU's denoising step.
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get())
+        .min(rngs.len());
+    if total >= 1 << 16 && threads > 1 && per_rng > 0 {
+        let rows_per_thread = rngs.len().div_ceil(threads);
+        std::thread::scope(|scope| {
+            for (rng_chunk, out_chunk) in rngs
+                .chunks_mut(rows_per_thread)
+                .zip(data.chunks_mut(rows_per_thread * per_rng))
+            {
+                scope.spawn(move || {
+                    for (rng, out) in rng_chunk.iter_mut().zip(out_chunk.chunks_mut(per_rng)) {
+                        fill(rng, out);
+                    }
+                });
+            }
+        });
+    } else if per_rng > 0 {
+        for (rng, out) in rngs.iter_mut().zip(data.chunks_mut(per_rng)) {
+            fill(rng, out);
+        }
     }
     Ok(Tensor::from_vec(data, shape, device)?)
 }
@@ -50,11 +77,19 @@ pub fn dropout(x: &Tensor, p: f32, mode: &mut Mode) -> Result<Tensor> {
     match mode {
         Mode::Train(rng) if p > 0.0 => {
             let keep = 1.0 / (1.0 - p);
-            let mask: Vec<f32> = (0..x.elem_count())
-                .map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep })
-                .collect();
-            let mask = Tensor::from_vec(mask, x.shape(), x.device())?.to_dtype(x.dtype())?;
-            Ok(x.mul(&mask)?)
+            let mask = if x.device().is_cpu() {
+                let mask: Vec<f32> = (0..x.elem_count())
+                    .map(|_| if rng.gen::<f32>() < p { 0.0 } else { keep })
+                    .collect();
+                Tensor::from_vec(mask, x.shape(), x.device())?
+            } else {
+                // On a GPU, drawing the mask on the host and copying it over would cost more than
+                // the whole step; the device's generator is seeded from the run's generator at every
+                // training step (see `Trainer::train_step`), so runs stay reproducible.
+                let u = Tensor::rand(0f32, 1f32, x.shape(), x.device())?;
+                (u.ge(p as f64)?.to_dtype(DType::F32)? * keep as f64)?
+            };
+            Ok(x.mul(&mask.to_dtype(x.dtype())?)?)
         }
         _ => Ok(x.clone()),
     }
@@ -62,7 +97,7 @@ pub fn dropout(x: &Tensor, p: f32, mode: &mut Mode) -> Result<Tensor> {
 
 /// Softmax over the last dimension: fused for inference, differentiable for training.
 pub fn softmax_last(x: &Tensor, mode: &Mode) -> Result<Tensor> {
-    if mode.is_train() {
+    if mode.is_differentiable() {
         Ok(candle_nn::ops::softmax(x, D::Minus1)?)
     } else {
         Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?)
@@ -86,7 +121,7 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
-        if mode.is_train() {
+        if mode.is_differentiable() {
             let mean = x.mean_keepdim(D::Minus1)?;
             let centered = x.broadcast_sub(&mean)?;
             let var = centered.sqr()?.mean_keepdim(D::Minus1)?;

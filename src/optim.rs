@@ -70,13 +70,21 @@ impl AdamW {
 
     /// Global L2 norm of the gradients.
     pub fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
-        let mut total = 0f64;
+        // Summed on the device and read once: one host sync per step instead of one per tensor.
+        let mut total: Option<Tensor> = None;
         for (_, var) in &self.vars {
             if let Some(g) = grads.get(var.as_tensor()) {
-                total += g.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+                let s = g.sqr()?.sum_all()?;
+                total = Some(match total {
+                    None => s,
+                    Some(t) => (t + s)?,
+                });
             }
         }
-        Ok(total.sqrt())
+        Ok(match total {
+            None => 0.0,
+            Some(t) => (t.to_scalar::<f32>()? as f64).sqrt(),
+        })
     }
 
     /// Applies one update with learning rate `lr`; gradients are scaled by `grad_scale` first

@@ -397,6 +397,13 @@ impl<O: Objective> Trainer<O> {
     /// One optimizer step; returns the loss components.
     pub fn train_step(&mut self) -> Result<Vec<f64>> {
         let batch = self.next_batch()?;
+        if !self.device.is_cpu() {
+            // Dropout masks on a GPU come from the device's generator (see `nn::dropout`), seeded
+            // from the run's seed and the step, so a resumed run draws the same masks. The run's
+            // own generator is not touched: CPU and GPU runs consume the same random stream.
+            let seed = self.state.train.seed ^ (self.state.step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            self.device.set_seed(seed)?;
+        }
         let (loss, parts) = self.objective.loss(&batch, &mut self.rng)?;
         if !parts[0].is_finite() {
             return Err(Error::Config(format!(
@@ -472,7 +479,7 @@ impl<O: Objective> Trainer<O> {
                 bar.set_message(format!("{msg} | {tps:.0} tok/s"));
                 if !progress {
                     eprintln!(
-                        "step {step}/{total} {msg} | {tps:.0} tok/s | {:.0}s",
+                        "step {step}/{total} {msg} | {tps:.0} tok/s | {:.1}s",
                         self.state.elapsed_secs
                     );
                 }

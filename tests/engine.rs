@@ -144,6 +144,64 @@ fn fused_inference_kernels_match_the_differentiable_training_forms() {
 }
 
 #[test]
+fn half_precision_compute_keeps_f32_inputs_outputs_and_stays_close() {
+    let cfg = ModelConfig::tiny(40);
+    let (_, weights) = random_model(&cfg, 9);
+    let x = Tensor::randn(0f32, 1.0, (2, cfg.seq_len, cfg.embed_dim), &Device::Cpu).unwrap();
+    let full = {
+        let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
+        Denoiser::new(vb, &cfg)
+            .unwrap()
+            .forward(&x, &[3, 150], &mut Mode::Infer)
+            .unwrap()
+    };
+    for dtype in [DType::BF16, DType::F16] {
+        let vb = VarBuilder::from_tensors(weights.clone(), DType::F32, &Device::Cpu);
+        let model = Denoiser::with_compute_dtype(vb, &cfg, dtype).unwrap();
+        assert_eq!(model.compute_dtype(), dtype);
+        assert_eq!(model.embeddings().dtype(), DType::F32, "clamping stays in f32");
+        let half = model.forward(&x, &[3, 150], &mut Mode::Infer).unwrap();
+        assert_eq!(half.dtype(), DType::F32);
+        let diff = (&full - &half)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        let scale = full.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        // bf16 keeps 8 mantissa bits: a few percent of the largest value at most.
+        assert!(
+            diff > 0.0 && diff < 0.05 * scale,
+            "{dtype:?}: max difference {diff} (scale {scale})"
+        );
+    }
+}
+
+#[test]
+fn set_compute_dtype_rejects_integer_types() {
+    let mut lm = DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu).unwrap();
+    let err = lm.set_compute_dtype(DType::U32).unwrap_err().to_string();
+    assert!(err.contains("f32, bf16 or f16"), "{err}");
+    assert!(diffusion_lm::device::parse_dtype("int8").is_err());
+}
+
+#[test]
+fn batched_noise_does_not_depend_on_batch_size_or_threads() {
+    use rand::rngs::StdRng;
+    // 40 rows × 64 × 32 values: large enough for the parallel path.
+    let rngs = |n: usize| (0..n).map(|i| StdRng::seed_from_u64(i as u64)).collect::<Vec<_>>();
+    let big = diffusion_lm::nn::standard_normal(&mut rngs(40), (40, 64, 32), &Device::Cpu).unwrap();
+    let big = big.to_vec3::<f32>().unwrap();
+    for row in [0usize, 17, 39] {
+        let mut one = vec![StdRng::seed_from_u64(row as u64)];
+        let single = diffusion_lm::nn::standard_normal(&mut one, (1, 64, 32), &Device::Cpu).unwrap();
+        assert_eq!(single.to_vec3::<f32>().unwrap()[0], big[row], "row {row}");
+    }
+}
+
+#[test]
 fn a_tiny_model_learns_the_toy_corpus_and_save_load_is_bit_identical() {
     let dir = tempfile::tempdir().unwrap();
     let lm = train_toy(dir.path(), 500);

@@ -63,3 +63,143 @@ fn guidance_pulls_samples_toward_the_preferred_token_with_every_rule() {
         );
     }
 }
+
+mod attribute {
+    use std::sync::Arc;
+
+    use candle_core::{DType, Device, Tensor};
+    use diffusion_lm::classifier::{
+        classifier_trainer, score_gradient, ClassifierConfig, FieldSpec, LatentClassifier, LatentScore,
+    };
+    use diffusion_lm::corpus::{Example, MeaningRepresentation};
+    use diffusion_lm::nn::init_varmap;
+    use diffusion_lm::train::TrainConfig;
+    use diffusion_lm::Generator;
+    use diffusion_lm_controllers::Attribute;
+    use rand::SeedableRng;
+
+    use super::common::*;
+
+    fn animal_config(embed_dim: usize, seq_len: usize, diffusion_steps: usize) -> ClassifierConfig {
+        ClassifierConfig {
+            hidden: 32,
+            layers: 1,
+            heads: 2,
+            ffn_hidden: 64,
+            dropout: 0.0,
+            fields: vec![FieldSpec {
+                name: "animal".into(),
+                values: ["none", "bird", "cat", "dog", "fish"].map(String::from).to_vec(),
+            }],
+            ..ClassifierConfig::small(embed_dim, seq_len, diffusion_steps)
+        }
+    }
+
+    #[test]
+    fn guidance_gradient_matches_finite_differences() {
+        // In f64, so central differences are accurate to ~1e-8.
+        let cfg = animal_config(4, 6, 200);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        let vars = init_varmap(&LatentClassifier::param_specs(&cfg), &mut rng, &Device::Cpu).unwrap();
+        let weights = vars
+            .data()
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+            .collect();
+        // The var builder converts every weight to f64 as it hands it out.
+        let vb = candle_nn::VarBuilder::from_tensors(weights, DType::F64, &Device::Cpu);
+        let clf = Arc::new(LatentClassifier::new(vb, &cfg).unwrap());
+        let score = clf.field_score("animal", "fish").unwrap();
+        let x = Tensor::randn(0f64, 1.0, (2, 6, 4), &Device::Cpu).unwrap();
+        let t = 50;
+        let grad = score_gradient(&score, &x, t)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f64>()
+            .unwrap();
+        let f = |x: &Tensor| {
+            score
+                .log_prob(x, t)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+        };
+        let flat = x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let eps = 1e-5;
+        let mut worst = 0f64;
+        for i in (0..flat.len()).step_by(5) {
+            let shifted = |d: f64| {
+                let mut v = flat.clone();
+                v[i] += d;
+                Tensor::from_vec(v, (2, 6, 4), &Device::Cpu).unwrap()
+            };
+            let numeric = (f(&shifted(eps)) - f(&shifted(-eps))) / (2.0 * eps);
+            worst = worst.max((numeric - grad[i]).abs() / (1e-6 + numeric.abs().max(grad[i].abs())));
+        }
+        assert!(worst < 1e-4, "worst relative difference {worst}");
+        assert!(
+            grad.iter().any(|g| g.abs() > 1e-6),
+            "the gradient is not identically zero"
+        );
+    }
+
+    #[test]
+    fn a_toy_classifier_moves_samples_to_the_target_attribute() {
+        let dir = tempfile::tempdir().unwrap();
+        let lm = train_toy(dir.path(), 300);
+        let animals = ["cat", "dog", "bird", "fish"];
+        let examples: Vec<Example> = TOY
+            .iter()
+            .zip(animals)
+            .map(|(text, animal)| Example {
+                text: text.to_string(),
+                mr: Some(MeaningRepresentation {
+                    fields: vec![("animal".into(), animal.into())],
+                }),
+            })
+            .collect();
+        let cfg = animal_config(lm.config.embed_dim, lm.config.seq_len, lm.config.diffusion_steps);
+        let train = TrainConfig {
+            steps: 300,
+            ..toy_train_config(300)
+        };
+        let out = dir.path().join("classifier");
+        let mut trainer = classifier_trainer(
+            cfg,
+            lm.model.embeddings(),
+            lm.tokenizer.clone(),
+            &examples,
+            train,
+            &out,
+            &Device::Cpu,
+        )
+        .unwrap();
+        trainer.run(false).unwrap();
+        let clf = Arc::new(LatentClassifier::load(&out, &Device::Cpu).unwrap());
+        let n = 24;
+        let count = |texts: &[diffusion_lm::Sample]| texts.iter().filter(|s| s.text.contains("fish")).count();
+        let plain = Generator::new(&lm).steps(40).seed(11).generate(n).unwrap();
+        let guided = Generator::new(&lm)
+            .with(Attribute::new(&clf, "animal", "fish", 1.0).unwrap())
+            .steps(40)
+            .seed(11)
+            .generate(n)
+            .unwrap();
+        let (g, p) = (count(&guided), count(&plain));
+        assert!(
+            g >= 2 * p.max(3) && g * 3 >= n * 2,
+            "fish in {g}/{n} guided samples, {p}/{n} unguided"
+        );
+        // Unknown targets are clear errors.
+        let err = Attribute::new(&clf, "animal", "horse", 1.0).err().unwrap().to_string();
+        assert!(err.contains("bird, cat, dog, fish"), "{err}");
+        assert!(Attribute::parse(&clf, "colour=red").is_err());
+        assert!(Attribute::parse(&clf, "animal").is_err());
+        assert!(Attribute::new(&clf, "animal", "fish", -1.0).is_err());
+    }
+}

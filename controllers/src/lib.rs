@@ -27,12 +27,14 @@
 //! # Ok(()) }
 //! ```
 
+pub mod attribute;
 pub mod byte_automaton;
 pub mod infill;
 pub mod json_schema;
 pub mod length;
 pub mod regex;
 
+pub use crate::attribute::{Attribute, ClassifierGuidance};
 pub use crate::infill::Infill;
 pub use crate::json_schema::{JsonSchema, JsonSchemaConfig, Layout};
 pub use crate::length::Length;

@@ -1,0 +1,341 @@
+//! `train-classifier` and `eval-attributes`: the attribute classifiers on noisy latents that
+//! drive `--attribute` guidance, and the semantic-content evaluation of that guidance.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use diffusion_lm::classifier::{classifier_trainer, e2e_fields, ClassifierConfig, LatentClassifier, NONE};
+use diffusion_lm::eval::{attribute_expressed, attribute_mentioned};
+use diffusion_lm::{device::parse_device, DiffusionLm, Generator, GuidanceConfig};
+use diffusion_lm_controllers::Attribute;
+use serde::Serialize;
+
+use crate::{load_split, model_dir, read_data_record, report, OptArgs};
+
+/// Where a model's attribute classifier lives unless `--classifier` says otherwise.
+pub fn classifier_dir(model: &Path, arg: Option<PathBuf>) -> PathBuf {
+    arg.unwrap_or_else(|| model.join("classifier"))
+}
+
+/// Loads the classifier for `--attribute`, with a hint when it is missing.
+pub fn load_classifier(
+    model: &Path,
+    arg: Option<PathBuf>,
+    device: &candle_core::Device,
+) -> Result<Arc<LatentClassifier>> {
+    let dir = classifier_dir(model, arg);
+    let clf = LatentClassifier::load(&dir, device).with_context(|| {
+        format!(
+            "loading the attribute classifier from {} (train one with `diffusion-lm train-classifier --model {}`)",
+            dir.display(),
+            model.display()
+        )
+    })?;
+    Ok(Arc::new(clf))
+}
+
+#[derive(Args)]
+pub struct TrainClassifierArgs {
+    /// The diffusion checkpoint whose latents the classifier reads (and whose corpus record,
+    /// data.json, gives the labelled E2E examples).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// Output directory (default: MODEL/classifier).
+    #[arg(long)]
+    out: Option<PathBuf>,
+    #[arg(long, default_value_t = 128)]
+    hidden: usize,
+    #[arg(long, default_value_t = 2)]
+    layers: usize,
+    #[arg(long, default_value_t = 4)]
+    heads: usize,
+    #[arg(long, default_value_t = 0.1)]
+    dropout: f32,
+    #[command(flatten)]
+    opt: OptArgs,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+    #[arg(long)]
+    no_progress: bool,
+}
+
+pub fn train_classifier(a: TrainClassifierArgs) -> Result<()> {
+    let device = parse_device(&a.device)?;
+    let dir = model_dir(a.model);
+    let lm = DiffusionLm::load(&dir, &device)?;
+    let record = read_data_record(&dir)?;
+    let (train_ex, _) = load_split(&record.corpus, record.json_records, record.heldout)?;
+    let cfg = ClassifierConfig {
+        hidden: a.hidden,
+        layers: a.layers,
+        heads: a.heads,
+        ffn_hidden: 4 * a.hidden,
+        dropout: a.dropout,
+        fields: e2e_fields(&train_ex),
+        ..ClassifierConfig::small(lm.config.embed_dim, lm.config.seq_len, lm.config.diffusion_steps)
+    };
+    let labelled = train_ex.iter().filter(|e| e.mr.is_some()).count();
+    if labelled == 0 {
+        bail!(
+            "the corpus in {} has no E2E meaning representations to learn from",
+            dir.join("data.json").display()
+        );
+    }
+    let classes: usize = cfg.fields.iter().map(|f| f.values.len()).sum();
+    eprintln!(
+        "attribute classifier: {labelled} labelled examples, {} fields, {classes} classes",
+        cfg.fields.len()
+    );
+    let out = a.out.unwrap_or_else(|| dir.join("classifier"));
+    let mut trainer = classifier_trainer(
+        cfg,
+        lm.model.embeddings(),
+        lm.tokenizer.clone(),
+        &train_ex,
+        a.opt.config(),
+        &out,
+        &device,
+    )?;
+    report(&trainer.run(!a.no_progress)?, &out);
+    Ok(())
+}
+
+#[derive(Args)]
+pub struct EvalAttributesArgs {
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The attribute classifier (default: MODEL/classifier).
+    #[arg(long)]
+    classifier: Option<PathBuf>,
+    /// The autoregressive reference LM for fluency (default: MODEL/ar).
+    #[arg(long)]
+    ar_model: Option<PathBuf>,
+    /// How many field:value targets (0 = every pair the classifier knows), taken round-robin over
+    /// the fields so each field is represented.
+    #[arg(long, default_value_t = 0)]
+    targets: usize,
+    /// Samples per target (guided), and unguided samples with the same seeds.
+    #[arg(long, default_value_t = 50)]
+    samples: usize,
+    #[arg(long, default_value_t = 200)]
+    steps: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Guidance weight of every target.
+    #[arg(long, default_value_t = 1.0)]
+    weight: f64,
+    /// Gradient updates per denoising step (Diffusion-LM used 3).
+    #[arg(long, default_value_t = 3)]
+    guidance_steps: usize,
+    /// Size of each sign-normalised guidance update.
+    #[arg(long, default_value_t = 0.1)]
+    step_size: f64,
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    /// Write the full report (every target, with its samples) as JSON here.
+    #[arg(long)]
+    report: Option<PathBuf>,
+    #[arg(long, default_value = "cpu")]
+    device: String,
+}
+
+#[derive(Serialize)]
+struct TargetResult {
+    field: String,
+    value: String,
+    /// Share of guided samples that mention the value (the paper's criterion).
+    guided_mentioned: f64,
+    /// Share of guided samples that express it in the field's role.
+    guided_expressed: f64,
+    unguided_mentioned: f64,
+    unguided_expressed: f64,
+    samples: Vec<String>,
+}
+
+#[derive(Serialize)]
+struct AttributeReport {
+    targets: usize,
+    samples_per_target: usize,
+    steps: usize,
+    weight: f64,
+    guidance: String,
+    guided_mentioned: f64,
+    guided_expressed: f64,
+    unguided_mentioned: f64,
+    unguided_expressed: f64,
+    guided_perplexity: f64,
+    unguided_perplexity: f64,
+    per_field: BTreeMap<String, [f64; 4]>,
+    seconds: f64,
+    results: Vec<TargetResult>,
+}
+
+/// Every `field = value` pair of the classifier (except `none`), round-robin over the fields.
+fn pick_targets(cfg: &ClassifierConfig, n: usize) -> Vec<(String, String)> {
+    let lists: Vec<Vec<(String, String)>> = cfg
+        .fields
+        .iter()
+        .map(|f| {
+            f.values
+                .iter()
+                .filter(|v| *v != NONE)
+                .map(|v| (f.name.clone(), v.clone()))
+                .collect()
+        })
+        .collect();
+    let total: usize = lists.iter().map(Vec::len).sum();
+    let n = if n == 0 { total } else { n.min(total) };
+    let mut out = Vec::with_capacity(n);
+    let mut round = 0;
+    while out.len() < n {
+        for list in &lists {
+            if let Some(t) = list.get(round) {
+                if out.len() < n {
+                    out.push(t.clone());
+                }
+            }
+        }
+        round += 1;
+    }
+    out
+}
+
+fn share(texts: &[String], f: impl Fn(&str) -> bool) -> f64 {
+    texts.iter().filter(|t| f(t)).count() as f64 / texts.len().max(1) as f64
+}
+
+pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
+    let device = parse_device(&a.device)?;
+    let dir = model_dir(a.model.clone());
+    let lm = DiffusionLm::load(&dir, &device)?;
+    let classifier = load_classifier(&dir, a.classifier.clone(), &device)?;
+    let ar_dir = a.ar_model.clone().unwrap_or_else(|| dir.join("ar"));
+    let (ar, ar_tok) = diffusion_lm::ar::CausalLm::load(&ar_dir, &device)
+        .with_context(|| format!("loading the reference LM from {}", ar_dir.display()))?;
+    if a.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
+    let targets = pick_targets(classifier.config(), a.targets);
+    let guidance = GuidanceConfig {
+        steps: a.guidance_steps,
+        step_size: a.step_size,
+        ..GuidanceConfig::default()
+    };
+    let started = std::time::Instant::now();
+    fn base<'m>(g: Generator<'m>, a: &EvalAttributesArgs) -> Generator<'m> {
+        g.steps(a.steps).seed(a.seed).batch_size(a.batch_size)
+    }
+    eprintln!("unguided: {} samples", a.samples);
+    let unguided: Vec<String> = base(Generator::new(&lm), &a)
+        .progress(true)
+        .generate(a.samples)?
+        .into_iter()
+        .map(|s| s.text)
+        .collect();
+    let bar = indicatif::ProgressBar::new(targets.len() as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{spinner} targets [{bar:30}] {pos}/{len} {msg} ({eta})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let mut results = Vec::with_capacity(targets.len());
+    let mut all_guided: Vec<String> = Vec::new();
+    for (field, value) in &targets {
+        bar.set_message(format!("{field}={value}"));
+        let attr = Attribute::new(&classifier, field, value, a.weight)?;
+        let guided: Vec<String> = base(Generator::new(&lm).with(attr).guidance(guidance), &a)
+            .generate(a.samples)?
+            .into_iter()
+            .map(|s| s.text)
+            .collect();
+        results.push(TargetResult {
+            field: field.clone(),
+            value: value.clone(),
+            guided_mentioned: share(&guided, |t| attribute_mentioned(t, field, value)),
+            guided_expressed: share(&guided, |t| attribute_expressed(t, field, value)),
+            unguided_mentioned: share(&unguided, |t| attribute_mentioned(t, field, value)),
+            unguided_expressed: share(&unguided, |t| attribute_expressed(t, field, value)),
+            samples: guided.clone(),
+        });
+        all_guided.extend(guided);
+        bar.inc(1);
+        if let Some(path) = &a.report {
+            // Written after every target, so an interrupted run keeps what it measured.
+            let partial = serde_json::json!({ "partial": true, "results": &results });
+            std::fs::write(path, serde_json::to_string_pretty(&partial)?)
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    bar.finish_and_clear();
+    let mean = |f: &dyn Fn(&TargetResult) -> f64| results.iter().map(f).sum::<f64>() / results.len().max(1) as f64;
+    let mut per_field: BTreeMap<String, [f64; 4]> = BTreeMap::new();
+    for f in classifier.config().fields.iter().map(|f| &f.name) {
+        let rows: Vec<&TargetResult> = results.iter().filter(|r| &r.field == f).collect();
+        if rows.is_empty() {
+            continue;
+        }
+        let m = |g: &dyn Fn(&TargetResult) -> f64| rows.iter().map(|r| g(r)).sum::<f64>() / rows.len() as f64;
+        per_field.insert(
+            f.clone(),
+            [
+                m(&|r| r.guided_mentioned),
+                m(&|r| r.guided_expressed),
+                m(&|r| r.unguided_mentioned),
+                m(&|r| r.unguided_expressed),
+            ],
+        );
+    }
+    fn refs(v: &[String]) -> Vec<&str> {
+        v.iter().map(String::as_str).collect()
+    }
+    let (guided_ppl, _, _) = ar.perplexity(&ar_tok, &refs(&all_guided), 64, &device)?;
+    let (unguided_ppl, _, _) = ar.perplexity(&ar_tok, &refs(&unguided), 64, &device)?;
+    let report = AttributeReport {
+        targets: results.len(),
+        samples_per_target: a.samples,
+        steps: a.steps,
+        weight: a.weight,
+        guidance: format!("{guidance:?}"),
+        guided_mentioned: mean(&|r| r.guided_mentioned),
+        guided_expressed: mean(&|r| r.guided_expressed),
+        unguided_mentioned: mean(&|r| r.unguided_mentioned),
+        unguided_expressed: mean(&|r| r.unguided_expressed),
+        guided_perplexity: guided_ppl,
+        unguided_perplexity: unguided_ppl,
+        per_field,
+        seconds: started.elapsed().as_secs_f64(),
+        results,
+    };
+    println!("| field | targets | guided: value mentioned | guided: field-aware | unguided: mentioned | unguided: field-aware |");
+    println!("| --- | --- | --- | --- | --- | --- |");
+    for (f, v) in &report.per_field {
+        let n = report.results.iter().filter(|r| &r.field == f).count();
+        println!(
+            "| {f} | {n} | {:.1}% | {:.1}% | {:.1}% | {:.1}% |",
+            v[0] * 100.0,
+            v[1] * 100.0,
+            v[2] * 100.0,
+            v[3] * 100.0
+        );
+    }
+    println!(
+        "| **all** | {} | **{:.1}%** | **{:.1}%** | {:.1}% | {:.1}% |",
+        report.targets,
+        report.guided_mentioned * 100.0,
+        report.guided_expressed * 100.0,
+        report.unguided_mentioned * 100.0,
+        report.unguided_expressed * 100.0
+    );
+    println!(
+        "perplexity under the reference LM: guided {:.2}, unguided {:.2}; {:.0} s",
+        report.guided_perplexity, report.unguided_perplexity, report.seconds
+    );
+    if let Some(path) = &a.report {
+        std::fs::write(path, serde_json::to_string_pretty(&report)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
