@@ -15,6 +15,9 @@ use serde::Serialize;
 
 use crate::{load_split, model_dir, read_data_record, report, OptArgs};
 
+/// Default size of a guidance update for `--attribute` (see `--step-size`).
+pub const GUIDANCE_STEP_SIZE: f64 = 0.3;
+
 /// Where a model's attribute classifier lives unless `--classifier` says otherwise.
 pub fn classifier_dir(model: &Path, arg: Option<PathBuf>) -> PathBuf {
     arg.unwrap_or_else(|| model.join("classifier"))
@@ -130,8 +133,9 @@ pub struct EvalAttributesArgs {
     /// Gradient updates per denoising step (Diffusion-LM used 3).
     #[arg(long, default_value_t = 3)]
     guidance_steps: usize,
-    /// Size of each sign-normalised guidance update.
-    #[arg(long, default_value_t = 0.1)]
+    /// Size of each sign-normalised guidance update (the paper used 0.1; 0.3 moved more samples
+    /// to the target with the shipped classifier at equal fluency in a small sweep).
+    #[arg(long, default_value_t = GUIDANCE_STEP_SIZE)]
     step_size: f64,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,

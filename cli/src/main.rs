@@ -115,6 +115,15 @@ struct ControlArgs {
     /// The attribute classifier directory (default: MODEL/classifier).
     #[arg(long)]
     classifier: Option<PathBuf>,
+    /// Guidance: gradient updates of the latent per denoising step.
+    #[arg(long, default_value_t = diffusion_lm::GuidanceConfig::default().steps)]
+    guidance_steps: usize,
+    /// Guidance: size of each sign-normalised update (the paper used 0.1).
+    #[arg(long, default_value_t = attributes::GUIDANCE_STEP_SIZE)]
+    guidance_step_size: f64,
+    /// Guidance: weight λ of the fluency term log p(x_{t-1} | x_t).
+    #[arg(long, default_value_t = diffusion_lm::GuidanceConfig::default().fluency_weight)]
+    fluency_weight: f64,
     /// Minimum Bayes risk decoding: draw this many candidates per output and keep the one that
     /// agrees most with the others (1 = off).
     #[arg(long, default_value_t = 1)]
@@ -150,6 +159,12 @@ impl ControlArgs {
             for spec in &self.attribute {
                 g = g.with(diffusion_lm_controllers::Attribute::parse(&classifier, spec)?);
             }
+            g = g.guidance(diffusion_lm::GuidanceConfig {
+                steps: self.guidance_steps,
+                step_size: self.guidance_step_size,
+                fluency_weight: self.fluency_weight,
+                ..diffusion_lm::GuidanceConfig::default()
+            });
         }
         for re in &self.regex {
             g = g.with(Regex::new(re)?);
