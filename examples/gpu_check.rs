@@ -365,6 +365,29 @@ fn training_texts() -> Vec<String> {
     .collect()
 }
 
+/// How far a reduced-precision prediction is from the f32 one, and how many clamped tokens differ.
+fn reduced_precision_effect(
+    rep: &mut Report,
+    lm: &DiffusionLm,
+    name: &str,
+    full: &Tensor,
+    reduced: &Tensor,
+) -> Result<()> {
+    let (abs, rel) = compare(full, reduced)?;
+    let a = lm.model.nearest_tokens(full)?.flatten_all()?.to_vec1::<u32>()?;
+    let b = lm.model.nearest_tokens(reduced)?.flatten_all()?.to_vec1::<u32>()?;
+    let same = a.iter().zip(&b).filter(|(p, q)| p == q).count();
+    println!(
+        "  accuracy of {name} vs f32: max |x0 diff| {abs:.3e} (relative {rel:.3e}), clamped tokens identical {same}/{}",
+        a.len()
+    );
+    rep.json.insert(
+        format!("accuracy.{name}"),
+        json!({ "max_abs": abs, "relative": rel, "tokens_identical": same, "tokens": a.len() }),
+    );
+    Ok(())
+}
+
 fn timings(args: &Args, dev: &Device, label: &str, rep: &mut Report) -> Result<()> {
     let on_gpu = !dev.is_cpu();
     let reps = |n: usize| if args.quick { 2 } else { n };
@@ -413,18 +436,7 @@ fn timings(args: &Args, dev: &Device, label: &str, rep: &mut Report) -> Result<(
             lm.set_compute_dtype(DType::F32)?;
             diffusion_lm::device::set_tf32(false);
             let full = lm.model.forward(&x, &t, &mut Mode::Infer)?;
-            let (abs, rel) = compare(&full, &half)?;
-            let a = lm.model.nearest_tokens(&full)?.flatten_all()?.to_vec1::<u32>()?;
-            let b = lm.model.nearest_tokens(&half)?.flatten_all()?.to_vec1::<u32>()?;
-            let same = a.iter().zip(&b).filter(|(p, q)| p == q).count();
-            println!(
-                "  accuracy of {name} vs f32: max |x0 diff| {abs:.3e} (relative {rel:.3e}), clamped tokens identical {same}/{}",
-                a.len()
-            );
-            rep.json.insert(
-                format!("accuracy.{name}"),
-                json!({ "max_abs": abs, "relative": rel, "tokens_identical": same, "tokens": a.len() }),
-            );
+            reduced_precision_effect(rep, &lm, name, &full, &half)?;
         }
     }
     if on_gpu {
@@ -437,18 +449,7 @@ fn timings(args: &Args, dev: &Device, label: &str, rep: &mut Report) -> Result<(
         diffusion_lm::device::set_tf32(true);
         let reduced = lm.model.forward(&x, &t, &mut Mode::Infer)?;
         diffusion_lm::device::set_tf32(false);
-        let (abs, rel) = compare(&full, &reduced)?;
-        let a = lm.model.nearest_tokens(&full)?.flatten_all()?.to_vec1::<u32>()?;
-        let b = lm.model.nearest_tokens(&reduced)?.flatten_all()?.to_vec1::<u32>()?;
-        let same = a.iter().zip(&b).filter(|(p, q)| p == q).count();
-        println!(
-            "  accuracy of tf32 vs f32: max |x0 diff| {abs:.3e} (relative {rel:.3e}), clamped tokens identical {same}/{}",
-            a.len()
-        );
-        rep.json.insert(
-            "accuracy.tf32".into(),
-            json!({ "max_abs": abs, "relative": rel, "tokens_identical": same, "tokens": a.len() }),
-        );
+        reduced_precision_effect(rep, &lm, "tf32", &full, &reduced)?;
     }
     diffusion_lm::device::set_tf32(false);
     lm.set_compute_dtype(DType::F32)?;

@@ -93,18 +93,7 @@ impl CausalLm {
             token_embedding: vb.get((cfg.vocab_size, h), "token_embedding.weight")?,
             lm_head_bias: vb.get(cfg.vocab_size, "lm_head.bias")?,
             position_embedding: vb.get((cfg.seq_len + 1, h), "position_embedding.weight")?,
-            blocks: (0..cfg.layers)
-                .map(|i| {
-                    Block::new(
-                        h,
-                        cfg.heads,
-                        cfg.ffn_hidden,
-                        cfg.dropout,
-                        true,
-                        vb.pp(format!("blocks.{i}")),
-                    )
-                })
-                .collect::<Result<Vec<_>>>()?,
+            blocks: nn::blocks(cfg.layers, h, cfg.heads, cfg.ffn_hidden, cfg.dropout, true, &vb)?,
             final_norm: LayerNorm::new(h, vb.pp("final_norm"))?,
         })
     }

@@ -195,18 +195,7 @@ impl LatentClassifier {
                 candle_nn::linear(4 * h, h, vb.pp("time_embed.2"))?,
             ),
             position_embedding: vb.get((cfg.seq_len, h), "position_embedding.weight")?,
-            blocks: (0..cfg.layers)
-                .map(|i| {
-                    Block::new(
-                        h,
-                        cfg.heads,
-                        cfg.ffn_hidden,
-                        cfg.dropout,
-                        false,
-                        vb.pp(format!("blocks.{i}")),
-                    )
-                })
-                .collect::<Result<Vec<_>>>()?,
+            blocks: nn::blocks(cfg.layers, h, cfg.heads, cfg.ffn_hidden, cfg.dropout, false, &vb)?,
             final_norm: LayerNorm::new(h, vb.pp("final_norm"))?,
             heads: cfg
                 .fields

@@ -104,18 +104,7 @@ impl Denoiser {
         let net = vb.clone().set_dtype(compute_dtype);
         let (v, d, h) = (cfg.vocab_size, cfg.embed_dim, cfg.hidden);
         let word_embedding = vb.get((v, d), "word_embedding.weight")?;
-        let blocks = (0..cfg.layers)
-            .map(|i| {
-                Block::new(
-                    h,
-                    cfg.heads,
-                    cfg.ffn_hidden,
-                    cfg.dropout,
-                    false,
-                    net.pp(format!("blocks.{i}")),
-                )
-            })
-            .collect::<Result<Vec<_>>>()?;
+        let blocks = nn::blocks(cfg.layers, h, cfg.heads, cfg.ffn_hidden, cfg.dropout, false, &net)?;
         let embedding_sq_norms = word_embedding.sqr()?.sum(1)?;
         Ok(Denoiser {
             cfg: cfg.clone(),

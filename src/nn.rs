@@ -216,6 +216,21 @@ impl Block {
     }
 }
 
+/// `layers` transformer blocks under `blocks.{i}` of `vb` (the stack every model here uses).
+pub fn blocks(
+    layers: usize,
+    hidden: usize,
+    heads: usize,
+    ffn: usize,
+    dropout: f32,
+    causal: bool,
+    vb: &VarBuilder,
+) -> Result<Vec<Block>> {
+    (0..layers)
+        .map(|i| Block::new(hidden, heads, ffn, dropout, causal, vb.pp(format!("blocks.{i}"))))
+        .collect()
+}
+
 /// How a parameter is initialised.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Init {

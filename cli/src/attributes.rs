@@ -13,7 +13,7 @@ use diffusion_lm::{device::parse_device, DiffusionLm, Generator, GuidanceConfig}
 use diffusion_lm_controllers::Attribute;
 use serde::Serialize;
 
-use crate::{load_split, model_dir, read_data_record, report, OptArgs};
+use crate::{load_split, model_dir, read_data_record, report, AuxTrainArgs};
 
 /// Default size of a guidance update for `--attribute` (see `--step-size`).
 pub const GUIDANCE_STEP_SIZE: f64 = 0.3;
@@ -42,30 +42,11 @@ pub fn load_classifier(
 
 #[derive(Args)]
 pub struct TrainClassifierArgs {
-    /// The diffusion checkpoint whose latents the classifier reads (and whose corpus record,
-    /// data.json, gives the labelled E2E examples).
-    #[arg(long)]
-    model: Option<PathBuf>,
-    /// Output directory (default: MODEL/classifier).
-    #[arg(long)]
-    out: Option<PathBuf>,
-    #[arg(long, default_value_t = 128)]
-    hidden: usize,
-    #[arg(long, default_value_t = 2)]
-    layers: usize,
-    #[arg(long, default_value_t = 4)]
-    heads: usize,
-    #[arg(long, default_value_t = 0.1)]
-    dropout: f32,
     #[command(flatten)]
-    opt: OptArgs,
-    #[arg(long, default_value = "cpu")]
-    device: String,
-    #[arg(long)]
-    no_progress: bool,
+    aux: AuxTrainArgs,
 }
 
-pub fn train_classifier(a: TrainClassifierArgs) -> Result<()> {
+pub fn train_classifier(TrainClassifierArgs { aux: a }: TrainClassifierArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
     let dir = model_dir(a.model);
     let lm = DiffusionLm::load(&dir, &device)?;

@@ -278,12 +278,14 @@ impl OptArgs {
     }
 }
 
+/// Options of the auxiliary models trained for a diffusion checkpoint (the reference LM, the
+/// attribute classifier): a small transformer and its optimisation.
 #[derive(Args)]
-struct TrainArArgs {
-    /// The diffusion checkpoint whose tokenizer and corpus record (data.json) to use.
+struct AuxTrainArgs {
+    /// The diffusion checkpoint it belongs to (its tokenizer and its corpus record, data.json).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Output directory (default: MODEL/ar).
+    /// Output directory (default: a subdirectory of MODEL).
     #[arg(long)]
     out: Option<PathBuf>,
     #[arg(long, default_value_t = 128)]
@@ -300,6 +302,12 @@ struct TrainArArgs {
     device: String,
     #[arg(long)]
     no_progress: bool,
+}
+
+#[derive(Args)]
+struct TrainArArgs {
+    #[command(flatten)]
+    aux: AuxTrainArgs,
 }
 
 #[derive(Args)]
@@ -493,7 +501,7 @@ fn read_data_record(dir: &Path) -> Result<DataRecord> {
         .with_context(|| format!("{} records which corpus the model was trained on", path.display()))
 }
 
-fn train_ar(a: TrainArArgs) -> Result<()> {
+fn train_ar(TrainArArgs { aux: a }: TrainArArgs) -> Result<()> {
     use diffusion_lm::ar::{ar_trainer, ArConfig};
     let device = parse_device(&a.device)?;
     let dir = model_dir(a.model);

@@ -473,12 +473,12 @@ impl Dfa {
                 first.push(first[b]);
                 end.push(mid[b]);
                 mid.push(first[b]);
+                // b keeps the unmarked tail; with first == mid its marked front is empty again.
                 first[b] = mid[b];
-                mid[b] = first[b];
                 for &s in &elems[first[nb]..end[nb]] {
                     block[s] = nb;
                 }
-                in_w.extend(std::iter::repeat(false).take(k));
+                in_w.extend(std::iter::repeat_n(false, k));
                 let smaller = if end[nb] - first[nb] <= end[b] - first[b] {
                     nb
                 } else {
