@@ -1,6 +1,6 @@
 //! Constraint benchmarks (`cargo bench --bench constraints`): token-automaton build time and
 //! projection (exact constrained rounding) time per denoising step at batch 1, for realistic
-//! regexes, next to the denoiser step of the shipped model.
+//! regexes and the GBNF grammars in `grammars/`, next to the denoiser step of the shipped model.
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
@@ -8,7 +8,7 @@ use diffusion_lm::controller::{Controller, PrepareContext, PreparedStack};
 use diffusion_lm::nn::Mode;
 use diffusion_lm::projection::best_sequence;
 use diffusion_lm::DiffusionLm;
-use diffusion_lm_controllers::Regex;
+use diffusion_lm_controllers::{Grammar, Regex};
 
 pub const PATTERNS: [(&str, &str); 6] = [
     ("date", r"(19|20)[0-9]{2}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"),
@@ -25,6 +25,27 @@ pub const PATTERNS: [(&str, &str); 6] = [
     ),
 ];
 
+pub const GRAMMARS: [&str; 4] = ["json", "arithmetic", "sql_select", "statements"];
+
+type Factory = Box<dyn Fn() -> Box<dyn Controller>>;
+
+/// Every benchmarked constraint, built fresh by its factory (so builds can be timed).
+fn constraints() -> Vec<(String, Factory)> {
+    let mut out: Vec<(String, Factory)> = PATTERNS
+        .iter()
+        .map(|&(name, pattern)| {
+            let f: Factory = Box::new(move || Box::new(Regex::new(pattern).unwrap()));
+            (name.to_string(), f)
+        })
+        .collect();
+    for name in GRAMMARS {
+        let path = format!("{}/grammars/{name}.gbnf", env!("CARGO_MANIFEST_DIR"));
+        let f: Factory = Box::new(move || Box::new(Grammar::from_file(&path).unwrap()));
+        out.push((format!("grammar_{name}"), f));
+    }
+    out
+}
+
 fn load() -> DiffusionLm {
     diffusion_lm::tune_allocator();
     DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu).expect("the shipped model in models/e2e")
@@ -39,9 +60,9 @@ fn automaton_build(c: &mut Criterion) {
     };
     let mut group = c.benchmark_group("automaton_build");
     group.sample_size(10);
-    for (name, pattern) in PATTERNS {
+    for (name, make) in constraints() {
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
-            b.iter(|| Regex::new(pattern).unwrap().hard_constraints(&ctx).unwrap())
+            b.iter(|| make().hard_constraints(&ctx).unwrap())
         });
     }
     group.finish();
@@ -65,8 +86,8 @@ fn projection_step(c: &mut Criterion) {
         .to_vec1::<f32>()
         .unwrap();
     let mut group = c.benchmark_group("projection_batch1");
-    for (name, pattern) in PATTERNS {
-        let controllers: Vec<Box<dyn Controller>> = vec![Box::new(Regex::new(pattern).unwrap())];
+    for (name, make) in constraints() {
+        let controllers: Vec<Box<dyn Controller>> = vec![make()];
         let stack = PreparedStack::prepare(&controllers, &ctx).unwrap();
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| {

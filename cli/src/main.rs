@@ -105,6 +105,12 @@ struct ControlArgs {
     /// Hard constraint: the text is a JSON document valid under this JSON Schema file.
     #[arg(long)]
     schema: Option<PathBuf>,
+    /// Hard constraint: the text is a sentence of this GBNF grammar (see grammars/).
+    #[arg(long)]
+    grammar: Option<PathBuf>,
+    /// With --grammar: how deep recursive rules may nest (the automaton's depth bound).
+    #[arg(long, requires = "grammar", default_value_t = diffusion_lm_controllers::GrammarConfig::default().max_depth)]
+    grammar_depth: usize,
     /// With --schema: pretty-print the first two nesting levels (2-space indent) instead of compact JSON.
     #[arg(long, requires = "schema")]
     pretty: bool,
@@ -140,6 +146,7 @@ impl ControlArgs {
         out.extend(self.length.iter().map(|l| format!("length {l}")));
         out.extend(self.infill.iter().map(|t| format!("infill {t:?}")));
         out.extend(self.schema.iter().map(|s| format!("JSON Schema {}", s.display())));
+        out.extend(self.grammar.iter().map(|g| format!("grammar {}", g.display())));
         out.extend(self.attribute.iter().map(|a| format!("attribute {a}")));
         if self.mbr > 1 {
             out.push(format!("MBR over {} candidates", self.mbr));
@@ -174,6 +181,13 @@ impl ControlArgs {
         }
         for t in &self.infill {
             g = g.with(Infill::new(t)?);
+        }
+        if let Some(path) = &self.grammar {
+            let config = diffusion_lm_controllers::GrammarConfig {
+                max_depth: self.grammar_depth,
+                ..Default::default()
+            };
+            g = g.with(diffusion_lm_controllers::Grammar::from_file_with_config(path, config)?);
         }
         if let Some(path) = &self.schema {
             let mut config = JsonSchemaConfig::default();

@@ -80,7 +80,35 @@ fn bad_input_gives_clear_errors() {
             vec!["generate".into(), "--schema".into(), format!("{d}/long.json")],
             "needs at least",
         ),
+        (
+            vec!["generate".into(), "--grammar".into(), format!("{d}/bad.gbnf")],
+            "line 1, column 10: unclosed `(`",
+        ),
+        (
+            vec!["generate".into(), "--grammar".into(), format!("{d}/none.gbnf")],
+            "cannot read grammar",
+        ),
+        (
+            vec![
+                "generate".into(),
+                "--grammar".into(),
+                format!("{d}/long.gbnf"),
+                "--seq-len".into(),
+                "8".into(),
+            ],
+            "needs at least",
+        ),
+        (
+            vec!["generate".into(), "--attribute".into(), "food=Martian".into()],
+            "has no value \"Martian\"",
+        ),
+        (
+            vec!["generate".into(), "--attribute".into(), "colour=red".into()],
+            "unknown field \"colour\"",
+        ),
     ];
+    std::fs::write(dir.path().join("bad.gbnf"), "root ::= (\"a\"").unwrap();
+    std::fs::write(dir.path().join("long.gbnf"), "root ::= \"a\"{20} [0-9]{20}").unwrap();
     std::fs::write(dir.path().join("bad.json"), "{\"type\": ").unwrap();
     std::fs::write(
         dir.path().join("unsat.json"),
@@ -144,5 +172,18 @@ fn generate_with_a_json_schema_prints_valid_documents() {
         let v: serde_json::Value = serde_json::from_str(line).unwrap();
         let doc: serde_json::Value = serde_json::from_str(v["text"].as_str().unwrap()).unwrap();
         assert!(doc["name"].is_string() && doc["area"].is_string(), "{doc}");
+    }
+}
+
+#[test]
+fn generate_with_a_grammar_prints_sentences_of_it() {
+    let grammar = concat!(env!("CARGO_MANIFEST_DIR"), "/../grammars/arithmetic.gbnf");
+    let (ok, out, err) = run(&["generate", "--grammar", grammar, "--samples", "2", "--steps", "10"]);
+    assert!(ok, "{err}");
+    let g = diffusion_lm_controllers::Grammar::from_file(grammar).unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 2);
+    for line in lines {
+        assert!(g.recognizes(line), "{line:?}");
     }
 }

@@ -29,12 +29,14 @@
 
 pub mod attribute;
 pub mod byte_automaton;
+pub mod grammar;
 pub mod infill;
 pub mod json_schema;
 pub mod length;
 pub mod regex;
 
 pub use crate::attribute::{Attribute, ClassifierGuidance};
+pub use crate::grammar::{Grammar, GrammarConfig};
 pub use crate::infill::Infill;
 pub use crate::json_schema::{JsonSchema, JsonSchemaConfig, Layout};
 pub use crate::length::Length;

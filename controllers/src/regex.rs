@@ -59,6 +59,9 @@ pub enum ControllerError {
     /// Input that is not JSON, or a file that cannot be read.
     #[error("{0}")]
     Input(String),
+    /// A GBNF grammar that cannot be parsed or compiled.
+    #[error("grammar {grammar}: {message}")]
+    Grammar { grammar: String, message: String },
     /// An attribute target the classifier does not know, or a classifier that cannot be loaded.
     #[error("attribute: {0}")]
     Attribute(String),
