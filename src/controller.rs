@@ -71,6 +71,36 @@ pub struct GuidanceContext<'a> {
     pub index: &'a TokenIndex,
 }
 
+/// What a repairing controller sees at a step (see [`Controller::repair`]).
+pub struct RepairContext<'a> {
+    /// Reverse step index (counting down to 0) and the number of steps.
+    pub step: usize,
+    pub num_steps: usize,
+    pub index: &'a TokenIndex,
+    pub tokenizer: &'a TextTokenizer,
+}
+
+impl RepairContext<'_> {
+    /// The token position holding byte `offset` of the decoded content of `ids` (the last content
+    /// position for an offset at or past the end).
+    pub fn position_of_byte(&self, ids: &[u32], offset: usize) -> usize {
+        let pad = self.index.pad_id();
+        let mut end = 0;
+        let mut last = 0;
+        for (p, &id) in ids.iter().enumerate() {
+            if id == pad {
+                break;
+            }
+            last = p;
+            end += self.index.bytes(id).len();
+            if offset < end {
+                return p;
+            }
+        }
+        last
+    }
+}
+
 /// A way to steer generation. Implement [`Controller::hard_constraints`] for constraints that must
 /// hold, [`Controller::guidance`] for soft preferences, and always [`Controller::check`].
 pub trait Controller: Send + Sync {
@@ -91,6 +121,20 @@ pub trait Controller: Send + Sync {
     /// Weight `w` of the guidance term.
     fn guidance_weight(&self) -> f64 {
         1.0
+    }
+
+    /// Whether this controller repairs (see [`Controller::repair`]); the generator decodes the
+    /// prediction at every step only when some controller does.
+    fn repairs(&self) -> bool {
+        false
+    }
+
+    /// Positions of one sequence whose current prediction (`text`, decoded from `ids`, the
+    /// rounded `x0`) should be re-noised so the denoiser rewrites them from their context, e.g.
+    /// the tokens inside a parser's error nodes. The generator resets those positions of the
+    /// latent to the noise level of the step (around the mean embedding) and carries on.
+    fn repair(&self, _ctx: &RepairContext, _text: &str, _ids: &[u32]) -> Result<Vec<usize>> {
+        Ok(Vec::new())
     }
 
     /// Independent check of a decoded output (`text` is the content, `ids` the full sequence).

@@ -29,7 +29,9 @@ use rand::rngs::StdRng;
 use rand::SeedableRng;
 
 use crate::checkpoint;
-use crate::controller::{Controller, GuidanceConfig, GuidanceContext, GuidanceRule, PrepareContext, PreparedStack};
+use crate::controller::{
+    Controller, GuidanceConfig, GuidanceContext, GuidanceRule, PrepareContext, PreparedStack, RepairContext,
+};
 use crate::nn::{check_tensors, Mode};
 use crate::projection::{best_sequence, constrained_marginals};
 use crate::token_index::TokenIndex;
@@ -429,6 +431,9 @@ impl<'m> Generator<'m> {
                 };
                 x = self.guide(x, &mean, std, &ctx)?;
             }
+            if i > 0 && self.controllers.iter().any(|c| c.repairs()) {
+                x = self.repair(x, &x0, i, schedule.len(), schedule.alpha_bar_prev(i), &mut rngs)?;
+            }
             bar.inc(1);
         }
         if stack.has_hard {
@@ -480,6 +485,51 @@ impl<'m> Generator<'m> {
         let marg = Tensor::from_vec(marg, (b * l, v), x.device())?;
         let d = self.lm.config.embed_dim;
         Ok(marg.matmul(model.embeddings())?.reshape((b, l, d))?)
+    }
+
+    /// Re-noises the positions that repairing controllers name (see [`Controller::repair`]): they
+    /// return to the marginal of `x_{i-1}` around the mean embedding, `√ᾱ·ē + √(1−ᾱ)·z`, so the
+    /// denoiser rewrites them from their context in the remaining steps.
+    fn repair(
+        &self,
+        x: Tensor,
+        x0: &Tensor,
+        i: usize,
+        num_steps: usize,
+        alpha_bar: f64,
+        rngs: &mut [StdRng],
+    ) -> Result<Tensor> {
+        let model = &self.lm.model;
+        let ids = model.nearest_tokens(x0)?.to_vec2::<u32>()?;
+        let ctx = RepairContext {
+            step: i,
+            num_steps,
+            index: self.lm.token_index(),
+            tokenizer: &self.lm.tokenizer,
+        };
+        let (b, l, d) = x.dims3()?;
+        let mut mask = vec![0f32; b * l];
+        let mut any = false;
+        for (r, row) in ids.iter().enumerate() {
+            let text = self.lm.tokenizer.decode_content(row);
+            for c in self.controllers.iter().filter(|c| c.repairs()) {
+                for p in c.repair(&ctx, &text, row)? {
+                    if p < l {
+                        mask[r * l + p] = 1.0;
+                        any = true;
+                    }
+                }
+            }
+        }
+        if !any {
+            return Ok(x);
+        }
+        let mask = Tensor::from_vec(mask, (b, l, 1), x.device())?;
+        let z = crate::nn::standard_normal(rngs, (b, l, d), x.device())?;
+        let mean_embedding = model.embeddings().mean_keepdim(0)?;
+        let fresh = (z * (1.0 - alpha_bar).sqrt())?.broadcast_add(&(mean_embedding * alpha_bar.sqrt())?)?;
+        let keep = mask.affine(-1.0, 1.0)?;
+        Ok((x.broadcast_mul(&keep)? + fresh.broadcast_mul(&mask)?)?)
     }
 
     /// Gradient ascent on `λ·log N(x; mean, std²) + Σ w_c log p_c(c | x)` (see [`crate::controller`]).

@@ -34,6 +34,7 @@ pub mod infill;
 pub mod json_schema;
 pub mod length;
 pub mod regex;
+pub mod syntax_tree;
 
 pub use crate::attribute::{Attribute, ClassifierGuidance};
 pub use crate::grammar::{Grammar, GrammarConfig};
@@ -41,6 +42,7 @@ pub use crate::infill::Infill;
 pub use crate::json_schema::{JsonSchema, JsonSchemaConfig, Layout};
 pub use crate::length::Length;
 pub use crate::regex::{ControllerError, Regex, RegexConfig};
+pub use crate::syntax_tree::SyntaxTree;
 
 /// The engine crate, re-exported.
 pub use diffusion_lm as engine;

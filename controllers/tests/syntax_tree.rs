@@ -1,0 +1,76 @@
+//! The SyntaxTree controller: tree-sitter error nodes map to the tokens holding them, the repair
+//! schedule and the structural query are honoured, and generation runs with it.
+
+use diffusion_lm::controller::{Controller, RepairContext};
+use diffusion_lm::{DiffusionLm, Generator};
+use diffusion_lm_controllers::{Regex, SyntaxTree};
+
+fn padded(lm: &DiffusionLm, text: &str) -> Vec<u32> {
+    lm.tokenizer.encode_padded(text, lm.config.seq_len).unwrap()
+}
+
+#[test]
+fn error_nodes_map_to_the_tokens_that_hold_them() {
+    let lm = DiffusionLm::load(DiffusionLm::default_dir(), &candle_core::Device::Cpu).unwrap();
+    let ctx = |step: usize| RepairContext {
+        step,
+        num_steps: 100,
+        index: lm.token_index(),
+        tokenizer: &lm.tokenizer,
+    };
+    let json = SyntaxTree::json();
+    // Step 49 of 100 counting down: half the steps done, inside the default window.
+    let mid = ctx(49);
+    let good = r#"{"name": "Aromi", "near": "Café Rouge"}"#;
+    assert!(json.repair(&mid, good, &padded(&lm, good)).unwrap().is_empty());
+    let bad = r#"{"name": "Aromi" "near" 12 }"#;
+    let ids = padded(&lm, bad);
+    let positions = json.repair(&mid, bad, &ids).unwrap();
+    assert!(!positions.is_empty());
+    let content = ids.iter().position(|&t| t == lm.tokenizer.pad_id()).unwrap();
+    assert!(
+        positions.iter().all(|&p| p < content),
+        "{positions:?} beyond {content} content tokens"
+    );
+    // Every error byte range lies inside the tokens named.
+    for (start, end) in json.error_ranges(bad) {
+        let first = mid.position_of_byte(&ids, start);
+        let last = mid.position_of_byte(&ids, end - 1);
+        assert!((first..=last).all(|p| positions.contains(&p)));
+    }
+    // Outside the schedule's window nothing is repaired.
+    assert!(json.repair(&ctx(99), bad, &ids).unwrap().is_empty());
+    assert!(json.repair(&ctx(2), bad, &ids).unwrap().is_empty());
+    // Well formed but without the queried structure: the whole content is rewritten.
+    let near = SyntaxTree::json()
+        .with_query(r#"(pair key: (string (string_content) @k (#eq? @k "near")))"#)
+        .unwrap();
+    let no_near = r#"{"name": "Aromi"}"#;
+    let ids = padded(&lm, no_near);
+    let all = near.repair(&mid, no_near, &ids).unwrap();
+    assert_eq!(
+        all.len(),
+        ids.iter().take_while(|&&t| t != lm.tokenizer.pad_id()).count()
+    );
+    assert!(near.repair(&mid, good, &padded(&lm, good)).unwrap().is_empty());
+    // A malformed query is a clear error.
+    let err = SyntaxTree::json().with_query("(pair key: ").err().unwrap().to_string();
+    assert!(err.contains("tree-sitter query"), "{err}");
+}
+
+#[test]
+fn generation_with_repair_keeps_hard_constraints() {
+    let lm = DiffusionLm::load(DiffusionLm::default_dir(), &candle_core::Device::Cpu).unwrap();
+    let braces = Regex::new(r"\{[^\n]*\}").unwrap();
+    let samples = Generator::new(&lm)
+        .with(braces)
+        .with(SyntaxTree::json().schedule(1, 0.0, 1.0))
+        .length(32)
+        .steps(20)
+        .seed(2)
+        .generate(2)
+        .unwrap();
+    for s in samples {
+        assert!(s.text.starts_with('{') && s.text.ends_with('}'), "{:?}", s.text);
+    }
+}
