@@ -213,6 +213,25 @@ impl Dfa {
         self.table[s as usize * self.num_classes + self.classes[b as usize] as usize]
     }
 
+    /// The token automaton over `index`'s vocabulary that accepts exactly the token sequences
+    /// whose bytes this DFA accepts (at most `max_states` states).
+    pub fn token_automaton(
+        &self,
+        index: &diffusion_lm::token_index::TokenIndex,
+        max_states: usize,
+    ) -> diffusion_lm::Result<diffusion_lm::automaton::TokenAutomaton> {
+        diffusion_lm::automaton::TokenAutomaton::from_byte_automaton(
+            index,
+            0u32,
+            |s, b| {
+                let n = self.next(s, b);
+                (n != DEAD).then_some(n)
+            },
+            |s| self.is_accepting(s),
+            max_states,
+        )
+    }
+
     pub fn is_accepting(&self, s: u32) -> bool {
         self.accept[s as usize]
     }

@@ -42,11 +42,10 @@ pub mod gbnf;
 
 use std::path::Path;
 
-use diffusion_lm::automaton::TokenAutomaton;
 use diffusion_lm::controller::{Controller, HardConstraint, PrepareContext};
 use diffusion_lm::{Error, TextTokenizer};
 
-use crate::byte_automaton::{Dfa, DEAD};
+use crate::byte_automaton::Dfa;
 use crate::ControllerError;
 
 /// Settings of the grammar compiler.
@@ -155,18 +154,10 @@ impl Controller for Grammar {
     }
 
     fn hard_constraints(&self, ctx: &PrepareContext) -> diffusion_lm::Result<Vec<HardConstraint>> {
-        let dfa = &self.dfa;
-        let automaton = TokenAutomaton::from_byte_automaton(
-            ctx.index,
-            0u32,
-            |s, b| {
-                let n = dfa.next(s, b);
-                (n != DEAD).then_some(n)
-            },
-            |s| dfa.is_accepting(s),
-            self.config.max_token_states,
-        )
-        .map_err(|e| Error::Constraint(format!("grammar {}: {e}", self.name)))?;
+        let automaton = self
+            .dfa
+            .token_automaton(ctx.index, self.config.max_token_states)
+            .map_err(|e| Error::Constraint(format!("grammar {}: {e}", self.name)))?;
         Ok(vec![HardConstraint::Automaton(automaton)])
     }
 

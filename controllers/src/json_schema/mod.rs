@@ -61,7 +61,7 @@ use diffusion_lm::controller::{Controller, HardConstraint, PrepareContext};
 use diffusion_lm::{Error, TextTokenizer};
 use serde_json::Value;
 
-use crate::byte_automaton::{Dfa, DEAD};
+use crate::byte_automaton::Dfa;
 use crate::ControllerError;
 
 /// How documents are laid out. The automaton accepts exactly one layout, so the model spends its
@@ -250,18 +250,9 @@ impl JsonSchema {
 
     /// The token automaton of the schema over `ctx`'s vocabulary.
     pub fn token_automaton(&self, ctx: &PrepareContext) -> diffusion_lm::Result<TokenAutomaton> {
-        let dfa = &self.dfa;
-        TokenAutomaton::from_byte_automaton(
-            ctx.index,
-            0u32,
-            |s, b| {
-                let n = dfa.next(s, b);
-                (n != DEAD).then_some(n)
-            },
-            |s| dfa.is_accepting(s),
-            self.config.max_token_states,
-        )
-        .map_err(|e| Error::Constraint(format!("JSON Schema: {e}")))
+        self.dfa
+            .token_automaton(ctx.index, self.config.max_token_states)
+            .map_err(|e| Error::Constraint(format!("JSON Schema: {e}")))
     }
 }
 
