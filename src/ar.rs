@@ -40,17 +40,7 @@ pub struct ArConfig {
 
 impl ArConfig {
     pub fn validate(&self) -> Result<()> {
-        if self.model_type != "causal-lm" {
-            return Err(Error::Config(format!(
-                "model_type is {:?}, expected \"causal-lm\"",
-                self.model_type
-            )));
-        }
-        if self.hidden == 0 || self.heads == 0 || self.hidden % self.heads != 0 || self.layers == 0 {
-            return Err(Error::Config(
-                "hidden, heads, layers must be positive and heads must divide hidden".into(),
-            ));
-        }
+        nn::check_transformer_config(&self.model_type, "causal-lm", self.hidden, self.heads, self.layers)?;
         if self.pad_id as usize >= self.vocab_size || self.seq_len == 0 {
             return Err(Error::Config(
                 "pad_id must be inside the vocabulary and seq_len positive".into(),

@@ -99,21 +99,16 @@ impl ClassifierConfig {
     }
 
     pub fn validate(&self) -> Result<()> {
-        if self.model_type != "latent-classifier" {
-            return Err(Error::Config(format!(
-                "model_type is {:?}, expected \"latent-classifier\"",
-                self.model_type
-            )));
-        }
-        if self.hidden == 0
-            || self.heads == 0
-            || self.hidden % self.heads != 0
-            || self.layers == 0
-            || self.hidden % 2 != 0
-        {
-            return Err(Error::Config(
-                "hidden, heads and layers must be positive, hidden even, and heads must divide hidden".into(),
-            ));
+        nn::check_transformer_config(
+            &self.model_type,
+            "latent-classifier",
+            self.hidden,
+            self.heads,
+            self.layers,
+        )?;
+        if self.hidden % 2 != 0 {
+            // The sinusoidal time embedding has hidden/2 cosines and as many sines.
+            return Err(Error::Config(format!("hidden must be even, got {}", self.hidden)));
         }
         if self.fields.is_empty() {
             return Err(Error::Config("a classifier needs at least one field".into()));

@@ -216,6 +216,28 @@ impl Block {
     }
 }
 
+/// Checks a checkpoint's `model_type` and the transformer sizes every model here shares, so a
+/// directory of one kind is not loaded as another and attention heads split the width evenly.
+pub fn check_transformer_config(
+    model_type: &str,
+    expected: &str,
+    hidden: usize,
+    heads: usize,
+    layers: usize,
+) -> Result<()> {
+    if model_type != expected {
+        return Err(crate::Error::Config(format!(
+            "model_type is {model_type:?}, expected {expected:?}"
+        )));
+    }
+    if hidden == 0 || heads == 0 || hidden % heads != 0 || layers == 0 {
+        return Err(crate::Error::Config(
+            "hidden, heads, layers must be positive and heads must divide hidden".into(),
+        ));
+    }
+    Ok(())
+}
+
 /// `layers` transformer blocks under `blocks.{i}` of `vb` (the stack every model here uses).
 pub fn blocks(
     layers: usize,

@@ -114,21 +114,17 @@ impl<'g> Compiler<'g> {
                     (false, _) => self.rule(target, self.max_depth)?,
                 }
             }
-            Expr::Seq(items) => {
+            Expr::Seq(items) | Expr::Alt(items) => {
                 let parts = items
                     .iter()
                     .map(|i| self.expr(i, rule, depth))
                     .collect::<Result<Vec<_>, _>>()?;
                 let refs: Vec<&Dfa> = parts.iter().collect();
-                crate::byte_automaton::concat(&refs, self.limit).map_err(self.too_large(rule))?
-            }
-            Expr::Alt(alts) => {
-                let parts = alts
-                    .iter()
-                    .map(|i| self.expr(i, rule, depth))
-                    .collect::<Result<Vec<_>, _>>()?;
-                let refs: Vec<&Dfa> = parts.iter().collect();
-                crate::byte_automaton::union(&refs, self.limit).map_err(self.too_large(rule))?
+                let combine = match e {
+                    Expr::Seq(_) => crate::byte_automaton::concat,
+                    _ => crate::byte_automaton::union,
+                };
+                combine(&refs, self.limit).map_err(self.too_large(rule))?
             }
             Expr::Repeat { expr, min, max } => {
                 let x = self.expr(expr, rule, depth)?;
