@@ -2,9 +2,16 @@
 //! `SyntaxTree` controller, and with a structural query. A regex (hard) makes every output start
 //! with `{` and end with `}`; what lies between is free, so the parse rate measures the repair.
 //!
+//! The controller repairs in two phases (see `Controller::repair`): *during* sampling it
+//! re-noises the tokens inside parse errors; *after* it, the generator rewrites the faulty spans
+//! by inpainting with every other token fixed (`Generator::rewrite`). The runs below separate
+//! the two.
+//!
 //! ```text
-//! cargo run --release --example syntax_tree -- [N] [STEPS] [FROM UNTIL]
+//! cargo run --release --example syntax_tree -- [N] [STEPS]
 //! ```
+
+use std::time::Instant;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -31,26 +38,33 @@ fn main() -> Result<()> {
     let query = r#"(pair key: (string (string_content) @k (#eq? @k "near")))"#;
     let parse = SyntaxTree::json();
     let with_near = SyntaxTree::json().with_query(query)?;
-    let (from, until) = match (args.next(), args.next()) {
-        (Some(a), Some(b)) => (a.parse()?, b.parse()?),
-        _ => (0.4, 0.85),
-    };
-    let runs: [(&str, Generator); 3] = [
+    let never = |tree: SyntaxTree| tree.schedule(1, 1.0, 1.0);
+    let runs: [(&str, Generator); 5] = [
         ("braces only", Generator::new(&lm).with(braces()?)),
         (
-            "braces + SyntaxTree(json)",
+            "+ SyntaxTree, re-noising during sampling only",
             Generator::new(&lm)
                 .with(braces()?)
-                .with(SyntaxTree::json().schedule(5, from, until)),
+                .with(SyntaxTree::json())
+                .rewrite(0, 0.0),
         ),
         (
-            "braces + SyntaxTree(json, query: a \"near\" key)",
+            "+ SyntaxTree, rewriting after sampling only",
+            Generator::new(&lm).with(braces()?).with(never(SyntaxTree::json())),
+        ),
+        (
+            "+ SyntaxTree, both (the defaults)",
+            Generator::new(&lm).with(braces()?).with(SyntaxTree::json()),
+        ),
+        (
+            "+ SyntaxTree with a query (a \"near\" key), both",
             Generator::new(&lm)
                 .with(braces()?)
-                .with(SyntaxTree::json().with_query(query)?.schedule(5, from, until)),
+                .with(SyntaxTree::json().with_query(query)?),
         ),
     ];
     for (name, g) in runs {
+        let started = Instant::now();
         let texts: Vec<String> = g
             .steps(steps)
             .seed(0)
@@ -59,9 +73,10 @@ fn main() -> Result<()> {
             .into_iter()
             .map(|s| s.text)
             .collect();
+        let seconds = started.elapsed().as_secs_f64();
         let parsed = texts.iter().filter(|t| parse.parses(t)).count();
         let near = texts.iter().filter(|t| with_near.parses(t)).count();
-        println!("{name}: {parsed}/{n} parse as JSON; {near}/{n} also have a \"near\" key");
+        println!("{name}: {parsed}/{n} parse as JSON; {near}/{n} also have a \"near\" key ({seconds:.1} s)");
         for t in texts.iter().take(3) {
             println!("  {t}");
         }

@@ -71,9 +71,20 @@ pub struct GuidanceContext<'a> {
     pub index: &'a TokenIndex,
 }
 
+/// When a repairing controller is asked (see [`Controller::repair`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepairPhase {
+    /// During the reverse process: the named positions are re-noised to the step's noise level.
+    Denoising,
+    /// After it, on the finished output (round `round`, from 0): the named positions, with a
+    /// margin, are rewritten by a short reverse process while every other token stays fixed.
+    Rewrite { round: usize },
+}
+
 /// What a repairing controller sees at a step (see [`Controller::repair`]).
 pub struct RepairContext<'a> {
-    /// Reverse step index (counting down to 0) and the number of steps.
+    pub phase: RepairPhase,
+    /// Reverse step index (counting down to 0; 0 in the rewrite phase) and the number of steps.
     pub step: usize,
     pub num_steps: usize,
     pub index: &'a TokenIndex,
@@ -130,11 +141,28 @@ pub trait Controller: Send + Sync {
     }
 
     /// Positions of one sequence whose current prediction (`text`, decoded from `ids`, the
-    /// rounded `x0`) should be re-noised so the denoiser rewrites them from their context, e.g.
-    /// the tokens inside a parser's error nodes. The generator resets those positions of the
-    /// latent to the noise level of the step (around the mean embedding) and carries on.
+    /// rounded `x0`) should be rewritten by the denoiser from their context, e.g. the tokens
+    /// inside a parser's error nodes. It is asked in two phases ([`RepairPhase`]):
+    ///
+    /// * **during** the reverse process, the generator resets those positions of the latent to
+    ///   the noise level of the step (around the mean embedding) and carries on;
+    /// * **after** it, on the finished output, the generator *rewrites*: it noises the whole
+    ///   sequence back to an intermediate level and denoises again with every other token fixed
+    ///   (inpainting), keeping the result only if it has fewer [`Controller::faults`]
+    ///   (see [`crate::Generator::rewrite`]).
+    ///
+    /// An empty list means nothing to repair.
     fn repair(&self, _ctx: &RepairContext, _text: &str, _ids: &[u32]) -> Result<Vec<usize>> {
         Ok(Vec::new())
+    }
+
+    /// How faulty a finished output is, for comparing rewrites (lower is better, 0 when there is
+    /// nothing to repair); asked in the rewrite phase. By default, the number of positions
+    /// [`Controller::repair`] names. Override it when faults have an order of importance that
+    /// counting positions does not capture (a missing required structure is worse than any
+    /// number of small slips, say).
+    fn faults(&self, ctx: &RepairContext, text: &str, ids: &[u32]) -> Result<f64> {
+        Ok(self.repair(ctx, text, ids)?.len() as f64)
     }
 
     /// Independent check of a decoded output (`text` is the content, `ids` the full sequence).

@@ -31,6 +31,7 @@ use rand::SeedableRng;
 use crate::checkpoint;
 use crate::controller::{
     Controller, GuidanceConfig, GuidanceContext, GuidanceRule, PrepareContext, PreparedStack, RepairContext,
+    RepairPhase,
 };
 use crate::nn::{check_tensors, Mode};
 use crate::projection::{best_sequence, constrained_marginals};
@@ -169,6 +170,62 @@ pub struct Generator<'m> {
     soft_temperature: f32,
     mbr: usize,
     retries: usize,
+    rewrite_rounds: usize,
+    rewrite_from: f64,
+    self_correct: (usize, f64),
+}
+
+/// Tokens to the sides of each flagged position that a rewrite frees as well, so a fault can be
+/// mended by changing its neighbours (a missing quote belongs to the token before it).
+const REWRITE_MARGIN: usize = 1;
+
+/// Tokens held fixed while a rewrite pass denoises the rest (see [`Generator::rewrite`]).
+struct Pins {
+    /// Per row and position: the token held there, or `None` where the denoiser writes.
+    ids: Vec<Vec<Option<u32>>>,
+    /// `[b, l, 1]`: 1 where a token is held.
+    mask: Tensor,
+    /// `[b, l, d]`: the held tokens' embeddings (PAD's where nothing is held).
+    embeddings: Tensor,
+}
+
+impl Pins {
+    fn new(model: &Denoiser, ids: Vec<Vec<Option<u32>>>, pad: u32) -> Result<Self> {
+        let (b, l) = (ids.len(), ids.first().map_or(0, Vec::len));
+        let device = model.device();
+        let mask: Vec<f32> = ids
+            .iter()
+            .flatten()
+            .map(|t| if t.is_some() { 1.0 } else { 0.0 })
+            .collect();
+        let held: Vec<u32> = ids.iter().flatten().map(|t| t.unwrap_or(pad)).collect();
+        let embeddings = model.embed(&Tensor::from_vec(held, (b, l), device)?)?;
+        let mask = Tensor::from_vec(mask, (b, l, 1), device)?;
+        Ok(Pins { ids, mask, embeddings })
+    }
+
+    /// `x0` with the held positions replaced by their tokens' embeddings.
+    fn apply(&self, x0: &Tensor) -> Result<Tensor> {
+        let keep = self.mask.affine(-1.0, 1.0)?;
+        Ok((x0.broadcast_mul(&keep)? + self.embeddings.broadcast_mul(&self.mask)?)?)
+    }
+
+    /// Scores of row `r` with every token but the held one forbidden at held positions (unless
+    /// the held token is itself forbidden there, which leaves the position free).
+    fn restrict(&self, r: usize, scores: &[f32], v: usize) -> Vec<f32> {
+        let mut out = scores.to_vec();
+        for (p, held) in self.ids[r].iter().enumerate() {
+            if let Some(t) = held {
+                let slot = &mut out[p * v..(p + 1) * v];
+                if slot[*t as usize].is_finite() {
+                    let keep = slot[*t as usize];
+                    slot.fill(f32::NEG_INFINITY);
+                    slot[*t as usize] = keep;
+                }
+            }
+        }
+        out
+    }
 }
 
 impl<'m> Generator<'m> {
@@ -188,7 +245,58 @@ impl<'m> Generator<'m> {
             soft_temperature: 1.0,
             mbr: 1,
             retries: 3,
+            rewrite_rounds: 3,
+            rewrite_from: 0.3,
+            self_correct: (0, 0.0),
         }
+    }
+
+    /// Rewriting after sampling, for stacks with a repairing controller (such as a syntax
+    /// checker; see [`Controller::repair`]). An output in which a controller still names faulty
+    /// positions is noised back to the level of the last `from` share of the steps and denoised
+    /// again with every token outside those positions (and one token on each side) held fixed,
+    /// an inpainting pass, for up to `rounds` rounds with fresh noise each. Round `r` starts from
+    /// the share `from + (1 − from)·r/rounds`, so later rounds can change more. A round's result
+    /// is kept only if it has fewer faults ([`Controller::faults`]). A round costs its share of the
+    /// steps, for the outputs that need it. Default: 3 rounds from 0.3; 0 rounds turns it off.
+    ///
+    /// ```
+    /// use diffusion_lm::{DiffusionLm, Generator};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let lm = DiffusionLm::load(DiffusionLm::default_dir(), &candle_core::Device::Cpu)?;
+    /// // Without a repairing controller in the stack, rewriting does nothing.
+    /// let a = Generator::new(&lm).steps(10).rewrite(3, 0.5).generate(1)?;
+    /// let b = Generator::new(&lm).steps(10).rewrite(0, 0.0).generate(1)?;
+    /// assert_eq!(a, b);
+    /// # Ok(()) }
+    /// ```
+    pub fn rewrite(mut self, rounds: usize, from: f64) -> Self {
+        self.rewrite_rounds = rounds;
+        self.rewrite_from = from.clamp(0.0, 1.0);
+        self
+    }
+
+    /// Self-correction after sampling: each finished sequence is noised to the level of the
+    /// rewrite's first round (see [`Generator::rewrite`]) and denoised in one prediction; tokens
+    /// whose probability under the model's rounding head is below `threshold` times that of the
+    /// token the model would pick there (tokens it disagrees with, not merely uncertain ones) are
+    /// rewritten by inpainting (with one neighbour on each side, everything else held), and
+    /// the rewrite is kept only if the model finds the whole sequence likelier under the same
+    /// probe noise. Up to `rounds` rounds; the default 0 turns it off. Hard constraints hold
+    /// throughout. A round costs one prediction per sequence plus `from × steps` steps for the
+    /// sequences rewritten.
+    ///
+    /// ```
+    /// use diffusion_lm::{DiffusionLm, Generator};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let lm = DiffusionLm::load(DiffusionLm::default_dir(), &candle_core::Device::Cpu)?;
+    /// let samples = Generator::new(&lm).steps(10).self_correct(2, 0.5).generate(2)?;
+    /// assert_eq!(samples.len(), 2);
+    /// # Ok(()) }
+    /// ```
+    pub fn self_correct(mut self, rounds: usize, threshold: f64) -> Self {
+        self.self_correct = (rounds, threshold.clamp(1e-9, 1.0));
+        self
     }
 
     /// How many times a sample that fails a controller's independent check is redrawn (with
@@ -392,27 +500,58 @@ impl<'m> Generator<'m> {
         attempt: u64,
         bar: &indicatif::ProgressBar,
     ) -> Result<Vec<Vec<u32>>> {
+        let device = self.lm.model.device();
+        let d = self.lm.config.embed_dim;
+        let seed = self.seed ^ attempt.wrapping_mul(0xD1B5_4A32_D192_ED03);
+        let mut rngs: Vec<StdRng> = indices.iter().map(|&i| sample_rng(seed, i)).collect();
+        let x = crate::nn::standard_normal(&mut rngs, (indices.len(), self.length, d), device)?;
+        let start = sampler.schedule().len();
+        let mut rows = self.denoise(sampler, stack, x, start, None, &mut rngs, bar)?;
+        if self.rewrite_rounds > 0 && self.controllers.iter().any(|c| c.repairs()) {
+            self.rewrite_rows(sampler, stack, &mut rows, seed, indices, bar)?;
+        }
+        if self.self_correct.0 > 0 {
+            self.self_correct_rows(sampler, stack, &mut rows, seed, indices, bar)?;
+        }
+        Ok(rows)
+    }
+
+    /// The reverse process from `x` (at the noise level of step `start - 1`) to step 0, then
+    /// rounding. With `pins`, the held tokens replace the prediction at every step and in the
+    /// rounding, and nothing is re-noised.
+    #[allow(clippy::too_many_arguments)]
+    fn denoise(
+        &self,
+        sampler: &Sampler,
+        stack: &PreparedStack,
+        mut x: Tensor,
+        start: usize,
+        pins: Option<&Pins>,
+        rngs: &mut [StdRng],
+        bar: &indicatif::ProgressBar,
+    ) -> Result<Vec<Vec<u32>>> {
         let model = &self.lm.model;
         let device = model.device();
         let d = self.lm.config.embed_dim;
-        let count = indices.len();
-        let seed = self.seed ^ attempt.wrapping_mul(0xD1B5_4A32_D192_ED03);
-        let mut rngs: Vec<StdRng> = indices.iter().map(|&i| sample_rng(seed, i)).collect();
-        let mut x = crate::nn::standard_normal(&mut rngs, (count, self.length, d), device)?;
+        let count = x.dim(0)?;
         let schedule = sampler.schedule();
-        for i in (0..schedule.len()).rev() {
+        let repairs = pins.is_none() && self.controllers.iter().any(|c| c.repairs());
+        for i in (0..start).rev() {
             let t = vec![schedule.timesteps()[i]; count];
             let mut x0 = model.forward(&x, &t, &mut Mode::Infer)?;
             let progress = (schedule.len() - 1 - i) as f64 / schedule.len() as f64;
             if stack.has_hard && progress < self.soft_until {
                 x0 = self.soft_project(stack, &x0)?;
             } else if stack.has_hard {
-                x0 = self.project(stack, &x0)?.1;
+                x0 = self.project(stack, &x0, pins)?.1;
             } else if self.clamp {
                 x0 = model.clamp(&x0)?.1;
             }
+            if let Some(p) = pins {
+                x0 = p.apply(&x0)?;
+            }
             let noise = if sampler.needs_noise(i) {
-                Some(crate::nn::standard_normal(&mut rngs, (count, self.length, d), device)?)
+                Some(crate::nn::standard_normal(rngs, (count, self.length, d), device)?)
             } else {
                 None
             };
@@ -431,30 +570,253 @@ impl<'m> Generator<'m> {
                 };
                 x = self.guide(x, &mean, std, &ctx)?;
             }
-            if i > 0 && self.controllers.iter().any(|c| c.repairs()) {
-                x = self.repair(x, &x0, i, schedule.len(), schedule.alpha_bar_prev(i), &mut rngs)?;
+            if repairs && i > 0 {
+                x = self.repair(x, &x0, i, schedule.len(), schedule.alpha_bar_prev(i), rngs)?;
             }
             bar.inc(1);
         }
         if stack.has_hard {
-            Ok(self.project(stack, &x)?.0)
-        } else {
-            Ok(model.nearest_tokens(&x)?.to_vec2::<u32>()?)
+            return Ok(self.project(stack, &x, pins)?.0);
         }
+        let mut ids = model.nearest_tokens(&x)?.to_vec2::<u32>()?;
+        if let Some(p) = pins {
+            for (row, held) in ids.iter_mut().zip(&p.ids) {
+                for (id, h) in row.iter_mut().zip(held) {
+                    if let Some(t) = h {
+                        *id = *t;
+                    }
+                }
+            }
+        }
+        Ok(ids)
+    }
+
+    /// Positions of one sequence that the repairing controllers name, sorted and deduplicated.
+    fn flagged_positions(&self, ctx: &RepairContext, row: &[u32]) -> Result<Vec<usize>> {
+        let text = self.lm.tokenizer.decode_content(row);
+        let mut positions = Vec::new();
+        for c in self.controllers.iter().filter(|c| c.repairs()) {
+            positions.extend(c.repair(ctx, &text, row)?.into_iter().filter(|&p| p < row.len()));
+        }
+        positions.sort_unstable();
+        positions.dedup();
+        Ok(positions)
+    }
+
+    /// The repairing controllers' summed [`Controller::faults`] of a finished sequence.
+    fn faults(&self, ctx: &RepairContext, row: &[u32]) -> Result<f64> {
+        let text = self.lm.tokenizer.decode_content(row);
+        let mut total = 0.0;
+        for c in self.controllers.iter().filter(|c| c.repairs()) {
+            total += c.faults(ctx, &text, row)?;
+        }
+        Ok(total)
+    }
+
+    /// The rewrite rounds of [`Generator::rewrite`] over finished rows.
+    fn rewrite_rows(
+        &self,
+        sampler: &Sampler,
+        stack: &PreparedStack,
+        rows: &mut [Vec<u32>],
+        seed: u64,
+        indices: &[usize],
+        bar: &indicatif::ProgressBar,
+    ) -> Result<()> {
+        let num_steps = sampler.schedule().len();
+        for round in 0..self.rewrite_rounds {
+            // Later rounds start noisier: a fault that a light rewrite cannot mend (text of the
+            // wrong form altogether) needs more of the sequence's shape to change.
+            let from = self.rewrite_from + (1.0 - self.rewrite_from) * round as f64 / self.rewrite_rounds as f64;
+            let ctx = RepairContext {
+                phase: RepairPhase::Rewrite { round },
+                step: 0,
+                num_steps,
+                index: self.lm.token_index(),
+                tokenizer: &self.lm.tokenizer,
+            };
+            // (row, faults, held tokens)
+            let mut todo: Vec<(usize, f64, Vec<Option<u32>>)> = Vec::new();
+            for (r, row) in rows.iter().enumerate() {
+                let flagged = self.flagged_positions(&ctx, row)?;
+                if !flagged.is_empty() {
+                    todo.push((r, self.faults(&ctx, row)?, free_around(row, &flagged)));
+                }
+            }
+            if todo.is_empty() {
+                break;
+            }
+            let round_seed = seed ^ (round as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F);
+            let targets: Vec<(usize, Vec<Option<u32>>)> =
+                todo.iter().map(|(r, _, h)| (indices[*r], h.clone())).collect();
+            let fresh = self.inpaint(sampler, stack, targets, None, from, round_seed, bar)?;
+            for ((r, before, _), new) in todo.iter().zip(fresh) {
+                if self.faults(&ctx, &new)? < *before {
+                    rows[*r] = new;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Self-correction ([`Generator::self_correct`]) over finished rows.
+    fn self_correct_rows(
+        &self,
+        sampler: &Sampler,
+        stack: &PreparedStack,
+        rows: &mut [Vec<u32>],
+        seed: u64,
+        indices: &[usize],
+        bar: &indicatif::ProgressBar,
+    ) -> Result<()> {
+        let (rounds, threshold) = self.self_correct;
+        let pad = self.lm.tokenizer.pad_id();
+        for round in 0..rounds {
+            let probe_seed = seed ^ (round as u64 + 1).wrapping_mul(0x94D0_49BB_1331_11EB);
+            let (logp, doubt) = self.token_log_probs(sampler, rows, indices, probe_seed)?;
+            let mut todo: Vec<(usize, f64, Vec<Option<u32>>)> = Vec::new();
+            for (r, row) in rows.iter().enumerate() {
+                // Doubtful tokens: content tokens (and the first PAD, where the text ends) that
+                // the model itself finds unlikely in their context.
+                let end = row.iter().position(|&t| t == pad).unwrap_or(row.len());
+                let flagged: Vec<usize> = (0..(end + 1).min(row.len()))
+                    .filter(|&p| doubt[r][p] < threshold.ln())
+                    .collect();
+                if !flagged.is_empty() {
+                    let nll = -logp[r].iter().sum::<f64>();
+                    todo.push((r, nll, free_around(row, &flagged)));
+                }
+            }
+            if todo.is_empty() {
+                break;
+            }
+            let round_seed = seed ^ (round as u64 + 1).wrapping_mul(0xE703_7ED1_A0B4_28DB);
+            let targets: Vec<(usize, Vec<Option<u32>>)> =
+                todo.iter().map(|(r, _, h)| (indices[*r], h.clone())).collect();
+            // Start from the doubted tokens themselves: the model disagrees with them at this
+            // noise level, so a light edit moves them, and the start stays in distribution.
+            let starts: Vec<Vec<u32>> = todo.iter().map(|(r, _, _)| rows[*r].clone()).collect();
+            let fresh = self.inpaint(
+                sampler,
+                stack,
+                targets,
+                Some(starts),
+                self.rewrite_from,
+                round_seed,
+                bar,
+            )?;
+            // Keep a rewrite only if the model finds the whole sequence likelier, under the
+            // same probe noise.
+            let picked: Vec<usize> = todo.iter().map(|(r, _, _)| indices[*r]).collect();
+            let (after, _) = self.token_log_probs(sampler, &fresh, &picked, probe_seed)?;
+            for (((r, before, _), new), lp) in todo.iter().zip(fresh).zip(after) {
+                if -lp.iter().sum::<f64>() < *before {
+                    rows[*r] = new;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Per row and position, the model's log-probability of the row's own token when the
+    /// sequence is noised to the level of [`Generator::rewrite`]'s first round and denoised in one
+    /// prediction (rounding head, [`Denoiser::logits`]), and the *doubt*: that log-probability
+    /// minus the most likely token's (0 when the model would pick the same token). The probe
+    /// noise is seeded per sample.
+    fn token_log_probs(
+        &self,
+        sampler: &Sampler,
+        rows: &[Vec<u32>],
+        sample_indices: &[usize],
+        probe_seed: u64,
+    ) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>)> {
+        let model = &self.lm.model;
+        let schedule = sampler.schedule();
+        let (l, d) = (self.length, self.lm.config.embed_dim);
+        let step = ((schedule.len() as f64 * self.rewrite_from).round() as usize).clamp(1, schedule.len()) - 1;
+        let ab = schedule.alphas_cumprod()[step];
+        let (mut out, mut doubt) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
+        for (chunk, samples) in rows.chunks(self.batch_size).zip(sample_indices.chunks(self.batch_size)) {
+            let flat: Vec<u32> = chunk.iter().flatten().copied().collect();
+            let ids = Tensor::from_vec(flat, (chunk.len(), l), model.device())?;
+            let mut rngs: Vec<StdRng> = samples.iter().map(|&i| sample_rng(probe_seed, i)).collect();
+            let z = crate::nn::standard_normal(&mut rngs, (chunk.len(), l, d), model.device())?;
+            let x = ((model.embed(&ids)? * ab.sqrt())? + (z * (1.0 - ab).sqrt())?)?;
+            let t = vec![schedule.timesteps()[step]; chunk.len()];
+            let x0 = model.forward(&x, &t, &mut Mode::Infer)?;
+            let logp = candle_nn::ops::log_softmax(&model.logits(&x0)?, candle_core::D::Minus1)?;
+            let picked = logp.gather(&ids.unsqueeze(2)?, 2)?.squeeze(2)?;
+            let best = logp.max(candle_core::D::Minus1)?;
+            doubt.extend((&picked - best)?.to_dtype(DType::F64)?.to_vec2::<f64>()?);
+            out.extend(picked.to_dtype(DType::F64)?.to_vec2::<f64>()?);
+        }
+        Ok((out, doubt))
+    }
+
+    /// Rewrites sequences by inpainting: for each `(sample index, held tokens)`, the whole
+    /// sequence is noised to the level of the last `from` share of the steps, and the reverse
+    /// process runs with the held tokens pinned. The free positions start from `starts`' tokens
+    /// when given (a light edit of them), else from the mean embedding (they are discarded, and
+    /// the denoiser writes them from the held context alone). Noise is seeded per sample and
+    /// `round_seed`, independent of the batch's make-up.
+    fn inpaint(
+        &self,
+        sampler: &Sampler,
+        stack: &PreparedStack,
+        targets: Vec<(usize, Vec<Option<u32>>)>,
+        starts: Option<Vec<Vec<u32>>>,
+        from: f64,
+        round_seed: u64,
+        bar: &indicatif::ProgressBar,
+    ) -> Result<Vec<Vec<u32>>> {
+        let model = &self.lm.model;
+        let schedule = sampler.schedule();
+        let (l, d) = (self.length, self.lm.config.embed_dim);
+        let start = ((schedule.len() as f64 * from).round() as usize).clamp(1, schedule.len());
+        let mut out = Vec::with_capacity(targets.len());
+        for (c, chunk) in targets.chunks(self.batch_size).enumerate() {
+            bar.inc_length(start as u64);
+            let pins = Pins::new(
+                model,
+                chunk.iter().map(|(_, held)| held.clone()).collect(),
+                self.lm.tokenizer.pad_id(),
+            )?;
+            let current = match &starts {
+                Some(rows) => {
+                    let rows = &rows[c * self.batch_size..c * self.batch_size + chunk.len()];
+                    let flat: Vec<u32> = rows.iter().flatten().copied().collect();
+                    model.embed(&Tensor::from_vec(flat, (chunk.len(), l), model.device())?)?
+                }
+                None => {
+                    let mean_embedding = model.embeddings().mean_keepdim(0)?.reshape((1, 1, d))?;
+                    pins.apply(&mean_embedding.broadcast_as((chunk.len(), l, d))?.contiguous()?)?
+                }
+            };
+            let mut rngs: Vec<StdRng> = chunk.iter().map(|(i, _)| sample_rng(round_seed, *i)).collect();
+            let ab = schedule.alphas_cumprod()[start - 1];
+            let z = crate::nn::standard_normal(&mut rngs, (chunk.len(), l, d), model.device())?;
+            let x = ((current * ab.sqrt())? + (z * (1.0 - ab).sqrt())?)?;
+            out.extend(self.denoise(sampler, stack, x, start, Some(&pins), &mut rngs, bar)?);
+        }
+        Ok(out)
     }
 
     /// Constrained clamping: the best sequence under the clamping scores that satisfies the stack,
     /// per row; returns the ids and their embeddings.
-    fn project(&self, stack: &PreparedStack, x: &Tensor) -> Result<(Vec<Vec<u32>>, Tensor)> {
+    /// With `pins`, held tokens are kept wherever the constraints allow it.
+    fn project(&self, stack: &PreparedStack, x: &Tensor, pins: Option<&Pins>) -> Result<(Vec<Vec<u32>>, Tensor)> {
         let model = &self.lm.model;
         let (b, l, _) = x.dims3()?;
         let v = self.lm.config.vocab_size;
         let pad = self.lm.tokenizer.pad_id();
         let mut ids = Vec::with_capacity(b);
-        for row in self.masked_score_rows(stack, x)? {
-            let (seq, _) = best_sequence(&row, l, v, &stack.automaton, pad).ok_or_else(|| {
-                Error::Unsatisfiable("no sequence satisfies the constraints under these scores".into())
-            })?;
+        for (r, row) in self.masked_score_rows(stack, x)?.into_iter().enumerate() {
+            let pinned = pins.and_then(|p| best_sequence(&p.restrict(r, &row, v), l, v, &stack.automaton, pad));
+            let (seq, _) = pinned
+                .or_else(|| best_sequence(&row, l, v, &stack.automaton, pad))
+                .ok_or_else(|| {
+                    Error::Unsatisfiable("no sequence satisfies the constraints under these scores".into())
+                })?;
             ids.push(seq);
         }
         let flat: Vec<u32> = ids.iter().flatten().copied().collect();
@@ -502,6 +864,7 @@ impl<'m> Generator<'m> {
         let model = &self.lm.model;
         let ids = model.nearest_tokens(x0)?.to_vec2::<u32>()?;
         let ctx = RepairContext {
+            phase: RepairPhase::Denoising,
             step: i,
             num_steps,
             index: self.lm.token_index(),
@@ -511,14 +874,9 @@ impl<'m> Generator<'m> {
         let mut mask = vec![0f32; b * l];
         let mut any = false;
         for (r, row) in ids.iter().enumerate() {
-            let text = self.lm.tokenizer.decode_content(row);
-            for c in self.controllers.iter().filter(|c| c.repairs()) {
-                for p in c.repair(&ctx, &text, row)? {
-                    if p < l {
-                        mask[r * l + p] = 1.0;
-                        any = true;
-                    }
-                }
+            for p in self.flagged_positions(&ctx, row)? {
+                mask[r * l + p] = 1.0;
+                any = true;
             }
         }
         if !any {
@@ -646,6 +1004,18 @@ pub fn mbr_select(group: &[Sample], pad: u32) -> Sample {
 pub const DEFAULT_SOFT_UNTIL: f64 = 0.0;
 
 /// The noise generator of sample `index` under `seed`.
+/// `row`'s tokens held, except at the flagged positions and [`REWRITE_MARGIN`] on each side.
+fn free_around(row: &[u32], flagged: &[usize]) -> Vec<Option<u32>> {
+    let mut held: Vec<Option<u32>> = row.iter().map(|&t| Some(t)).collect();
+    let last = row.len().saturating_sub(1);
+    for &p in flagged {
+        for h in &mut held[p.saturating_sub(REWRITE_MARGIN)..=(p + REWRITE_MARGIN).min(last)] {
+            *h = None;
+        }
+    }
+    held
+}
+
 fn sample_rng(seed: u64, index: usize) -> StdRng {
     StdRng::seed_from_u64(seed ^ (index as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15))
 }

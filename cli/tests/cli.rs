@@ -99,6 +99,20 @@ fn bad_input_gives_clear_errors() {
             "needs at least",
         ),
         (
+            vec!["generate".into(), "--syntax".into(), "cobol".into()],
+            "unknown tree-sitter language \"cobol\"",
+        ),
+        (
+            vec![
+                "generate".into(),
+                "--syntax".into(),
+                "python".into(),
+                "--syntax-query".into(),
+                "(function_definition".into(),
+            ],
+            "tree-sitter query for python",
+        ),
+        (
             vec!["generate".into(), "--attribute".into(), "food=Martian".into()],
             "has no value \"Martian\"",
         ),
@@ -186,4 +200,37 @@ fn generate_with_a_grammar_prints_sentences_of_it() {
     for line in lines {
         assert!(g.recognizes(line), "{line:?}");
     }
+}
+
+#[test]
+fn generate_with_syntax_repair_on_the_python_model() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/python-toy");
+    let query = diffusion_lm_controllers::syntax_tree::PYTHON_ADD_TWO;
+    let (ok, out, err) = run(&[
+        "generate",
+        "--model",
+        model,
+        "--syntax",
+        "python",
+        "--syntax-query",
+        query,
+        "--samples",
+        "3",
+        "--steps",
+        "20",
+        "--format",
+        "jsonl",
+    ]);
+    assert!(ok, "{err}");
+    let texts: Vec<String> = out
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<serde_json::Value>(l).unwrap()["text"]
+                .as_str()
+                .unwrap()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(texts.len(), 3);
+    assert!(texts.iter().all(|t| t.starts_with("def ")), "{texts:?}");
 }

@@ -9,11 +9,10 @@ use std::path::PathBuf;
 use common::{distances, random_document};
 
 use diffusion_lm::{DiffusionLm, Error, Generator};
-use diffusion_lm_controllers::byte_automaton::{Dfa, DEAD};
 use diffusion_lm_controllers::json_schema::suite::{check_case, SuiteCase};
 use diffusion_lm_controllers::{JsonSchema, JsonSchemaConfig, Layout};
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde_json::{json, Value};
 
 /// Every sampled document parses and validates; returns how many distinct ones were seen.

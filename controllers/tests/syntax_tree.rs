@@ -1,7 +1,7 @@
 //! The SyntaxTree controller: tree-sitter error nodes map to the tokens holding them, the repair
 //! schedule and the structural query are honoured, and generation runs with it.
 
-use diffusion_lm::controller::{Controller, RepairContext};
+use diffusion_lm::controller::{Controller, RepairContext, RepairPhase};
 use diffusion_lm::{DiffusionLm, Generator};
 use diffusion_lm_controllers::{Regex, SyntaxTree};
 
@@ -13,6 +13,7 @@ fn padded(lm: &DiffusionLm, text: &str) -> Vec<u32> {
 fn error_nodes_map_to_the_tokens_that_hold_them() {
     let lm = DiffusionLm::load(DiffusionLm::default_dir(), &candle_core::Device::Cpu).unwrap();
     let ctx = |step: usize| RepairContext {
+        phase: RepairPhase::Denoising,
         step,
         num_steps: 100,
         index: lm.token_index(),
@@ -41,18 +42,36 @@ fn error_nodes_map_to_the_tokens_that_hold_them() {
     // Outside the schedule's window nothing is repaired.
     assert!(json.repair(&ctx(99), bad, &ids).unwrap().is_empty());
     assert!(json.repair(&ctx(2), bad, &ids).unwrap().is_empty());
-    // Well formed but without the queried structure: the whole content is rewritten.
+    // After sampling (the rewrite phase) the schedule does not apply.
+    let rewrite = RepairContext {
+        phase: RepairPhase::Rewrite { round: 0 },
+        step: 0,
+        ..ctx(0)
+    };
+    assert_eq!(json.repair(&rewrite, bad, &ids).unwrap(), positions);
+    // Without the queried structure, every position is rewritten after sampling; during
+    // sampling only inside the query window, which is off by default.
     let near = SyntaxTree::json()
         .with_query(r#"(pair key: (string (string_content) @k (#eq? @k "near")))"#)
         .unwrap();
     let no_near = r#"{"name": "Aromi"}"#;
     let ids = padded(&lm, no_near);
-    let all = near.repair(&mid, no_near, &ids).unwrap();
-    assert_eq!(
-        all.len(),
-        ids.iter().take_while(|&&t| t != lm.tokenizer.pad_id()).count()
-    );
+    let every = (0..ids.len()).collect::<Vec<_>>();
+    assert_eq!(near.repair(&rewrite, no_near, &ids).unwrap(), every);
+    assert!(near.repair(&ctx(59), no_near, &ids).unwrap().is_empty());
+    let windowed = SyntaxTree::json()
+        .with_query(r#"(pair key: (string (string_content) @k (#eq? @k "near")))"#)
+        .unwrap()
+        .query_window(0.1, 0.5);
+    assert_eq!(windowed.repair(&ctx(59), no_near, &ids).unwrap(), every); // 40% done
+    assert!(windowed.repair(&ctx(29), no_near, &ids).unwrap().is_empty()); // 70% done
     assert!(near.repair(&mid, good, &padded(&lm, good)).unwrap().is_empty());
+    // Faults rank a missing match above any number of slips.
+    let slip = r#"{"near": "Aromi" "name": 1}"#;
+    let slip_faults = near.faults(&rewrite, slip, &padded(&lm, slip)).unwrap();
+    assert!(slip_faults > 0.0 && slip_faults < ids.len() as f64, "{slip_faults}");
+    assert_eq!(near.faults(&rewrite, good, &padded(&lm, good)).unwrap(), 0.0);
+    assert!(near.faults(&rewrite, no_near, &ids).unwrap() >= ids.len() as f64);
     // A malformed query is a clear error.
     let err = SyntaxTree::json().with_query("(pair key: ").err().unwrap().to_string();
     assert!(err.contains("tree-sitter query"), "{err}");
@@ -73,4 +92,25 @@ fn generation_with_repair_keeps_hard_constraints() {
     for s in samples {
         assert!(s.text.starts_with('{') && s.text.ends_with('}'), "{:?}", s.text);
     }
+}
+
+#[test]
+fn repair_raises_the_parse_rate_of_the_python_model() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/python-toy");
+    let lm = DiffusionLm::load(dir, &candle_core::Device::Cpu).unwrap();
+    let python = SyntaxTree::python();
+    let n = 32;
+    let count = |g: Generator| {
+        g.steps(50)
+            .seed(1)
+            .generate(n)
+            .unwrap()
+            .iter()
+            .filter(|s| python.parses(&s.text))
+            .count()
+    };
+    let plain = count(Generator::new(&lm));
+    let repaired = count(Generator::new(&lm).with(SyntaxTree::python()));
+    eprintln!("parse: {plain}/{n} plain, {repaired}/{n} with SyntaxTree");
+    assert!(repaired >= plain + n / 8, "{plain}/{n} plain, {repaired}/{n} repaired");
 }
