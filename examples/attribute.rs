@@ -6,9 +6,11 @@
 //! cargo run --release --example attribute -- food=Italian 6
 //! ```
 
+mod common;
+
 use std::sync::Arc;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::Device;
 use diffusion_lm::classifier::LatentClassifier;
 use diffusion_lm::eval::attribute_expressed;
@@ -21,20 +23,10 @@ fn main() -> Result<()> {
     diffusion_lm::tune_allocator();
     let mut args = std::env::args().skip(1);
     let spec = args.next().unwrap_or_else(|| "food=Italian".into());
-    let n: usize = args
-        .next()
-        .map(|s| s.parse())
-        .transpose()
-        .context("N must be a number")?
-        .unwrap_or(6);
+    let n: usize = common::positional(&mut args, "N", 6)?;
     // 100 steps by default, as in the README's evaluation: with more steps the fluency term's
     // weight 1/σ² grows and the same guidance moves fewer samples.
-    let steps: usize = args
-        .next()
-        .map(|s| s.parse())
-        .transpose()
-        .context("STEPS must be a number")?
-        .unwrap_or(100);
+    let steps: usize = common::positional(&mut args, "STEPS", 100)?;
     let dir = DiffusionLm::default_dir();
     let lm = DiffusionLm::load(&dir, &Device::Cpu)?;
     let classifier = Arc::new(LatentClassifier::load(dir.join("classifier"), lm.device())?);

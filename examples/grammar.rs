@@ -6,9 +6,11 @@
 //! cargo run --release --example grammar -- grammars/sql_select.gbnf 4
 //! ```
 
+mod common;
+
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::Device;
 use diffusion_lm::{DiffusionLm, Generator};
 use diffusion_lm_controllers::Grammar;
@@ -23,12 +25,7 @@ fn main() -> Result<()> {
             .map(|g| format!("{}/grammars/{g}.gbnf", env!("CARGO_MANIFEST_DIR")))
             .collect(),
     };
-    let n: usize = args
-        .next()
-        .map(|s| s.parse())
-        .transpose()
-        .context("N must be a number")?
-        .unwrap_or(3);
+    let n: usize = common::positional(&mut args, "N", 3)?;
     let lm = DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu)?;
     for file in files {
         let started = Instant::now();

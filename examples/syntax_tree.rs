@@ -11,9 +11,11 @@
 //! cargo run --release --example syntax_tree -- [N] [STEPS]
 //! ```
 
+mod common;
+
 use std::time::Instant;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use candle_core::Device;
 use diffusion_lm::{DiffusionLm, Generator};
 use diffusion_lm_controllers::{Regex, SyntaxTree};
@@ -21,18 +23,8 @@ use diffusion_lm_controllers::{Regex, SyntaxTree};
 fn main() -> Result<()> {
     diffusion_lm::tune_allocator();
     let mut args = std::env::args().skip(1);
-    let n: usize = args
-        .next()
-        .map(|s| s.parse())
-        .transpose()
-        .context("N must be a number")?
-        .unwrap_or(32);
-    let steps: usize = args
-        .next()
-        .map(|s| s.parse())
-        .transpose()
-        .context("STEPS must be a number")?
-        .unwrap_or(100);
+    let n: usize = common::positional(&mut args, "N", 32)?;
+    let steps: usize = common::positional(&mut args, "STEPS", 100)?;
     let lm = DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu)?;
     let braces = || Regex::new(r"\{[^\n]*\}");
     let query = r#"(pair key: (string (string_content) @k (#eq? @k "near")))"#;

@@ -10,6 +10,8 @@
 //! With `OUT_DIR`, each run's outputs are written there as JSON Lines (`{"text": ...}`), for an
 //! independent check such as Python's own parser.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -22,18 +24,8 @@ use diffusion_lm_controllers::SyntaxTree;
 fn main() -> Result<()> {
     diffusion_lm::tune_allocator();
     let mut args = std::env::args().skip(1);
-    let n: usize = args
-        .next()
-        .map(|s| s.parse())
-        .transpose()
-        .context("N must be a number")?
-        .unwrap_or(64);
-    let steps: usize = args
-        .next()
-        .map(|s| s.parse())
-        .transpose()
-        .context("STEPS must be a number")?
-        .unwrap_or(100);
+    let n: usize = common::positional(&mut args, "N", 64)?;
+    let steps: usize = common::positional(&mut args, "STEPS", 100)?;
     let out_dir = args.next().map(PathBuf::from);
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("models/python-toy");
     let lm = DiffusionLm::load(&dir, &Device::Cpu)?;

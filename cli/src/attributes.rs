@@ -120,6 +120,13 @@ pub struct EvalAttributesArgs {
     step_size: f64,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// Self-correction rounds after sampling, guided and unguided alike (see `generate
+    /// --self-correct`; 0 = off, the protocol of the figures in the README).
+    #[arg(long, default_value_t = 0)]
+    self_correct: usize,
+    /// With --self-correct: the doubt threshold.
+    #[arg(long, default_value_t = 0.3)]
+    self_correct_threshold: f64,
     /// Write the full report (every target, with its samples) as JSON here.
     #[arg(long)]
     report: Option<PathBuf>,
@@ -147,6 +154,8 @@ struct AttributeReport {
     steps: usize,
     weight: f64,
     guidance: String,
+    /// Self-correction rounds and threshold (0 rounds: off).
+    self_correct: (usize, f64),
     guided_mentioned: f64,
     guided_expressed: f64,
     unguided_mentioned: f64,
@@ -211,7 +220,10 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
     };
     let started = std::time::Instant::now();
     fn base<'m>(g: Generator<'m>, a: &EvalAttributesArgs) -> Generator<'m> {
-        g.steps(a.steps).seed(a.seed).batch_size(a.batch_size)
+        g.steps(a.steps)
+            .seed(a.seed)
+            .batch_size(a.batch_size)
+            .self_correct(a.self_correct, a.self_correct_threshold)
     }
     eprintln!("unguided: {} samples", a.samples);
     let unguided: Vec<String> = base(Generator::new(&lm), &a)
@@ -284,6 +296,7 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
         steps: a.steps,
         weight: a.weight,
         guidance: format!("{guidance:?}"),
+        self_correct: (a.self_correct, a.self_correct_threshold),
         guided_mentioned: mean(&|r| r.guided_mentioned),
         guided_expressed: mean(&|r| r.guided_expressed),
         unguided_mentioned: mean(&|r| r.unguided_mentioned),

@@ -78,7 +78,7 @@ struct GenerateArgs {
     /// Turn off the clamping trick (predicted x0 is used as is until the final rounding).
     #[arg(long)]
     no_clamp: bool,
-    /// cpu, cuda[:N] or metal[:N].
+    /// `cpu`, `cuda[:N]` or `metal[:N]`.
     #[arg(long, default_value = "cpu")]
     device: String,
     /// Dtype the denoiser's transformer computes in: f32, bf16 or f16 (embeddings, clamping and
