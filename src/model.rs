@@ -28,7 +28,7 @@
 //!
 //! [`Denoiser::param_specs`] lists exactly these, with their initialisation.
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{DType, Device, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 
 use crate::nn::{self, Block, Init, LayerNorm, Mode, ParamSpec};
@@ -178,29 +178,40 @@ impl Denoiser {
         let x_t = &x_t.to_dtype(self.compute_dtype)?;
         let times: Vec<f64> = t.iter().map(|&s| self.time_input(s)).collect();
         let temb = timestep_embedding(&times, self.cfg.hidden, x_t.device())?.to_dtype(self.compute_dtype)?;
-        let temb = self
-            .time_embed
-            .1
-            .forward(&candle_nn::ops::silu(&self.time_embed.0.forward(&temb)?)?)?;
-        let h = self.input_up.1.forward(&self.input_up.0.forward(x_t)?.tanh()?)?;
+        let temb = candle_nn::ops::silu(&nn::linear(&self.time_embed.0, &temb, mode)?)?;
+        let temb = nn::linear(&self.time_embed.1, &temb, mode)?.unsqueeze(1)?;
+        let h = nn::linear(&self.input_up.0, x_t, mode)?.tanh()?;
+        let h = nn::linear(&self.input_up.1, &h, mode)?;
         let pos = self.position_embedding.narrow(0, 0, l)?;
-        let h = h.broadcast_add(&pos)?.broadcast_add(&temb.unsqueeze(1)?)?;
+        let h = nn::add_trailing(&h, &pos, mode)?;
+        // The time embedding is per row: repeated over positions by a batched product with ones
+        // when differentiable, for the same reason as `nn::add_trailing`.
+        let h = if mode.is_differentiable() {
+            let ones = Tensor::ones((b, l, 1), temb.dtype(), temb.device())?;
+            (h + ones.matmul(&temb)?)?
+        } else {
+            h.broadcast_add(&temb)?
+        };
         let mut h = nn::dropout(&self.input_norm.forward(&h, mode)?, self.cfg.dropout, mode)?;
         for block in &self.blocks {
             h = block.forward(&h, mode)?;
         }
         let h = self.final_norm.forward(&h, mode)?;
-        let x0 = self.output_down.1.forward(&self.output_down.0.forward(&h)?.tanh()?)?;
+        let x0 = nn::linear(&self.output_down.0, &h, mode)?.tanh()?;
+        let x0 = nn::linear(&self.output_down.1, &x0, mode)?;
         Ok(x0.to_dtype(out_dtype)?)
     }
 
     /// Rounding logits `x · Eᵀ + b`, `[B, L, V]`.
     pub fn logits(&self, x: &Tensor) -> Result<Tensor> {
+        self.logits_in(x, &Mode::Infer)
+    }
+
+    /// [`Denoiser::logits`] in a given mode (training differentiates through them).
+    pub fn logits_in(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
         let (b, l, d) = x.dims3()?;
         let flat = x.reshape((b * l, d))?.matmul(&self.word_embedding.t()?)?;
-        Ok(flat
-            .broadcast_add(&self.lm_head_bias)?
-            .reshape((b, l, self.cfg.vocab_size))?)
+        Ok(nn::add_trailing(&flat, &self.lm_head_bias, mode)?.reshape((b, l, self.cfg.vocab_size))?)
     }
 
     /// Embeddings of token ids `[B, L]` → `[B, L, d]`.

@@ -104,6 +104,55 @@ pub fn softmax_last(x: &Tensor, mode: &Mode) -> Result<Tensor> {
     }
 }
 
+/// `x + b`, where `b`'s shape is the trailing dimensions of `x`'s (a bias, a position table).
+///
+/// In differentiable modes the broadcast is written as a product with a column of ones, so the
+/// backward pass sums `b`'s gradient with a matrix product. candle's CPU backward of a plain
+/// broadcast sums over leading dimensions with a single-threaded loop that divides per element;
+/// it took a fifth of a training step.
+pub fn add_trailing(x: &Tensor, b: &Tensor, mode: &Mode) -> Result<Tensor> {
+    if mode.is_differentiable() {
+        Ok((x + expand_leading(b, x)?)?)
+    } else {
+        Ok(x.broadcast_add(b)?)
+    }
+}
+
+/// `x · g` (elementwise), with `g` shaped like `x`'s trailing dimensions; see [`add_trailing`].
+pub fn mul_trailing(x: &Tensor, g: &Tensor, mode: &Mode) -> Result<Tensor> {
+    if mode.is_differentiable() {
+        Ok((x * expand_leading(g, x)?)?)
+    } else {
+        Ok(x.broadcast_mul(g)?)
+    }
+}
+
+/// `b` repeated over `like`'s leading dimensions, as `ones[rows, 1] · b[1, n]`.
+fn expand_leading(b: &Tensor, like: &Tensor) -> Result<Tensor> {
+    let n = b.elem_count();
+    let rows = like.elem_count() / n.max(1);
+    let ones = Tensor::ones((rows, 1), b.dtype(), b.device())?;
+    Ok(ones.matmul(&b.reshape((1, n))?)?.reshape(like.shape())?)
+}
+
+/// A linear layer `x · Wᵀ + b` over the last dimension of `x`: candle-nn's in inference, and in
+/// differentiable modes one 2-D product plus [`add_trailing`]'s bias.
+pub fn linear(layer: &Linear, x: &Tensor, mode: &Mode) -> Result<Tensor> {
+    if !mode.is_differentiable() {
+        return Ok(layer.forward(x)?);
+    }
+    let w = layer.weight();
+    let mut dims = x.dims().to_vec();
+    let k = dims.pop().unwrap_or(1);
+    let y = x.reshape((x.elem_count() / k.max(1), k))?.matmul(&w.t()?)?;
+    let y = match layer.bias() {
+        Some(b) => add_trailing(&y, b, mode)?,
+        None => y,
+    };
+    dims.push(w.dim(0)?);
+    Ok(y.reshape(dims)?)
+}
+
 /// Layer normalisation over the last dimension.
 pub struct LayerNorm {
     weight: Tensor,
@@ -126,7 +175,7 @@ impl LayerNorm {
             let centered = x.broadcast_sub(&mean)?;
             let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
             let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-            Ok(normed.broadcast_mul(&self.weight)?.broadcast_add(&self.bias)?)
+            add_trailing(&mul_trailing(&normed, &self.weight, mode)?, &self.bias, mode)
         } else {
             Ok(candle_nn::ops::layer_norm(
                 &x.contiguous()?,
@@ -159,9 +208,7 @@ impl SelfAttention {
     pub fn forward(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
         let (b, l, h) = x.dims3()?;
         let hd = h / self.heads;
-        let qkv = self
-            .qkv
-            .forward(x)?
+        let qkv = linear(&self.qkv, x, mode)?
             .reshape((b, l, 3, self.heads, hd))?
             .permute((2, 0, 3, 1, 4))?;
         let q = qkv.get(0)?.contiguous()?;
@@ -173,7 +220,7 @@ impl SelfAttention {
         }
         let probs = softmax_last(&scores, mode)?;
         let y = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, l, h))?;
-        Ok(self.out.forward(&y)?)
+        linear(&self.out, &y, mode)
     }
 }
 
@@ -209,9 +256,8 @@ impl Block {
     pub fn forward(&self, x: &Tensor, mode: &mut Mode) -> Result<Tensor> {
         let a = self.attn.forward(&self.norm1.forward(x, mode)?, mode)?;
         let x = (x + dropout(&a, self.dropout, mode)?)?;
-        let f = self
-            .fc2
-            .forward(&self.fc1.forward(&self.norm2.forward(&x, mode)?)?.relu()?)?;
+        let hidden = linear(&self.fc1, &self.norm2.forward(&x, mode)?, mode)?.relu()?;
+        let f = linear(&self.fc2, &hidden, mode)?;
         Ok((&x + dropout(&f, self.dropout, mode)?)?)
     }
 }

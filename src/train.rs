@@ -174,7 +174,10 @@ impl Objective for DiffusionObjective {
         let target = (&x_start - noise0.broadcast_mul(&is_zero)?)?;
         let mse = (pred - target)?.sqr()?.mean((1, 2))?;
         let prior = (&x_start * ac[t_count - 1].sqrt())?.sqr()?.mean((1, 2))?;
-        let logits = self.model.logits(&x_start)?.reshape((b * l, self.cfg.vocab_size))?;
+        let logits = self
+            .model
+            .logits_in(&x_start, &Mode::Grad)?
+            .reshape((b * l, self.cfg.vocab_size))?;
         let rounding = candle_nn::loss::cross_entropy(&logits, &batch.flatten_all()?)?;
         let mse = mse.mean_all()?;
         let prior = prior.mean_all()?;
