@@ -13,8 +13,6 @@
 
 mod common;
 
-use std::time::Instant;
-
 use anyhow::Result;
 use candle_core::Device;
 use diffusion_lm::{DiffusionLm, Generator};
@@ -56,16 +54,7 @@ fn main() -> Result<()> {
         ),
     ];
     for (name, g) in runs {
-        let started = Instant::now();
-        let texts: Vec<String> = g
-            .steps(steps)
-            .seed(0)
-            .progress(true)
-            .generate(n)?
-            .into_iter()
-            .map(|s| s.text)
-            .collect();
-        let seconds = started.elapsed().as_secs_f64();
+        let (texts, seconds) = common::timed_texts(g, n, steps)?;
         let parsed = texts.iter().filter(|t| parse.parses(t)).count();
         let near = texts.iter().filter(|t| with_near.parses(t)).count();
         println!("{name}: {parsed}/{n} parse as JSON; {near}/{n} also have a \"near\" key ({seconds:.1} s)");

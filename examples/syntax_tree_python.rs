@@ -13,7 +13,6 @@
 mod common;
 
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{Context, Result};
 use candle_core::Device;
@@ -57,16 +56,7 @@ fn main() -> Result<()> {
         std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
     }
     for (k, (name, g)) in runs.into_iter().enumerate() {
-        let started = Instant::now();
-        let texts: Vec<String> = g
-            .steps(steps)
-            .seed(0)
-            .progress(true)
-            .generate(n)?
-            .into_iter()
-            .map(|s| s.text)
-            .collect();
-        let seconds = started.elapsed().as_secs_f64();
+        let (texts, seconds) = common::timed_texts(g, n, steps)?;
         let parsed = texts.iter().filter(|t| parses.parses(t)).count();
         let add = texts.iter().filter(|t| add_two.parses(t)).count();
         println!("{name}: {parsed}/{n} parse; {add}/{n} define add(x, y) ({seconds:.1} s)");
