@@ -23,6 +23,15 @@
 //! every hard constraint; each controller's independent [`Controller::check`] then verifies the
 //! decoded text, and a failure is an error, never a returned sample.
 //!
+//! ## Repair
+//!
+//! A controller may also name faulty positions of the decoded prediction ([`Controller::repair`],
+//! e.g. a parser's error nodes). During sampling those positions are re-noised; after it, the
+//! generator rewrites them by inpainting with everything else held, keeping a rewrite only when
+//! [`Controller::faults`] falls ([`crate::Generator::rewrite`]). The same inpainting serves
+//! [`crate::Generator::self_correct`], which names the tokens the model itself disagrees with.
+//! Rewrites are projected like every step, so hard constraints still hold.
+//!
 //! Unsatisfiable stacks (a regex needing more tokens than the sequence holds, conflicting fixed
 //! tokens) are detected before sampling and reported as [`Error::Unsatisfiable`].
 
