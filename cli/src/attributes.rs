@@ -212,6 +212,12 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
     if a.samples == 0 {
         bail!("--samples must be at least 1");
     }
+    if !(a.self_correct_threshold > 0.0 && a.self_correct_threshold <= 1.0) {
+        bail!(
+            "--self-correct-threshold must be in (0, 1], got {}",
+            a.self_correct_threshold
+        );
+    }
     let targets = pick_targets(classifier.config(), a.targets);
     let guidance = GuidanceConfig {
         steps: a.guidance_steps,

@@ -194,6 +194,12 @@ impl ControlArgs {
     }
 
     fn apply<'m>(&self, mut g: Generator<'m>, model: &Path, device: &candle_core::Device) -> Result<Generator<'m>> {
+        if !(self.self_correct_threshold > 0.0 && self.self_correct_threshold <= 1.0) {
+            bail!(
+                "--self-correct-threshold must be in (0, 1], got {}",
+                self.self_correct_threshold
+            );
+        }
         if !self.attribute.is_empty() {
             let classifier = attributes::load_classifier(model, self.classifier.clone(), device)?;
             for spec in &self.attribute {

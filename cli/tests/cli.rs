@@ -99,6 +99,10 @@ fn bad_input_gives_clear_errors() {
             "needs at least",
         ),
         (
+            vec!["generate".into(), "--self-correct-threshold".into(), "1.5".into()],
+            "--self-correct-threshold must be in (0, 1]",
+        ),
+        (
             vec!["generate".into(), "--syntax".into(), "cobol".into()],
             "unknown tree-sitter language \"cobol\"",
         ),
