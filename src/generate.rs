@@ -175,6 +175,22 @@ pub struct Generator<'m> {
     self_correct: (usize, f64),
 }
 
+/// What every batch of one generation run shares: the sampler, the prepared controller stack
+/// and the progress bar.
+struct Run<'a> {
+    sampler: &'a Sampler,
+    stack: &'a PreparedStack,
+    bar: &'a indicatif::ProgressBar,
+}
+
+/// A score per row and position.
+type TokenScores = Vec<Vec<f64>>;
+
+/// Of a schedule of `len` steps, how many make up its last `share` (at least 1).
+fn steps_for_share(len: usize, share: f64) -> usize {
+    ((len as f64 * share).round() as usize).clamp(1, len)
+}
+
 /// Tokens to the sides of each flagged position that a rewrite frees as well, so a fault can be
 /// mended by changing its neighbours (a missing quote belongs to the token before it).
 const REWRITE_MARGIN: usize = 1;
@@ -429,11 +445,16 @@ impl<'m> Generator<'m> {
         let sampler = self.validate()?;
         let stack = self.prepare()?;
         let bar = self.progress_bar(n, &sampler);
+        let run = Run {
+            sampler: &sampler,
+            stack: &stack,
+            bar: &bar,
+        };
         let mut out = Vec::with_capacity(n);
         for start in (0..n).step_by(self.batch_size) {
             let count = self.batch_size.min(n - start);
             let indices: Vec<usize> = (start..start + count).collect();
-            let mut rows = self.generate_batch(&sampler, &stack, &indices, 0, &bar)?;
+            let mut rows = self.generate_batch(&run, &indices, 0)?;
             for attempt in 0..=self.retries {
                 let mut failed: Vec<(usize, Error)> = Vec::new();
                 for (k, row) in rows.iter().enumerate() {
@@ -449,7 +470,7 @@ impl<'m> Generator<'m> {
                 }
                 // Redraw the failed samples with fresh noise.
                 let redo: Vec<usize> = failed.iter().map(|(k, _)| indices[*k]).collect();
-                let fresh = self.generate_batch(&sampler, &stack, &redo, attempt as u64 + 1, &bar)?;
+                let fresh = self.generate_batch(&run, &redo, attempt as u64 + 1)?;
                 for ((k, _), row) in failed.iter().zip(fresh) {
                     rows[*k] = row;
                 }
@@ -492,26 +513,19 @@ impl<'m> Generator<'m> {
 
     /// Runs the reverse process for the samples with these indices and returns their token ids.
     /// `attempt` > 0 draws fresh noise for a redraw.
-    fn generate_batch(
-        &self,
-        sampler: &Sampler,
-        stack: &PreparedStack,
-        indices: &[usize],
-        attempt: u64,
-        bar: &indicatif::ProgressBar,
-    ) -> Result<Vec<Vec<u32>>> {
+    fn generate_batch(&self, run: &Run, indices: &[usize], attempt: u64) -> Result<Vec<Vec<u32>>> {
         let device = self.lm.model.device();
         let d = self.lm.config.embed_dim;
         let seed = self.seed ^ attempt.wrapping_mul(0xD1B5_4A32_D192_ED03);
         let mut rngs: Vec<StdRng> = indices.iter().map(|&i| sample_rng(seed, i)).collect();
         let x = crate::nn::standard_normal(&mut rngs, (indices.len(), self.length, d), device)?;
-        let start = sampler.schedule().len();
-        let mut rows = self.denoise(sampler, stack, x, start, None, &mut rngs, bar)?;
+        let start = run.sampler.schedule().len();
+        let mut rows = self.denoise(run, x, start, None, &mut rngs)?;
         if self.rewrite_rounds > 0 && self.controllers.iter().any(|c| c.repairs()) {
-            self.rewrite_rows(sampler, stack, &mut rows, seed, indices, bar)?;
+            self.rewrite_rows(run, &mut rows, seed, indices)?;
         }
         if self.self_correct.0 > 0 {
-            self.self_correct_rows(sampler, stack, &mut rows, seed, indices, bar)?;
+            self.self_correct_rows(run, &mut rows, seed, indices)?;
         }
         Ok(rows)
     }
@@ -519,17 +533,15 @@ impl<'m> Generator<'m> {
     /// The reverse process from `x` (at the noise level of step `start - 1`) to step 0, then
     /// rounding. With `pins`, the held tokens replace the prediction at every step and in the
     /// rounding, and nothing is re-noised.
-    #[allow(clippy::too_many_arguments)]
     fn denoise(
         &self,
-        sampler: &Sampler,
-        stack: &PreparedStack,
+        run: &Run,
         mut x: Tensor,
         start: usize,
         pins: Option<&Pins>,
         rngs: &mut [StdRng],
-        bar: &indicatif::ProgressBar,
     ) -> Result<Vec<Vec<u32>>> {
+        let (sampler, stack) = (run.sampler, run.stack);
         let model = &self.lm.model;
         let device = model.device();
         let d = self.lm.config.embed_dim;
@@ -573,7 +585,7 @@ impl<'m> Generator<'m> {
             if repairs && i > 0 {
                 x = self.repair(x, &x0, i, schedule.len(), schedule.alpha_bar_prev(i), rngs)?;
             }
-            bar.inc(1);
+            run.bar.inc(1);
         }
         if stack.has_hard {
             return Ok(self.project(stack, &x, pins)?.0);
@@ -614,16 +626,8 @@ impl<'m> Generator<'m> {
     }
 
     /// The rewrite rounds of [`Generator::rewrite`] over finished rows.
-    fn rewrite_rows(
-        &self,
-        sampler: &Sampler,
-        stack: &PreparedStack,
-        rows: &mut [Vec<u32>],
-        seed: u64,
-        indices: &[usize],
-        bar: &indicatif::ProgressBar,
-    ) -> Result<()> {
-        let num_steps = sampler.schedule().len();
+    fn rewrite_rows(&self, run: &Run, rows: &mut [Vec<u32>], seed: u64, indices: &[usize]) -> Result<()> {
+        let num_steps = run.sampler.schedule().len();
         for round in 0..self.rewrite_rounds {
             // Later rounds start noisier: a fault that a light rewrite cannot mend (text of the
             // wrong form altogether) needs more of the sequence's shape to change.
@@ -649,7 +653,7 @@ impl<'m> Generator<'m> {
             let round_seed = seed ^ (round as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F);
             let targets: Vec<(usize, Vec<Option<u32>>)> =
                 todo.iter().map(|(r, _, h)| (indices[*r], h.clone())).collect();
-            let fresh = self.inpaint(sampler, stack, targets, None, from, round_seed, bar)?;
+            let fresh = self.inpaint(run, targets, None, from, round_seed)?;
             for ((r, before, _), new) in todo.iter().zip(fresh) {
                 if self.faults(&ctx, &new)? < *before {
                     rows[*r] = new;
@@ -660,20 +664,12 @@ impl<'m> Generator<'m> {
     }
 
     /// Self-correction ([`Generator::self_correct`]) over finished rows.
-    fn self_correct_rows(
-        &self,
-        sampler: &Sampler,
-        stack: &PreparedStack,
-        rows: &mut [Vec<u32>],
-        seed: u64,
-        indices: &[usize],
-        bar: &indicatif::ProgressBar,
-    ) -> Result<()> {
+    fn self_correct_rows(&self, run: &Run, rows: &mut [Vec<u32>], seed: u64, indices: &[usize]) -> Result<()> {
         let (rounds, threshold) = self.self_correct;
         let pad = self.lm.tokenizer.pad_id();
         for round in 0..rounds {
             let probe_seed = seed ^ (round as u64 + 1).wrapping_mul(0x94D0_49BB_1331_11EB);
-            let (logp, doubt) = self.token_log_probs(sampler, rows, indices, probe_seed)?;
+            let (logp, doubt) = self.token_log_probs(run.sampler, rows, indices, probe_seed)?;
             let mut todo: Vec<(usize, f64, Vec<Option<u32>>)> = Vec::new();
             for (r, row) in rows.iter().enumerate() {
                 // Doubtful tokens: content tokens (and the first PAD, where the text ends) that
@@ -696,19 +692,11 @@ impl<'m> Generator<'m> {
             // Start from the doubted tokens themselves: the model disagrees with them at this
             // noise level, so a light edit moves them, and the start stays in distribution.
             let starts: Vec<Vec<u32>> = todo.iter().map(|(r, _, _)| rows[*r].clone()).collect();
-            let fresh = self.inpaint(
-                sampler,
-                stack,
-                targets,
-                Some(starts),
-                self.rewrite_from,
-                round_seed,
-                bar,
-            )?;
+            let fresh = self.inpaint(run, targets, Some(starts), self.rewrite_from, round_seed)?;
             // Keep a rewrite only if the model finds the whole sequence likelier, under the
             // same probe noise.
             let picked: Vec<usize> = todo.iter().map(|(r, _, _)| indices[*r]).collect();
-            let (after, _) = self.token_log_probs(sampler, &fresh, &picked, probe_seed)?;
+            let (after, _) = self.token_log_probs(run.sampler, &fresh, &picked, probe_seed)?;
             for (((r, before, _), new), lp) in todo.iter().zip(fresh).zip(after) {
                 if -lp.iter().sum::<f64>() < *before {
                     rows[*r] = new;
@@ -729,11 +717,11 @@ impl<'m> Generator<'m> {
         rows: &[Vec<u32>],
         sample_indices: &[usize],
         probe_seed: u64,
-    ) -> Result<(Vec<Vec<f64>>, Vec<Vec<f64>>)> {
+    ) -> Result<(TokenScores, TokenScores)> {
         let model = &self.lm.model;
         let schedule = sampler.schedule();
         let (l, d) = (self.length, self.lm.config.embed_dim);
-        let step = ((schedule.len() as f64 * self.rewrite_from).round() as usize).clamp(1, schedule.len()) - 1;
+        let step = steps_for_share(schedule.len(), self.rewrite_from) - 1;
         let ab = schedule.alphas_cumprod()[step];
         let (mut out, mut doubt) = (Vec::with_capacity(rows.len()), Vec::with_capacity(rows.len()));
         for (chunk, samples) in rows.chunks(self.batch_size).zip(sample_indices.chunks(self.batch_size)) {
@@ -761,21 +749,19 @@ impl<'m> Generator<'m> {
     /// `round_seed`, independent of the batch's make-up.
     fn inpaint(
         &self,
-        sampler: &Sampler,
-        stack: &PreparedStack,
+        run: &Run,
         targets: Vec<(usize, Vec<Option<u32>>)>,
         starts: Option<Vec<Vec<u32>>>,
         from: f64,
         round_seed: u64,
-        bar: &indicatif::ProgressBar,
     ) -> Result<Vec<Vec<u32>>> {
         let model = &self.lm.model;
-        let schedule = sampler.schedule();
+        let schedule = run.sampler.schedule();
         let (l, d) = (self.length, self.lm.config.embed_dim);
-        let start = ((schedule.len() as f64 * from).round() as usize).clamp(1, schedule.len());
+        let start = steps_for_share(schedule.len(), from);
         let mut out = Vec::with_capacity(targets.len());
         for (c, chunk) in targets.chunks(self.batch_size).enumerate() {
-            bar.inc_length(start as u64);
+            run.bar.inc_length(start as u64);
             let pins = Pins::new(
                 model,
                 chunk.iter().map(|(_, held)| held.clone()).collect(),
@@ -796,7 +782,7 @@ impl<'m> Generator<'m> {
             let ab = schedule.alphas_cumprod()[start - 1];
             let z = crate::nn::standard_normal(&mut rngs, (chunk.len(), l, d), model.device())?;
             let x = ((current * ab.sqrt())? + (z * (1.0 - ab).sqrt())?)?;
-            out.extend(self.denoise(sampler, stack, x, start, Some(&pins), &mut rngs, bar)?);
+            out.extend(self.denoise(run, x, start, Some(&pins), &mut rngs)?);
         }
         Ok(out)
     }
