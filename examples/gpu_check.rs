@@ -321,8 +321,10 @@ fn parity(args: &Args, gpu: &Device, rep: &mut Report) -> Result<()> {
             step,
             num_steps: 200,
             t,
+            latent_t: t.saturating_sub(1),
             embeddings: lm.model.embeddings(),
             index: lm.token_index(),
+            denoiser: &lm.model,
         }
     }
     let g_c = guide

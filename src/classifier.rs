@@ -48,7 +48,7 @@ use rand::Rng;
 use serde::{Deserialize, Serialize};
 
 use crate::corpus::{Example, E2E_FIELDS};
-use crate::model::timestep_embedding;
+use crate::model::{timestep_embedding, Denoiser};
 use crate::nn::{self, Block, Init, LayerNorm, Mode, ParamSpec};
 use crate::train::{Objective, TrainConfig, Trainer};
 use crate::{checkpoint, Error, NoiseSchedule, Result, TextTokenizer};
@@ -79,6 +79,10 @@ pub struct ClassifierConfig {
     /// T of the diffusion model whose latents it reads.
     pub diffusion_steps: usize,
     pub fields: Vec<FieldSpec>,
+    /// What it reads: the noisy latent `x_t` ([`GuidanceInput::Latent`], the default of older
+    /// configs) or the diffusion model's clean prediction `x̂0(x_t)` ([`GuidanceInput::Prediction`]).
+    #[serde(default)]
+    pub reads: GuidanceInput,
 }
 
 impl ClassifierConfig {
@@ -95,6 +99,7 @@ impl ClassifierConfig {
             dropout: 0.1,
             diffusion_steps,
             fields: Vec::new(),
+            reads: GuidanceInput::Latent,
         }
     }
 
@@ -274,12 +279,68 @@ pub trait LatentScore: Send + Sync {
     /// `log p(c | x)` per batch row (`[B]`) for latents `x` `[B, L, d]` at model time index `t`.
     /// Must be built from differentiable ops (no fused kernels; see [`crate::nn::Mode`]).
     fn log_prob(&self, x: &Tensor, t: usize) -> Result<Tensor>;
+    /// What `x` is: the noisy latent (the default) or the denoiser's prediction of `x_0` from a
+    /// latent at time index `t`.
+    fn reads(&self) -> GuidanceInput {
+        GuidanceInput::Latent
+    }
 }
 
 /// `∇_x Σ_b log p(c | x_b)`, by autograd: the guidance gradient of a [`LatentScore`].
 pub fn score_gradient(score: &dyn LatentScore, x: &Tensor, t: usize) -> Result<Tensor> {
     let var = Var::from_tensor(&x.detach())?;
     let total = score.log_prob(var.as_tensor(), t)?.sum_all()?;
+    let grads = total.backward()?;
+    grads
+        .get(var.as_tensor())
+        .cloned()
+        .ok_or_else(|| Error::Sampling(format!("{} does not depend on the latent", score.describe())))
+}
+
+/// What a guidance score reads.
+///
+/// Diffusion-LM's recipe scores the noisy latent itself ([`GuidanceInput::Latent`]): the
+/// classifier must then judge `x_t` at every noise level, and at high noise it can only guess.
+/// [`GuidanceInput::Prediction`] scores the denoiser's clean prediction `x̂0(x)` instead, as a
+/// classifier at `t = 0`, and differentiates through the denoiser: the gradient asks "how should
+/// the latent move so that the *text the model is about to write* expresses `c`", which a
+/// classifier can answer as well as it reads clean text. It costs one differentiable denoiser
+/// pass (forward and backward) per guidance update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum GuidanceInput {
+    /// `∇_x log p(c | x_t)`: the classifier reads the latent at its noise level.
+    #[default]
+    Latent,
+    /// `∇_x log p(c | x̂0(x))`: the classifier reads the denoiser's prediction at `t = 0`.
+    Prediction,
+}
+
+impl std::str::FromStr for GuidanceInput {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "latent" => Ok(GuidanceInput::Latent),
+            "prediction" => Ok(GuidanceInput::Prediction),
+            other => Err(Error::Config(format!(
+                "guidance input {other:?}: expected \"latent\" or \"prediction\""
+            ))),
+        }
+    }
+}
+
+/// `∇_x Σ_b log p(c | x̂0(x_b))`: the guidance gradient of a [`LatentScore`] on the denoiser's
+/// clean prediction of latents `x` at time index `t` (see [`GuidanceInput::Prediction`]). A score
+/// trained on predictions is asked at `t`; one trained on latents reads the prediction as a
+/// clean latent, at `t = 0`.
+pub fn prediction_gradient(score: &dyn LatentScore, denoiser: &Denoiser, x: &Tensor, t: usize) -> Result<Tensor> {
+    let var = Var::from_tensor(&x.detach())?;
+    let b = x.dim(0)?;
+    let x0 = denoiser.forward(var.as_tensor(), &vec![t; b], &mut Mode::Grad)?;
+    let score_t = match score.reads() {
+        GuidanceInput::Prediction => t,
+        GuidanceInput::Latent => 0,
+    };
+    let total = score.log_prob(&x0, score_t)?.sum_all()?;
     let grads = total.backward()?;
     grads
         .get(var.as_tensor())
@@ -312,6 +373,10 @@ impl LatentScore for FieldScore {
     fn log_prob(&self, x: &Tensor, t: usize) -> Result<Tensor> {
         let b = x.dim(0)?;
         self.classifier.log_prob(x, &vec![t; b], self.field, self.value)
+    }
+
+    fn reads(&self) -> GuidanceInput {
+        self.classifier.cfg.reads
     }
 }
 
@@ -355,6 +420,8 @@ pub struct ClassifierObjective {
     pub classifier: LatentClassifier,
     embeddings: Tensor,
     schedule: NoiseSchedule,
+    /// The frozen diffusion model, when the classifier reads its predictions.
+    denoiser: Option<Denoiser>,
 }
 
 impl Objective for ClassifierObjective {
@@ -387,7 +454,11 @@ impl Objective for ClassifierObjective {
             Ok(Tensor::from_vec(v, (b, 1, 1), device)?)
         };
         let x_t = (x0.broadcast_mul(&col(&|a| a.sqrt())?)? + noise.broadcast_mul(&col(&|a| (1.0 - a).sqrt())?)?)?;
-        let logits = self.classifier.forward(&x_t, &t, &mut Mode::Train(rng))?;
+        let input = match &self.denoiser {
+            Some(denoiser) => denoiser.forward(&x_t, &t, &mut Mode::Infer)?.detach(),
+            None => x_t,
+        };
+        let logits = self.classifier.forward(&input, &t, &mut Mode::Train(rng))?;
         let mut loss: Option<Tensor> = None;
         let mut correct = 0usize;
         for (j, lg) in logits.iter().enumerate() {
@@ -410,13 +481,14 @@ impl Objective for ClassifierObjective {
     }
 }
 
-/// Builds a [`Trainer`] for a latent classifier of the diffusion model whose word embeddings are
-/// `embeddings` `[V, d]` (frozen), on labelled `examples` (E2E examples with a meaning
-/// representation; others are skipped).
+/// Builds a [`Trainer`] for a latent classifier of the diffusion model `denoiser` (frozen: its
+/// word embeddings make `x_0`, and with `cfg.reads` = [`GuidanceInput::Prediction`] its
+/// predictions are what the classifier reads), on labelled `examples` (E2E examples with a
+/// meaning representation; others are skipped).
 #[allow(clippy::too_many_arguments)]
 pub fn classifier_trainer(
     cfg: ClassifierConfig,
-    embeddings: &Tensor,
+    denoiser: &Denoiser,
     tokenizer: TextTokenizer,
     examples: &[Example],
     train: TrainConfig,
@@ -424,6 +496,7 @@ pub fn classifier_trainer(
     device: &Device,
 ) -> Result<Trainer<ClassifierObjective>> {
     cfg.validate()?;
+    let embeddings = denoiser.embeddings();
     if embeddings.dim(1)? != cfg.embed_dim {
         return Err(Error::Config(format!(
             "the embeddings have dimension {} but the classifier config says {}",
@@ -450,6 +523,10 @@ pub fn classifier_trainer(
     }
     let embeddings = embeddings.detach().to_device(device)?;
     let schedule = NoiseSchedule::sqrt(cfg.diffusion_steps)?;
+    let denoiser = match cfg.reads {
+        GuidanceInput::Prediction => Some(denoiser.clone()),
+        GuidanceInput::Latent => None,
+    };
     let specs = LatentClassifier::param_specs(&cfg);
     Trainer::new(
         &specs,
@@ -458,6 +535,7 @@ pub fn classifier_trainer(
                 classifier: LatentClassifier::new(vb, &cfg)?,
                 embeddings,
                 schedule,
+                denoiser,
             })
         },
         rows,

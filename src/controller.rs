@@ -73,11 +73,17 @@ pub struct GuidanceContext<'a> {
     /// Reverse step index (counting down to 0) and the number of steps.
     pub step: usize,
     pub num_steps: usize,
-    /// The model's time index for this step.
+    /// The model's time index for this step (the noise level of the step's input `x_t`).
     pub t: usize,
+    /// The time index of the noise level of the latent being guided: the step's output
+    /// `x_{t-1}`, one step less noisy than `t` (0 at the last step).
+    pub latent_t: usize,
     /// The word-embedding table `[V, d]`.
     pub embeddings: &'a Tensor,
     pub index: &'a TokenIndex,
+    /// The denoiser, for guidance that reads its clean prediction `x̂0(x)`
+    /// (see [`crate::classifier::prediction_gradient`]).
+    pub denoiser: &'a crate::model::Denoiser,
 }
 
 /// When a repairing controller is asked (see [`Controller::repair`]).

@@ -577,8 +577,10 @@ impl<'m> Generator<'m> {
                     step: i,
                     num_steps: schedule.len(),
                     t: t[0],
+                    latent_t: if i > 0 { schedule.timesteps()[i - 1] } else { 0 },
                     embeddings: model.embeddings(),
                     index: self.lm.token_index(),
+                    denoiser: model,
                 };
                 x = self.guide(x, &mean, std, &ctx)?;
             }

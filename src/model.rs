@@ -49,6 +49,7 @@ pub fn timestep_embedding(t: &[f64], dim: usize, device: &Device) -> Result<Tens
 }
 
 /// The denoiser network with its tied rounding head.
+#[derive(Clone)]
 pub struct Denoiser {
     cfg: ModelConfig,
     word_embedding: Tensor,

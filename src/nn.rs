@@ -154,6 +154,7 @@ pub fn linear(layer: &Linear, x: &Tensor, mode: &Mode) -> Result<Tensor> {
 }
 
 /// Layer normalisation over the last dimension.
+#[derive(Clone)]
 pub struct LayerNorm {
     weight: Tensor,
     bias: Tensor,
@@ -188,6 +189,7 @@ impl LayerNorm {
 }
 
 /// Multi-head self-attention, bidirectional or causal.
+#[derive(Clone)]
 pub struct SelfAttention {
     qkv: Linear,
     out: Linear,
@@ -232,6 +234,7 @@ fn causal_mask(l: usize, device: &Device, dtype: DType) -> Result<Tensor> {
 }
 
 /// A pre-LN transformer block: `x + attn(ln1(x))`, then `x + ffn(ln2(x))`.
+#[derive(Clone)]
 pub struct Block {
     norm1: LayerNorm,
     attn: SelfAttention,

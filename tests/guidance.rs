@@ -69,12 +69,15 @@ mod attribute {
 
     use candle_core::{DType, Device, Tensor};
     use diffusion_lm::classifier::{
-        classifier_trainer, score_gradient, ClassifierConfig, FieldSpec, LatentClassifier, LatentScore,
+        classifier_trainer, prediction_gradient, score_gradient, ClassifierConfig, FieldSpec, GuidanceInput,
+        LatentClassifier, LatentScore,
     };
     use diffusion_lm::corpus::{Example, MeaningRepresentation};
     use diffusion_lm::nn::init_varmap;
+    use diffusion_lm::nn::Mode;
     use diffusion_lm::train::TrainConfig;
     use diffusion_lm::Generator;
+    use diffusion_lm::{Denoiser, ModelConfig};
     use diffusion_lm_controllers::Attribute;
     use rand::SeedableRng;
 
@@ -95,12 +98,10 @@ mod attribute {
         }
     }
 
-    #[test]
-    fn guidance_gradient_matches_finite_differences() {
-        // In f64, so central differences are accurate to ~1e-8.
-        let cfg = animal_config(4, 6, 200);
-        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
-        let vars = init_varmap(&LatentClassifier::param_specs(&cfg), &mut rng, &Device::Cpu).unwrap();
+    /// A var builder handing out `specs`' random initial weights as f64.
+    fn f64_weights(specs: &[diffusion_lm::nn::ParamSpec], seed: u64) -> candle_nn::VarBuilder<'static> {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let vars = init_varmap(specs, &mut rng, &Device::Cpu).unwrap();
         let weights = vars
             .data()
             .lock()
@@ -108,9 +109,79 @@ mod attribute {
             .iter()
             .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
             .collect();
-        // The var builder converts every weight to f64 as it hands it out.
-        let vb = candle_nn::VarBuilder::from_tensors(weights, DType::F64, &Device::Cpu);
-        let clf = Arc::new(LatentClassifier::new(vb, &cfg).unwrap());
+        candle_nn::VarBuilder::from_tensors(weights, DType::F64, &Device::Cpu)
+    }
+
+    /// The largest relative difference between `grad` and central differences of `f` at `x`
+    /// (every fifth coordinate).
+    fn worst_fd_error(f: &dyn Fn(&Tensor) -> f64, x: &Tensor, grad: &[f64]) -> f64 {
+        let flat = x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let eps = 1e-5;
+        let mut worst = 0f64;
+        for i in (0..flat.len()).step_by(5) {
+            let shifted = |d: f64| {
+                let mut v = flat.clone();
+                v[i] += d;
+                Tensor::from_vec(v, x.dims(), &Device::Cpu).unwrap()
+            };
+            let numeric = (f(&shifted(eps)) - f(&shifted(-eps))) / (2.0 * eps);
+            worst = worst.max((numeric - grad[i]).abs() / (1e-6 + numeric.abs().max(grad[i].abs())));
+        }
+        worst
+    }
+
+    #[test]
+    fn prediction_guidance_gradient_matches_finite_differences() {
+        // The gradient through the denoiser's prediction, in f64 (where candle's fused layer
+        // norm does not run, so the reference uses the differentiable forms too).
+        let mcfg = ModelConfig {
+            seq_len: 6,
+            embed_dim: 4,
+            ..ModelConfig::tiny(12)
+        };
+        let denoiser = Denoiser::new(f64_weights(&Denoiser::param_specs(&mcfg), 5), &mcfg).unwrap();
+        for reads in [GuidanceInput::Prediction, GuidanceInput::Latent] {
+            let cfg = ClassifierConfig {
+                reads,
+                ..animal_config(4, 6, mcfg.diffusion_steps)
+            };
+            let clf =
+                Arc::new(LatentClassifier::new(f64_weights(&LatentClassifier::param_specs(&cfg), 3), &cfg).unwrap());
+            let score = clf.field_score("animal", "fish").unwrap();
+            let x = Tensor::randn(0f64, 1.0, (2, 6, 4), &Device::Cpu).unwrap();
+            let t = 120;
+            let grad = prediction_gradient(&score, &denoiser, &x, t)
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f64>()
+                .unwrap();
+            // A classifier of predictions is asked at the latent's t; one of latents at t = 0.
+            let score_t = if reads == GuidanceInput::Prediction { t } else { 0 };
+            let f = |x: &Tensor| {
+                let x0 = denoiser.forward(x, &[t, t], &mut Mode::Grad).unwrap();
+                score
+                    .log_prob(&x0, score_t)
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f64>()
+                    .unwrap()
+            };
+            let worst = worst_fd_error(&f, &x, &grad);
+            assert!(worst < 1e-4, "{reads:?}: worst relative difference {worst}");
+            assert!(
+                grad.iter().any(|g| g.abs() > 1e-6),
+                "{reads:?}: the gradient is identically zero"
+            );
+        }
+    }
+
+    #[test]
+    fn guidance_gradient_matches_finite_differences() {
+        // In f64, so central differences are accurate to ~1e-8.
+        let cfg = animal_config(4, 6, 200);
+        let clf = Arc::new(LatentClassifier::new(f64_weights(&LatentClassifier::param_specs(&cfg), 3), &cfg).unwrap());
         let score = clf.field_score("animal", "fish").unwrap();
         let x = Tensor::randn(0f64, 1.0, (2, 6, 4), &Device::Cpu).unwrap();
         let t = 50;
@@ -129,18 +200,7 @@ mod attribute {
                 .to_scalar::<f64>()
                 .unwrap()
         };
-        let flat = x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
-        let eps = 1e-5;
-        let mut worst = 0f64;
-        for i in (0..flat.len()).step_by(5) {
-            let shifted = |d: f64| {
-                let mut v = flat.clone();
-                v[i] += d;
-                Tensor::from_vec(v, (2, 6, 4), &Device::Cpu).unwrap()
-            };
-            let numeric = (f(&shifted(eps)) - f(&shifted(-eps))) / (2.0 * eps);
-            worst = worst.max((numeric - grad[i]).abs() / (1e-6 + numeric.abs().max(grad[i].abs())));
-        }
+        let worst = worst_fd_error(&f, &x, &grad);
         assert!(worst < 1e-4, "worst relative difference {worst}");
         assert!(
             grad.iter().any(|g| g.abs() > 1e-6),
@@ -163,43 +223,65 @@ mod attribute {
                 }),
             })
             .collect();
-        let cfg = animal_config(lm.config.embed_dim, lm.config.seq_len, lm.config.diffusion_steps);
-        let train = TrainConfig {
-            steps: 300,
-            ..toy_train_config(300)
-        };
-        let out = dir.path().join("classifier");
-        let mut trainer = classifier_trainer(
-            cfg,
-            lm.model.embeddings(),
-            lm.tokenizer.clone(),
-            &examples,
-            train,
-            &out,
-            &Device::Cpu,
-        )
-        .unwrap();
-        trainer.run(false).unwrap();
-        let clf = Arc::new(LatentClassifier::load(&out, &Device::Cpu).unwrap());
         let n = 24;
         let count = |texts: &[diffusion_lm::Sample]| texts.iter().filter(|s| s.text.contains("fish")).count();
         let plain = Generator::new(&lm).steps(40).seed(11).generate(n).unwrap();
-        let guided = Generator::new(&lm)
-            .with(Attribute::new(&clf, "animal", "fish", 1.0).unwrap())
-            .steps(40)
-            .seed(11)
-            .generate(n)
+        let mut classifiers = Vec::new();
+        for reads in [GuidanceInput::Latent, GuidanceInput::Prediction] {
+            let cfg = ClassifierConfig {
+                reads,
+                ..animal_config(lm.config.embed_dim, lm.config.seq_len, lm.config.diffusion_steps)
+            };
+            let train = TrainConfig {
+                steps: 300,
+                ..toy_train_config(300)
+            };
+            let out = dir.path().join(format!("classifier-{reads:?}"));
+            let mut trainer = classifier_trainer(
+                cfg,
+                &lm.model,
+                lm.tokenizer.clone(),
+                &examples,
+                train,
+                &out,
+                &Device::Cpu,
+            )
             .unwrap();
-        let (g, p) = (count(&guided), count(&plain));
-        assert!(
-            g >= 2 * p.max(3) && g * 3 >= n * 2,
-            "fish in {g}/{n} guided samples, {p}/{n} unguided"
-        );
+            trainer.run(false).unwrap();
+            let clf = Arc::new(LatentClassifier::load(&out, &Device::Cpu).unwrap());
+            assert_eq!(clf.config().reads, reads);
+            let guided = Generator::new(&lm)
+                .with(Attribute::new(&clf, "animal", "fish", 1.0).unwrap())
+                .steps(40)
+                .seed(11)
+                .generate(n)
+                .unwrap();
+            let (g, p) = (count(&guided), count(&plain));
+            assert!(
+                g >= 2 * p.max(3) && g * 3 >= n * 2,
+                "{reads:?}: fish in {g}/{n} guided samples, {p}/{n} unguided"
+            );
+            classifiers.push(clf);
+        }
+        // A classifier of predictions cannot guide on the noisy latent.
+        let err = Generator::new(&lm)
+            .with(
+                Attribute::new(&classifiers[1], "animal", "fish", 1.0)
+                    .unwrap()
+                    .reading(GuidanceInput::Latent),
+            )
+            .steps(40)
+            .generate(1)
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("cannot guide on the noisy latent"), "{err}");
+        let clf = &classifiers[0];
         // Unknown targets are clear errors.
-        let err = Attribute::new(&clf, "animal", "horse", 1.0).err().unwrap().to_string();
+        let err = Attribute::new(clf, "animal", "horse", 1.0).err().unwrap().to_string();
         assert!(err.contains("bird, cat, dog, fish"), "{err}");
-        assert!(Attribute::parse(&clf, "colour=red").is_err());
-        assert!(Attribute::parse(&clf, "animal").is_err());
-        assert!(Attribute::new(&clf, "animal", "fish", -1.0).is_err());
+        assert!(Attribute::parse(clf, "colour=red").is_err());
+        assert!(Attribute::parse(clf, "animal").is_err());
+        assert!(Attribute::new(clf, "animal", "fish", -1.0).is_err());
     }
 }

@@ -7,7 +7,9 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use diffusion_lm::classifier::{classifier_trainer, e2e_fields, ClassifierConfig, LatentClassifier, NONE};
+use diffusion_lm::classifier::{
+    classifier_trainer, e2e_fields, ClassifierConfig, GuidanceInput, LatentClassifier, NONE,
+};
 use diffusion_lm::eval::{attribute_expressed, attribute_mentioned};
 use diffusion_lm::{device::parse_device, DiffusionLm, Generator, GuidanceConfig};
 use diffusion_lm_controllers::Attribute;
@@ -44,9 +46,14 @@ pub fn load_classifier(
 pub struct TrainClassifierArgs {
     #[command(flatten)]
     aux: AuxTrainArgs,
+    /// What the classifier reads: `latent` (the noisy latent x_t, Diffusion-LM's recipe) or
+    /// `prediction` (the diffusion model's clean prediction x̂0(x_t); guidance then
+    /// differentiates through the denoiser).
+    #[arg(long, default_value = "latent")]
+    reads: GuidanceInput,
 }
 
-pub fn train_classifier(TrainClassifierArgs { aux: a }: TrainClassifierArgs) -> Result<()> {
+pub fn train_classifier(TrainClassifierArgs { aux: a, reads }: TrainClassifierArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
     let dir = model_dir(a.model);
     let lm = DiffusionLm::load(&dir, &device)?;
@@ -59,6 +66,7 @@ pub fn train_classifier(TrainClassifierArgs { aux: a }: TrainClassifierArgs) -> 
         ffn_hidden: 4 * a.hidden,
         dropout: a.dropout,
         fields: e2e_fields(&train_ex),
+        reads,
         ..ClassifierConfig::small(lm.config.embed_dim, lm.config.seq_len, lm.config.diffusion_steps)
     };
     let labelled = train_ex.iter().filter(|e| e.mr.is_some()).count();
@@ -76,7 +84,7 @@ pub fn train_classifier(TrainClassifierArgs { aux: a }: TrainClassifierArgs) -> 
     let out = a.out.unwrap_or_else(|| dir.join("classifier"));
     let mut trainer = classifier_trainer(
         cfg,
-        lm.model.embeddings(),
+        &lm.model,
         lm.tokenizer.clone(),
         &train_ex,
         a.opt.config(),
@@ -118,6 +126,14 @@ pub struct EvalAttributesArgs {
     /// to the target with the shipped classifier at equal fluency in a small sweep).
     #[arg(long, default_value_t = GUIDANCE_STEP_SIZE)]
     step_size: f64,
+    /// Weight λ of the fluency term log p(x_{t-1} | x_t) in each guidance update.
+    #[arg(long, default_value_t = GuidanceConfig::default().fluency_weight)]
+    fluency_weight: f64,
+    /// Guide on `latent` (the classifier reads the noisy latent, Diffusion-LM's recipe) or on
+    /// `prediction` (it reads the denoiser's clean prediction, and the gradient goes through the
+    /// denoiser). Default: what the classifier was trained to read.
+    #[arg(long)]
+    guide_on: Option<GuidanceInput>,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Self-correction rounds after sampling, guided and unguided alike (see `generate
@@ -222,6 +238,7 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
     let guidance = GuidanceConfig {
         steps: a.guidance_steps,
         step_size: a.step_size,
+        fluency_weight: a.fluency_weight,
         ..GuidanceConfig::default()
     };
     let started = std::time::Instant::now();
@@ -248,7 +265,10 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
     let mut all_guided: Vec<String> = Vec::new();
     for (field, value) in &targets {
         bar.set_message(format!("{field}={value}"));
-        let attr = Attribute::new(&classifier, field, value, a.weight)?;
+        let mut attr = Attribute::new(&classifier, field, value, a.weight)?;
+        if let Some(input) = a.guide_on {
+            attr = attr.reading(input);
+        }
         let guided: Vec<String> = base(Generator::new(&lm).with(attr).guidance(guidance), &a)
             .generate(a.samples)?
             .into_iter()
@@ -301,7 +321,10 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
         samples_per_target: a.samples,
         steps: a.steps,
         weight: a.weight,
-        guidance: format!("{guidance:?}"),
+        guidance: format!(
+            "{guidance:?}, on the {:?}",
+            a.guide_on.unwrap_or(classifier.config().reads)
+        ),
         self_correct: (a.self_correct, a.self_correct_threshold),
         guided_mentioned: mean(&|r| r.guided_mentioned),
         guided_expressed: mean(&|r| r.guided_expressed),

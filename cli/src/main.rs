@@ -132,6 +132,11 @@ struct ControlArgs {
     /// The attribute classifier directory (default: MODEL/classifier).
     #[arg(long)]
     classifier: Option<PathBuf>,
+    /// Guidance on `latent` (the classifier reads the noisy latent, Diffusion-LM's recipe) or on
+    /// `prediction` (it reads the denoiser's clean prediction, and the gradient goes through the
+    /// denoiser). Default: what the classifier was trained to read.
+    #[arg(long)]
+    guide_on: Option<diffusion_lm::classifier::GuidanceInput>,
     /// Guidance: gradient updates of the latent per denoising step.
     #[arg(long, default_value_t = diffusion_lm::GuidanceConfig::default().steps)]
     guidance_steps: usize,
@@ -203,7 +208,11 @@ impl ControlArgs {
         if !self.attribute.is_empty() {
             let classifier = attributes::load_classifier(model, self.classifier.clone(), device)?;
             for spec in &self.attribute {
-                g = g.with(diffusion_lm_controllers::Attribute::parse(&classifier, spec)?);
+                let mut attr = diffusion_lm_controllers::Attribute::parse(&classifier, spec)?;
+                if let Some(input) = self.guide_on {
+                    attr = attr.reading(input);
+                }
+                g = g.with(attr);
             }
             g = g.guidance(diffusion_lm::GuidanceConfig {
                 steps: self.guidance_steps,

@@ -72,8 +72,8 @@
 use std::sync::Arc;
 
 use candle_core::Tensor;
-pub use diffusion_lm::classifier::LatentScore;
-use diffusion_lm::classifier::{score_gradient, FieldScore, LatentClassifier};
+use diffusion_lm::classifier::{prediction_gradient, score_gradient, FieldScore, LatentClassifier};
+pub use diffusion_lm::classifier::{GuidanceInput, LatentScore};
 use diffusion_lm::controller::{Controller, GuidanceContext};
 use diffusion_lm::TextTokenizer;
 
@@ -83,11 +83,28 @@ use crate::ControllerError;
 pub struct ClassifierGuidance<S: LatentScore> {
     score: S,
     weight: f64,
+    input: GuidanceInput,
 }
 
 impl<S: LatentScore> ClassifierGuidance<S> {
+    /// Guidance on what the score reads ([`LatentScore::reads`]): the noisy latent (the paper's
+    /// recipe) unless it was trained on the denoiser's predictions.
     pub fn new(score: S, weight: f64) -> Self {
-        ClassifierGuidance { score, weight }
+        let input = score.reads();
+        ClassifierGuidance { score, weight, input }
+    }
+
+    /// Guide on the latent, or on the denoiser's clean prediction of it. A score that reads
+    /// latents can do either (on a prediction it is asked at `t = 0`, as on clean text); a score
+    /// trained on predictions can only guide on predictions, and asking it for the latent is an
+    /// error at the first guided step.
+    pub fn reading(mut self, input: GuidanceInput) -> Self {
+        self.input = input;
+        self
+    }
+
+    pub fn input(&self) -> GuidanceInput {
+        self.input
     }
 
     pub fn score(&self) -> &S {
@@ -101,7 +118,16 @@ impl<S: LatentScore> Controller for ClassifierGuidance<S> {
     }
 
     fn guidance(&self, x: &Tensor, ctx: &GuidanceContext) -> diffusion_lm::Result<Option<Tensor>> {
-        score_gradient(&self.score, x, ctx.t).map(Some)
+        match self.input {
+            GuidanceInput::Latent if self.score.reads() == GuidanceInput::Prediction => {
+                Err(diffusion_lm::Error::Sampling(format!(
+                    "{} reads the denoiser's predictions and cannot guide on the noisy latent",
+                    self.score.describe()
+                )))
+            }
+            GuidanceInput::Latent => score_gradient(&self.score, x, ctx.t).map(Some),
+            GuidanceInput::Prediction => prediction_gradient(&self.score, ctx.denoiser, x, ctx.latent_t).map(Some),
+        }
     }
 
     fn guidance_weight(&self) -> f64 {
@@ -152,6 +178,14 @@ impl Attribute {
             .and_then(|(v, w)| w.trim().parse::<f64>().ok().map(|w| (v, w)))
             .unwrap_or((rest, 1.0));
         Self::new(classifier, field.trim(), value.trim(), weight)
+    }
+
+    /// Guide on the latent or on the denoiser's prediction (see [`ClassifierGuidance::reading`]);
+    /// by default, what the classifier was trained to read.
+    pub fn reading(self, input: GuidanceInput) -> Self {
+        Attribute {
+            inner: self.inner.reading(input),
+        }
     }
 
     /// The field and value this controller steers toward.
