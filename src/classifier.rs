@@ -9,6 +9,13 @@
 //! embeddings, noised to a random `t` under the same `sqrt` schedule, and classified
 //! ([`classifier_trainer`], `diffusion-lm train-classifier`).
 //!
+//! A classifier can also read the diffusion model's *prediction* of the clean text,
+//! `x̂0(x_t)`, instead of `x_t` itself (`ClassifierConfig::reads` =
+//! [`GuidanceInput::Prediction`], `train-classifier --reads prediction`): trained on the
+//! denoiser's own predictions at every noise level, it is far more accurate than a classifier of
+//! raw latents, and its guidance gradient flows back through the denoiser
+//! ([`prediction_gradient`]), moving the latent toward what makes the model *write* the attribute.
+//!
 //! Any differentiable score of the latent can drive guidance through [`LatentScore`];
 //! [`LatentClassifier::field_score`] gives the score of one `field = value` target, and the
 //! controllers crate wraps it as the `Attribute` controller.
@@ -307,11 +314,14 @@ pub fn score_gradient(score: &dyn LatentScore, x: &Tensor, t: usize) -> Result<T
 /// classifier can answer as well as it reads clean text. It costs one differentiable denoiser
 /// pass (forward and backward) per guidance update.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
 pub enum GuidanceInput {
     /// `∇_x log p(c | x_t)`: the classifier reads the latent at its noise level.
     #[default]
+    #[serde(alias = "Latent")]
     Latent,
-    /// `∇_x log p(c | x̂0(x))`: the classifier reads the denoiser's prediction at `t = 0`.
+    /// `∇_x log p(c | x̂0(x))`: the classifier reads the denoiser's prediction.
+    #[serde(alias = "Prediction")]
     Prediction,
 }
 
@@ -414,7 +424,8 @@ fn labels(fields: &[FieldSpec], example: &Example) -> Vec<u32> {
         .collect()
 }
 
-/// The classifier's training objective: cross-entropy of every field on `x_t`, where `x_0` is the
+/// The classifier's training objective: cross-entropy of every field on `x_t` (or on the frozen
+/// denoiser's prediction `x̂0(x_t)`, see [`ClassifierConfig::reads`]), where `x_0` is the
 /// (frozen) diffusion embedding of the text plus its small `t = 0` noise and `t` is uniform.
 pub struct ClassifierObjective {
     pub classifier: LatentClassifier,
@@ -555,4 +566,35 @@ pub fn from_weights(
 ) -> Result<LatentClassifier> {
     nn::check_tensors(&LatentClassifier::param_specs(cfg), &weights).map_err(Error::Config)?;
     LatentClassifier::new(VarBuilder::from_tensors(weights, candle_core::DType::F32, device), cfg)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{ClassifierConfig, GuidanceInput};
+
+    #[test]
+    fn what_a_classifier_reads_round_trips_and_defaults_to_the_latent() {
+        assert_eq!(
+            "prediction".parse::<GuidanceInput>().unwrap(),
+            GuidanceInput::Prediction
+        );
+        assert!("x0"
+            .parse::<GuidanceInput>()
+            .unwrap_err()
+            .to_string()
+            .contains("expected"));
+        let cfg = ClassifierConfig {
+            reads: GuidanceInput::Prediction,
+            ..ClassifierConfig::small(4, 8, 100)
+        };
+        let json = serde_json::to_string(&cfg).unwrap();
+        assert!(json.contains(r#""reads":"prediction""#), "{json}");
+        assert_eq!(serde_json::from_str::<ClassifierConfig>(&json).unwrap(), cfg);
+        // Configs written before `reads` existed describe classifiers of latents.
+        let old = json.replace(r#","reads":"prediction""#, "");
+        assert_eq!(
+            serde_json::from_str::<ClassifierConfig>(&old).unwrap().reads,
+            GuidanceInput::Latent
+        );
+    }
 }

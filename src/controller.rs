@@ -185,14 +185,44 @@ pub trait Controller: Send + Sync {
 }
 
 /// How guidance updates the latent.
-#[derive(Debug, Clone, Copy, PartialEq)]
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
 pub enum GuidanceRule {
     /// Diffusion-LM's implementation: each update moves by `step_size · sign(gradient)`.
+    #[default]
     SignNormalized,
+    /// Each update moves by `step_size · g / rms(g)`, the RMS taken over each sequence: the
+    /// same overall step as [`GuidanceRule::SignNormalized`], but positions (and coordinates)
+    /// with larger gradients move more, so a gradient concentrated on a few words (as through the
+    /// denoiser's prediction) leaves the rest of the sentence alone.
+    Normalized,
     /// Adam on the latent with this learning rate.
     Adam { lr: f64 },
     /// Adagrad on the latent with this learning rate.
     Adagrad { lr: f64 },
+}
+
+impl std::str::FromStr for GuidanceRule {
+    type Err = crate::Error;
+    /// `sign`, `normalized`, `adam:LR` or `adagrad:LR`.
+    fn from_str(s: &str) -> Result<Self> {
+        let lr = |v: &str| -> Result<f64> {
+            v.parse::<f64>()
+                .ok()
+                .filter(|x| x.is_finite() && *x > 0.0)
+                .ok_or_else(|| {
+                    crate::Error::Config(format!("guidance rule {s:?}: {v:?} is not a positive learning rate"))
+                })
+        };
+        match s.split_once(':') {
+            None if s == "sign" => Ok(GuidanceRule::SignNormalized),
+            None if s == "normalized" => Ok(GuidanceRule::Normalized),
+            Some(("adam", v)) => Ok(GuidanceRule::Adam { lr: lr(v)? }),
+            Some(("adagrad", v)) => Ok(GuidanceRule::Adagrad { lr: lr(v)? }),
+            _ => Err(crate::Error::Config(format!(
+                "guidance rule {s:?}: expected sign, normalized, adam:LR or adagrad:LR"
+            ))),
+        }
+    }
 }
 
 /// Settings of the guidance update.
@@ -202,7 +232,7 @@ pub struct GuidanceConfig {
     pub fluency_weight: f64,
     /// Gradient updates per denoising step.
     pub steps: usize,
-    /// Step size of [`GuidanceRule::SignNormalized`].
+    /// Step size of [`GuidanceRule::SignNormalized`] and [`GuidanceRule::Normalized`].
     pub step_size: f64,
     /// No guidance in the last `skip_last` denoising steps.
     pub skip_last: usize,
@@ -339,4 +369,27 @@ fn apply_unary(mask: &mut [f32], u: &UnaryConstraint, len: usize, vocab: usize, 
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::GuidanceRule;
+
+    #[test]
+    fn guidance_rules_parse_and_bad_ones_say_why() {
+        assert_eq!("sign".parse::<GuidanceRule>().unwrap(), GuidanceRule::SignNormalized);
+        assert_eq!("normalized".parse::<GuidanceRule>().unwrap(), GuidanceRule::Normalized);
+        assert_eq!(
+            "adam:0.5".parse::<GuidanceRule>().unwrap(),
+            GuidanceRule::Adam { lr: 0.5 }
+        );
+        assert_eq!(
+            "adagrad:2".parse::<GuidanceRule>().unwrap(),
+            GuidanceRule::Adagrad { lr: 2.0 }
+        );
+        let err = "adam:-1".parse::<GuidanceRule>().unwrap_err().to_string();
+        assert!(err.contains("not a positive learning rate"), "{err}");
+        let err = "momentum".parse::<GuidanceRule>().unwrap_err().to_string();
+        assert!(err.contains("expected sign, normalized"), "{err}");
+    }
 }

@@ -901,6 +901,10 @@ impl<'m> Generator<'m> {
             }
             let update = match g.rule {
                 GuidanceRule::SignNormalized => (grad.sign()? * g.step_size)?,
+                GuidanceRule::Normalized => {
+                    let rms = (grad.sqr()?.mean_keepdim(2)?.mean_keepdim(1)? + 1e-20)?.sqrt()?;
+                    (grad.broadcast_div(&rms)? * g.step_size)?
+                }
                 GuidanceRule::Adam { lr } => {
                     let (b1, b2, eps) = (0.9, 0.999, 1e-8);
                     let m1 = match &m {

@@ -36,6 +36,7 @@ fn guidance_pulls_samples_toward_the_preferred_token_with_every_rule() {
     let positions = 4 * lm.config.seq_len;
     for rule in [
         GuidanceRule::SignNormalized,
+        GuidanceRule::Normalized,
         GuidanceRule::Adam { lr: 1.0 },
         GuidanceRule::Adagrad { lr: 1.0 },
     ] {

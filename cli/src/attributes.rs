@@ -126,6 +126,10 @@ pub struct EvalAttributesArgs {
     /// to the target with the shipped classifier at equal fluency in a small sweep).
     #[arg(long, default_value_t = GUIDANCE_STEP_SIZE)]
     step_size: f64,
+    /// How each guidance update moves the latent: `sign` (Diffusion-LM's), `normalized`
+    /// (the gradient over its RMS), `adam:LR` or `adagrad:LR`.
+    #[arg(long, default_value = "sign")]
+    guidance_rule: diffusion_lm::GuidanceRule,
     /// Weight λ of the fluency term log p(x_{t-1} | x_t) in each guidance update.
     #[arg(long, default_value_t = GuidanceConfig::default().fluency_weight)]
     fluency_weight: f64,
@@ -239,6 +243,7 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
         steps: a.guidance_steps,
         step_size: a.step_size,
         fluency_weight: a.fluency_weight,
+        rule: a.guidance_rule,
         ..GuidanceConfig::default()
     };
     let started = std::time::Instant::now();

@@ -143,6 +143,10 @@ struct ControlArgs {
     /// Guidance: size of each sign-normalised update (the paper used 0.1).
     #[arg(long, default_value_t = attributes::GUIDANCE_STEP_SIZE)]
     guidance_step_size: f64,
+    /// Guidance: how each update moves the latent, `sign` (Diffusion-LM's), `normalized` (the
+    /// gradient over its RMS), `adam:LR` or `adagrad:LR`.
+    #[arg(long, default_value = "sign")]
+    guidance_rule: diffusion_lm::GuidanceRule,
     /// Guidance: weight λ of the fluency term log p(x_{t-1} | x_t).
     #[arg(long, default_value_t = diffusion_lm::GuidanceConfig::default().fluency_weight)]
     fluency_weight: f64,
@@ -218,6 +222,7 @@ impl ControlArgs {
                 steps: self.guidance_steps,
                 step_size: self.guidance_step_size,
                 fluency_weight: self.fluency_weight,
+                rule: self.guidance_rule,
                 ..diffusion_lm::GuidanceConfig::default()
             });
         }

@@ -10,6 +10,12 @@
 //!   [`LatentScore`] for your own classifier (its `log_prob` must be built from differentiable
 //!   candle ops) and wrap it.
 //!
+//! What the classifier reads is a choice ([`GuidanceInput`]): the noisy latent (Diffusion-LM's
+//! recipe) or the denoiser's clean prediction `x̂0(x)`, with the gradient taken through the
+//! denoiser (`∇_x log p(c | x̂0(x))`). A classifier trained on predictions guides on
+//! predictions by default; a classifier of latents can be pointed at predictions with
+//! [`Attribute::reading`], where it reads them as clean text.
+//!
 //! Guidance is soft: it makes the attribute likely, not certain. It composes with hard
 //! constraints in one stack: the projection keeps every output valid while the gradient moves the
 //! content (e.g. `food = Italian` inside the restaurant JSON Schema).
