@@ -17,8 +17,56 @@ use serde::Serialize;
 
 use crate::{load_split, model_dir, read_data_record, report, AuxTrainArgs};
 
-/// Default size of a guidance update for `--attribute` (see `--step-size`).
-pub const GUIDANCE_STEP_SIZE: f64 = 0.3;
+/// How guidance updates the latent; every setting left out comes from
+/// [`GuidanceConfig::recommended`] for what the guidance reads.
+#[derive(Args, Clone, Default)]
+pub struct GuidanceArgs {
+    /// Guide on `latent` (the classifier reads the noisy latent, Diffusion-LM's recipe) or on
+    /// `prediction` (it reads the denoiser's clean prediction, and the gradient goes through the
+    /// denoiser). Default: what the classifier was trained to read.
+    #[arg(long)]
+    pub guide_on: Option<GuidanceInput>,
+    /// Gradient updates of the latent per denoising step [default: 3 on the latent, 1 on the
+    /// prediction].
+    #[arg(long)]
+    pub guidance_steps: Option<usize>,
+    /// Size of each update [default: 0.3 on the latent (the paper used 0.1), 0.2 on the prediction].
+    #[arg(long)]
+    pub guidance_step_size: Option<f64>,
+    /// How each update moves the latent: `sign` (Diffusion-LM's), `normalized` (the gradient
+    /// over its RMS), `adam:LR` or `adagrad:LR` [default: sign on the latent, normalized on the
+    /// prediction].
+    #[arg(long)]
+    pub guidance_rule: Option<diffusion_lm::GuidanceRule>,
+    /// Weight λ of the fluency term log p(x_{t-1} | x_t) in each update.
+    #[arg(long, default_value_t = GuidanceConfig::default().fluency_weight)]
+    pub fluency_weight: f64,
+}
+
+impl GuidanceArgs {
+    /// What the guidance reads with this classifier, and the update settings.
+    pub fn resolve(&self, classifier: &LatentClassifier) -> Result<(GuidanceInput, GuidanceConfig)> {
+        let input = self.guide_on.unwrap_or(classifier.config().reads);
+        if input == GuidanceInput::Latent && classifier.config().reads == GuidanceInput::Prediction {
+            bail!("--guide-on latent: this classifier was trained on the denoiser's predictions and can only guide on them");
+        }
+        let base = GuidanceConfig::recommended(input);
+        let step_size = self.guidance_step_size.unwrap_or(base.step_size);
+        if !(step_size.is_finite() && step_size > 0.0) {
+            bail!("--guidance-step-size must be positive, got {step_size}");
+        }
+        Ok((
+            input,
+            GuidanceConfig {
+                steps: self.guidance_steps.unwrap_or(base.steps),
+                step_size,
+                rule: self.guidance_rule.unwrap_or(base.rule),
+                fluency_weight: self.fluency_weight,
+                ..base
+            },
+        ))
+    }
+}
 
 /// Where a model's attribute classifier lives unless `--classifier` says otherwise.
 pub fn classifier_dir(model: &Path, arg: Option<PathBuf>) -> PathBuf {
@@ -119,25 +167,8 @@ pub struct EvalAttributesArgs {
     /// Guidance weight of every target.
     #[arg(long, default_value_t = 1.0)]
     weight: f64,
-    /// Gradient updates per denoising step (Diffusion-LM used 3).
-    #[arg(long, default_value_t = 3)]
-    guidance_steps: usize,
-    /// Size of each sign-normalised guidance update (the paper used 0.1; 0.3 moved more samples
-    /// to the target with the shipped classifier at equal fluency in a small sweep).
-    #[arg(long, default_value_t = GUIDANCE_STEP_SIZE)]
-    step_size: f64,
-    /// How each guidance update moves the latent: `sign` (Diffusion-LM's), `normalized`
-    /// (the gradient over its RMS), `adam:LR` or `adagrad:LR`.
-    #[arg(long, default_value = "sign")]
-    guidance_rule: diffusion_lm::GuidanceRule,
-    /// Weight λ of the fluency term log p(x_{t-1} | x_t) in each guidance update.
-    #[arg(long, default_value_t = GuidanceConfig::default().fluency_weight)]
-    fluency_weight: f64,
-    /// Guide on `latent` (the classifier reads the noisy latent, Diffusion-LM's recipe) or on
-    /// `prediction` (it reads the denoiser's clean prediction, and the gradient goes through the
-    /// denoiser). Default: what the classifier was trained to read.
-    #[arg(long)]
-    guide_on: Option<GuidanceInput>,
+    #[command(flatten)]
+    guidance: GuidanceArgs,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Self-correction rounds after sampling, guided and unguided alike (see `generate
@@ -239,13 +270,7 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
         );
     }
     let targets = pick_targets(classifier.config(), a.targets);
-    let guidance = GuidanceConfig {
-        steps: a.guidance_steps,
-        step_size: a.step_size,
-        fluency_weight: a.fluency_weight,
-        rule: a.guidance_rule,
-        ..GuidanceConfig::default()
-    };
+    let (input, guidance) = a.guidance.resolve(&classifier)?;
     let started = std::time::Instant::now();
     fn base<'m>(g: Generator<'m>, a: &EvalAttributesArgs) -> Generator<'m> {
         g.steps(a.steps)
@@ -270,10 +295,7 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
     let mut all_guided: Vec<String> = Vec::new();
     for (field, value) in &targets {
         bar.set_message(format!("{field}={value}"));
-        let mut attr = Attribute::new(&classifier, field, value, a.weight)?;
-        if let Some(input) = a.guide_on {
-            attr = attr.reading(input);
-        }
+        let attr = Attribute::new(&classifier, field, value, a.weight)?.reading(input);
         let guided: Vec<String> = base(Generator::new(&lm).with(attr).guidance(guidance), &a)
             .generate(a.samples)?
             .into_iter()
@@ -326,10 +348,7 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
         samples_per_target: a.samples,
         steps: a.steps,
         weight: a.weight,
-        guidance: format!(
-            "{guidance:?}, on the {:?}",
-            a.guide_on.unwrap_or(classifier.config().reads)
-        ),
+        guidance: format!("{guidance:?}, on the {input:?}"),
         self_correct: (a.self_correct, a.self_correct_threshold),
         guided_mentioned: mean(&|r| r.guided_mentioned),
         guided_expressed: mean(&|r| r.guided_expressed),
