@@ -124,6 +124,36 @@ fn bad_input_gives_clear_errors() {
             vec!["generate".into(), "--attribute".into(), "colour=red".into()],
             "unknown field \"colour\"",
         ),
+        (
+            vec![
+                "generate".into(),
+                "--attribute".into(),
+                "food=Italian".into(),
+                "--guide-on".into(),
+                "latent".into(),
+            ],
+            "trained on the denoiser's predictions",
+        ),
+        (
+            vec![
+                "generate".into(),
+                "--attribute".into(),
+                "food=Italian".into(),
+                "--guidance-rule".into(),
+                "momentum".into(),
+            ],
+            "expected sign, normalized",
+        ),
+        (
+            vec![
+                "generate".into(),
+                "--attribute".into(),
+                "food=Italian".into(),
+                "--guidance-step-size".into(),
+                "0".into(),
+            ],
+            "--guidance-step-size must be positive",
+        ),
     ];
     std::fs::write(dir.path().join("bad.gbnf"), "root ::= (\"a\"").unwrap();
     std::fs::write(dir.path().join("long.gbnf"), "root ::= \"a\"{20} [0-9]{20}").unwrap();
