@@ -295,9 +295,13 @@ pub trait LatentScore: Send + Sync {
 
 /// `∇_x Σ_b log p(c | x_b)`, by autograd: the guidance gradient of a [`LatentScore`].
 pub fn score_gradient(score: &dyn LatentScore, x: &Tensor, t: usize) -> Result<Tensor> {
+    gradient(score, x, |x| score.log_prob(x, t))
+}
+
+/// `∇_x Σ_b log_prob(x)_b` by autograd, for `score`'s messages.
+fn gradient(score: &dyn LatentScore, x: &Tensor, log_prob: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
     let var = Var::from_tensor(&x.detach())?;
-    let total = score.log_prob(var.as_tensor(), t)?.sum_all()?;
-    let grads = total.backward()?;
+    let grads = log_prob(var.as_tensor())?.sum_all()?.backward()?;
     grads
         .get(var.as_tensor())
         .cloned()
@@ -343,19 +347,14 @@ impl std::str::FromStr for GuidanceInput {
 /// trained on predictions is asked at `t`; one trained on latents reads the prediction as a
 /// clean latent, at `t = 0`.
 pub fn prediction_gradient(score: &dyn LatentScore, denoiser: &Denoiser, x: &Tensor, t: usize) -> Result<Tensor> {
-    let var = Var::from_tensor(&x.detach())?;
-    let b = x.dim(0)?;
-    let x0 = denoiser.forward(var.as_tensor(), &vec![t; b], &mut Mode::Grad)?;
     let score_t = match score.reads() {
         GuidanceInput::Prediction => t,
         GuidanceInput::Latent => 0,
     };
-    let total = score.log_prob(&x0, score_t)?.sum_all()?;
-    let grads = total.backward()?;
-    grads
-        .get(var.as_tensor())
-        .cloned()
-        .ok_or_else(|| Error::Sampling(format!("{} does not depend on the latent", score.describe())))
+    gradient(score, x, |x| {
+        let x0 = denoiser.forward(x, &vec![t; x.dim(0)?], &mut Mode::Grad)?;
+        score.log_prob(&x0, score_t)
+    })
 }
 
 /// `log p(field = value | x_t)` under a [`LatentClassifier`].
