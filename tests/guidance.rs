@@ -113,9 +113,11 @@ mod attribute {
         candle_nn::VarBuilder::from_tensors(weights, DType::F64, &Device::Cpu)
     }
 
-    /// The largest relative difference between `grad` and central differences of `f` at `x`
-    /// (every fifth coordinate).
-    fn worst_fd_error(f: &dyn Fn(&Tensor) -> f64, x: &Tensor, grad: &[f64]) -> f64 {
+    /// Asserts that `grad` (a guidance gradient at `x`) matches central differences of
+    /// `Σ_b log_prob(x)_b` to a relative 1e-4 (every fifth coordinate), and is not all zero.
+    fn assert_matches_finite_differences(what: &str, grad: Tensor, x: &Tensor, log_prob: &dyn Fn(&Tensor) -> Tensor) {
+        let grad = grad.flatten_all().unwrap().to_vec1::<f64>().unwrap();
+        let f = |x: &Tensor| log_prob(x).sum_all().unwrap().to_scalar::<f64>().unwrap();
         let flat = x.flatten_all().unwrap().to_vec1::<f64>().unwrap();
         let eps = 1e-5;
         let mut worst = 0f64;
@@ -128,7 +130,11 @@ mod attribute {
             let numeric = (f(&shifted(eps)) - f(&shifted(-eps))) / (2.0 * eps);
             worst = worst.max((numeric - grad[i]).abs() / (1e-6 + numeric.abs().max(grad[i].abs())));
         }
-        worst
+        assert!(worst < 1e-4, "{what}: worst relative difference {worst}");
+        assert!(
+            grad.iter().any(|g| g.abs() > 1e-6),
+            "{what}: the gradient is identically zero"
+        );
     }
 
     #[test]
@@ -151,30 +157,14 @@ mod attribute {
             let score = clf.field_score("animal", "fish").unwrap();
             let x = Tensor::randn(0f64, 1.0, (2, 6, 4), &Device::Cpu).unwrap();
             let t = 120;
-            let grad = prediction_gradient(&score, &denoiser, &x, t)
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .to_vec1::<f64>()
-                .unwrap();
+            let grad = prediction_gradient(&score, &denoiser, &x, t).unwrap();
             // A classifier of predictions is asked at the latent's t; one of latents at t = 0.
             let score_t = if reads == GuidanceInput::Prediction { t } else { 0 };
-            let f = |x: &Tensor| {
+            let log_prob = |x: &Tensor| {
                 let x0 = denoiser.forward(x, &[t, t], &mut Mode::Grad).unwrap();
-                score
-                    .log_prob(&x0, score_t)
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f64>()
-                    .unwrap()
+                score.log_prob(&x0, score_t).unwrap()
             };
-            let worst = worst_fd_error(&f, &x, &grad);
-            assert!(worst < 1e-4, "{reads:?}: worst relative difference {worst}");
-            assert!(
-                grad.iter().any(|g| g.abs() > 1e-6),
-                "{reads:?}: the gradient is identically zero"
-            );
+            assert_matches_finite_differences(&format!("{reads:?}"), grad, &x, &log_prob);
         }
     }
 
@@ -186,27 +176,8 @@ mod attribute {
         let score = clf.field_score("animal", "fish").unwrap();
         let x = Tensor::randn(0f64, 1.0, (2, 6, 4), &Device::Cpu).unwrap();
         let t = 50;
-        let grad = score_gradient(&score, &x, t)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f64>()
-            .unwrap();
-        let f = |x: &Tensor| {
-            score
-                .log_prob(x, t)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap()
-        };
-        let worst = worst_fd_error(&f, &x, &grad);
-        assert!(worst < 1e-4, "worst relative difference {worst}");
-        assert!(
-            grad.iter().any(|g| g.abs() > 1e-6),
-            "the gradient is not identically zero"
-        );
+        let grad = score_gradient(&score, &x, t).unwrap();
+        assert_matches_finite_differences("latent", grad, &x, &|x| score.log_prob(x, t).unwrap());
     }
 
     #[test]
