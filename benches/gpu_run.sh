@@ -25,11 +25,11 @@ check)
   {
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv
     echo "== gpu_check (Rust, candle) =="
-    run_bin "$DIR/gpu_check" --device cuda:0 --model models/e2e --threads "$THREADS" \
+    run_bin "$DIR/gpu_check" --device cuda:0 --model models/e2e --threads "$THREADS" --short-cpu \
       --out "$OUT/gpu_check.json" --dump /tmp/rust_io.safetensors
     echo "== PyTorch reference =="
     PYTHONUNBUFFERED=1 python3 benches/pytorch_reference.py --model models/e2e \
-      --dump /tmp/rust_io.safetensors --threads "$THREADS" --out "$OUT/pytorch.json"
+      --dump /tmp/rust_io.safetensors --threads "$THREADS" --short-cpu --out "$OUT/pytorch.json"
   } 2>&1 | tee "$OUT/check.txt"
   ;;
 train)

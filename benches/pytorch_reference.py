@@ -15,7 +15,7 @@ It builds the same network as `src/model.rs` (same tensor names, so it loads the
   uses 20 steps and is scaled to 200, as the Rust check does.
 
     python3 benches/pytorch_reference.py --model models/e2e [--dump rust_io.safetensors]
-        [--threads N] [--out pytorch.json] [--quick]
+        [--threads N] [--out pytorch.json] [--quick] [--short-cpu]
 
 Every figure is the mean over repeated calls after warm-up, with the device synchronised before
 the clock starts and after the last call, as in `examples/gpu_check.rs`.
@@ -335,7 +335,7 @@ def run(args, dev, label, results):
         gens.append(("bf16", half_precision_copy(model, torch.bfloat16)))
     for name, m in gens:
         for batch in (1, 256):
-            steps = 20 if (not on_gpu and batch > 1) else 200
+            steps = (4 if args.short_cpu else 20) if (not on_gpu and batch > 1) else 200
             if quick:
                 steps = min(steps, 10)
             s = Schedule(cfg["diffusion_steps"], steps)
@@ -371,6 +371,7 @@ def main():
     p.add_argument("--out", help="write the figures as JSON here")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--cpu-only", action="store_true")
+    p.add_argument("--short-cpu", action="store_true", help="CPU generation at batch 256: 4 steps, not 20")
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)

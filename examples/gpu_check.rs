@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --features cuda --example gpu_check -- \
 //!     [--device cuda:0] [--model models/e2e] [--out gpu_check.json] [--dump io.safetensors]
-//!     [--threads N] [--quick]
+//!     [--threads N] [--quick] [--short-cpu]
 //! ```
 //!
 //! **Parity** (same weights on both devices, inputs drawn on the host so both see the same
@@ -22,9 +22,10 @@
 //!
 //! **Timing** on both devices: a denoising step at batch 1, 64 and 256 (f32, f32 with TF32 and
 //! bf16 on the GPU), a training step at batch 64 (tokens/s), and a 64-token, 200-step generation at
-//! batch 1 and 256 (samples/s). On the CPU the batch-256 generation runs 20 steps and its
-//! samples/s are scaled to 200 steps, which the output says. `--threads` sets the CPU thread count
-//! (via `RAYON_NUM_THREADS`, read by candle's CPU kernels; set it before start-up).
+//! batch 1 and 256 (samples/s). On the CPU the batch-256 generation runs 20 steps (4 with
+//! `--short-cpu`) and its samples/s are scaled to 200 steps, which the output says. `--threads`
+//! sets the CPU thread count (via `RAYON_NUM_THREADS`, read by candle's CPU kernels; set it
+//! before start-up).
 //!
 //! Results are printed as a table and written as JSON to `--out`. `--dump` writes the parity
 //! step's input and the CPU prediction for `benches/pytorch_reference.py --dump`, which checks that
@@ -40,7 +41,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use diffusion_lm::controller::GuidanceContext;
 use diffusion_lm::nn::Mode;
-use diffusion_lm::train::{diffusion_trainer, TrainConfig};
+use diffusion_lm::train::{diffusion_trainer, Objective, TrainConfig};
 use diffusion_lm::{Controller, DiffusionLm, Generator, NoiseSchedule, Sampler, SamplerKind, TextTokenizer};
 use diffusion_lm_controllers::JsonSchema;
 use rand::rngs::StdRng;
@@ -57,6 +58,8 @@ struct Args {
     out: Option<std::path::PathBuf>,
     dump: Option<std::path::PathBuf>,
     quick: bool,
+    /// CPU generation at batch 256 runs 4 steps instead of 20 (scaled to 200 either way).
+    short_cpu: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -66,6 +69,7 @@ fn parse_args() -> Result<Args> {
         out: None,
         dump: None,
         quick: false,
+        short_cpu: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -80,6 +84,7 @@ fn parse_args() -> Result<Args> {
                 std::env::set_var("RAYON_NUM_THREADS", value()?);
             }
             "--quick" => a.quick = true,
+            "--short-cpu" => a.short_cpu = true,
             other => bail!("unknown argument {other:?} (see the docs at the top of examples/gpu_check.rs)"),
         }
     }
@@ -477,6 +482,28 @@ fn timings(args: &Args, dev: &Device, label: &str, rep: &mut Report) -> Result<(
         secs,
         json!({ "tokens_per_s": (tokens / secs).round() }),
     );
+    // Where the step's time goes: the loss alone, then loss and backward (the rest of a step is
+    // the optimizer and the EMA). Each part reads its loss back, as the step does.
+    let ids: Vec<u32> = (0..64 * cfg.seq_len)
+        .map(|i| 1 + (i * 7919 % (cfg.vocab_size - 1)) as u32)
+        .collect();
+    let batch = Tensor::from_vec(ids, (64, cfg.seq_len), dev)?;
+    let mut rng = StdRng::seed_from_u64(9);
+    let forward = time(dev, 3, reps(n), || {
+        trainer.objective.loss(&batch, &mut rng)?;
+        Ok(())
+    })?;
+    let backward = time(dev, 3, reps(n), || {
+        let (loss, _) = trainer.objective.loss(&batch, &mut rng)?;
+        loss.backward()?;
+        Ok(())
+    })?;
+    rep.timing(&format!("{label} training step batch 64: loss only"), forward, Value::Null);
+    rep.timing(
+        &format!("{label} training step batch 64: loss and backward"),
+        backward,
+        Value::Null,
+    );
 
     // Whole generations: 64 tokens, 200 steps.
     for (name, dtype) in [("f32", DType::F32), ("bf16", DType::BF16)] {
@@ -485,7 +512,11 @@ fn timings(args: &Args, dev: &Device, label: &str, rep: &mut Report) -> Result<(
         }
         lm.set_compute_dtype(dtype)?;
         for batch in [1usize, 256] {
-            let steps = if !on_gpu && batch > 1 { 20 } else { 200 };
+            let steps = match (on_gpu, batch > 1, args.short_cpu) {
+                (false, true, true) => 4,
+                (false, true, false) => 20,
+                _ => 200,
+            };
             let steps = if args.quick { steps.min(10) } else { steps };
             let gen = Generator::new(&lm).steps(steps).seed(0).batch_size(batch);
             gen.generate(batch)?; // warm-up

@@ -186,8 +186,8 @@ impl Denoiser {
         let pos = self.position_embedding.narrow(0, 0, l)?;
         let h = nn::add_trailing(&h, &pos, mode)?;
         // The time embedding is per row: repeated over positions by a batched product with ones
-        // when differentiable, for the same reason as `nn::add_trailing`.
-        let h = if mode.is_differentiable() {
+        // when differentiable on the CPU, for the same reason as `nn::add_trailing`.
+        let h = if mode.is_differentiable() && x_t.device().is_cpu() {
             let ones = Tensor::ones((b, l, 1), temb.dtype(), temb.device())?;
             (h + ones.matmul(&temb)?)?
         } else {

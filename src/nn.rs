@@ -1,14 +1,19 @@
 //! Transformer building blocks shared by the denoiser and the autoregressive reference LM.
 //!
-//! Every block runs in one of two modes ([`Mode`]): `Infer` uses candle-nn's fused layer-norm and
-//! softmax kernels (fast, but they record no backward pass in candle-nn 0.11), while `Train` uses
-//! differentiable forms built from elementary ops and applies dropout with masks drawn from a
-//! seeded generator, so training runs are reproducible.
+//! Every block runs in one of three modes ([`Mode`]). All of them compute layer norm and softmax
+//! with candle-nn's fused kernels. Those kernels record no backward pass in candle-nn 0.11, so in
+//! the differentiable modes (`Grad`, `Train`) their output is joined to the graph by a custom op
+//! carrying a hand-written backward pass ([`layer_norm`], [`softmax_last`]): a few whole-tensor
+//! ops instead of the dozens that autograd records for the same function written with elementary
+//! ops (and candle adds two more per graph edge while accumulating gradients). `Train` also
+//! applies dropout with masks drawn from a seeded generator, so training runs are reproducible.
 //!
 //! Parameters are described once by [`ParamSpec`] (name, shape, initialisation); the same list
 //! initialises a model, documents the safetensors tensor names and checks checkpoints.
 
-use candle_core::{DType, Device, Module, Tensor, D};
+use candle_core::{
+    CpuStorage, CudaStorage, CustomOp1, CustomOp3, DType, Device, Layout, MetalStorage, Module, Shape, Tensor, D,
+};
 use candle_nn::{Linear, VarBuilder};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -95,23 +100,225 @@ pub fn dropout(x: &Tensor, p: f32, mode: &mut Mode) -> Result<Tensor> {
     }
 }
 
-/// Softmax over the last dimension: fused for inference, differentiable for training.
+/// Softmax over the last dimension, with candle-nn's fused kernel in every mode; differentiable
+/// in `Grad` and `Train` (see the module docs).
 pub fn softmax_last(x: &Tensor, mode: &Mode) -> Result<Tensor> {
-    if mode.is_differentiable() {
-        Ok(candle_nn::ops::softmax(x, D::Minus1)?)
+    let x = x.contiguous()?;
+    let value = candle_nn::ops::softmax_last_dim(&x)?;
+    if !mode.is_differentiable() || !x.track_op() {
+        return Ok(value);
+    }
+    Ok(x.apply_op1(FusedSoftmax {
+        value: FusedValue::new(value)?,
+    })?)
+}
+
+/// Layer normalisation of `x` over its last dimension, `(x − μ) / √(σ² + eps) · weight + bias`,
+/// with candle-nn's fused kernel in every mode; differentiable in `Grad` and `Train`.
+///
+/// ```
+/// use candle_core::{Device, Tensor, Var};
+/// use diffusion_lm::nn::{layer_norm, Mode};
+///
+/// # fn main() -> diffusion_lm::Result<()> {
+/// let x = Var::new(&[[1.0f32, 2.0, 4.0]], &Device::Cpu)?;
+/// let (w, b) = (Tensor::ones(3, candle_core::DType::F32, &Device::Cpu)?, Tensor::zeros(3, candle_core::DType::F32, &Device::Cpu)?);
+/// let y = layer_norm(x.as_tensor(), &w, &b, 1e-5, &Mode::Grad)?;
+/// // The output has zero mean, so the gradient of its sum is zero.
+/// let grad = y.sum_all()?.backward()?.get(x.as_tensor()).unwrap().abs()?.sum_all()?.to_scalar::<f32>()?;
+/// assert!(grad < 1e-5);
+/// # Ok(())
+/// # }
+/// ```
+pub fn layer_norm(x: &Tensor, weight: &Tensor, bias: &Tensor, eps: f64, mode: &Mode) -> Result<Tensor> {
+    let x = x.contiguous()?;
+    let value = if x.dtype() == DType::F64 {
+        // candle-nn's CPU kernel has no f64 form (f64 runs only in finite-difference tests).
+        let centered = x.broadcast_sub(&x.mean_keepdim(D::Minus1)?)?;
+        let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
+        let normed = centered.broadcast_div(&(var + eps)?.sqrt()?)?;
+        normed.broadcast_mul(weight)?.broadcast_add(bias)?.detach()
     } else {
-        Ok(candle_nn::ops::softmax_last_dim(&x.contiguous()?)?)
+        candle_nn::ops::layer_norm(&x, weight, bias, eps as f32)?
+    };
+    if !mode.is_differentiable() || !(x.track_op() || weight.track_op() || bias.track_op()) {
+        return Ok(value);
+    }
+    Ok(x.apply_op3(
+        weight,
+        bias,
+        FusedLayerNorm {
+            value: FusedValue::new(value)?,
+            eps,
+        },
+    )?)
+}
+
+/// The output of a fused kernel, handed to a custom op whose forward pass returns it unchanged
+/// (one copy) so that the op's backward pass can be attached to the graph.
+struct FusedValue(Tensor);
+
+impl FusedValue {
+    fn new(t: Tensor) -> Result<Self> {
+        // The forward passes below copy the whole storage, so it must be exactly this tensor.
+        let t = if t.is_contiguous() && t.layout().start_offset() == 0 {
+            t
+        } else {
+            t.copy()?
+        };
+        Ok(FusedValue(t))
+    }
+
+    fn storage_copy(&self) -> candle_core::Result<(candle_core::Storage, Shape)> {
+        use candle_core::backend::BackendStorage;
+        use candle_core::Storage;
+        let (storage, layout) = self.0.storage_and_layout();
+        let copy = match &*storage {
+            Storage::Cpu(s) => Storage::Cpu(s.try_clone(layout)?),
+            Storage::Cuda(s) => Storage::Cuda(s.try_clone(layout)?),
+            Storage::Metal(s) => Storage::Metal(s.try_clone(layout)?),
+        };
+        Ok((copy, layout.shape().clone()))
+    }
+
+    fn cpu(&self) -> candle_core::Result<(candle_core::CpuStorage, Shape)> {
+        match self.storage_copy()? {
+            (candle_core::Storage::Cpu(s), shape) => Ok((s, shape)),
+            _ => candle_core::bail!("fused value is not on the CPU"),
+        }
+    }
+
+    fn cuda(&self) -> candle_core::Result<(candle_core::CudaStorage, Shape)> {
+        match self.storage_copy()? {
+            (candle_core::Storage::Cuda(s), shape) => Ok((s, shape)),
+            _ => candle_core::bail!("fused value is not on a CUDA device"),
+        }
+    }
+
+    fn metal(&self) -> candle_core::Result<(candle_core::MetalStorage, Shape)> {
+        match self.storage_copy()? {
+            (candle_core::Storage::Metal(s), shape) => Ok((s, shape)),
+            _ => candle_core::bail!("fused value is not on a Metal device"),
+        }
+    }
+}
+
+/// Softmax over the last dimension; backward `dx = y ⊙ (dy − Σ dy ⊙ y)`.
+struct FusedSoftmax {
+    value: FusedValue,
+}
+
+impl CustomOp1 for FusedSoftmax {
+    fn name(&self) -> &'static str {
+        "fused-softmax-last-dim"
+    }
+    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.value.cpu()
+    }
+    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
+        self.value.cuda()
+    }
+    fn metal_fwd(&self, _: &MetalStorage, _: &Layout) -> candle_core::Result<(MetalStorage, Shape)> {
+        self.value.metal()
+    }
+    fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
+        let y = y.detach();
+        let dot = (dy * &y)?.sum_keepdim(D::Minus1)?;
+        Ok(Some((dy.broadcast_sub(&dot)? * y)?))
+    }
+}
+
+/// Layer norm with gain and bias; backward from the normalised input `x̂` recomputed from `x`:
+/// `dx = (g − mean(g) − x̂ · mean(g ⊙ x̂)) / σ` with `g = dy ⊙ weight`, `dweight = Σ dy ⊙ x̂`,
+/// `dbias = Σ dy` (sums over rows).
+struct FusedLayerNorm {
+    value: FusedValue,
+    eps: f64,
+}
+
+impl CustomOp3 for FusedLayerNorm {
+    fn name(&self) -> &'static str {
+        "fused-layer-norm"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.value.cpu()
+    }
+    fn cuda_fwd(
+        &self,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        self.value.cuda()
+    }
+    fn metal_fwd(
+        &self,
+        _: &MetalStorage,
+        _: &Layout,
+        _: &MetalStorage,
+        _: &Layout,
+        _: &MetalStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(MetalStorage, Shape)> {
+        self.value.metal()
+    }
+    #[allow(clippy::type_complexity)]
+    fn bwd(
+        &self,
+        x: &Tensor,
+        weight: &Tensor,
+        _bias: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let h = x.dim(D::Minus1)?;
+        let rows = x.elem_count() / h.max(1);
+        let x2 = x.detach().reshape((rows, h))?;
+        let dy2 = dy.reshape((rows, h))?;
+        let centered = x2.broadcast_sub(&x2.mean_keepdim(1)?)?;
+        let rstd = (centered.sqr()?.mean_keepdim(1)? + self.eps)?.sqrt()?.recip()?;
+        let xhat = centered.broadcast_mul(&rstd)?;
+        let g = dy2.broadcast_mul(&weight.detach())?;
+        let mean_g = g.mean_keepdim(1)?;
+        let mean_gx = (&g * &xhat)?.mean_keepdim(1)?;
+        let dx = (g.broadcast_sub(&mean_g)? - xhat.broadcast_mul(&mean_gx)?)?.broadcast_mul(&rstd)?;
+        let dweight = row_sums(&(&dy2 * &xhat)?)?;
+        let dbias = row_sums(&dy2)?;
+        Ok((Some(dx.reshape(x.shape())?), Some(dweight), Some(dbias)))
+    }
+}
+
+/// Sums of a `[rows, n]` matrix over its rows, `[n]`. On the CPU as a product with a row of ones:
+/// candle's CPU reduction over a leading dimension is a single-threaded loop.
+fn row_sums(t: &Tensor) -> candle_core::Result<Tensor> {
+    if t.device().is_cpu() {
+        let rows = t.dim(0)?;
+        Tensor::ones((1, rows), t.dtype(), t.device())?.matmul(t)?.squeeze(0)
+    } else {
+        t.sum(0)
     }
 }
 
 /// `x + b`, where `b`'s shape is the trailing dimensions of `x`'s (a bias, a position table).
 ///
-/// In differentiable modes the broadcast is written as a product with a column of ones, so the
-/// backward pass sums `b`'s gradient with a matrix product. candle's CPU backward of a plain
-/// broadcast sums over leading dimensions with a single-threaded loop that divides per element;
-/// it took a fifth of a training step.
+/// In differentiable modes on the CPU the broadcast is written as a product with a column of
+/// ones, so the backward pass sums `b`'s gradient with a matrix product. candle's CPU backward of
+/// a plain broadcast sums over leading dimensions with a single-threaded loop that divides per
+/// element; it took a fifth of a training step. On a GPU that reduction is one kernel, fewer
+/// launches than the product.
 pub fn add_trailing(x: &Tensor, b: &Tensor, mode: &Mode) -> Result<Tensor> {
-    if mode.is_differentiable() {
+    if mode.is_differentiable() && x.device().is_cpu() {
         Ok((x + expand_leading(b, x)?)?)
     } else {
         Ok(x.broadcast_add(b)?)
@@ -120,7 +327,7 @@ pub fn add_trailing(x: &Tensor, b: &Tensor, mode: &Mode) -> Result<Tensor> {
 
 /// `x · g` (elementwise), with `g` shaped like `x`'s trailing dimensions; see [`add_trailing`].
 pub fn mul_trailing(x: &Tensor, g: &Tensor, mode: &Mode) -> Result<Tensor> {
-    if mode.is_differentiable() {
+    if mode.is_differentiable() && x.device().is_cpu() {
         Ok((x * expand_leading(g, x)?)?)
     } else {
         Ok(x.broadcast_mul(g)?)
@@ -171,20 +378,7 @@ impl LayerNorm {
     }
 
     pub fn forward(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
-        if mode.is_differentiable() {
-            let mean = x.mean_keepdim(D::Minus1)?;
-            let centered = x.broadcast_sub(&mean)?;
-            let var = centered.sqr()?.mean_keepdim(D::Minus1)?;
-            let normed = centered.broadcast_div(&(var + self.eps)?.sqrt()?)?;
-            add_trailing(&mul_trailing(&normed, &self.weight, mode)?, &self.bias, mode)
-        } else {
-            Ok(candle_nn::ops::layer_norm(
-                &x.contiguous()?,
-                &self.weight,
-                &self.bias,
-                self.eps as f32,
-            )?)
-        }
+        layer_norm(x, &self.weight, &self.bias, self.eps, mode)
     }
 }
 
@@ -213,10 +407,12 @@ impl SelfAttention {
         let qkv = linear(&self.qkv, x, mode)?
             .reshape((b, l, 3, self.heads, hd))?
             .permute((2, 0, 3, 1, 4))?;
-        let q = qkv.get(0)?.contiguous()?;
+        // The scale is applied to q (L·hd values per head, not L·L) by the op that also makes it
+        // contiguous for the product: one pass fewer over the scores.
+        let q = (qkv.get(0)? * (1.0 / (hd as f64).sqrt()))?;
         let k = qkv.get(1)?.contiguous()?;
         let v = qkv.get(2)?.contiguous()?;
-        let mut scores = (q.matmul(&k.t()?)? * (1.0 / (hd as f64).sqrt()))?;
+        let mut scores = q.matmul(&k.t()?)?;
         if self.causal {
             scores = scores.broadcast_add(&causal_mask(l, x.device(), scores.dtype())?)?;
         }
@@ -425,4 +621,68 @@ pub fn check_tensors(
         return Err(format!("unexpected tensor `{name}` (not part of this model's config)"));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Var;
+    use rand::SeedableRng;
+
+    fn random(rng: &mut StdRng, shape: &[usize]) -> Tensor {
+        let n = shape.iter().product();
+        let data: Vec<f64> = (0..n).map(|_| StandardNormal.sample(rng)).collect();
+        Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
+    }
+
+    /// Gradients of `sum(f(vars) ⊙ r)` for a fixed random `r`, by parameter order.
+    fn grads(vars: &[Var], r: &Tensor, f: impl Fn(&[Tensor]) -> Tensor) -> Vec<Tensor> {
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let store = (f(&ts) * r).unwrap().sum_all().unwrap().backward().unwrap();
+        vars.iter().map(|v| store.get(v.as_tensor()).unwrap().clone()).collect()
+    }
+
+    fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
+        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap()
+    }
+
+    #[test]
+    fn fused_layer_norm_backward_matches_autograd_of_the_elementary_form() {
+        let mut rng = StdRng::seed_from_u64(3);
+        let vars: Vec<Var> = [&[2usize, 5, 8][..], &[8], &[8]]
+            .iter()
+            .map(|s| Var::from_tensor(&random(&mut rng, s)).unwrap())
+            .collect();
+        let r = random(&mut rng, &[2, 5, 8]);
+        let eps = 1e-5;
+        let fused = grads(&vars, &r, |t| layer_norm(&t[0], &t[1], &t[2], eps, &Mode::Grad).unwrap());
+        let elementary = grads(&vars, &r, |t| {
+            let centered = t[0].broadcast_sub(&t[0].mean_keepdim(D::Minus1).unwrap()).unwrap();
+            let var = centered.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();
+            let normed = centered.broadcast_div(&(var + eps).unwrap().sqrt().unwrap()).unwrap();
+            normed.broadcast_mul(&t[1]).unwrap().broadcast_add(&t[2]).unwrap()
+        });
+        for (name, (a, b)) in ["x", "weight", "bias"].iter().zip(fused.iter().zip(&elementary)) {
+            let d = max_diff(a, b);
+            assert!(d < 1e-9, "d/d{name} differs by {d}");
+            assert!(a.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap() > 1e-3);
+        }
+        // The forward value is the fused kernel's, whatever the mode.
+        let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+        let infer = layer_norm(&ts[0], &ts[1], &ts[2], eps, &Mode::Infer).unwrap();
+        let grad_mode = layer_norm(&ts[0], &ts[1], &ts[2], eps, &Mode::Grad).unwrap();
+        assert_eq!(max_diff(&infer, &grad_mode), 0.0);
+    }
+
+    #[test]
+    fn fused_softmax_backward_matches_autograd_of_the_elementary_form() {
+        let mut rng = StdRng::seed_from_u64(4);
+        let vars = vec![Var::from_tensor(&random(&mut rng, &[3, 4, 6])).unwrap()];
+        let r = random(&mut rng, &[3, 4, 6]);
+        let fused = grads(&vars, &r, |t| softmax_last(&t[0], &Mode::Grad).unwrap());
+        let elementary = grads(&vars, &r, |t| candle_nn::ops::softmax(&t[0], D::Minus1).unwrap());
+        let d = max_diff(&fused[0], &elementary[0]);
+        assert!(d < 1e-12, "d/dx differs by {d}");
+        assert!(fused[0].abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap() > 1e-3);
+    }
 }

@@ -182,10 +182,12 @@ impl Objective for DiffusionObjective {
         let mse = mse.mean_all()?;
         let prior = prior.mean_all()?;
         let loss = ((&mse + &prior)? + &rounding)?;
-        let parts = [&loss, &mse, &rounding, &prior]
-            .iter()
-            .map(|t| Ok(t.to_scalar::<f32>()? as f64))
-            .collect::<Result<Vec<_>>>()?;
+        // One read back to the host per step (each read waits for the device).
+        let parts = Tensor::stack(&[&loss, &mse, &rounding, &prior], 0)?
+            .to_vec1::<f32>()?
+            .into_iter()
+            .map(f64::from)
+            .collect();
         Ok((loss, parts))
     }
 }
@@ -335,13 +337,9 @@ impl<O: Objective> Trainer<O> {
             .load_state(&tensors, saved.step)
             .map_err(|m| Error::checkpoint(&dir, m))?;
         let ema = checkpoint::load_tensors(&dir, checkpoint::WEIGHTS_FILE, &self.device)?;
-        for (name, _) in self.opt.vars() {
-            let t = ema
-                .get(name)
-                .ok_or_else(|| Error::checkpoint(&dir, format!("EMA tensor `{name}` is missing")))?;
-            self.ema.tensors.insert(name.clone(), t.clone());
-        }
-        self.ema.updates = saved.step;
+        self.ema
+            .load(&ema, saved.step)
+            .map_err(|m| Error::checkpoint(&dir, m))?;
         // Keep the new run's step budget and settings; carry history and counters over.
         self.state.step = saved.step;
         self.state.history = saved.history;
@@ -364,7 +362,7 @@ impl<O: Objective> Trainer<O> {
 
     /// The EMA weights by parameter name.
     pub fn ema_weights(&self) -> &HashMap<String, Tensor> {
-        &self.ema.tensors
+        self.ema.tensors()
     }
 
     /// Whether the optimizer state holds autograd graphs (a leak; see `AdamW::step`).
@@ -415,21 +413,10 @@ impl<O: Objective> Trainer<O> {
             )));
         }
         let grads = loss.backward()?;
-        let scale = match self.state.train.grad_clip {
-            Some(max) => {
-                let norm = self.opt.grad_norm(&grads)?;
-                if norm > max {
-                    max / (norm + 1e-6)
-                } else {
-                    1.0
-                }
-            }
-            None => 1.0,
-        };
         let t = &self.state.train;
         let lr = linear_lr(t.lr, self.state.step, t.steps, t.warmup_steps);
-        self.opt.step(&grads, lr, scale)?;
-        self.ema.update(self.opt.vars())?;
+        let params = self.opt.step(&grads, lr, t.grad_clip)?;
+        self.ema.update(&params)?;
         self.state.step += 1;
         self.state.tokens_seen += batch.elem_count() as u64;
         Ok(parts)
@@ -509,8 +496,8 @@ impl<O: Objective> Trainer<O> {
     /// Writes the checkpoint (EMA weights), the resumable training state and the loss plot.
     pub fn save(&self) -> Result<()> {
         let dir = &self.out_dir;
-        checkpoint::save_checkpoint(dir, self.objective.config(), &self.tokenizer, &self.ema.tensors)?;
-        let mut tensors = self.opt.state_tensors();
+        checkpoint::save_checkpoint(dir, self.objective.config(), &self.tokenizer, self.ema.tensors())?;
+        let mut tensors = self.opt.state_tensors()?;
         for (name, var) in self.opt.vars() {
             tensors.insert(format!("param.{name}"), var.as_tensor().clone());
         }
