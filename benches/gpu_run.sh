@@ -4,12 +4,15 @@
 #
 #   bash benches/gpu_run.sh check DIR            # gpu_check + the PyTorch reference
 #   bash benches/gpu_run.sh train DIR SECONDS [train options...]
+#   bash benches/gpu_run.sh classifier DIR SECONDS [train-classifier options...]
 #
 # DIR holds gpu_check.gz and diffusion-lm.gz (the `cuda` builds, gzipped: their PTX compresses
 # well), device-run.sh from ../shared/gpu, and e2e/*.csv (the corpus, for `train`). Results go
 # to $OUT (at most 8 files come back from the device machine, so logs are merged):
 #   check: gpu_check.json, pytorch.json, check.txt
 #   train: train.txt and the checkpoint's small files under e2e/ (the optimizer state stays).
+#   classifier: classifier.txt and the classifier's config, weights, tokenizer and training record
+#     under classifier/ (a classifier of the shipped model, reading its predictions).
 set -uo pipefail
 MODE=${1:?check or train}
 DIR=${2:?folder with the binaries}
@@ -20,6 +23,28 @@ run_bin() { # device-run.sh sets the library paths; its own copy of the output i
   OUT=/tmp bash "$DIR/device-run.sh" "$@"
 }
 for f in "$DIR"/*.gz; do gunzip -kf "$f"; done
+copy_corpus() {
+  mkdir -p ../shared/data && cp -r "$DIR/e2e" ../shared/data/ || exit 1
+}
+# run_budgeted SECONDS PROBE_DIR OUT_DIR COMMAND [options...]: a short probe of the same
+# configuration gives the step time, so the real run's step budget (and with it the
+# learning-rate schedule) fits the time it has. Timed between its log lines at steps 50 and 250,
+# past the first kernels' compilation.
+run_budgeted() {
+  local budget=$1 probe=$2 out=$3
+  shift 3
+  run_bin "$DIR/diffusion-lm" "$@" --out "$probe" --device cuda:0 \
+    --steps 250 --checkpoint-every 100000 --no-progress --log-every 50 >/tmp/probe.txt 2>&1
+  grep -E "^step (50|250)/" /tmp/probe.txt || { cat /tmp/probe.txt; return 1; }
+  STEP_S=$(python3 -c "
+import re
+t = {int(m[0]): float(m[1]) for m in re.findall(r'^step (\d+)/\d+ .*\| ([0-9.]+)s$', open('/tmp/probe.txt').read(), re.M)}
+print((t[250] - t[50]) / 200)")
+  STEPS=$(python3 -c "print(int($budget / $STEP_S) // 100 * 100)")
+  echo "probe: $STEP_S s/step; training $STEPS steps in about $budget s"
+  run_bin "$DIR/diffusion-lm" "$@" --out "$out" --device cuda:0 \
+    --steps "$STEPS" --checkpoint-every 100000 --no-progress --log-every 500
+}
 case "$MODE" in
 check)
   {
@@ -35,29 +60,30 @@ check)
 train)
   SECONDS_BUDGET=${3:?training seconds}
   shift 3
-  mkdir -p ../shared/data && cp -r "$DIR/e2e" ../shared/data/ || exit 1
+  copy_corpus
   CORPUS=(--corpus ../shared/data/e2e/devset.csv ../shared/data/e2e/testset_w_refs.csv)
   {
-    # A short probe of the same configuration gives the step time, so the real run's step
-    # budget (and with it the learning-rate schedule) fits the time it has.
-    # Timed between its log lines at steps 50 and 250, past the first kernels' compilation.
-    run_bin "$DIR/diffusion-lm" train "${CORPUS[@]}" --out /tmp/probe --device cuda:0 \
-      --steps 250 --checkpoint-every 100000 --no-progress --log-every 50 "$@" >/tmp/probe.txt 2>&1
-    grep -E "^step (50|250)/" /tmp/probe.txt
-    STEP_S=$(python3 -c "
-import re
-t = {int(m[0]): float(m[1]) for m in re.findall(r'^step (\d+)/\d+ .*\| ([0-9.]+)s$', open('/tmp/probe.txt').read(), re.M)}
-print((t[250] - t[50]) / 200)")
-    STEPS=$(python3 -c "print(int($SECONDS_BUDGET / $STEP_S) // 100 * 100)")
-    echo "probe: $STEP_S s/step; training $STEPS steps in about $SECONDS_BUDGET s"
-    run_bin "$DIR/diffusion-lm" train "${CORPUS[@]}" --out "$OUT/e2e" --device cuda:0 \
-      --steps "$STEPS" --checkpoint-every 100000 --no-progress --log-every 500 "$@"
+    run_budgeted "$SECONDS_BUDGET" /tmp/probe "$OUT/e2e" train "${CORPUS[@]}" "$@"
     mv "$OUT/e2e/train_state.safetensors" "$OUT/e2e/data.json" /tmp/ 2>/dev/null
     ls -la "$OUT/e2e"
   } 2>&1 | tee "$OUT/train.txt"
   ;;
+classifier)
+  SECONDS_BUDGET=${3:?training seconds}
+  shift 3
+  copy_corpus
+  {
+    run_budgeted "$SECONDS_BUDGET" /tmp/cprobe "$OUT/classifier" train-classifier --model models/e2e \
+      --reads prediction "$@"
+    # At most 8 files come back: the optimizer state and the plot stay; the run's record is
+    # shipped as training.json (train_state.json would make a checkout resume from it).
+    mv "$OUT/classifier/train_state.safetensors" "$OUT/classifier/loss.png" /tmp/ 2>/dev/null
+    mv "$OUT/classifier/train_state.json" "$OUT/classifier/training.json"
+    ls -la "$OUT/classifier"
+  } 2>&1 | tee "$OUT/classifier.txt"
+  ;;
 *)
-  echo "unknown mode $MODE (check or train)"
+  echo "unknown mode $MODE (check, train or classifier)"
   exit 2
   ;;
 esac

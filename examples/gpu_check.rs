@@ -498,7 +498,11 @@ fn timings(args: &Args, dev: &Device, label: &str, rep: &mut Report) -> Result<(
         loss.backward()?;
         Ok(())
     })?;
-    rep.timing(&format!("{label} training step batch 64: loss only"), forward, Value::Null);
+    rep.timing(
+        &format!("{label} training step batch 64: loss only"),
+        forward,
+        Value::Null,
+    );
     rep.timing(
         &format!("{label} training step batch 64: loss and backward"),
         backward,

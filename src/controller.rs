@@ -149,6 +149,21 @@ pub trait Controller: Send + Sync {
         1.0
     }
 
+    /// Whether this controller's guidance reads the denoiser's clean prediction `x̂0(x)` rather
+    /// than the latent `x`. Such a controller gives [`Controller::prediction_log_prob`], and the
+    /// generator differentiates all of them through **one** denoiser pass per update
+    /// ([`guidance_gradient`]), instead of one pass each through [`Controller::guidance`].
+    fn reads_prediction(&self) -> bool {
+        false
+    }
+
+    /// `log p(c | x̂0)` per batch row, `[B]`, as a differentiable function of the prediction
+    /// `x0_hat` `[B, L, d]` (the denoiser's output for the guided latent at `ctx.latent_t`).
+    /// Asked only when [`Controller::reads_prediction`] is true.
+    fn prediction_log_prob(&self, _x0_hat: &Tensor, _ctx: &GuidanceContext) -> Result<Option<Tensor>> {
+        Ok(None)
+    }
+
     /// Whether this controller repairs (see [`Controller::repair`]); the generator decodes the
     /// prediction at every step only when some controller does.
     fn repairs(&self) -> bool {
@@ -182,6 +197,64 @@ pub trait Controller: Send + Sync {
 
     /// Independent check of a decoded output (`text` is the content, `ids` the full sequence).
     fn check(&self, text: &str, ids: &[u32], tokenizer: &TextTokenizer) -> std::result::Result<(), String>;
+}
+
+/// The weighted sum `Σ_c w_c ∇_x log p_c(c | x)` of every controller's guidance, or `None` when
+/// none gives any.
+///
+/// Controllers that read the denoiser's prediction ([`Controller::reads_prediction`]) share one
+/// differentiable denoiser pass: their weighted log-probabilities are summed on the prediction
+/// and differentiated once, which gives the same gradient as differentiating each on its own
+/// (the gradient is linear) at the cost of one pass, however many attributes are asked for.
+pub fn guidance_gradient(
+    controllers: &[Box<dyn Controller>],
+    x: &Tensor,
+    ctx: &GuidanceContext,
+) -> Result<Option<Tensor>> {
+    let mut total: Option<Tensor> = None;
+    let mut add = |g: Tensor| -> Result<()> {
+        total = Some(match total.take() {
+            None => g,
+            Some(acc) => (acc + g)?,
+        });
+        Ok(())
+    };
+    let readers: Vec<&dyn Controller> = controllers
+        .iter()
+        .map(|c| c.as_ref())
+        .filter(|c| c.reads_prediction())
+        .collect();
+    for c in controllers.iter().filter(|c| !c.reads_prediction()) {
+        if let Some(g) = c.guidance(x, ctx)? {
+            add((g * c.guidance_weight())?)?;
+        }
+    }
+    if !readers.is_empty() {
+        let var = candle_core::Var::from_tensor(&x.detach())?;
+        let t = vec![ctx.latent_t; x.dim(0)?];
+        let x0 = ctx.denoiser.forward(var.as_tensor(), &t, &mut crate::nn::Mode::Grad)?;
+        let mut objective: Option<Tensor> = None;
+        for c in &readers {
+            if let Some(lp) = c.prediction_log_prob(&x0, ctx)? {
+                let term = (lp.sum_all()? * c.guidance_weight())?;
+                objective = Some(match objective {
+                    None => term,
+                    Some(acc) => (acc + term)?,
+                });
+            }
+        }
+        if let Some(objective) = objective {
+            let grads = objective.backward()?;
+            let g = grads.get(var.as_tensor()).cloned().ok_or_else(|| {
+                Error::Sampling(format!(
+                    "guidance of {} does not depend on the latent",
+                    readers.iter().map(|c| c.name()).collect::<Vec<_>>().join(", ")
+                ))
+            })?;
+            add(g)?;
+        }
+    }
+    Ok(total)
 }
 
 /// How guidance updates the latent.

@@ -884,16 +884,7 @@ impl<'m> Generator<'m> {
         let mut m: Option<Tensor> = None; // first moment (Adam) / squared-gradient sum (Adagrad)
         let mut v: Option<Tensor> = None;
         for k in 0..g.steps {
-            let mut grad: Option<Tensor> = None;
-            for c in &self.controllers {
-                if let Some(gc) = c.guidance(&x, ctx)? {
-                    let gc = (gc * c.guidance_weight())?;
-                    grad = Some(match grad {
-                        None => gc,
-                        Some(acc) => (acc + gc)?,
-                    });
-                }
-            }
+            let grad = crate::controller::guidance_gradient(&self.controllers, &x, ctx)?;
             let Some(mut grad) = grad else { return Ok(x) };
             if std > 0.0 && g.fluency_weight > 0.0 {
                 // d/dx log N(x; mean, std²) = −(x − mean) / std²

@@ -643,7 +643,14 @@ mod tests {
     }
 
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap()
+        (a - b)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f64>()
+            .unwrap()
     }
 
     #[test]
@@ -655,7 +662,9 @@ mod tests {
             .collect();
         let r = random(&mut rng, &[2, 5, 8]);
         let eps = 1e-5;
-        let fused = grads(&vars, &r, |t| layer_norm(&t[0], &t[1], &t[2], eps, &Mode::Grad).unwrap());
+        let fused = grads(&vars, &r, |t| {
+            layer_norm(&t[0], &t[1], &t[2], eps, &Mode::Grad).unwrap()
+        });
         let elementary = grads(&vars, &r, |t| {
             let centered = t[0].broadcast_sub(&t[0].mean_keepdim(D::Minus1).unwrap()).unwrap();
             let var = centered.sqr().unwrap().mean_keepdim(D::Minus1).unwrap();

@@ -73,6 +73,7 @@ mod attribute {
         classifier_trainer, prediction_gradient, score_gradient, ClassifierConfig, FieldSpec, GuidanceInput,
         LatentClassifier, LatentScore,
     };
+    use diffusion_lm::controller::{guidance_gradient, Controller, GuidanceContext};
     use diffusion_lm::corpus::{Example, MeaningRepresentation};
     use diffusion_lm::nn::init_varmap;
     use diffusion_lm::nn::Mode;
@@ -139,8 +140,9 @@ mod attribute {
 
     #[test]
     fn prediction_guidance_gradient_matches_finite_differences() {
-        // The gradient through the denoiser's prediction, in f64 (where candle's fused layer
-        // norm does not run, so the reference uses the differentiable forms too).
+        // The gradient through the denoiser's prediction, in f64 (candle's fused layer-norm
+        // kernel has no f64 form: the value comes from the elementary form, and the backward
+        // pass is the hand-written one of `nn::layer_norm`, which this checks too).
         let mcfg = ModelConfig {
             seq_len: 6,
             embed_dim: 4,
@@ -235,6 +237,41 @@ mod attribute {
             );
             classifiers.push(clf);
         }
+        // Attributes guided on the prediction share one denoiser pass; the summed gradient equals
+        // the weighted sum of each one's own gradient through the denoiser.
+        let stack: Vec<Box<dyn Controller>> = vec![
+            Box::new(Attribute::new(&classifiers[1], "animal", "fish", 1.0).unwrap()),
+            Box::new(Attribute::new(&classifiers[1], "animal", "cat", 0.5).unwrap()),
+        ];
+        let x = Tensor::randn(0f32, 1.0, (3, lm.config.seq_len, lm.config.embed_dim), &Device::Cpu).unwrap();
+        let ctx = GuidanceContext {
+            step: 10,
+            num_steps: 40,
+            t: 300,
+            latent_t: 250,
+            embeddings: lm.model.embeddings(),
+            index: lm.token_index(),
+            denoiser: &lm.model,
+        };
+        let shared = guidance_gradient(&stack, &x, &ctx).unwrap().unwrap();
+        let mut separate = Tensor::zeros_like(&x).unwrap();
+        for c in &stack {
+            assert!(c.reads_prediction());
+            separate = (separate + (c.guidance(&x, &ctx).unwrap().unwrap() * c.guidance_weight()).unwrap()).unwrap();
+        }
+        let scale = separate.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+        let diff = (shared - &separate)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap();
+        assert!(
+            scale > 0.0 && diff <= 1e-5 * scale,
+            "shared pass differs by {diff} (scale {scale})"
+        );
         // A classifier of predictions cannot guide on the noisy latent.
         let err = Generator::new(&lm)
             .with(

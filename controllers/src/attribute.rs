@@ -14,7 +14,9 @@
 //! recipe) or the denoiser's clean prediction `x̂0(x)`, with the gradient taken through the
 //! denoiser (`∇_x log p(c | x̂0(x))`). A classifier trained on predictions guides on
 //! predictions by default; a classifier of latents can be pointed at predictions with
-//! [`Attribute::reading`], where it reads them as clean text.
+//! [`Attribute::reading`], where it reads them as clean text. Several attributes guided on the
+//! prediction share one differentiable denoiser pass per update
+//! (`diffusion_lm::controller::guidance_gradient`).
 //!
 //! Guidance is soft: it makes the attribute likely, not certain. It composes with hard
 //! constraints in one stack: the projection keeps every output valid while the gradient moves the
@@ -140,6 +142,20 @@ impl<S: LatentScore> Controller for ClassifierGuidance<S> {
         self.weight
     }
 
+    fn reads_prediction(&self) -> bool {
+        self.input == GuidanceInput::Prediction
+    }
+
+    fn prediction_log_prob(&self, x0_hat: &Tensor, ctx: &GuidanceContext) -> diffusion_lm::Result<Option<Tensor>> {
+        // A classifier of predictions is asked at the latent's noise level; one of latents reads
+        // the prediction as clean text (t = 0), as in `prediction_gradient`.
+        let t = match self.score.reads() {
+            GuidanceInput::Prediction => ctx.latent_t,
+            GuidanceInput::Latent => 0,
+        };
+        self.score.log_prob(x0_hat, t).map(Some)
+    }
+
     /// Guidance is a preference, not a constraint: there is nothing to verify.
     fn check(&self, _text: &str, _ids: &[u32], _tokenizer: &TextTokenizer) -> Result<(), String> {
         Ok(())
@@ -212,6 +228,14 @@ impl Controller for Attribute {
 
     fn guidance_weight(&self) -> f64 {
         self.inner.guidance_weight()
+    }
+
+    fn reads_prediction(&self) -> bool {
+        self.inner.reads_prediction()
+    }
+
+    fn prediction_log_prob(&self, x0_hat: &Tensor, ctx: &GuidanceContext) -> diffusion_lm::Result<Option<Tensor>> {
+        self.inner.prediction_log_prob(x0_hat, ctx)
     }
 
     fn check(&self, text: &str, ids: &[u32], tokenizer: &TextTokenizer) -> Result<(), String> {
