@@ -306,6 +306,38 @@ def run(args, dev, label, results):
         m.set_sdpa(False)
     torch.backends.cuda.matmul.allow_tf32 = False
 
+    # The parts of a batch-256 denoising step, each alone (f32, random weights of the model's
+    # sizes), as examples/gpu_check.rs times them.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    h, f = cfg["hidden"], cfg["ffn_hidden"]
+    torch.manual_seed(3)
+    block = Block(h, cfg["heads"], f, 0.0).to(dev).eval()
+    xp = torch.randn((256, cfg["seq_len"], h), device=dev, generator=gen)
+    x0p = torch.randn((256, cfg["seq_len"], cfg["embed_dim"]), device=dev, generator=gen)
+    e = model.word_embedding.weight.detach()
+
+    def nearest():
+        d = model.sq_norms - 2.0 * (x0p.reshape(-1, x0p.shape[-1]) @ e.t())
+        return d.argmin(dim=-1)
+
+    def block_backward():
+        xv = xp.clone().requires_grad_(True)
+        block(xv).sum().backward()
+
+    parts = [
+        ("layer norm", lambda: block.norm1(xp)),
+        ("attention", lambda: block.attn(xp)),
+        ("feed-forward", lambda: block.ffn(xp)),
+        ("block", lambda: block(xp)),
+    ]
+    reps = 2 if quick else (200 if on_gpu else 5)
+    for name, fn in parts:
+        with torch.no_grad():
+            record(f"part, batch 256: {name}", timed(dev, 3, reps, fn))
+    record("part, batch 256: block, forward and backward", timed(dev, 3, reps, block_backward))
+    with torch.no_grad():
+        record("part, batch 256: clamping (nearest tokens)", timed(dev, 3, reps, nearest))
+
     # Training step, batch 64, shipped config (dropout on).
     cfg_t, train_model = load(args.model, dev)
     train_model.train()

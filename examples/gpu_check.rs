@@ -460,6 +460,7 @@ fn timings(args: &Args, dev: &Device, label: &str, rep: &mut Report) -> Result<(
     }
     diffusion_lm::device::set_tf32(false);
     lm.set_compute_dtype(DType::F32)?;
+    components(args, dev, label, rep, &lm)?;
 
     // A training step at batch 64 with the shipped model's config (dropout included).
     let texts = training_texts();
@@ -538,6 +539,60 @@ fn timings(args: &Args, dev: &Device, label: &str, rep: &mut Report) -> Result<(
                 }),
             );
         }
+    }
+    Ok(())
+}
+
+/// The parts of a batch-256 denoising step, each timed alone (f32, random weights of the model's
+/// sizes), so a device where the whole step is slow shows which part is;
+/// `benches/pytorch_reference.py` times the same parts.
+fn components(args: &Args, dev: &Device, label: &str, rep: &mut Report, lm: &DiffusionLm) -> Result<()> {
+    use diffusion_lm::nn::{block_specs, init_varmap, Block, LayerNorm, SelfAttention};
+    let cfg = &lm.config;
+    let (b, l, h, f) = (256, cfg.seq_len, cfg.hidden, cfg.ffn_hidden);
+    let n = if args.quick {
+        2
+    } else if dev.is_cpu() {
+        5
+    } else {
+        200
+    };
+    let varmap = init_varmap(&block_specs("b", h, f), &mut StdRng::seed_from_u64(3), dev)?;
+    let vb = candle_nn::VarBuilder::from_varmap(&varmap, DType::F32, dev);
+    let block = Block::new(h, cfg.heads, f, 0.0, false, vb.pp("b"))?;
+    let attn = SelfAttention::new(h, cfg.heads, false, vb.pp("b.attn"))?;
+    let norm = LayerNorm::new(h, vb.pp("b.norm1"))?;
+    let fc1 = candle_nn::linear(h, f, vb.pp("b.ffn.fc1"))?;
+    let fc2 = candle_nn::linear(f, h, vb.pp("b.ffn.fc2"))?;
+    let x = host_normal(11, (b, l, h))?.to_device(dev)?;
+    let x0 = host_normal(12, (b, l, cfg.embed_dim))?.to_device(dev)?;
+    let mut parts: Vec<(&str, Box<dyn FnMut() -> Result<()>>)> = vec![
+        ("layer norm", Box::new(|| Ok(drop(norm.forward(&x, &Mode::Infer)?)))),
+        ("attention", Box::new(|| Ok(drop(attn.forward(&x, &Mode::Infer)?)))),
+        (
+            "feed-forward",
+            Box::new(|| {
+                use candle_core::Module;
+                Ok(drop(fc2.forward(&fc1.forward(&x)?.relu()?)?))
+            }),
+        ),
+        ("block", Box::new(|| Ok(drop(block.forward(&x, &mut Mode::Infer)?)))),
+        (
+            "block, forward and backward",
+            Box::new(|| {
+                let var = Var::from_tensor(&x)?;
+                let y = block.forward(var.as_tensor(), &mut Mode::Grad)?;
+                Ok(drop(y.sum_all()?.backward()?))
+            }),
+        ),
+        (
+            "clamping (nearest tokens)",
+            Box::new(|| Ok(drop(lm.model.nearest_tokens(&x0)?))),
+        ),
+    ];
+    for (name, f) in parts.iter_mut() {
+        let secs = time(dev, 3, n, f)?;
+        rep.timing(&format!("{label} part, batch 256: {name}"), secs, Value::Null);
     }
     Ok(())
 }

@@ -272,19 +272,17 @@ mod attribute {
             scale > 0.0 && diff <= 1e-5 * scale,
             "shared pass differs by {diff} (scale {scale})"
         );
-        // A classifier of predictions cannot guide on the noisy latent.
-        let err = Generator::new(&lm)
+        // A classifier of predictions cannot guide on the noisy latent: an error before sampling.
+        let wrong = Generator::new(&lm)
             .with(
                 Attribute::new(&classifiers[1], "animal", "fish", 1.0)
                     .unwrap()
                     .reading(GuidanceInput::Latent),
             )
-            .steps(40)
-            .generate(1)
-            .err()
-            .unwrap()
-            .to_string();
+            .steps(40);
+        let err = wrong.prepare().err().unwrap().to_string();
         assert!(err.contains("cannot guide on the noisy latent"), "{err}");
+        assert_eq!(wrong.generate(1).err().unwrap().to_string(), err);
         let clf = &classifiers[0];
         // Unknown targets are clear errors.
         let err = Attribute::new(clf, "animal", "horse", 1.0).err().unwrap().to_string();

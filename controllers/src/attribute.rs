@@ -82,7 +82,7 @@ use std::sync::Arc;
 use candle_core::Tensor;
 use diffusion_lm::classifier::{prediction_gradient, score_gradient, FieldScore, LatentClassifier};
 pub use diffusion_lm::classifier::{GuidanceInput, LatentScore};
-use diffusion_lm::controller::{Controller, GuidanceContext};
+use diffusion_lm::controller::{Controller, GuidanceContext, HardConstraint, PrepareContext};
 use diffusion_lm::TextTokenizer;
 
 use crate::ControllerError;
@@ -105,7 +105,7 @@ impl<S: LatentScore> ClassifierGuidance<S> {
     /// Guide on the latent, or on the denoiser's clean prediction of it. A score that reads
     /// latents can do either (on a prediction it is asked at `t = 0`, as on clean text); a score
     /// trained on predictions can only guide on predictions, and asking it for the latent is an
-    /// error at the first guided step.
+    /// error when the generator prepares its stack, before sampling starts.
     pub fn reading(mut self, input: GuidanceInput) -> Self {
         self.input = input;
         self
@@ -120,19 +120,33 @@ impl<S: LatentScore> ClassifierGuidance<S> {
     }
 }
 
+impl<S: LatentScore> ClassifierGuidance<S> {
+    fn check_input(&self) -> diffusion_lm::Result<()> {
+        if self.input == GuidanceInput::Latent && self.score.reads() == GuidanceInput::Prediction {
+            return Err(diffusion_lm::Error::Sampling(format!(
+                "{} reads the denoiser's predictions and cannot guide on the noisy latent",
+                self.score.describe()
+            )));
+        }
+        Ok(())
+    }
+}
+
 impl<S: LatentScore> Controller for ClassifierGuidance<S> {
     fn name(&self) -> String {
         format!("guidance {} (weight {})", self.score.describe(), self.weight)
     }
 
+    /// No constraints; checks, before sampling starts, that the score can read what it is asked
+    /// to guide on.
+    fn hard_constraints(&self, _ctx: &PrepareContext) -> diffusion_lm::Result<Vec<HardConstraint>> {
+        self.check_input()?;
+        Ok(Vec::new())
+    }
+
     fn guidance(&self, x: &Tensor, ctx: &GuidanceContext) -> diffusion_lm::Result<Option<Tensor>> {
+        self.check_input()?;
         match self.input {
-            GuidanceInput::Latent if self.score.reads() == GuidanceInput::Prediction => {
-                Err(diffusion_lm::Error::Sampling(format!(
-                    "{} reads the denoiser's predictions and cannot guide on the noisy latent",
-                    self.score.describe()
-                )))
-            }
             GuidanceInput::Latent => score_gradient(&self.score, x, ctx.t).map(Some),
             GuidanceInput::Prediction => prediction_gradient(&self.score, ctx.denoiser, x, ctx.latent_t).map(Some),
         }
@@ -220,6 +234,10 @@ impl Controller for Attribute {
     fn name(&self) -> String {
         let (f, v) = self.target();
         format!("attribute {f}={v}")
+    }
+
+    fn hard_constraints(&self, ctx: &PrepareContext) -> diffusion_lm::Result<Vec<HardConstraint>> {
+        self.inner.hard_constraints(ctx)
     }
 
     fn guidance(&self, x: &Tensor, ctx: &GuidanceContext) -> diffusion_lm::Result<Option<Tensor>> {
