@@ -17,7 +17,9 @@
 //! 4. **Guidance** (when some controller has a guidance term and `i` is not among the last
 //!    `skip_last` steps): `steps` gradient-ascent updates of `x_{i-1}` on
 //!    `λ·log N(x_{i-1}; μ, σ²) + Σ_c w_c·log p_c(c | x_{i-1})`, with the rule of
-//!    [`GuidanceRule`] (the paper's sign-normalised steps, or Adam/Adagrad).
+//!    [`GuidanceRule`] (the paper's sign-normalised steps, or Adam/Adagrad). Terms that read the
+//!    denoiser's prediction `x̂0(x_{i-1})` share one differentiable denoiser pass per update
+//!    ([`guidance_gradient`]).
 //!
 //! After the last step the latent is rounded with the same projection, so every output satisfies
 //! every hard constraint; each controller's independent [`Controller::check`] then verifies the

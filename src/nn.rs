@@ -12,7 +12,8 @@
 //! initialises a model, documents the safetensors tensor names and checks checkpoints.
 
 use candle_core::{
-    CpuStorage, CudaStorage, CustomOp1, CustomOp3, DType, Device, Layout, MetalStorage, Module, Shape, Tensor, D,
+    CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, MetalStorage, Module, Shape,
+    Tensor, D,
 };
 use candle_nn::{Linear, VarBuilder};
 use rand::rngs::StdRng;
@@ -343,7 +344,9 @@ fn expand_leading(b: &Tensor, like: &Tensor) -> Result<Tensor> {
 }
 
 /// A linear layer `x · Wᵀ + b` over the last dimension of `x`: candle-nn's in inference, and in
-/// differentiable modes one 2-D product plus [`add_trailing`]'s bias.
+/// differentiable modes one custom op whose hand-written backward pass is two products and one
+/// sum (`dx = dy · W`, `dW = dyᵀ · x`, `db = Σ dy`), where autograd would record a reshape, a
+/// transpose, a product and a broadcast, and accumulate each one's gradient.
 pub fn linear(layer: &Linear, x: &Tensor, mode: &Mode) -> Result<Tensor> {
     if !mode.is_differentiable() {
         return Ok(layer.forward(x)?);
@@ -351,13 +354,139 @@ pub fn linear(layer: &Linear, x: &Tensor, mode: &Mode) -> Result<Tensor> {
     let w = layer.weight();
     let mut dims = x.dims().to_vec();
     let k = dims.pop().unwrap_or(1);
-    let y = x.reshape((x.elem_count() / k.max(1), k))?.matmul(&w.t()?)?;
-    let y = match layer.bias() {
-        Some(b) => add_trailing(&y, b, mode)?,
-        None => y,
-    };
     dims.push(w.dim(0)?);
-    Ok(y.reshape(dims)?)
+    // The value from detached inputs: the custom op below records the only graph node.
+    let value = x
+        .detach()
+        .reshape((x.elem_count() / k.max(1), k))?
+        .matmul(&w.detach().t()?)?;
+    let value = match layer.bias() {
+        Some(b) => value.broadcast_add(&b.detach())?,
+        None => value,
+    }
+    .reshape(dims)?;
+    let tracked = x.track_op() || w.track_op() || layer.bias().is_some_and(|b| b.track_op());
+    if !tracked {
+        return Ok(value);
+    }
+    let value = FusedValue::new(value)?;
+    Ok(match layer.bias() {
+        Some(b) => x.apply_op3(w, b, FusedLinear { value })?,
+        None => x.apply_op2(w, FusedLinear { value })?,
+    })
+}
+
+/// `x · Wᵀ (+ b)`; see [`linear`].
+struct FusedLinear {
+    value: FusedValue,
+}
+
+impl FusedLinear {
+    /// `(dx, dW, db)` for upstream gradient `dy`.
+    fn grads(x: &Tensor, w: &Tensor, dy: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+        let (out, k) = w.dims2()?;
+        let rows = x.elem_count() / k.max(1);
+        let x2 = x.detach().reshape((rows, k))?;
+        let dy2 = dy.reshape((rows, out))?;
+        let dx = dy2.matmul(&w.detach())?.reshape(x.shape())?;
+        let dw = dy2.t()?.matmul(&x2)?;
+        let db = row_sums(&dy2)?;
+        Ok((dx, dw, db))
+    }
+}
+
+impl CustomOp2 for FusedLinear {
+    fn name(&self) -> &'static str {
+        "fused-linear"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.value.cpu()
+    }
+    fn cuda_fwd(
+        &self,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        self.value.cuda()
+    }
+    fn metal_fwd(
+        &self,
+        _: &MetalStorage,
+        _: &Layout,
+        _: &MetalStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(MetalStorage, Shape)> {
+        self.value.metal()
+    }
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = Self::grads(x, w, dy)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp3 for FusedLinear {
+    fn name(&self) -> &'static str {
+        "fused-linear"
+    }
+    fn cpu_fwd(
+        &self,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+        _: &CpuStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CpuStorage, Shape)> {
+        self.value.cpu()
+    }
+    fn cuda_fwd(
+        &self,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+        _: &CudaStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(CudaStorage, Shape)> {
+        self.value.cuda()
+    }
+    fn metal_fwd(
+        &self,
+        _: &MetalStorage,
+        _: &Layout,
+        _: &MetalStorage,
+        _: &Layout,
+        _: &MetalStorage,
+        _: &Layout,
+    ) -> candle_core::Result<(MetalStorage, Shape)> {
+        self.value.metal()
+    }
+    #[allow(clippy::type_complexity)]
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _b: &Tensor,
+        _y: &Tensor,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = Self::grads(x, w, dy)?;
+        Ok((Some(dx), Some(dw), Some(db)))
+    }
 }
 
 /// Layer normalisation over the last dimension.
@@ -681,6 +810,39 @@ mod tests {
         let infer = layer_norm(&ts[0], &ts[1], &ts[2], eps, &Mode::Infer).unwrap();
         let grad_mode = layer_norm(&ts[0], &ts[1], &ts[2], eps, &Mode::Grad).unwrap();
         assert_eq!(max_diff(&infer, &grad_mode), 0.0);
+    }
+
+    #[test]
+    fn fused_linear_backward_matches_autograd_of_the_elementary_form() {
+        let mut rng = StdRng::seed_from_u64(5);
+        for with_bias in [true, false] {
+            let mut shapes: Vec<&[usize]> = vec![&[2, 5, 7], &[3, 7]];
+            if with_bias {
+                shapes.push(&[3]);
+            }
+            let vars: Vec<Var> = shapes
+                .iter()
+                .map(|s| Var::from_tensor(&random(&mut rng, s)).unwrap())
+                .collect();
+            let r = random(&mut rng, &[2, 5, 3]);
+            let layer = |t: &[Tensor]| Linear::new(t[1].clone(), t.get(2).cloned());
+            let fused = grads(&vars, &r, |t| linear(&layer(t), &t[0], &Mode::Grad).unwrap());
+            let elementary = grads(&vars, &r, |t| {
+                let y = t[0].broadcast_matmul(&t[1].t().unwrap()).unwrap();
+                match t.get(2) {
+                    Some(b) => y.broadcast_add(b).unwrap(),
+                    None => y,
+                }
+            });
+            for (i, (a, b)) in fused.iter().zip(&elementary).enumerate() {
+                let d = max_diff(a, b);
+                assert!(d < 1e-12, "bias {with_bias}: gradient {i} differs by {d}");
+            }
+            let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
+            let infer = linear(&layer(&ts), &ts[0], &Mode::Infer).unwrap();
+            let grad_mode = linear(&layer(&ts), &ts[0], &Mode::Grad).unwrap();
+            assert!(max_diff(&infer, &grad_mode) < 1e-12);
+        }
     }
 
     #[test]
