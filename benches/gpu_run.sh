@@ -6,8 +6,8 @@
 #   bash benches/gpu_run.sh train DIR SECONDS [train options...]
 #   bash benches/gpu_run.sh classifier DIR SECONDS [train-classifier options...]
 #
-# DIR holds gpu_check.gz and diffusion-lm.gz (the `cuda` builds, gzipped: their PTX compresses
-# well), device-run.sh from ../shared/gpu, and e2e/*.csv (the corpus, for `train`). Results go
+# DIR holds gpu_check.xz and diffusion-lm.xz (the `cuda` builds, compressed with xz; .gz works
+# too), device-run.sh from ../shared/gpu, and e2e/*.csv (the corpus, for `train`). Results go
 # to $OUT (at most 8 files come back from the device machine, so logs are merged):
 #   check: gpu_check.json, pytorch.json, check.txt
 #   train: train.txt and the checkpoint's small files under e2e/ (the optimizer state stays).
@@ -22,7 +22,13 @@ THREADS=${THREADS:-8}
 run_bin() { # device-run.sh sets the library paths; its own copy of the output is not kept
   OUT=/tmp bash "$DIR/device-run.sh" "$@"
 }
-for f in "$DIR"/*.gz; do gunzip -kf "$f"; done
+# Binaries come compressed: xz halves gzip's size (their PTX compresses well), which keeps both
+# binaries and the checkout under the 64 MiB a device call carries. Python's lzma unpacks them
+# whether or not the machine has xz.
+for f in "$DIR"/*.gz; do [ -e "$f" ] && gunzip -kf "$f"; done
+for f in "$DIR"/*.xz; do
+  [ -e "$f" ] && python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$f" "${f%.xz}"
+done
 copy_corpus() {
   mkdir -p ../shared/data && cp -r "$DIR/e2e" ../shared/data/ || exit 1
 }
