@@ -204,6 +204,22 @@ impl FusedValue {
     }
 }
 
+/// The device forwards of a custom op whose value was computed beforehand (a [`FusedValue`] in
+/// `self.value`), for an op of one, two or three arguments.
+macro_rules! fused_value_forwards {
+    ($($arg:ident),+) => {
+        fn cpu_fwd(&self, $($arg: &CpuStorage, _: &Layout),+) -> candle_core::Result<(CpuStorage, Shape)> {
+            self.value.cpu()
+        }
+        fn cuda_fwd(&self, $($arg: &CudaStorage, _: &Layout),+) -> candle_core::Result<(CudaStorage, Shape)> {
+            self.value.cuda()
+        }
+        fn metal_fwd(&self, $($arg: &MetalStorage, _: &Layout),+) -> candle_core::Result<(MetalStorage, Shape)> {
+            self.value.metal()
+        }
+    };
+}
+
 /// Softmax over the last dimension; backward `dx = y ⊙ (dy − Σ dy ⊙ y)`.
 struct FusedSoftmax {
     value: FusedValue,
@@ -213,15 +229,7 @@ impl CustomOp1 for FusedSoftmax {
     fn name(&self) -> &'static str {
         "fused-softmax-last-dim"
     }
-    fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.value.cpu()
-    }
-    fn cuda_fwd(&self, _: &CudaStorage, _: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-        self.value.cuda()
-    }
-    fn metal_fwd(&self, _: &MetalStorage, _: &Layout) -> candle_core::Result<(MetalStorage, Shape)> {
-        self.value.metal()
-    }
+    fused_value_forwards!(_x);
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let y = y.detach();
         let dot = (dy * &y)?.sum_keepdim(D::Minus1)?;
@@ -241,39 +249,7 @@ impl CustomOp3 for FusedLayerNorm {
     fn name(&self) -> &'static str {
         "fused-layer-norm"
     }
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.value.cpu()
-    }
-    fn cuda_fwd(
-        &self,
-        _: &CudaStorage,
-        _: &Layout,
-        _: &CudaStorage,
-        _: &Layout,
-        _: &CudaStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CudaStorage, Shape)> {
-        self.value.cuda()
-    }
-    fn metal_fwd(
-        &self,
-        _: &MetalStorage,
-        _: &Layout,
-        _: &MetalStorage,
-        _: &Layout,
-        _: &MetalStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(MetalStorage, Shape)> {
-        self.value.metal()
-    }
+    fused_value_forwards!(_x, _w, _b);
     #[allow(clippy::type_complexity)]
     fn bwd(
         &self,
@@ -399,33 +375,7 @@ impl CustomOp2 for FusedLinear {
     fn name(&self) -> &'static str {
         "fused-linear"
     }
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.value.cpu()
-    }
-    fn cuda_fwd(
-        &self,
-        _: &CudaStorage,
-        _: &Layout,
-        _: &CudaStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CudaStorage, Shape)> {
-        self.value.cuda()
-    }
-    fn metal_fwd(
-        &self,
-        _: &MetalStorage,
-        _: &Layout,
-        _: &MetalStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(MetalStorage, Shape)> {
-        self.value.metal()
-    }
+    fused_value_forwards!(_x, _w);
     fn bwd(
         &self,
         x: &Tensor,
@@ -442,39 +392,7 @@ impl CustomOp3 for FusedLinear {
     fn name(&self) -> &'static str {
         "fused-linear"
     }
-    fn cpu_fwd(
-        &self,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-        _: &CpuStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CpuStorage, Shape)> {
-        self.value.cpu()
-    }
-    fn cuda_fwd(
-        &self,
-        _: &CudaStorage,
-        _: &Layout,
-        _: &CudaStorage,
-        _: &Layout,
-        _: &CudaStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(CudaStorage, Shape)> {
-        self.value.cuda()
-    }
-    fn metal_fwd(
-        &self,
-        _: &MetalStorage,
-        _: &Layout,
-        _: &MetalStorage,
-        _: &Layout,
-        _: &MetalStorage,
-        _: &Layout,
-    ) -> candle_core::Result<(MetalStorage, Shape)> {
-        self.value.metal()
-    }
+    fused_value_forwards!(_x, _w, _b);
     #[allow(clippy::type_complexity)]
     fn bwd(
         &self,

@@ -132,14 +132,7 @@ fn fused_inference_kernels_match_the_differentiable_training_forms() {
     let a = model.forward(&x, &[3, 150], &mut Mode::Infer).unwrap();
     let mut rng = rand::rngs::StdRng::seed_from_u64(0);
     let b = model.forward(&x, &[3, 150], &mut Mode::Train(&mut rng)).unwrap(); // dropout is 0 in tiny
-    let diff = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_abs_diff(&a, &b);
     assert!(diff < 1e-4, "max difference {diff}");
 }
 

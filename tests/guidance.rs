@@ -260,14 +260,7 @@ mod attribute {
             separate = (separate + (c.guidance(&x, &ctx).unwrap().unwrap() * c.guidance_weight()).unwrap()).unwrap();
         }
         let scale = separate.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-        let diff = (shared - &separate)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(&shared, &separate);
         assert!(
             scale > 0.0 && diff <= 1e-5 * scale,
             "shared pass differs by {diff} (scale {scale})"

@@ -4,7 +4,7 @@
 
 use std::path::Path;
 
-use candle_core::Device;
+use candle_core::{Device, Tensor};
 use diffusion_lm::train::TrainConfig;
 use diffusion_lm::{DiffusionLm, ModelConfig, TextTokenizer};
 
@@ -58,4 +58,16 @@ pub fn train_toy(dir: &Path, steps: usize) -> DiffusionLm {
     let cfg = toy_config(&tok);
     diffusion_lm::train::train_diffusion(cfg, tok, &TOY, toy_train_config(steps), dir, &Device::Cpu)
         .expect("toy training")
+}
+
+/// Largest absolute elementwise difference of two f32 tensors of one shape.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }
