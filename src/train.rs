@@ -144,9 +144,11 @@ fn column(values: &[f64], device: &Device) -> Result<Tensor> {
 impl DiffusionObjective {
     /// Mean cross-entropy of the rounding head at `x_start` against the batch's tokens.
     ///
-    /// On the CPU it is computed over chunks of rows whose logits stay under 8 MiB: glibc serves
-    /// buffers of 32 MiB and more (the logits of a 64 × 64-token batch over 2,048 words are
-    /// exactly that) with fresh `mmap`s, whose page faults took a third of a training step.
+    /// On the CPU it is computed over chunks of rows whose logits stay under 8 MiB. glibc serves
+    /// buffers of 32 MiB and more with a fresh `mmap`, and the logits of a 64 × 64-token batch
+    /// over 2,048 words are exactly that. Every such buffer, and each intermediate of its
+    /// softmax, would then be mapped, faulted in page by page and unmapped again, about six
+    /// times a step.
     fn rounding_loss(&self, x_start: &Tensor, batch: &Tensor) -> Result<Tensor> {
         let (b, l) = batch.dims2()?;
         let v = self.cfg.vocab_size;
