@@ -155,14 +155,7 @@ fn half_precision_compute_keeps_f32_inputs_outputs_and_stays_close() {
         assert_eq!(model.embeddings().dtype(), DType::F32, "clamping stays in f32");
         let half = model.forward(&x, &[3, 150], &mut Mode::Infer).unwrap();
         assert_eq!(half.dtype(), DType::F32);
-        let diff = (&full - &half)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap();
+        let diff = max_abs_diff(&full, &half);
         let scale = full.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         // bf16 keeps 8 mantissa bits: a few percent of the largest value at most.
         assert!(
