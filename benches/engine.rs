@@ -1,12 +1,19 @@
-//! Engine benchmarks (`cargo bench --bench engine`):
+//! Engine benchmarks (`cargo bench -p diffusion-lm --bench engine`):
 //! one denoising step of the shipped model at batch 1 and 64 (denoiser forward + clamping +
-//! sampler update), and one training step of a model of the shipped size (reported as tokens/s).
+//! sampler update), one attribute-guidance gradient through the denoiser with the shipped
+//! classifier at batch 8 and 64 (what a guided step adds to an unguided one), and one training
+//! step of a model of the shipped size (reported as tokens/s).
+
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use diffusion_lm::classifier::LatentClassifier;
+use diffusion_lm::controller::{guidance_gradient, Controller, GuidanceContext};
 use diffusion_lm::nn::Mode;
 use diffusion_lm::train::{diffusion_trainer, TrainConfig};
 use diffusion_lm::{DiffusionLm, NoiseSchedule, Sampler, SamplerKind};
+use diffusion_lm_controllers::Attribute;
 
 fn load() -> DiffusionLm {
     diffusion_lm::tune_allocator();
@@ -33,6 +40,35 @@ fn denoising_step(c: &mut Criterion) {
                 let (_, x0) = lm.model.clamp(&x0).unwrap();
                 sampler.step(&x0, i, &x, Some(&noise)).unwrap()
             })
+        });
+    }
+    group.finish();
+}
+
+fn guidance_step(c: &mut Criterion) {
+    let lm = load();
+    let cfg = &lm.config;
+    let classifier = Arc::new(
+        LatentClassifier::load(DiffusionLm::default_dir().join("classifier"), &Device::Cpu)
+            .expect("the shipped classifier in models/e2e/classifier"),
+    );
+    let controllers: Vec<Box<dyn Controller>> = vec![Box::new(Attribute::parse(&classifier, "food=Italian").unwrap())];
+    let mut group = c.benchmark_group("guidance_step");
+    group.sample_size(10);
+    for batch in [8usize, 64] {
+        let x = Tensor::randn(0f32, 1.0, (batch, cfg.seq_len, cfg.embed_dim), &Device::Cpu).unwrap();
+        let ctx = GuidanceContext {
+            step: 100,
+            num_steps: 200,
+            t: 1000,
+            latent_t: 995,
+            embeddings: lm.model.embeddings(),
+            index: lm.token_index(),
+            denoiser: &lm.model,
+        };
+        group.throughput(Throughput::Elements(batch as u64));
+        group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, _| {
+            b.iter(|| guidance_gradient(&controllers, &x, &ctx).unwrap().unwrap())
         });
     }
     group.finish();
@@ -72,5 +108,5 @@ fn training_step(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, denoising_step, training_step);
+criterion_group!(benches, denoising_step, guidance_step, training_step);
 criterion_main!(benches);

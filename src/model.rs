@@ -187,7 +187,7 @@ impl Denoiser {
         let h = nn::add_trailing(&h, &pos, mode)?;
         // The time embedding is per row: repeated over positions by a batched product with ones
         // when differentiable on the CPU, for the same reason as `nn::add_trailing`.
-        let h = if mode.is_differentiable() && x_t.device().is_cpu() {
+        let h = if mode.is_differentiable() && x_t.device().is_cpu() && temb.track_op() {
             let ones = Tensor::ones((b, l, 1), temb.dtype(), temb.device())?;
             (h + ones.matmul(&temb)?)?
         } else {

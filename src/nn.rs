@@ -255,7 +255,7 @@ impl CustomOp3 for FusedLayerNorm {
         &self,
         x: &Tensor,
         weight: &Tensor,
-        _bias: &Tensor,
+        bias: &Tensor,
         _y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
@@ -270,9 +270,11 @@ impl CustomOp3 for FusedLayerNorm {
         let mean_g = g.mean_keepdim(1)?;
         let mean_gx = (&g * &xhat)?.mean_keepdim(1)?;
         let dx = (g.broadcast_sub(&mean_g)? - xhat.broadcast_mul(&mean_gx)?)?.broadcast_mul(&rstd)?;
-        let dweight = row_sums(&(&dy2 * &xhat)?)?;
-        let dbias = row_sums(&dy2)?;
-        Ok((Some(dx.reshape(x.shape())?), Some(dweight), Some(dbias)))
+        // Constant gain and bias (guidance through a loaded model) get no gradient: candle would
+        // compute it and throw it away.
+        let dweight = weight.track_op().then(|| row_sums(&(&dy2 * &xhat)?)).transpose()?;
+        let dbias = bias.track_op().then(|| row_sums(&dy2)).transpose()?;
+        Ok((Some(dx.reshape(x.shape())?), dweight, dbias))
     }
 }
 
@@ -293,9 +295,10 @@ fn row_sums(t: &Tensor) -> candle_core::Result<Tensor> {
 /// ones, so the backward pass sums `b`'s gradient with a matrix product. candle's CPU backward of
 /// a plain broadcast sums over leading dimensions with a single-threaded loop that divides per
 /// element; it took a fifth of a training step. On a GPU that reduction is one kernel, fewer
-/// launches than the product.
+/// launches than the product. A constant `b` (guidance through a loaded model) needs no gradient,
+/// so it is a plain broadcast.
 pub fn add_trailing(x: &Tensor, b: &Tensor, mode: &Mode) -> Result<Tensor> {
-    if mode.is_differentiable() && x.device().is_cpu() {
+    if mode.is_differentiable() && x.device().is_cpu() && b.track_op() {
         Ok((x + expand_leading(b, x)?)?)
     } else {
         Ok(x.broadcast_add(b)?)
@@ -304,7 +307,7 @@ pub fn add_trailing(x: &Tensor, b: &Tensor, mode: &Mode) -> Result<Tensor> {
 
 /// `x · g` (elementwise), with `g` shaped like `x`'s trailing dimensions; see [`add_trailing`].
 pub fn mul_trailing(x: &Tensor, g: &Tensor, mode: &Mode) -> Result<Tensor> {
-    if mode.is_differentiable() && x.device().is_cpu() {
+    if mode.is_differentiable() && x.device().is_cpu() && g.track_op() {
         Ok((x * expand_leading(g, x)?)?)
     } else {
         Ok(x.broadcast_mul(g)?)
@@ -358,15 +361,28 @@ struct FusedLinear {
 }
 
 impl FusedLinear {
-    /// `(dx, dW, db)` for upstream gradient `dy`.
-    fn grads(x: &Tensor, w: &Tensor, dy: &Tensor) -> candle_core::Result<(Tensor, Tensor, Tensor)> {
+    /// `(dx, dW, db)` for upstream gradient `dy`, each only for an argument that is tracked:
+    /// guidance differentiates a loaded model with respect to its input alone, and `dW` would
+    /// cost as much as `dx`.
+    #[allow(clippy::type_complexity)]
+    fn grads(
+        x: &Tensor,
+        w: &Tensor,
+        b: Option<&Tensor>,
+        dy: &Tensor,
+    ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (out, k) = w.dims2()?;
         let rows = x.elem_count() / k.max(1);
-        let x2 = x.detach().reshape((rows, k))?;
         let dy2 = dy.reshape((rows, out))?;
-        let dx = dy2.matmul(&w.detach())?.reshape(x.shape())?;
-        let dw = dy2.t()?.matmul(&x2)?;
-        let db = row_sums(&dy2)?;
+        let dx = x
+            .track_op()
+            .then(|| dy2.matmul(&w.detach())?.reshape(x.shape()))
+            .transpose()?;
+        let dw = w
+            .track_op()
+            .then(|| dy2.t()?.matmul(&x.detach().reshape((rows, k))?))
+            .transpose()?;
+        let db = b.filter(|b| b.track_op()).map(|_| row_sums(&dy2)).transpose()?;
         Ok((dx, dw, db))
     }
 }
@@ -383,8 +399,8 @@ impl CustomOp2 for FusedLinear {
         _y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, _) = Self::grads(x, w, dy)?;
-        Ok((Some(dx), Some(dw)))
+        let (dx, dw, _) = Self::grads(x, w, None, dy)?;
+        Ok((dx, dw))
     }
 }
 
@@ -398,12 +414,11 @@ impl CustomOp3 for FusedLinear {
         &self,
         x: &Tensor,
         w: &Tensor,
-        _b: &Tensor,
+        b: &Tensor,
         _y: &Tensor,
         dy: &Tensor,
     ) -> candle_core::Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (dx, dw, db) = Self::grads(x, w, dy)?;
-        Ok((Some(dx), Some(dw), Some(db)))
+        Self::grads(x, w, Some(b), dy)
     }
 }
 
@@ -761,6 +776,60 @@ mod tests {
             let grad_mode = linear(&layer(&ts), &ts[0], &Mode::Grad).unwrap();
             assert!(max_diff(&infer, &grad_mode) < 1e-12);
         }
+    }
+
+    /// Guidance differentiates a loaded model (constant weights) with respect to its input: the
+    /// input's gradient must be the same as with tracked weights, and the weights get none.
+    #[test]
+    fn constant_parameters_get_no_gradient_and_leave_the_input_gradient_unchanged() {
+        let mut rng = StdRng::seed_from_u64(6);
+        let x = Var::from_tensor(&random(&mut rng, &[2, 5, 7])).unwrap();
+        let (w, b) = (random(&mut rng, &[3, 7]), random(&mut rng, &[3]));
+        let (g, beta) = (random(&mut rng, &[7]), random(&mut rng, &[7]));
+        let pos = random(&mut rng, &[5, 7]);
+        let f = |x: &Tensor, w: &Tensor, b: &Tensor, g: &Tensor, beta: &Tensor, pos: &Tensor| {
+            let h = add_trailing(x, pos, &Mode::Grad).unwrap();
+            let h = mul_trailing(&h, g, &Mode::Grad).unwrap();
+            let h = layer_norm(&h, g, beta, 1e-5, &Mode::Grad).unwrap();
+            linear(&Linear::new(w.clone(), Some(b.clone())), &h, &Mode::Grad).unwrap()
+        };
+        let r = random(&mut rng, &[2, 5, 3]);
+        let store = (f(x.as_tensor(), &w, &b, &g, &beta, &pos) * &r)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        for (name, t) in [
+            ("weight", &w),
+            ("bias", &b),
+            ("gain", &g),
+            ("beta", &beta),
+            ("positions", &pos),
+        ] {
+            assert!(store.get(t).is_none(), "the constant {name} received a gradient");
+        }
+        let constant_dx = store.get(x.as_tensor()).unwrap().clone();
+        let vars: Vec<Var> = [&w, &b, &g, &beta, &pos]
+            .iter()
+            .map(|t| Var::from_tensor(t).unwrap())
+            .collect();
+        let tracked = grads(&[x.clone()], &r, |t| {
+            let v: Vec<&Tensor> = vars.iter().map(|v| v.as_tensor()).collect();
+            f(&t[0], v[0], v[1], v[2], v[3], v[4])
+        });
+        let d = max_diff(&constant_dx, &tracked[0]);
+        assert!(d < 1e-12, "d/dx differs by {d}");
+        assert!(
+            constant_dx
+                .abs()
+                .unwrap()
+                .max_all()
+                .unwrap()
+                .to_scalar::<f64>()
+                .unwrap()
+                > 1e-3
+        );
     }
 
     #[test]

@@ -13,7 +13,7 @@ use diffusion_lm::classifier::{
 use diffusion_lm::eval::{attribute_expressed, attribute_mentioned};
 use diffusion_lm::{device::parse_device, DiffusionLm, Generator, GuidanceConfig};
 use diffusion_lm_controllers::Attribute;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{load_split, model_dir, read_data_record, report, AuxTrainArgs};
 
@@ -178,14 +178,22 @@ pub struct EvalAttributesArgs {
     /// With --self-correct: the doubt threshold.
     #[arg(long, default_value_t = 0.3)]
     self_correct_threshold: f64,
-    /// Write the full report (every target, with its samples) as JSON here.
+    /// Write the full report (every target, with its samples) as JSON here. It is rewritten after
+    /// every target (marked `"partial": true` until the run ends), so an interrupted run keeps
+    /// what it measured.
     #[arg(long)]
     report: Option<PathBuf>,
+    /// Continue the interrupted run whose partial report is at --report: its finished targets are
+    /// kept and only the rest are sampled (each target's samples depend only on the seed, so the
+    /// result equals an uninterrupted run's). The settings must match the partial report's. With
+    /// no report there yet, starts afresh.
+    #[arg(long, requires = "report")]
+    resume: bool,
     #[arg(long, default_value = "cpu")]
     device: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, Deserialize)]
 struct TargetResult {
     field: String,
     value: String,
@@ -196,6 +204,72 @@ struct TargetResult {
     unguided_mentioned: f64,
     unguided_expressed: f64,
     samples: Vec<String>,
+}
+
+/// What a run's results depend on; a resumed run must match its partial report's.
+#[derive(Serialize, Deserialize, PartialEq, Debug)]
+struct EvalSettings {
+    model: PathBuf,
+    classifier: PathBuf,
+    targets: Vec<(String, String)>,
+    samples_per_target: usize,
+    steps: usize,
+    seed: u64,
+    weight: f64,
+    guidance: String,
+    self_correct: (usize, f64),
+}
+
+/// The report as written after each target.
+#[derive(Serialize, Deserialize)]
+struct PartialReport {
+    partial: bool,
+    settings: EvalSettings,
+    /// Sampling time so far, over every resumed run.
+    seconds: f64,
+    results: Vec<TargetResult>,
+}
+
+/// The finished targets of the partial report at `path` (none when there is no file), checked
+/// against this run's settings.
+fn resume_from(path: &Path, settings: &EvalSettings) -> Result<(Vec<TargetResult>, f64)> {
+    if !path.exists() {
+        eprintln!("--resume: no report at {} yet; starting afresh", path.display());
+        return Ok((Vec::new(), 0.0));
+    }
+    let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let value: serde_json::Value =
+        serde_json::from_str(&text).with_context(|| format!("{} is not JSON", path.display()))?;
+    if value.get("partial").and_then(|p| p.as_bool()) != Some(true) {
+        bail!(
+            "--resume: {} is a finished report, not a partial one; nothing to resume",
+            path.display()
+        );
+    }
+    let partial: PartialReport = serde_json::from_value(value).with_context(|| {
+        format!(
+            "--resume: {} is not a partial report of this version of eval-attributes",
+            path.display()
+        )
+    })?;
+    if &partial.settings != settings {
+        bail!(
+            "--resume: the settings differ from those of the partial report at {}\n  report: {:?}\n  now:    {:?}",
+            path.display(),
+            partial.settings,
+            settings
+        );
+    }
+    if partial.results.len() > settings.targets.len() {
+        bail!("--resume: {} holds more targets than the run has", path.display());
+    }
+    eprintln!(
+        "--resume: {} of {} targets already done ({:.0} s)",
+        partial.results.len(),
+        settings.targets.len(),
+        partial.seconds
+    );
+    Ok((partial.results, partial.seconds))
 }
 
 #[derive(Serialize)]
@@ -271,6 +345,21 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
     }
     let targets = pick_targets(classifier.config(), a.targets);
     let (input, guidance) = a.guidance.resolve(&classifier)?;
+    let settings = EvalSettings {
+        model: dir.clone(),
+        classifier: classifier_dir(&dir, a.classifier.clone()),
+        targets: targets.clone(),
+        samples_per_target: a.samples,
+        steps: a.steps,
+        seed: a.seed,
+        weight: a.weight,
+        guidance: format!("{guidance:?}, on the {input:?}"),
+        self_correct: (a.self_correct, a.self_correct_threshold),
+    };
+    let (mut results, earlier_seconds) = match (&a.report, a.resume) {
+        (Some(path), true) => resume_from(path, &settings)?,
+        _ => (Vec::new(), 0.0),
+    };
     let started = std::time::Instant::now();
     fn base<'m>(g: Generator<'m>, a: &EvalAttributesArgs) -> Generator<'m> {
         g.steps(a.steps)
@@ -291,9 +380,9 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
             .expect("static template")
             .progress_chars("=> "),
     );
-    let mut results = Vec::with_capacity(targets.len());
-    let mut all_guided: Vec<String> = Vec::new();
-    for (field, value) in &targets {
+    bar.set_position(results.len() as u64);
+    let mut all_guided: Vec<String> = results.iter().flat_map(|r| r.samples.iter().cloned()).collect();
+    for (field, value) in &targets[results.len()..] {
         bar.set_message(format!("{field}={value}"));
         let attr = Attribute::new(&classifier, field, value, a.weight)?.reading(input);
         let guided: Vec<String> = base(Generator::new(&lm).with(attr).guidance(guidance), &a)
@@ -314,9 +403,13 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
         bar.inc(1);
         if let Some(path) = &a.report {
             // Written after every target, so an interrupted run keeps what it measured.
-            let partial = serde_json::json!({ "partial": true, "results": &results });
-            std::fs::write(path, serde_json::to_string_pretty(&partial)?)
-                .with_context(|| format!("writing {}", path.display()))?;
+            let partial = serde_json::json!({
+                "partial": true,
+                "settings": &settings,
+                "seconds": earlier_seconds + started.elapsed().as_secs_f64(),
+                "results": &results,
+            });
+            write_atomically(path, &serde_json::to_string_pretty(&partial)?)?;
         }
     }
     bar.finish_and_clear();
@@ -357,7 +450,7 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
         guided_perplexity: guided_ppl,
         unguided_perplexity: unguided_ppl,
         per_field,
-        seconds: started.elapsed().as_secs_f64(),
+        seconds: earlier_seconds + started.elapsed().as_secs_f64(),
         results,
     };
     println!("| field | targets | guided: value mentioned | guided: field-aware | unguided: mentioned | unguided: field-aware |");
@@ -385,8 +478,17 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
         report.guided_perplexity, report.unguided_perplexity, report.seconds
     );
     if let Some(path) = &a.report {
-        std::fs::write(path, serde_json::to_string_pretty(&report)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        write_atomically(path, &serde_json::to_string_pretty(&report)?)?;
     }
     Ok(())
+}
+
+/// Writes `text` to `path` through a temporary file and a rename, so an interrupted write never
+/// leaves a truncated report for `--resume` to find.
+fn write_atomically(path: &Path, text: &str) -> Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
+    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }
