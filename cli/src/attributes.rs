@@ -189,6 +189,10 @@ pub struct EvalAttributesArgs {
     /// no report there yet, starts afresh.
     #[arg(long, requires = "report")]
     resume: bool,
+    /// Stop after sampling this many more targets, leaving a partial report to --resume later:
+    /// splits a long evaluation (hours on a CPU) into runs that fit the time at hand.
+    #[arg(long, requires = "report")]
+    stop_after_targets: Option<usize>,
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -382,7 +386,9 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
     );
     bar.set_position(results.len() as u64);
     let mut all_guided: Vec<String> = results.iter().flat_map(|r| r.samples.iter().cloned()).collect();
-    for (field, value) in &targets[results.len()..] {
+    let todo = targets.len() - results.len();
+    let this_run = a.stop_after_targets.map_or(todo, |n| n.min(todo));
+    for (field, value) in &targets[results.len()..results.len() + this_run] {
         bar.set_message(format!("{field}={value}"));
         let attr = Attribute::new(&classifier, field, value, a.weight)?.reading(input);
         let guided: Vec<String> = base(Generator::new(&lm).with(attr).guidance(guidance), &a)
@@ -413,6 +419,14 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
         }
     }
     bar.finish_and_clear();
+    if results.len() < targets.len() {
+        eprintln!(
+            "stopped after {this_run} targets: {} of {} done; continue with --resume",
+            results.len(),
+            targets.len()
+        );
+        return Ok(());
+    }
     let mean = |f: &dyn Fn(&TargetResult) -> f64| results.iter().map(f).sum::<f64>() / results.len().max(1) as f64;
     let mut per_field: BTreeMap<String, [f64; 4]> = BTreeMap::new();
     for f in classifier.config().fields.iter().map(|f| &f.name) {

@@ -268,3 +268,44 @@ fn generate_with_syntax_repair_on_the_python_model() {
     assert_eq!(texts.len(), 3);
     assert!(texts.iter().all(|t| t.starts_with("def ")), "{texts:?}");
 }
+
+/// An evaluation split with `--stop-after-targets` and `--resume` gives the uninterrupted run's
+/// report; a resume with other settings is refused.
+#[test]
+fn eval_attributes_resumes_a_partial_report_exactly() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    // 14 steps: guidance acts in the 4 before the unguided last 10.
+    let args = ["eval-attributes", "--targets", "3", "--samples", "2", "--steps", "14"];
+    let with = |extra: &[&str]| -> Vec<String> { args.iter().chain(extra).map(|s| s.to_string()).collect() };
+    let run_owned = |v: Vec<String>| run(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    let (ok, _, err) = run_owned(with(&["--report", &path("whole.json")]));
+    assert!(ok, "{err}");
+    let (ok, _, err) = run_owned(with(&["--report", &path("split.json"), "--stop-after-targets", "1"]));
+    assert!(ok && err.contains("1 of 3 done"), "{err}");
+    let partial: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(path("split.json")).unwrap()).unwrap();
+    assert_eq!(partial["partial"], true);
+    assert_eq!(partial["results"].as_array().unwrap().len(), 1);
+
+    let (ok, _, err) = run_owned(with(&["--report", &path("split.json"), "--resume", "--seed", "9"]));
+    assert!(!ok && err.contains("settings differ"), "{err}");
+    let (ok, _, err) = run_owned(with(&["--report", &path("split.json"), "--resume"]));
+    assert!(ok && err.contains("1 of 3 targets already done"), "{err}");
+
+    let read = |name: &str| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(path(name)).unwrap()).unwrap()
+    };
+    let (whole, split) = (read("whole.json"), read("split.json"));
+    assert_eq!(whole["results"], split["results"]);
+    for key in [
+        "guided_mentioned",
+        "guided_expressed",
+        "guided_perplexity",
+        "unguided_perplexity",
+    ] {
+        assert_eq!(whole[key], split[key], "{key}");
+    }
+    let (ok, _, err) = run_owned(with(&["--report", &path("split.json"), "--resume"]));
+    assert!(!ok && err.contains("finished report"), "{err}");
+}
