@@ -46,9 +46,9 @@
 //! `config.json`'s `fields`.
 
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
-use candle_core::{Device, Module, Tensor, Var, D};
+use candle_core::{Device, Module, Tensor, TensorId, Var, D};
 use candle_nn::{Linear, VarBuilder};
 use rand::rngs::StdRng;
 use rand::Rng;
@@ -167,6 +167,16 @@ pub struct LatentClassifier {
     blocks: Vec<Block>,
     final_norm: LayerNorm,
     heads: Vec<Linear>,
+    /// The differentiable pass of the current guidance update, shared by every target read from
+    /// the same input (see [`LatentClassifier::log_prob`]).
+    shared_pass: Mutex<Option<SharedPass>>,
+}
+
+/// Logits of one differentiable pass, and the input and time steps they were computed for.
+struct SharedPass {
+    input: TensorId,
+    t: Vec<usize>,
+    logits: Vec<Tensor>,
 }
 
 impl LatentClassifier {
@@ -210,6 +220,7 @@ impl LatentClassifier {
                 .enumerate()
                 .map(|(j, f)| Ok(candle_nn::linear(h, f.values.len(), vb.pp(format!("heads.{j}")))?))
                 .collect::<Result<Vec<_>>>()?,
+            shared_pass: Mutex::new(None),
         })
     }
 
@@ -258,11 +269,44 @@ impl LatentClassifier {
         self.heads.iter().map(|head| Ok(head.forward(&pooled)?)).collect()
     }
 
-    /// `log p(field = value | x_t)` per batch row, `[B]`.
+    /// `log p(field = value | x_t)` per batch row, `[B]`, differentiable.
+    ///
+    /// Several targets asked of the same differentiable input (one guidance update with several
+    /// attributes) share one pass: the logits are kept, keyed by the input tensor, until
+    /// [`LatentClassifier::end_shared_pass`], so their summed objective is differentiated through
+    /// the classifier once.
     pub fn log_prob(&self, x_t: &Tensor, t: &[usize], field: usize, value: usize) -> Result<Tensor> {
-        let logits = self.forward(x_t, t, &mut Mode::Grad)?;
-        let logp = candle_nn::ops::log_softmax(&logits[field], D::Minus1)?;
+        let logits = if x_t.track_op() {
+            let mut shared = self
+                .shared_pass
+                .lock()
+                .map_err(|_| Error::Sampling("classifier: a guidance pass panicked".into()))?;
+            match shared.as_ref() {
+                Some(pass) if pass.input == x_t.id() && pass.t == t => pass.logits[field].clone(),
+                _ => {
+                    let logits = self.forward(x_t, t, &mut Mode::Grad)?;
+                    let out = logits[field].clone();
+                    *shared = Some(SharedPass {
+                        input: x_t.id(),
+                        t: t.to_vec(),
+                        logits,
+                    });
+                    out
+                }
+            }
+        } else {
+            self.forward(x_t, t, &mut Mode::Grad)?.swap_remove(field)
+        };
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
         Ok(logp.narrow(1, value, 1)?.squeeze(1)?)
+    }
+
+    /// Drops the pass kept by [`LatentClassifier::log_prob`] (and with it the graph it holds):
+    /// called when a guidance update is done.
+    pub fn end_shared_pass(&self) {
+        if let Ok(mut shared) = self.shared_pass.lock() {
+            *shared = None;
+        }
     }
 
     /// The score of one `field = value` target, for guidance.
@@ -291,6 +335,9 @@ pub trait LatentScore: Send + Sync {
     fn reads(&self) -> GuidanceInput {
         GuidanceInput::Latent
     }
+    /// Called when a guidance update no longer needs anything [`LatentScore::log_prob`] kept to
+    /// share between targets (see [`LatentClassifier::log_prob`]); by default nothing is kept.
+    fn end_pass(&self) {}
 }
 
 /// `∇_x Σ_b log p(c | x_b)`, by autograd: the guidance gradient of a [`LatentScore`].
@@ -301,7 +348,9 @@ pub fn score_gradient(score: &dyn LatentScore, x: &Tensor, t: usize) -> Result<T
 /// `∇_x Σ_b log_prob(x)_b` by autograd, for `score`'s messages.
 fn gradient(score: &dyn LatentScore, x: &Tensor, log_prob: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
     let var = Var::from_tensor(&x.detach())?;
-    let grads = log_prob(var.as_tensor())?.sum_all()?.backward()?;
+    let objective = log_prob(var.as_tensor());
+    score.end_pass();
+    let grads = objective?.sum_all()?.backward()?;
     grads
         .get(var.as_tensor())
         .cloned()
@@ -386,6 +435,10 @@ impl LatentScore for FieldScore {
 
     fn reads(&self) -> GuidanceInput {
         self.classifier.cfg.reads
+    }
+
+    fn end_pass(&self) {
+        self.classifier.end_shared_pass();
     }
 }
 
@@ -570,6 +623,62 @@ pub fn from_weights(
 #[cfg(test)]
 mod tests {
     use super::{ClassifierConfig, GuidanceInput};
+
+    /// Targets asked of one differentiable input share the classifier's pass until it is ended.
+    #[test]
+    fn targets_of_one_input_share_a_pass_until_it_ends() {
+        use super::{FieldSpec, LatentClassifier};
+        use crate::nn::init_varmap;
+        use candle_core::{DType, Device, Tensor, Var};
+        let cfg = ClassifierConfig {
+            fields: vec![
+                FieldSpec {
+                    name: "food".into(),
+                    values: vec!["none".into(), "Italian".into()],
+                },
+                FieldSpec {
+                    name: "area".into(),
+                    values: vec!["none".into(), "riverside".into()],
+                },
+            ],
+            ..ClassifierConfig::small(4, 8, 100)
+        };
+        let mut rng = rand::SeedableRng::seed_from_u64(0);
+        let vars = init_varmap(&LatentClassifier::param_specs(&cfg), &mut rng, &Device::Cpu).unwrap();
+        let clf = LatentClassifier::new(
+            candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
+            &cfg,
+        )
+        .unwrap();
+        let pass_id = |clf: &LatentClassifier| clf.shared_pass.lock().unwrap().as_ref().map(|p| p.logits[0].id());
+        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 8, 4), &Device::Cpu).unwrap()).unwrap();
+        let food = clf.log_prob(x.as_tensor(), &[5, 5], 0, 1).unwrap();
+        let first = pass_id(&clf).expect("a differentiable input keeps its pass");
+        let area = clf.log_prob(x.as_tensor(), &[5, 5], 1, 1).unwrap();
+        assert_eq!(pass_id(&clf), Some(first), "the second target reused the pass");
+        // The shared logits give the same values as separate passes.
+        let separate = clf.forward(x.as_tensor(), &[5, 5], &mut crate::nn::Mode::Grad).unwrap();
+        let expect = candle_nn::ops::log_softmax(&separate[1], 1)
+            .unwrap()
+            .narrow(1, 1, 1)
+            .unwrap();
+        let diff = (area - expect.squeeze(1).unwrap())
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap();
+        assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
+        // Another time step, or another input, is another pass.
+        clf.log_prob(x.as_tensor(), &[6, 6], 0, 1).unwrap();
+        assert_ne!(pass_id(&clf), Some(first));
+        clf.end_shared_pass();
+        assert_eq!(pass_id(&clf), None);
+        // A constant input keeps nothing.
+        clf.log_prob(&x.as_tensor().detach(), &[5, 5], 0, 1).unwrap();
+        assert_eq!(pass_id(&clf), None);
+        drop(food);
+    }
 
     #[test]
     fn what_a_classifier_reads_round_trips_and_defaults_to_the_latent() {

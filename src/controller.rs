@@ -166,6 +166,10 @@ pub trait Controller: Send + Sync {
         Ok(None)
     }
 
+    /// Called once all the prediction readers' log-probabilities of an update are built, so that
+    /// anything kept to share between them (a classifier's pass) can be dropped.
+    fn end_prediction_pass(&self) {}
+
     /// Whether this controller repairs (see [`Controller::repair`]); the generator decodes the
     /// prediction at every step only when some controller does.
     fn repairs(&self) -> bool {
@@ -208,6 +212,8 @@ pub trait Controller: Send + Sync {
 /// differentiable denoiser pass: their weighted log-probabilities are summed on the prediction
 /// and differentiated once, which gives the same gradient as differentiating each on its own
 /// (the gradient is linear) at the cost of one pass, however many attributes are asked for.
+/// Attributes of one classifier share its pass too (see
+/// [`crate::classifier::LatentClassifier::log_prob`]).
 pub fn guidance_gradient(
     controllers: &[Box<dyn Controller>],
     x: &Tensor,
@@ -236,15 +242,23 @@ pub fn guidance_gradient(
         let t = vec![ctx.latent_t; x.dim(0)?];
         let x0 = ctx.denoiser.forward(var.as_tensor(), &t, &mut crate::nn::Mode::Grad)?;
         let mut objective: Option<Tensor> = None;
-        for c in &readers {
-            if let Some(lp) = c.prediction_log_prob(&x0, ctx)? {
-                let term = (lp.sum_all()? * c.guidance_weight())?;
-                objective = Some(match objective {
-                    None => term,
-                    Some(acc) => (acc + term)?,
-                });
+        let mut build = || -> Result<()> {
+            for c in &readers {
+                if let Some(lp) = c.prediction_log_prob(&x0, ctx)? {
+                    let term = (lp.sum_all()? * c.guidance_weight())?;
+                    objective = Some(match objective.take() {
+                        None => term,
+                        Some(acc) => (acc + term)?,
+                    });
+                }
             }
+            Ok(())
+        };
+        let built = build();
+        for c in &readers {
+            c.end_prediction_pass();
         }
+        built?;
         if let Some(objective) = objective {
             let grads = objective.backward()?;
             let g = grads.get(var.as_tensor()).cloned().ok_or_else(|| {

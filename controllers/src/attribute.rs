@@ -170,6 +170,10 @@ impl<S: LatentScore> Controller for ClassifierGuidance<S> {
         self.score.log_prob(x0_hat, t).map(Some)
     }
 
+    fn end_prediction_pass(&self) {
+        self.score.end_pass();
+    }
+
     /// Guidance is a preference, not a constraint: there is nothing to verify.
     fn check(&self, _text: &str, _ids: &[u32], _tokenizer: &TextTokenizer) -> Result<(), String> {
         Ok(())
@@ -254,6 +258,10 @@ impl Controller for Attribute {
 
     fn prediction_log_prob(&self, x0_hat: &Tensor, ctx: &GuidanceContext) -> diffusion_lm::Result<Option<Tensor>> {
         self.inner.prediction_log_prob(x0_hat, ctx)
+    }
+
+    fn end_prediction_pass(&self) {
+        self.inner.end_prediction_pass();
     }
 
     fn check(&self, text: &str, ids: &[u32], tokenizer: &TextTokenizer) -> Result<(), String> {
