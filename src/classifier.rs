@@ -168,7 +168,7 @@ pub struct LatentClassifier {
     final_norm: LayerNorm,
     heads: Vec<Linear>,
     /// The differentiable pass of the current guidance update, shared by every target read from
-    /// the same input (see [`LatentClassifier::log_prob`]).
+    /// the same input (see [`LatentClassifier::shared_log_prob`]).
     shared_pass: Mutex<Option<SharedPass>>,
 }
 
@@ -270,43 +270,56 @@ impl LatentClassifier {
     }
 
     /// `log p(field = value | x_t)` per batch row, `[B]`, differentiable.
-    ///
-    /// Several targets asked of the same differentiable input (one guidance update with several
-    /// attributes) share one pass: the logits are kept, keyed by the input tensor, until
-    /// [`LatentClassifier::end_shared_pass`], so their summed objective is differentiated through
-    /// the classifier once.
     pub fn log_prob(&self, x_t: &Tensor, t: &[usize], field: usize, value: usize) -> Result<Tensor> {
-        let logits = if x_t.track_op() {
-            let mut shared = self
-                .shared_pass
-                .lock()
-                .map_err(|_| Error::Sampling("classifier: a guidance pass panicked".into()))?;
-            match shared.as_ref() {
-                Some(pass) if pass.input == x_t.id() && pass.t == t => pass.logits[field].clone(),
-                _ => {
-                    let logits = self.forward(x_t, t, &mut Mode::Grad)?;
-                    let out = logits[field].clone();
-                    *shared = Some(SharedPass {
-                        input: x_t.id(),
-                        t: t.to_vec(),
-                        logits,
-                    });
-                    out
-                }
-            }
-        } else {
-            self.forward(x_t, t, &mut Mode::Grad)?.swap_remove(field)
-        };
-        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        Ok(logp.narrow(1, value, 1)?.squeeze(1)?)
+        let logits = self.forward(x_t, t, &mut Mode::Grad)?.swap_remove(field);
+        log_prob_of(&logits, value)
     }
 
-    /// Drops the pass kept by [`LatentClassifier::log_prob`] (and with it the graph it holds):
-    /// called when a guidance update is done.
-    pub fn end_shared_pass(&self) {
-        if let Ok(mut shared) = self.shared_pass.lock() {
-            *shared = None;
+    /// [`LatentClassifier::log_prob`] for guidance, where several targets are asked of the same
+    /// differentiable input (one update with several attributes guiding on the prediction): they
+    /// share one pass, whose logits are kept, keyed by the input tensor and time steps, until
+    /// [`LatentClassifier::end_shared_pass`]. Their summed objective is then differentiated
+    /// through the classifier once. Whoever calls this must end the pass when the update is done:
+    /// the kept logits hold the graph of everything they were computed from (the denoiser's
+    /// differentiable pass too, on the prediction). A constant input keeps nothing.
+    pub fn shared_log_prob(&self, x_t: &Tensor, t: &[usize], field: usize, value: usize) -> Result<Tensor> {
+        if !x_t.track_op() {
+            return self.log_prob(x_t, t, field, value);
         }
+        let key = x_t.id();
+        let kept = self
+            .shared_pass()
+            .as_ref()
+            .filter(|pass| pass.input == key && pass.t == t)
+            .map(|pass| pass.logits[field].clone());
+        let logits = match kept {
+            Some(logits) => logits,
+            None => {
+                // Computed without the lock held: generators sharing the classifier run in parallel.
+                let logits = self.forward(x_t, t, &mut Mode::Grad)?;
+                let out = logits[field].clone();
+                *self.shared_pass() = Some(SharedPass {
+                    input: key,
+                    t: t.to_vec(),
+                    logits,
+                });
+                out
+            }
+        };
+        log_prob_of(&logits, value)
+    }
+
+    /// Drops the pass kept by [`LatentClassifier::shared_log_prob`], and with it the graph it
+    /// holds.
+    pub fn end_shared_pass(&self) {
+        *self.shared_pass() = None;
+    }
+
+    /// The kept pass. It is only a cache, so a lock poisoned by a panic elsewhere is taken as is.
+    fn shared_pass(&self) -> std::sync::MutexGuard<'_, Option<SharedPass>> {
+        self.shared_pass
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The score of one `field = value` target, for guidance.
@@ -318,6 +331,12 @@ impl LatentClassifier {
             value: v,
         })
     }
+}
+
+/// `log softmax(logits)[:, value]`, `[B]`.
+fn log_prob_of(logits: &Tensor, value: usize) -> Result<Tensor> {
+    let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
+    Ok(logp.narrow(1, value, 1)?.squeeze(1)?)
 }
 
 /// A differentiable score `log p(c | x_t)` of a batch of latents: what classifier guidance follows.
@@ -336,7 +355,8 @@ pub trait LatentScore: Send + Sync {
         GuidanceInput::Latent
     }
     /// Called when a guidance update no longer needs anything [`LatentScore::log_prob`] kept to
-    /// share between targets (see [`LatentClassifier::log_prob`]); by default nothing is kept.
+    /// share between targets (see [`LatentClassifier::shared_log_prob`]); by default nothing is
+    /// kept. A score that wraps another must forward it.
     fn end_pass(&self) {}
 }
 
@@ -428,9 +448,12 @@ impl LatentScore for FieldScore {
         format!("{f} = {v}")
     }
 
+    /// Shares the classifier's pass with the other targets asked of the same input until
+    /// [`LatentScore::end_pass`] (see [`LatentClassifier::shared_log_prob`]); the guidance paths
+    /// ([`score_gradient`], [`prediction_gradient`], `controller::guidance_gradient`) end it.
     fn log_prob(&self, x: &Tensor, t: usize) -> Result<Tensor> {
         let b = x.dim(0)?;
-        self.classifier.log_prob(x, &vec![t; b], self.field, self.value)
+        self.classifier.shared_log_prob(x, &vec![t; b], self.field, self.value)
     }
 
     fn reads(&self) -> GuidanceInput {
@@ -652,9 +675,9 @@ mod tests {
         .unwrap();
         let pass_id = |clf: &LatentClassifier| clf.shared_pass.lock().unwrap().as_ref().map(|p| p.logits[0].id());
         let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 8, 4), &Device::Cpu).unwrap()).unwrap();
-        let food = clf.log_prob(x.as_tensor(), &[5, 5], 0, 1).unwrap();
+        let food = clf.shared_log_prob(x.as_tensor(), &[5, 5], 0, 1).unwrap();
         let first = pass_id(&clf).expect("a differentiable input keeps its pass");
-        let area = clf.log_prob(x.as_tensor(), &[5, 5], 1, 1).unwrap();
+        let area = clf.shared_log_prob(x.as_tensor(), &[5, 5], 1, 1).unwrap();
         assert_eq!(pass_id(&clf), Some(first), "the second target reused the pass");
         // The shared logits give the same values as separate passes.
         let separate = clf.forward(x.as_tensor(), &[5, 5], &mut crate::nn::Mode::Grad).unwrap();
@@ -670,12 +693,12 @@ mod tests {
             .unwrap();
         assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
         // Another time step, or another input, is another pass.
-        clf.log_prob(x.as_tensor(), &[6, 6], 0, 1).unwrap();
+        clf.shared_log_prob(x.as_tensor(), &[6, 6], 0, 1).unwrap();
         assert_ne!(pass_id(&clf), Some(first));
         clf.end_shared_pass();
         assert_eq!(pass_id(&clf), None);
         // A constant input keeps nothing.
-        clf.log_prob(&x.as_tensor().detach(), &[5, 5], 0, 1).unwrap();
+        clf.shared_log_prob(&x.as_tensor().detach(), &[5, 5], 0, 1).unwrap();
         assert_eq!(pass_id(&clf), None);
         drop(food);
     }

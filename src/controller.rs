@@ -167,7 +167,9 @@ pub trait Controller: Send + Sync {
     }
 
     /// Called once all the prediction readers' log-probabilities of an update are built, so that
-    /// anything kept to share between them (a classifier's pass) can be dropped.
+    /// anything kept to share between them (a classifier's pass) can be dropped. A controller
+    /// that wraps another must forward it, or the wrapped one keeps its pass (and the graph of
+    /// the denoiser pass behind it) until the next update.
     fn end_prediction_pass(&self) {}
 
     /// Whether this controller repairs (see [`Controller::repair`]); the generator decodes the
@@ -213,7 +215,7 @@ pub trait Controller: Send + Sync {
 /// and differentiated once, which gives the same gradient as differentiating each on its own
 /// (the gradient is linear) at the cost of one pass, however many attributes are asked for.
 /// Attributes of one classifier share its pass too (see
-/// [`crate::classifier::LatentClassifier::log_prob`]).
+/// [`crate::classifier::LatentClassifier::shared_log_prob`]).
 pub fn guidance_gradient(
     controllers: &[Box<dyn Controller>],
     x: &Tensor,

@@ -274,7 +274,8 @@ impl CustomOp3 for FusedLayerNorm {
         // compute it and throw it away.
         let dweight = weight.track_op().then(|| row_sums(&(&dy2 * &xhat)?)).transpose()?;
         let dbias = bias.track_op().then(|| row_sums(&dy2)).transpose()?;
-        Ok((Some(dx.reshape(x.shape())?), dweight, dbias))
+        let dx = x.track_op().then(|| dx.reshape(x.shape())).transpose()?;
+        Ok((dx, dweight, dbias))
     }
 }
 

@@ -191,8 +191,8 @@ pub struct EvalAttributesArgs {
     resume: bool,
     /// Stop after sampling this many more targets, leaving a partial report to --resume later:
     /// splits a long evaluation (hours on a CPU) into runs that fit the time at hand.
-    #[arg(long, requires = "report")]
-    stop_after_targets: Option<usize>,
+    #[arg(long, requires = "report", value_parser = clap::value_parser!(u64).range(1..))]
+    stop_after_targets: Option<u64>,
     #[arg(long, default_value = "cpu")]
     device: String,
 }
@@ -215,13 +215,16 @@ struct TargetResult {
 struct EvalSettings {
     model: PathBuf,
     classifier: PathBuf,
+    /// Floating-point results differ (slightly) between devices.
+    device: String,
     targets: Vec<(String, String)>,
     samples_per_target: usize,
     steps: usize,
     seed: u64,
-    weight: f64,
+    /// Numbers as written (shortest round-trip form), so a JSON round trip compares exactly.
+    weight: String,
     guidance: String,
-    self_correct: (usize, f64),
+    self_correct: (usize, String),
 }
 
 /// The report as written after each target.
@@ -229,9 +232,18 @@ struct EvalSettings {
 struct PartialReport {
     partial: bool,
     settings: EvalSettings,
-    /// Sampling time so far, over every resumed run.
+    /// Time of the runs so far, added up (each run samples the unguided set again).
     seconds: f64,
     results: Vec<TargetResult>,
+}
+
+/// Whether `path` holds the partial report of an interrupted run (which a fresh run would
+/// overwrite).
+fn is_partial_report(path: &Path) -> bool {
+    std::fs::read_to_string(path)
+        .ok()
+        .and_then(|text| serde_json::from_str::<serde_json::Value>(&text).ok())
+        .is_some_and(|v| v.get("partial").and_then(|p| p.as_bool()) == Some(true))
 }
 
 /// The finished targets of the partial report at `path` (none when there is no file), checked
@@ -266,6 +278,16 @@ fn resume_from(path: &Path, settings: &EvalSettings) -> Result<(Vec<TargetResult
     }
     if partial.results.len() > settings.targets.len() {
         bail!("--resume: {} holds more targets than the run has", path.display());
+    }
+    for (i, (r, (field, value))) in partial.results.iter().zip(&settings.targets).enumerate() {
+        if (&r.field, &r.value) != (field, value) {
+            bail!(
+                "--resume: result {i} of {} is {}={}, but target {i} is {field}={value}",
+                path.display(),
+                r.field,
+                r.value
+            );
+        }
     }
     eprintln!(
         "--resume: {} of {} targets already done ({:.0} s)",
@@ -352,16 +374,21 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
     let settings = EvalSettings {
         model: dir.clone(),
         classifier: classifier_dir(&dir, a.classifier.clone()),
+        device: a.device.clone(),
         targets: targets.clone(),
         samples_per_target: a.samples,
         steps: a.steps,
         seed: a.seed,
-        weight: a.weight,
+        weight: a.weight.to_string(),
         guidance: format!("{guidance:?}, on the {input:?}"),
-        self_correct: (a.self_correct, a.self_correct_threshold),
+        self_correct: (a.self_correct, a.self_correct_threshold.to_string()),
     };
     let (mut results, earlier_seconds) = match (&a.report, a.resume) {
         (Some(path), true) => resume_from(path, &settings)?,
+        (Some(path), false) if is_partial_report(path) => bail!(
+            "{} holds a partial report: continue it with --resume, or remove it to start afresh",
+            path.display()
+        ),
         _ => (Vec::new(), 0.0),
     };
     let started = std::time::Instant::now();
@@ -387,7 +414,9 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
     bar.set_position(results.len() as u64);
     let mut all_guided: Vec<String> = results.iter().flat_map(|r| r.samples.iter().cloned()).collect();
     let todo = targets.len() - results.len();
-    let this_run = a.stop_after_targets.map_or(todo, |n| n.min(todo));
+    let this_run = a
+        .stop_after_targets
+        .map_or(todo, |n| usize::try_from(n).map_or(todo, |n| n.min(todo)));
     for (field, value) in &targets[results.len()..results.len() + this_run] {
         bar.set_message(format!("{field}={value}"));
         let attr = Attribute::new(&classifier, field, value, a.weight)?.reading(input);
@@ -503,6 +532,9 @@ fn write_atomically(path: &Path, text: &str) -> Result<()> {
     let mut tmp = path.as_os_str().to_owned();
     tmp.push(".tmp");
     let tmp = PathBuf::from(tmp);
-    std::fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    let mut file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
+    std::io::Write::write_all(&mut file, text.as_bytes())
+        .and_then(|()| file.sync_all())
+        .with_context(|| format!("writing {}", tmp.display()))?;
     std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
 }

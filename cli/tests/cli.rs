@@ -290,6 +290,9 @@ fn eval_attributes_resumes_a_partial_report_exactly() {
 
     let (ok, _, err) = run_owned(with(&["--report", &path("split.json"), "--resume", "--seed", "9"]));
     assert!(!ok && err.contains("settings differ"), "{err}");
+    // A fresh run would overwrite the partial report: refused.
+    let (ok, _, err) = run_owned(with(&["--report", &path("split.json")]));
+    assert!(!ok && err.contains("partial report"), "{err}");
     let (ok, _, err) = run_owned(with(&["--report", &path("split.json"), "--resume"]));
     assert!(ok && err.contains("1 of 3 targets already done"), "{err}");
 
