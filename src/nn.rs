@@ -705,15 +705,12 @@ mod tests {
         vars.iter().map(|v| store.get(v.as_tensor()).unwrap().clone()).collect()
     }
 
+    fn max_abs(t: &Tensor) -> f64 {
+        t.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap()
+    }
+
     fn max_diff(a: &Tensor, b: &Tensor) -> f64 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f64>()
-            .unwrap()
+        max_abs(&(a - b).unwrap())
     }
 
     #[test]
@@ -737,7 +734,7 @@ mod tests {
         for (name, (a, b)) in ["x", "weight", "bias"].iter().zip(fused.iter().zip(&elementary)) {
             let d = max_diff(a, b);
             assert!(d < 1e-9, "d/d{name} differs by {d}");
-            assert!(a.abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap() > 1e-3);
+            assert!(max_abs(a) > 1e-3);
         }
         // The forward value is the fused kernel's, whatever the mode.
         let ts: Vec<Tensor> = vars.iter().map(|v| v.as_tensor().clone()).collect();
@@ -821,16 +818,7 @@ mod tests {
         });
         let d = max_diff(&constant_dx, &tracked[0]);
         assert!(d < 1e-12, "d/dx differs by {d}");
-        assert!(
-            constant_dx
-                .abs()
-                .unwrap()
-                .max_all()
-                .unwrap()
-                .to_scalar::<f64>()
-                .unwrap()
-                > 1e-3
-        );
+        assert!(max_abs(&constant_dx) > 1e-3);
     }
 
     #[test]
@@ -842,6 +830,6 @@ mod tests {
         let elementary = grads(&vars, &r, |t| candle_nn::ops::softmax(&t[0], D::Minus1).unwrap());
         let d = max_diff(&fused[0], &elementary[0]);
         assert!(d < 1e-12, "d/dx differs by {d}");
-        assert!(fused[0].abs().unwrap().max_all().unwrap().to_scalar::<f64>().unwrap() > 1e-3);
+        assert!(max_abs(&fused[0]) > 1e-3);
     }
 }
