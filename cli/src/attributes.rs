@@ -211,7 +211,7 @@ struct TargetResult {
 }
 
 /// What a run's results depend on; a resumed run must match its partial report's.
-#[derive(Serialize, Deserialize, PartialEq, Debug)]
+#[derive(Serialize, Deserialize, PartialEq, Debug, Clone)]
 struct EvalSettings {
     model: PathBuf,
     classifier: PathBuf,
@@ -232,8 +232,11 @@ struct EvalSettings {
 struct PartialReport {
     partial: bool,
     settings: EvalSettings,
-    /// Time of the runs so far, added up (each run samples the unguided set again).
+    /// Time of the runs so far, added up.
     seconds: f64,
+    /// The unguided samples (the same for every target), so a resumed run does not redo them.
+    #[serde(default)]
+    unguided: Vec<String>,
     results: Vec<TargetResult>,
 }
 
@@ -246,12 +249,12 @@ fn is_partial_report(path: &Path) -> bool {
         .is_some_and(|v| v.get("partial").and_then(|p| p.as_bool()) == Some(true))
 }
 
-/// The finished targets of the partial report at `path` (none when there is no file), checked
-/// against this run's settings.
-fn resume_from(path: &Path, settings: &EvalSettings) -> Result<(Vec<TargetResult>, f64)> {
+/// The partial report at `path` (an empty one when there is no file), checked against this
+/// run's settings.
+fn resume_from(path: &Path, settings: &EvalSettings) -> Result<PartialReport> {
     if !path.exists() {
         eprintln!("--resume: no report at {} yet; starting afresh", path.display());
-        return Ok((Vec::new(), 0.0));
+        return Ok(PartialReport::empty(settings));
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
     let value: serde_json::Value =
@@ -295,7 +298,19 @@ fn resume_from(path: &Path, settings: &EvalSettings) -> Result<(Vec<TargetResult
         settings.targets.len(),
         partial.seconds
     );
-    Ok((partial.results, partial.seconds))
+    Ok(partial)
+}
+
+impl PartialReport {
+    fn empty(settings: &EvalSettings) -> Self {
+        PartialReport {
+            partial: true,
+            settings: settings.clone(),
+            seconds: 0.0,
+            unguided: Vec::new(),
+            results: Vec::new(),
+        }
+    }
 }
 
 #[derive(Serialize)]
@@ -315,6 +330,8 @@ struct AttributeReport {
     unguided_perplexity: f64,
     per_field: BTreeMap<String, [f64; 4]>,
     seconds: f64,
+    /// The unguided samples, the same for every target.
+    unguided_samples: Vec<String>,
     results: Vec<TargetResult>,
 }
 
@@ -383,14 +400,15 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
         guidance: format!("{guidance:?}, on the {input:?}"),
         self_correct: (a.self_correct, a.self_correct_threshold.to_string()),
     };
-    let (mut results, earlier_seconds) = match (&a.report, a.resume) {
+    let resumed = match (&a.report, a.resume) {
         (Some(path), true) => resume_from(path, &settings)?,
         (Some(path), false) if is_partial_report(path) => bail!(
             "{} holds a partial report: continue it with --resume, or remove it to start afresh",
             path.display()
         ),
-        _ => (Vec::new(), 0.0),
+        _ => PartialReport::empty(&settings),
     };
+    let (mut results, earlier_seconds) = (resumed.results, resumed.seconds);
     let started = std::time::Instant::now();
     fn base<'m>(g: Generator<'m>, a: &EvalAttributesArgs) -> Generator<'m> {
         g.steps(a.steps)
@@ -398,13 +416,17 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
             .batch_size(a.batch_size)
             .self_correct(a.self_correct, a.self_correct_threshold)
     }
-    eprintln!("unguided: {} samples", a.samples);
-    let unguided: Vec<String> = base(Generator::new(&lm), &a)
-        .progress(true)
-        .generate(a.samples)?
-        .into_iter()
-        .map(|s| s.text)
-        .collect();
+    let unguided: Vec<String> = if resumed.unguided.len() == a.samples {
+        resumed.unguided
+    } else {
+        eprintln!("unguided: {} samples", a.samples);
+        base(Generator::new(&lm), &a)
+            .progress(true)
+            .generate(a.samples)?
+            .into_iter()
+            .map(|s| s.text)
+            .collect()
+    };
     let bar = indicatif::ProgressBar::new(targets.len() as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{spinner} targets [{bar:30}] {pos}/{len} {msg} ({eta})")
@@ -442,6 +464,7 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
                 "partial": true,
                 "settings": &settings,
                 "seconds": earlier_seconds + started.elapsed().as_secs_f64(),
+                "unguided": &unguided,
                 "results": &results,
             });
             write_atomically(path, &serde_json::to_string_pretty(&partial)?)?;
@@ -494,6 +517,7 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
         unguided_perplexity: unguided_ppl,
         per_field,
         seconds: earlier_seconds + started.elapsed().as_secs_f64(),
+        unguided_samples: unguided,
         results,
     };
     println!("| field | targets | guided: value mentioned | guided: field-aware | unguided: mentioned | unguided: field-aware |");

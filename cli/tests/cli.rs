@@ -295,12 +295,18 @@ fn eval_attributes_resumes_a_partial_report_exactly() {
     assert!(!ok && err.contains("partial report"), "{err}");
     let (ok, _, err) = run_owned(with(&["--report", &path("split.json"), "--resume"]));
     assert!(ok && err.contains("1 of 3 targets already done"), "{err}");
+    assert!(
+        !err.contains("unguided: 2 samples"),
+        "the unguided samples were kept: {err}"
+    );
 
     let read = |name: &str| -> serde_json::Value {
         serde_json::from_str(&std::fs::read_to_string(path(name)).unwrap()).unwrap()
     };
     let (whole, split) = (read("whole.json"), read("split.json"));
     assert_eq!(whole["results"], split["results"]);
+    assert_eq!(whole["unguided_samples"].as_array().map(Vec::len), Some(2));
+    assert_eq!(whole["unguided_samples"], split["unguided_samples"]);
     for key in [
         "guided_mentioned",
         "guided_expressed",
