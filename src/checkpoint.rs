@@ -56,6 +56,21 @@ pub fn load_tensors(dir: &Path, file: &str, device: &Device) -> Result<HashMap<S
         .map_err(|e| Error::checkpoint(dir, format!("{file} is not a valid safetensors file: {e}")))
 }
 
+/// A short fingerprint of a checkpoint's weights (FNV-1a of `model.safetensors`, hex), so a
+/// record made with one set of weights is not mistaken for another written to the same path.
+///
+/// ```
+/// let dir = diffusion_lm::DiffusionLm::default_dir();
+/// let print = diffusion_lm::checkpoint::weights_fingerprint(&dir).unwrap();
+/// assert_eq!(print.len(), 16);
+/// assert_eq!(print, diffusion_lm::checkpoint::weights_fingerprint(&dir).unwrap());
+/// ```
+pub fn weights_fingerprint(dir: &Path) -> Result<String> {
+    let path = dir.join(WEIGHTS_FILE);
+    let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
+    Ok(format!("{:016x}", crate::corpus::fnv1a(&bytes)))
+}
+
 /// Checks a directory holds the three checkpoint files and returns its path.
 pub fn require_files(dir: &Path) -> Result<PathBuf> {
     if !dir.is_dir() {

@@ -247,6 +247,102 @@ pub fn split_holdout(examples: Vec<Example>, heldout_fraction: f64) -> (Vec<Exam
         .partition(|ex| fnv1a(ex.text.as_bytes()) % 10_000 >= threshold)
 }
 
+/// The E2E fields whose values the human sentences write out verbatim (names always, `near`
+/// values 99% of the time, foods 80%), so swapping the string swaps the meaning.
+pub const VERBATIM_FIELDS: [&str; 3] = ["name", "near", "food"];
+
+/// Relexicalized copies of E2E examples: in each copy, the value of every field in `fields`
+/// that the text writes verbatim is replaced, in the text and in the meaning representation, by
+/// another value of that field drawn uniformly from those seen in `examples`.
+///
+/// Why: the E2E data ties values together (every row with `near[Avalon]` is about
+/// `name[The Cricketers]`), so a classifier trained on it learns to read `near = Avalon` from the
+/// name, and guidance towards Avalon writes "The Cricketers" instead. In the copies the values
+/// are independent and every value is equally frequent, so a classifier must read the value's
+/// own words. Other values of the record written in the text are kept as they are, matched
+/// longest first, so food `Indian` inside `Raja Indian Cuisine` is left alone.
+///
+/// Returns `copies` new examples per example with a meaning representation and at least one
+/// swappable value (examples without one are not copied); deterministic for a `seed`.
+///
+/// ```
+/// use diffusion_lm::corpus::{relexicalize, Example, MeaningRepresentation};
+/// let ex = |mr: &str, text: &str| Example {
+///     text: text.into(),
+///     mr: Some(MeaningRepresentation::parse(mr).unwrap()),
+/// };
+/// let corpus = vec![
+///     ex("name[The Cricketers], near[Avalon]", "The Cricketers is near Avalon."),
+///     ex("name[Cotto], near[Café Rouge]", "Cotto is by Café Rouge."),
+/// ];
+/// let copies = relexicalize(&corpus, &["name", "near"], 1, 0);
+/// assert_eq!(copies[0].text, "Cotto is near Café Rouge.");
+/// assert_eq!(copies[0].mr.as_ref().unwrap().get("near"), Some("Café Rouge"));
+/// ```
+pub fn relexicalize(examples: &[Example], fields: &[&str], copies: usize, seed: u64) -> Vec<Example> {
+    use rand::{Rng, SeedableRng};
+    let pools: Vec<Vec<&str>> = fields
+        .iter()
+        .map(|field| {
+            let mut values: Vec<&str> = examples.iter().filter_map(|e| e.mr.as_ref()?.get(field)).collect();
+            values.sort_unstable();
+            values.dedup();
+            values
+        })
+        .collect();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let mut out = Vec::new();
+    for example in examples {
+        let Some(mr) = &example.mr else { continue };
+        // Every value of the record the text writes, longest first.
+        let mut written: Vec<(&str, &str)> = mr
+            .fields
+            .iter()
+            .filter(|(_, v)| !v.is_empty() && example.text.contains(v.as_str()))
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        written.sort_by_key(|(_, v)| std::cmp::Reverse(v.len()));
+        let swappable: Vec<usize> = (0..fields.len())
+            .filter(|&i| pools[i].len() > 1 && written.iter().any(|(k, _)| *k == fields[i]))
+            .collect();
+        if swappable.is_empty() {
+            continue;
+        }
+        for _ in 0..copies {
+            let mut new_mr = mr.clone();
+            let mut replacement: Vec<(&str, &str)> = Vec::new();
+            for &i in &swappable {
+                let old = mr.get(fields[i]).unwrap_or_default();
+                let others: Vec<&str> = pools[i].iter().copied().filter(|v| *v != old).collect();
+                let new = others[rng.gen_range(0..others.len())];
+                replacement.push((old, new));
+                for (k, v) in new_mr.fields.iter_mut() {
+                    if k == fields[i] {
+                        *v = new.to_string();
+                    }
+                }
+            }
+            let mut text = String::with_capacity(example.text.len() + 16);
+            let mut rest = example.text.as_str();
+            while let Some(c) = rest.chars().next() {
+                match written.iter().find(|(_, v)| rest.starts_with(v)) {
+                    Some((_, v)) => {
+                        let to = replacement.iter().find(|(old, _)| old == v).map_or(*v, |(_, new)| *new);
+                        text.push_str(to);
+                        rest = &rest[v.len()..];
+                    }
+                    None => {
+                        text.push(c);
+                        rest = &rest[c.len_utf8()..];
+                    }
+                }
+            }
+            out.push(Example { text, mr: Some(new_mr) });
+        }
+    }
+    out
+}
+
 /// FNV-1a, a small stable hash (std's hasher is not guaranteed stable across releases).
 pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     let mut h: u64 = 0xcbf29ce484222325;
@@ -260,4 +356,92 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
 /// The corpus files of the E2E dataset in `shared/data/e2e`, located relative to a project root.
 pub fn e2e_files(data_dir: &Path) -> Vec<PathBuf> {
     vec![data_dir.join("devset.csv"), data_dir.join("testset_w_refs.csv")]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{relexicalize, Example, MeaningRepresentation, VERBATIM_FIELDS};
+
+    fn example(mr: &str, text: &str) -> Example {
+        Example {
+            text: text.into(),
+            mr: Some(MeaningRepresentation::parse(mr).unwrap()),
+        }
+    }
+
+    #[test]
+    fn relexicalized_copies_swap_the_written_values_and_nothing_else() {
+        let corpus = vec![
+            example(
+                "name[The Wrestlers], food[Indian], near[Raja Indian Cuisine]",
+                "The Wrestlers serves Indian food near Raja Indian Cuisine.",
+            ),
+            example(
+                "name[Cotto], food[Italian], near[Avalon]",
+                "Cotto, near Avalon, serves pasta.",
+            ),
+            example(
+                "name[Loch Fyne], food[English], near[The Bakers]",
+                "Loch Fyne is English.",
+            ),
+        ];
+        let mut json = corpus[0].clone();
+        json.text = json.mr.as_ref().unwrap().to_json();
+        let mut all = corpus.clone();
+        all.push(json);
+        let copies = relexicalize(&all, &VERBATIM_FIELDS, 20, 7);
+        assert_eq!(copies.len(), 4 * 20);
+        assert_eq!(
+            copies,
+            relexicalize(&all, &VERBATIM_FIELDS, 20, 7),
+            "deterministic for a seed"
+        );
+        let mut names_seen = std::collections::BTreeSet::new();
+        for (i, copy) in copies.iter().enumerate() {
+            let source = &all[i / 20];
+            let (mr, old) = (copy.mr.as_ref().unwrap(), source.mr.as_ref().unwrap());
+            for field in ["name", "food", "near"] {
+                let (new_value, old_value) = (mr.get(field).unwrap(), old.get(field).unwrap());
+                if source.text.contains(old_value) {
+                    assert_ne!(new_value, old_value, "{field} is swapped in {:?}", copy.text);
+                    assert!(copy.text.contains(new_value), "{:?} writes {new_value}", copy.text);
+                } else {
+                    assert_eq!(new_value, old_value, "{field} is not written, so it stays");
+                }
+            }
+            names_seen.insert(mr.get("name").unwrap().to_string());
+            // The food inside the `near` value is never touched on its own.
+            if i / 20 == 0 {
+                let near = mr.get("near").unwrap();
+                let food = mr.get("food").unwrap();
+                assert_eq!(
+                    copy.text,
+                    format!("{} serves {food} food near {near}.", mr.get("name").unwrap())
+                );
+            }
+            if i / 20 == 3 {
+                assert_eq!(copy.text, mr.to_json(), "a JSON record stays the record of its MR");
+            }
+        }
+        assert_eq!(names_seen.len(), 3, "every name is drawn");
+        // Pasta is not "Italian" verbatim: the food of the second example is never swapped.
+        assert!(copies[20..40]
+            .iter()
+            .all(|c| c.mr.as_ref().unwrap().get("food") == Some("Italian")));
+    }
+
+    #[test]
+    fn examples_with_nothing_to_swap_are_not_copied() {
+        let corpus = vec![
+            example("name[Cotto], eatType[pub]", "It is a pub."),
+            Example {
+                text: "no record".into(),
+                mr: None,
+            },
+        ];
+        assert!(relexicalize(&corpus, &VERBATIM_FIELDS, 3, 0).is_empty());
+        // One value seen: nothing to swap it with.
+        let single = vec![example("name[Cotto]", "Cotto.")];
+        assert!(relexicalize(&single, &["name"], 3, 0).is_empty());
+    }
 }

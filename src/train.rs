@@ -381,6 +381,34 @@ impl<O: Objective> Trainer<O> {
         Ok(())
     }
 
+    /// Starts the run from `weights` (a trained model's, to fine-tune it) instead of the
+    /// seed's random initialisation; the EMA starts from them too. Every parameter must be there
+    /// with its shape, and only a run that has not taken a step can start over.
+    pub fn init_from(&mut self, weights: &HashMap<String, Tensor>) -> Result<()> {
+        if self.state.step > 0 {
+            return Err(Error::Config(format!(
+                "cannot start from other weights: this run already took {} steps (it resumed from {})",
+                self.state.step,
+                self.out_dir.display()
+            )));
+        }
+        for (name, var) in self.opt.vars() {
+            let t = weights
+                .get(name)
+                .ok_or_else(|| Error::Config(format!("the initial weights have no `{name}`")))?;
+            if t.dims() != var.dims() {
+                return Err(Error::Config(format!(
+                    "initial weight `{name}` has shape {:?}, the model expects {:?}",
+                    t.dims(),
+                    var.dims()
+                )));
+            }
+            var.set(&t.to_device(&self.device)?.to_dtype(var.dtype())?)?;
+        }
+        self.ema = Ema::new(self.opt.vars(), self.state.train.ema_decay)?;
+        Ok(())
+    }
+
     /// Steps completed so far.
     pub fn step_count(&self) -> usize {
         self.state.step

@@ -261,6 +261,56 @@ fn training_resumes_from_its_checkpoint() {
 }
 
 #[test]
+fn a_run_can_start_from_trained_weights_but_not_after_a_step() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let tok = toy_tokenizer();
+    let cfg = toy_config(&tok);
+    let mut first = diffusion_trainer(
+        cfg.clone(),
+        tok.clone(),
+        &TOY,
+        toy_train_config(10),
+        d1.path(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    first.run(false).unwrap();
+    let trained = first.raw_weights().unwrap();
+    let mut second = diffusion_trainer(cfg, tok, &TOY, toy_train_config(5), d2.path(), &Device::Cpu).unwrap();
+    let w = "word_embedding.weight";
+    let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_ne!(
+        values(&second.raw_weights().unwrap()[w]),
+        values(&trained[w]),
+        "another seed's start"
+    );
+    // A wrong shape or a missing parameter is refused with its name.
+    let mut bad = trained.clone();
+    bad.insert(
+        w.to_string(),
+        Tensor::zeros((2, 2), candle_core::DType::F32, &Device::Cpu).unwrap(),
+    );
+    assert!(second.init_from(&bad).unwrap_err().to_string().contains(w));
+    bad.remove(w);
+    assert!(second.init_from(&bad).unwrap_err().to_string().contains(w));
+    second.init_from(&trained).unwrap();
+    for (name, t) in &trained {
+        assert_eq!(values(&second.raw_weights().unwrap()[name]), values(t), "{name}");
+        assert_eq!(
+            values(&second.ema_weights()[name]),
+            values(t),
+            "the EMA of {name} starts there too"
+        );
+    }
+    second.train_step().unwrap();
+    assert!(second
+        .init_from(&trained)
+        .unwrap_err()
+        .to_string()
+        .contains("already took 1 steps"));
+}
+
+#[test]
 fn same_seed_same_training() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let a = train_toy(d1.path(), 15);

@@ -7,9 +7,11 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
+use diffusion_lm::checkpoint::weights_fingerprint;
 use diffusion_lm::classifier::{
     classifier_trainer, e2e_fields, ClassifierConfig, GuidanceInput, LatentClassifier, NONE,
 };
+use diffusion_lm::corpus::{relexicalize as relexicalize_examples, VERBATIM_FIELDS};
 use diffusion_lm::eval::{attribute_expressed, attribute_mentioned};
 use diffusion_lm::{device::parse_device, DiffusionLm, Generator, GuidanceConfig};
 use diffusion_lm_controllers::Attribute;
@@ -99,24 +101,73 @@ pub struct TrainClassifierArgs {
     /// differentiates through the denoiser).
     #[arg(long, default_value = "latent")]
     reads: GuidanceInput,
+    /// Add this many relexicalized copies of every labelled example: the name, `near` and food
+    /// values the text writes are swapped for other values of their field, drawn uniformly. The
+    /// E2E data ties values together (every `near[Avalon]` row is about The Cricketers); the
+    /// copies untie them and make rare values as frequent as common ones, so the classifier
+    /// reads each value's own words and guidance writes them.
+    #[arg(long, default_value_t = 0)]
+    relexicalize: usize,
+    /// Start from the classifier in this directory (fine-tuning) instead of random weights. Its
+    /// config (architecture, fields, what it reads) replaces --hidden, --layers, --heads,
+    /// --dropout and --reads.
+    #[arg(long)]
+    init: Option<PathBuf>,
 }
 
-pub fn train_classifier(TrainClassifierArgs { aux: a, reads }: TrainClassifierArgs) -> Result<()> {
+pub fn train_classifier(
+    TrainClassifierArgs {
+        aux: a,
+        reads,
+        relexicalize,
+        init,
+    }: TrainClassifierArgs,
+) -> Result<()> {
     let device = parse_device(&a.device)?;
     let dir = model_dir(a.model);
     let lm = DiffusionLm::load(&dir, &device)?;
     let record = read_data_record(&dir)?;
-    let (train_ex, _) = load_split(&record.corpus, record.json_records, record.heldout)?;
-    let cfg = ClassifierConfig {
-        hidden: a.hidden,
-        layers: a.layers,
-        heads: a.heads,
-        ffn_hidden: 4 * a.hidden,
-        dropout: a.dropout,
-        fields: e2e_fields(&train_ex),
-        reads,
-        ..ClassifierConfig::small(lm.config.embed_dim, lm.config.seq_len, lm.config.diffusion_steps)
+    let (mut train_ex, _) = load_split(&record.corpus, record.json_records, record.heldout)?;
+    let fields = e2e_fields(&train_ex);
+    let initial = match &init {
+        Some(path) => {
+            let clf = LatentClassifier::load(path, &device)
+                .with_context(|| format!("loading the classifier to start from ({})", path.display()))?;
+            let weights =
+                diffusion_lm::checkpoint::load_tensors(path, diffusion_lm::checkpoint::WEIGHTS_FILE, &device)?;
+            if clf.config().fields != fields {
+                bail!(
+                    "--init {}: its fields and values differ from those of the corpus in {}",
+                    path.display(),
+                    dir.join("data.json").display()
+                );
+            }
+            Some((clf.config().clone(), weights))
+        }
+        None => None,
     };
+    let cfg = match &initial {
+        Some((cfg, _)) => cfg.clone(),
+        None => ClassifierConfig {
+            hidden: a.hidden,
+            layers: a.layers,
+            heads: a.heads,
+            ffn_hidden: 4 * a.hidden,
+            dropout: a.dropout,
+            fields,
+            reads,
+            ..ClassifierConfig::small(lm.config.embed_dim, lm.config.seq_len, lm.config.diffusion_steps)
+        },
+    };
+    if relexicalize > 0 {
+        let copies = relexicalize_examples(&train_ex, &VERBATIM_FIELDS, relexicalize, a.opt.seed);
+        eprintln!(
+            "relexicalized {} copies ({} per example with a written name, near or food value)",
+            copies.len(),
+            relexicalize
+        );
+        train_ex.extend(copies);
+    }
     let labelled = train_ex.iter().filter(|e| e.mr.is_some()).count();
     if labelled == 0 {
         bail!(
@@ -139,6 +190,13 @@ pub fn train_classifier(TrainClassifierArgs { aux: a, reads }: TrainClassifierAr
         &out,
         &device,
     )?;
+    if let Some((_, weights)) = &initial {
+        if trainer.step_count() == 0 {
+            trainer.init_from(weights)?;
+        } else {
+            eprintln!("resuming the run in {}; --init is not used again", out.display());
+        }
+    }
     report(&trainer.run(!a.no_progress)?, &out);
     Ok(())
 }
@@ -215,6 +273,11 @@ struct TargetResult {
 struct EvalSettings {
     model: PathBuf,
     classifier: PathBuf,
+    /// Fingerprints of the model's and the classifier's weights
+    /// ([`diffusion_lm::checkpoint::weights_fingerprint`]): new weights at the same path are
+    /// other settings.
+    #[serde(default)]
+    weights: (String, String),
     /// Floating-point results differ (slightly) between devices.
     device: String,
     targets: Vec<(String, String)>,
@@ -391,6 +454,10 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
     let settings = EvalSettings {
         model: dir.clone(),
         classifier: classifier_dir(&dir, a.classifier.clone()),
+        weights: (
+            weights_fingerprint(&dir)?,
+            weights_fingerprint(&classifier_dir(&dir, a.classifier.clone()))?,
+        ),
         device: a.device.clone(),
         targets: targets.clone(),
         samples_per_target: a.samples,

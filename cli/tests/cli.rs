@@ -318,3 +318,127 @@ fn eval_attributes_resumes_a_partial_report_exactly() {
     let (ok, _, err) = run_owned(with(&["--report", &path("split.json"), "--resume"]));
     assert!(!ok && err.contains("finished report"), "{err}");
 }
+
+/// A copy of the shipped model whose corpus record points at a small E2E CSV written here, with
+/// every value the shipped classifier knows (so CI needs no dataset).
+fn shipped_model_on_a_mini_corpus(dir: &std::path::Path) -> std::path::PathBuf {
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/e2e");
+    let model = dir.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for file in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(shipped.join(file), model.join(file)).unwrap();
+    }
+    let cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(shipped.join("classifier/config.json")).unwrap()).unwrap();
+    let fields: Vec<(String, Vec<String>)> = cfg["fields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| {
+            let values = f["values"].as_array().unwrap().iter().skip(1); // not `none`
+            (
+                f["name"].as_str().unwrap().to_string(),
+                values.map(|v| v.as_str().unwrap().to_string()).collect(),
+            )
+        })
+        .collect();
+    let rows = fields.iter().map(|(_, v)| v.len()).max().unwrap();
+    let mut csv = String::from("mr,ref\n");
+    for i in 0..rows {
+        let value = |field: &str| {
+            let values = &fields.iter().find(|(f, _)| f == field).unwrap().1;
+            values[i % values.len()].clone()
+        };
+        let mr: Vec<String> = fields.iter().map(|(f, _)| format!("{f}[{}]", value(f))).collect();
+        let text = format!(
+            "{} is a {} serving {} food near {}.",
+            value("name"),
+            value("eatType"),
+            value("food"),
+            value("near")
+        );
+        csv.push_str(&format!("\"{}\",\"{text}\"\n", mr.join(", ")));
+    }
+    let corpus = dir.join("mini.csv");
+    std::fs::write(&corpus, csv).unwrap();
+    let record = serde_json::json!({"corpus": [corpus], "json_records": true, "heldout": 0.0});
+    std::fs::write(model.join("data.json"), record.to_string()).unwrap();
+    model
+}
+
+#[test]
+fn train_classifier_fine_tunes_the_shipped_classifier_on_relexicalized_copies() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = shipped_model_on_a_mini_corpus(dir.path());
+    let shipped = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/e2e/classifier");
+    let out = dir.path().join("clf");
+    let out = out.to_str().unwrap();
+    // The largest difference between a trained classifier's weights and the shipped ones.
+    let distance_to_shipped = |dir: &str| -> f32 {
+        let load = |d: &std::path::Path| {
+            diffusion_lm::checkpoint::load_tensors(d, "model.safetensors", &candle_core::Device::Cpu).unwrap()
+        };
+        let (ours, theirs) = (load(std::path::Path::new(dir)), load(&shipped));
+        assert_eq!(ours.len(), theirs.len());
+        theirs
+            .iter()
+            .map(|(name, t)| {
+                let d = (&ours[name] - t)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .max(0)
+                    .unwrap();
+                d.to_scalar::<f32>().unwrap()
+            })
+            .fold(0.0, f32::max)
+    };
+    let common = [
+        "train-classifier",
+        "--model",
+        model.to_str().unwrap(),
+        "--reads",
+        "prediction",
+        "--steps",
+        "1",
+        "--batch-size",
+        "8",
+        "--lr",
+        "1e-9",
+        "--no-progress",
+        "--seed",
+        "3",
+        "--hidden",
+        "192",
+        "--layers",
+        "3",
+        "--heads",
+        "6",
+    ];
+    let with = |extra: &[&str]| -> Vec<String> { common.iter().chain(extra).map(|s| s.to_string()).collect() };
+    let run_owned = |v: Vec<String>| run(&v.iter().map(String::as_str).collect::<Vec<_>>());
+    let (ok, _, err) = run_owned(with(&[
+        "--relexicalize",
+        "1",
+        "--init",
+        shipped.to_str().unwrap(),
+        "--out",
+        out,
+    ]));
+    assert!(ok, "{err}");
+    assert!(err.contains("relexicalized"), "{err}");
+    // A step at a vanishing learning rate leaves the shipped weights (and their average) in place.
+    assert!(distance_to_shipped(out) < 1e-5, "{}", distance_to_shipped(out));
+    let fresh = dir.path().join("fresh");
+    let fresh = fresh.to_str().unwrap();
+    let (ok, _, err) = run_owned(with(&["--relexicalize", "1", "--out", fresh]));
+    assert!(ok, "{err}");
+    assert!(
+        distance_to_shipped(fresh) > 0.01,
+        "without --init the run starts from random weights"
+    );
+    let (ok, _, err) = run_owned(with(&["--init", &format!("{out}/missing"), "--out", out]));
+    assert!(!ok && err.contains("missing"), "{err}");
+}
