@@ -3,6 +3,7 @@
 # "GPU" section for how the folder is prepared on a CPU-only machine.
 #
 #   bash benches/gpu_run.sh check DIR            # gpu_check + the PyTorch reference
+#                                                # (GPU_ONLY=1: skip the CPU timings)
 #   bash benches/gpu_run.sh train DIR SECONDS [train options...]
 #   bash benches/gpu_run.sh classifier DIR SECONDS [train-classifier options...]
 #
@@ -57,10 +58,11 @@ check)
     nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv
     echo "== gpu_check (Rust, candle) =="
     run_bin "$DIR/gpu_check" --device cuda:0 --model models/e2e --threads "$THREADS" --short-cpu \
-      --out "$OUT/gpu_check.json" --dump /tmp/rust_io.safetensors
+      --out "$OUT/gpu_check.json" --dump /tmp/rust_io.safetensors ${GPU_ONLY:+--gpu-only}
     echo "== PyTorch reference =="
     PYTHONUNBUFFERED=1 python3 benches/pytorch_reference.py --model models/e2e \
-      --dump /tmp/rust_io.safetensors --threads "$THREADS" --short-cpu --out "$OUT/pytorch.json"
+      --dump /tmp/rust_io.safetensors --threads "$THREADS" --short-cpu --out "$OUT/pytorch.json" \
+      ${GPU_ONLY:+--gpu-only}
   } 2>&1 | tee "$OUT/check.txt"
   ;;
 train)

@@ -15,7 +15,7 @@ It builds the same network as `src/model.rs` (same tensor names, so it loads the
   uses 20 steps and is scaled to 200, as the Rust check does.
 
     python3 benches/pytorch_reference.py --model models/e2e [--dump rust_io.safetensors]
-        [--threads N] [--out pytorch.json] [--quick] [--short-cpu]
+        [--threads N] [--out pytorch.json] [--quick] [--short-cpu] [--gpu-only]
 
 Every figure is the mean over repeated calls after warm-up, with the device synchronised before
 the clock starts and after the last call, as in `examples/gpu_check.rs`.
@@ -338,6 +338,38 @@ def run(args, dev, label, results):
     with torch.no_grad():
         record("part, batch 256: clamping (nearest tokens)", timed(dev, 3, reps, nearest))
 
+    # The single operations inside those parts, as examples/gpu_check.rs times its own.
+    heads = cfg["heads"]
+    b, l, hd = 256, cfg["seq_len"], h // heads
+    rows = b * l
+    with torch.no_grad():
+        x2 = torch.randn((rows, h), device=dev, generator=gen)
+        w_qkv = torch.randn((3 * h, h), device=dev, generator=gen) * 0.05
+        bias = torch.randn((3 * h,), device=dev, generator=gen)
+        y2 = x2 @ w_qkv.t()
+        hid = torch.randn((b, l, f), device=dev, generator=gen)
+        xb = x2.reshape(b, l, h)
+        q, k, v = y2.reshape(b, l, 3, heads, hd).permute(2, 0, 3, 1, 4)
+        scores = q @ k.transpose(-1, -2)
+        probs = torch.softmax(scores, dim=-1)
+        att = probs @ v
+        dots = x0p.reshape(rows, -1) @ e.t()
+        kernels = [
+            (f"linear {h} -> {3 * h}, product only", lambda: x2 @ w_qkv.t()),
+            (f"linear {h} -> {3 * h} with bias (addmm)", lambda: F.linear(x2, w_qkv, bias)),
+            (f"bias add [{rows}, {3 * h}]", lambda: y2 + bias),
+            (f"scores q k^T [{b * heads}, {l}, {l}]", lambda: q @ k.transpose(-1, -2)),
+            (f"softmax [{b}, {heads}, {l}, {l}]", lambda: torch.softmax(scores, dim=-1)),
+            (f"probs v [{b * heads}, {l}, {hd}]", lambda: probs @ v),
+            ("merge heads (transpose copy)", lambda: att.transpose(1, 2).reshape(b, l, h)),
+            (f"residual add [{b}, {l}, {h}]", lambda: xb + xb),
+            (f"relu [{b}, {l}, {f}]", lambda: F.relu(hid)),
+            (f"clamping: product [{rows}, {cfg['vocab_size']}]", lambda: x0p.reshape(rows, -1) @ e.t()),
+            (f"clamping: argmin over {cfg['vocab_size']}", lambda: dots.argmin(dim=-1)),
+        ]
+        for name, fn in kernels:
+            record(f"kernel, batch 256: {name}", timed(dev, 3, reps, fn))
+
     # Training step, batch 64, shipped config (dropout on).
     cfg_t, train_model = load(args.model, dev)
     train_model.train()
@@ -403,6 +435,7 @@ def main():
     p.add_argument("--out", help="write the figures as JSON here")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--cpu-only", action="store_true")
+    p.add_argument("--gpu-only", action="store_true", help="skip the CPU timings")
     p.add_argument("--short-cpu", action="store_true", help="CPU generation at batch 256: 4 steps, not 20")
     args = p.parse_args()
     if args.threads:
@@ -416,6 +449,8 @@ def main():
     for dev in devices:
         if args.dump:
             ok &= check_against_rust(args, dev, results)
+        if dev.type == "cpu" and args.gpu_only and len(devices) > 1:
+            continue
         run(args, dev, "cuda" if dev.type == "cuda" else "cpu", results)
     if args.out:
         with open(args.out, "w") as f:

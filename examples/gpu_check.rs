@@ -4,7 +4,7 @@
 //! ```text
 //! cargo run --release --features cuda --example gpu_check -- \
 //!     [--device cuda:0] [--model models/e2e] [--out gpu_check.json] [--dump io.safetensors]
-//!     [--threads N] [--quick] [--short-cpu]
+//!     [--threads N] [--quick] [--short-cpu] [--gpu-only]
 //! ```
 //!
 //! **Parity** (same weights on both devices, inputs drawn on the host so both see the same
@@ -23,9 +23,15 @@
 //! **Timing** on both devices: a denoising step at batch 1, 64 and 256 (f32, f32 with TF32 and
 //! bf16 on the GPU), a training step at batch 64 (tokens/s), and a 64-token, 200-step generation at
 //! batch 1 and 256 (samples/s). On the CPU the batch-256 generation runs 20 steps (4 with
-//! `--short-cpu`) and its samples/s are scaled to 200 steps, which the output says. `--threads`
+//! `--short-cpu`) and its samples/s are scaled to 200 steps, which the output says; `--gpu-only`
+//! skips the CPU timings. `--threads`
 //! sets the CPU thread count (via `RAYON_NUM_THREADS`, read by candle's CPU kernels; set it
 //! before start-up).
+//!
+//! On the GPU it also times each part and each single operation of a batch-256 step (candle's
+//! operations and the fused kernels of `diffusion_lm::kernels`; the PyTorch reference times its
+//! own), checks the fused dropout mask's statistics, and times the denoising and training steps
+//! again with the fused kernels off.
 //!
 //! Results are printed as a table and written as JSON to `--out`. `--dump` writes the parity
 //! step's input and the CPU prediction for `benches/pytorch_reference.py --dump`, which checks that
@@ -60,6 +66,8 @@ struct Args {
     quick: bool,
     /// CPU generation at batch 256 runs 4 steps instead of 20 (scaled to 200 either way).
     short_cpu: bool,
+    /// Time the GPU only (parity still runs on both devices).
+    gpu_only: bool,
 }
 
 fn parse_args() -> Result<Args> {
@@ -70,6 +78,7 @@ fn parse_args() -> Result<Args> {
         dump: None,
         quick: false,
         short_cpu: false,
+        gpu_only: false,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -85,6 +94,7 @@ fn parse_args() -> Result<Args> {
             }
             "--quick" => a.quick = true,
             "--short-cpu" => a.short_cpu = true,
+            "--gpu-only" => a.gpu_only = true,
             other => bail!("unknown argument {other:?} (see the docs at the top of examples/gpu_check.rs)"),
         }
     }
@@ -543,6 +553,60 @@ fn timings(args: &Args, dev: &Device, label: &str, rep: &mut Report) -> Result<(
     Ok(())
 }
 
+/// The denoising and training steps again with the fused CUDA kernels off
+/// (`diffusion_lm::kernels::set_enabled(false)`): candle's own operations, as before the kernels;
+/// compare with the same figures under `timings`.
+fn unfused_effect(args: &Args, dev: &Device, rep: &mut Report) -> Result<()> {
+    diffusion_lm::kernels::set_enabled(false);
+    let result = unfused_timings(args, dev, rep);
+    diffusion_lm::kernels::set_enabled(true);
+    result
+}
+
+fn unfused_timings(args: &Args, dev: &Device, rep: &mut Report) -> Result<()> {
+    let label = format!("{} without fused kernels", args.device);
+    println!("timing on {label}");
+    let lm = load(&args.model, dev)?;
+    let cfg = lm.config.clone();
+    let sampler = Sampler::new(
+        NoiseSchedule::sqrt(cfg.diffusion_steps)?.respace(200)?,
+        SamplerKind::Ddpm,
+    );
+    let i = 100;
+    let reps = |n: usize| if args.quick { 2 } else { n };
+    for batch in [1usize, 64, 256] {
+        let x = host_normal(5, (batch, cfg.seq_len, cfg.embed_dim))?.to_device(dev)?;
+        let noise = host_normal(6, (batch, cfg.seq_len, cfg.embed_dim))?.to_device(dev)?;
+        let t = vec![sampler.schedule().timesteps()[i]; batch];
+        let secs = time(dev, 3, reps(200), || {
+            let x0 = lm.model.forward(&x, &t, &mut Mode::Infer)?;
+            let (_, x0) = lm.model.clamp(&x0)?;
+            sampler.step(&x0, i, &x, Some(&noise))?;
+            Ok(())
+        })?;
+        rep.timing(&format!("{label} denoising step f32 batch {batch}"), secs, Value::Null);
+    }
+    let texts = training_texts();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let dir = tempfile::tempdir()?;
+    let train = TrainConfig {
+        steps: 1_000_000,
+        batch_size: 64,
+        ..TrainConfig::default()
+    };
+    let mut trainer = diffusion_trainer(cfg.clone(), lm.tokenizer.clone(), &refs, train, dir.path(), dev)?;
+    let secs = time(dev, 3, reps(100), || {
+        trainer.train_step()?;
+        Ok(())
+    })?;
+    rep.timing(
+        &format!("{label} training step batch 64"),
+        secs,
+        json!({ "tokens_per_s": ((64 * cfg.seq_len) as f64 / secs).round() }),
+    );
+    Ok(())
+}
+
 /// The parts of a batch-256 denoising step, each timed alone (f32, random weights of the model's
 /// sizes), so a device where the whole step is slow shows which part is;
 /// `benches/pytorch_reference.py` times the same parts.
@@ -572,8 +636,9 @@ fn components(args: &Args, dev: &Device, label: &str, rep: &mut Report, lm: &Dif
         (
             "feed-forward",
             Box::new(|| {
-                use candle_core::Module;
-                Ok(drop(fc2.forward(&fc1.forward(&x)?.relu()?)?))
+                use diffusion_lm::kernels::{linear, Activation};
+                let hidden = linear(&fc1, &x, Activation::Relu, None)?;
+                Ok(drop(linear(&fc2, &hidden, Activation::None, None)?))
             }),
         ),
         ("block", Box::new(|| Ok(drop(block.forward(&x, &mut Mode::Infer)?)))),
@@ -594,6 +659,163 @@ fn components(args: &Args, dev: &Device, label: &str, rep: &mut Report, lm: &Dif
         let secs = time(dev, 3, n, f)?;
         rep.timing(&format!("{label} part, batch 256: {name}"), secs, Value::Null);
     }
+    drop(parts);
+    kernels(dev, label, rep, n, lm, (b, l, h, f, cfg.heads))?;
+    Ok(())
+}
+
+/// The single operations inside those parts, each timed alone, the way the model issues them
+/// (`src/nn.rs`); the PyTorch reference times its own forms of the same operations, so a slow
+/// kernel shows by name.
+fn kernels(
+    dev: &Device,
+    label: &str,
+    rep: &mut Report,
+    n: usize,
+    lm: &DiffusionLm,
+    (b, l, h, f, heads): (usize, usize, usize, usize, usize),
+) -> Result<()> {
+    let hd = h / heads;
+    let rows = b * l;
+    let x2 = host_normal(21, (1, rows, h))?.to_device(dev)?.squeeze(0)?;
+    let w_qkv = (host_normal(22, (1, 3 * h, h))?.to_device(dev)?.squeeze(0)? * 0.05)?;
+    let bias = host_normal(23, (1, 1, 3 * h))?.to_device(dev)?.flatten_all()?;
+    let y2 = x2.matmul(&w_qkv.t()?)?;
+    let hid = host_normal(24, (b, l, f))?.to_device(dev)?;
+    let x = x2.reshape((b, l, h))?;
+    let qkv = y2.reshape((b, l, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?;
+    let (q, k, v) = (
+        qkv.get(0)?.contiguous()?,
+        qkv.get(1)?.contiguous()?,
+        qkv.get(2)?.contiguous()?,
+    );
+    let scores = q.matmul(&k.t()?)?;
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    let att = probs.matmul(&v)?;
+    let x0 = host_normal(25, (b, l, lm.config.embed_dim))?.to_device(dev)?;
+    let dots = x0
+        .reshape((rows, lm.config.embed_dim))?
+        .matmul(&lm.model.embeddings().t()?)?;
+    let v_size = lm.config.vocab_size;
+    use diffusion_lm::kernels::{bias_act, softmax_last_dim, split_heads, Activation};
+    let hid2 = hid.reshape((rows, f))?;
+    let bias_f = host_normal(26, (1, 1, f))?.to_device(dev)?.flatten_all()?;
+    let qkv_layer = candle_nn::Linear::new(w_qkv.clone(), Some(bias.clone()));
+    let ones = Tensor::ones((1, rows), DType::F32, dev)?;
+    let mut ops: Vec<(String, Box<dyn FnMut() -> Result<()>>)> = vec![
+        (
+            format!("linear {h} -> {}, product only", 3 * h),
+            Box::new(|| Ok(drop(x2.matmul(&w_qkv.t()?)?))),
+        ),
+        (
+            format!("bias add [{rows}, {}]", 3 * h),
+            Box::new(|| Ok(drop(y2.broadcast_add(&bias)?))),
+        ),
+        (
+            "split heads: q (scaled), k, v copies".into(),
+            Box::new(|| {
+                let qkv = y2.reshape((b, l, 3, heads, hd))?.permute((2, 0, 3, 1, 4))?;
+                drop((qkv.get(0)? * 0.5)?);
+                drop(qkv.get(1)?.contiguous()?);
+                Ok(drop(qkv.get(2)?.contiguous()?))
+            }),
+        ),
+        (
+            format!("scores q k^T [{}, {l}, {l}]", b * heads),
+            Box::new(|| Ok(drop(q.matmul(&k.t()?)?))),
+        ),
+        (
+            format!("softmax [{b}, {heads}, {l}, {l}]"),
+            Box::new(|| Ok(drop(candle_nn::ops::softmax_last_dim(&scores)?))),
+        ),
+        (
+            format!("probs v [{}, {l}, {hd}]", b * heads),
+            Box::new(|| Ok(drop(probs.matmul(&v)?))),
+        ),
+        (
+            "merge heads (transpose copy)".into(),
+            Box::new(|| Ok(drop(att.transpose(1, 2)?.reshape((b, l, h))?))),
+        ),
+        (
+            format!("residual add [{b}, {l}, {h}]"),
+            Box::new(|| Ok(drop((&x + &x)?))),
+        ),
+        (format!("relu [{b}, {l}, {f}]"), Box::new(|| Ok(drop(hid.relu()?)))),
+        (
+            format!("clamping: product [{rows}, {v_size}]"),
+            Box::new(|| {
+                let e = lm.model.embeddings();
+                Ok(drop(x0.reshape((rows, e.dim(1)?))?.matmul(&e.t()?)?))
+            }),
+        ),
+        (
+            format!("clamping: argmin over {v_size}"),
+            Box::new(|| Ok(drop(dots.argmin(D::Minus1)?))),
+        ),
+        // The fused kernels (diffusion_lm::kernels) that replace some of the above on CUDA.
+        (
+            format!("fused: bias add [{rows}, {}]", 3 * h),
+            Box::new(|| Ok(drop(bias_act(&y2, &bias, Activation::None, None)?))),
+        ),
+        (
+            format!("fused: bias, ReLU [{rows}, {f}]"),
+            Box::new(|| Ok(drop(bias_act(&hid2, &bias_f, Activation::Relu, None)?))),
+        ),
+        (
+            "fused: projection to heads (product, bias, split, q scaled)".into(),
+            Box::new(|| Ok(drop(split_heads(&qkv_layer, &x, heads, 0.5)?))),
+        ),
+        (
+            "fused: merge heads".into(),
+            Box::new(|| Ok(drop(diffusion_lm::kernels::merge_heads(&att)?))),
+        ),
+        (
+            format!("fused: softmax [{b}, {heads}, {l}, {l}]"),
+            Box::new(|| Ok(drop(softmax_last_dim(&scores)?))),
+        ),
+        (
+            format!("fused: clamping, nearest over {v_size}"),
+            Box::new(|| Ok(drop(lm.model.nearest_tokens(&x0)?))),
+        ),
+        // A bias's gradient in training: candle's sum over rows against a product with ones.
+        (
+            format!("bias gradient: sum over {rows} rows"),
+            Box::new(|| Ok(drop(y2.sum(0)?))),
+        ),
+        (
+            format!("bias gradient: ones [1, {rows}] product"),
+            Box::new(|| Ok(drop(ones.matmul(&y2)?))),
+        ),
+    ];
+    for (name, op) in ops.iter_mut() {
+        let secs = time(dev, 3, n, op)?;
+        rep.timing(&format!("{label} kernel, batch 256: {name}"), secs, Value::Null);
+    }
+    drop(ops);
+    // The fused dropout mask (training on CUDA): its share of zeros must be p and its mean 1.
+    if let Some(mask) = diffusion_lm::kernels::dropout_mask(&x, 0.1, 12345)? {
+        let zeros = mask.eq(0f32)?.to_dtype(DType::F32)?.mean_all()?.to_scalar::<f32>()? as f64;
+        let mean = mask.mean_all()?.to_scalar::<f32>()? as f64;
+        // Five standard deviations of a share over this many independent draws.
+        let sigma = (0.1f64 * 0.9 / mask.elem_count() as f64).sqrt();
+        let ok = (zeros - 0.1).abs() < 5.0 * sigma && (mean - 1.0).abs() < 5.0 * sigma / 0.9;
+        println!(
+            "  {:<52} zeros {zeros:.5}, mean {mean:.5} (5 sigma: {:.1e})  {}",
+            "dropout mask, p 0.1",
+            5.0 * sigma,
+            if ok { "ok" } else { "FAIL" }
+        );
+        if !ok {
+            rep.failures.push(format!("dropout mask: zeros {zeros}, mean {mean}"));
+        }
+        rep.json.insert(
+            "parity.dropout mask".into(),
+            json!({ "zeros": zeros, "mean": mean, "ok": ok }),
+        );
+        let again = diffusion_lm::kernels::dropout_mask(&x, 0.1, 12345)?.context("same mask")?;
+        let same = mask.eq(&again)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize;
+        rep.exact("dropout mask: same seed, same mask", same, mask.elem_count());
+    }
     Ok(())
 }
 
@@ -613,8 +835,11 @@ fn main() -> Result<()> {
     parity(&args, &gpu, &mut rep)?;
     if !gpu.is_cpu() {
         timings(&args, &gpu, &args.device, &mut rep)?;
+        unfused_effect(&args, &gpu, &mut rep)?;
     }
-    timings(&args, &Device::Cpu, "cpu", &mut rep)?;
+    if !args.gpu_only || gpu.is_cpu() {
+        timings(&args, &Device::Cpu, "cpu", &mut rep)?;
+    }
     rep.json.insert("failures".into(), json!(rep.failures));
     if let Some(path) = &args.out {
         std::fs::write(path, serde_json::to_string_pretty(&rep.json)?)

@@ -44,6 +44,7 @@ pub mod device;
 pub mod error;
 pub mod eval;
 pub mod generate;
+pub mod kernels;
 pub mod model;
 pub mod nn;
 pub mod optim;

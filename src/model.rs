@@ -28,9 +28,10 @@
 //!
 //! [`Denoiser::param_specs`] lists exactly these, with their initialisation.
 
-use candle_core::{DType, Device, Tensor, D};
+use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
+use crate::kernels::{self, Activation};
 use crate::nn::{self, Block, Init, LayerNorm, Mode, ParamSpec};
 use crate::{ModelConfig, Result};
 
@@ -181,7 +182,11 @@ impl Denoiser {
         let temb = timestep_embedding(&times, self.cfg.hidden, x_t.device())?.to_dtype(self.compute_dtype)?;
         let temb = candle_nn::ops::silu(&nn::linear(&self.time_embed.0, &temb, mode)?)?;
         let temb = nn::linear(&self.time_embed.1, &temb, mode)?.unsqueeze(1)?;
-        let h = nn::linear(&self.input_up.0, x_t, mode)?.tanh()?;
+        let h = if mode.is_differentiable() {
+            nn::linear(&self.input_up.0, x_t, mode)?.tanh()?
+        } else {
+            kernels::linear(&self.input_up.0, x_t, Activation::Tanh, None)?
+        };
         let h = nn::linear(&self.input_up.1, &h, mode)?;
         let pos = self.position_embedding.narrow(0, 0, l)?;
         let h = nn::add_trailing(&h, &pos, mode)?;
@@ -198,7 +203,11 @@ impl Denoiser {
             h = block.forward(&h, mode)?;
         }
         let h = self.final_norm.forward(&h, mode)?;
-        let x0 = nn::linear(&self.output_down.0, &h, mode)?.tanh()?;
+        let x0 = if mode.is_differentiable() {
+            nn::linear(&self.output_down.0, &h, mode)?.tanh()?
+        } else {
+            kernels::linear(&self.output_down.0, &h, Activation::Tanh, None)?
+        };
         let x0 = nn::linear(&self.output_down.1, &x0, mode)?;
         Ok(x0.to_dtype(out_dtype)?)
     }
@@ -237,8 +246,7 @@ impl Denoiser {
     pub fn nearest_tokens(&self, x: &Tensor) -> Result<Tensor> {
         let (b, l, d) = x.dims3()?;
         let dots = x.reshape((b * l, d))?.matmul(&self.word_embedding.t()?)?;
-        let dist = self.embedding_sq_norms.broadcast_sub(&(dots * 2.0)?)?;
-        Ok(dist.argmin(D::Minus1)?.reshape((b, l))?)
+        Ok(crate::kernels::nearest_ids(&dots, &self.embedding_sq_norms)?.reshape((b, l))?)
     }
 
     /// The clamping trick: replaces each vector by its nearest word embedding, returning the ids

@@ -457,10 +457,11 @@ impl<O: Objective> Trainer<O> {
     /// One optimizer step; returns the loss components.
     pub fn train_step(&mut self) -> Result<Vec<f64>> {
         let batch = self.next_batch()?;
-        if !self.device.is_cpu() {
-            // Dropout masks on a GPU come from the device's generator (see `nn::dropout`), seeded
-            // from the run's seed and the step, so a resumed run draws the same masks. The run's
-            // own generator is not touched: CPU and GPU runs consume the same random stream.
+        if !self.device.is_cpu() && !crate::kernels::fused_on(&self.device) {
+            // Dropout masks on a GPU without the fused kernels come from the device's generator
+            // (see `nn::dropout`), seeded from the run's seed and the step, so a resumed run draws
+            // the same masks. (With the fused CUDA kernels each mask is seeded by one draw from the
+            // run's generator instead: recreating candle's CUDA generator every step was slow.)
             let seed = self.state.train.seed ^ (self.state.step as u64 + 1).wrapping_mul(0x9E37_79B9_7F4A_7C15);
             self.device.set_seed(seed)?;
         }
