@@ -780,3 +780,70 @@ mod cuda {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::Device;
+
+    fn t(data: &[f32], shape: &[usize]) -> Tensor {
+        Tensor::from_vec(data.to_vec(), shape, &Device::Cpu).unwrap()
+    }
+
+    #[test]
+    fn bias_activation_and_residual_follow_the_unfused_order() {
+        let y = t(&[1.0, -2.0, 0.5, 3.0], &[2, 2]);
+        let b = t(&[-1.5, 1.0], &[2]);
+        let r = t(&[10.0, 20.0, 30.0, 40.0], &[2, 2]);
+        let relu = bias_act(&y, &b, Activation::Relu, Some(&r)).unwrap();
+        assert_eq!(
+            relu.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![10.0, 20.0, 30.0, 44.0]
+        );
+        let tanh = bias_act(&y, &b, Activation::Tanh, None).unwrap();
+        let expected: Vec<f32> = [-0.5f32, -1.0, -1.0, 4.0].iter().map(|v| v.tanh()).collect();
+        assert_eq!(tanh.flatten_all().unwrap().to_vec1::<f32>().unwrap(), expected);
+    }
+
+    #[test]
+    fn nearest_ids_pick_the_closest_embedding() {
+        // Embeddings e0 = (0, 0), e1 = (1, 0), e2 = (0, 2); rows x = (0.9, 0.1) and (0.1, 1.5).
+        let e = t(&[0.0, 0.0, 1.0, 0.0, 0.0, 2.0], &[3, 2]);
+        let x = t(&[0.9, 0.1, 0.1, 1.5], &[2, 2]);
+        let dots = x.matmul(&e.t().unwrap()).unwrap();
+        let norms = e.sqr().unwrap().sum(1).unwrap();
+        let ids = nearest_ids(&dots, &norms).unwrap();
+        assert_eq!(ids.to_vec1::<u32>().unwrap(), vec![1, 2]);
+    }
+
+    #[test]
+    fn merged_heads_put_each_position_s_heads_side_by_side() {
+        // [B=1, H=2, L=2, D=2]: head 0 rows (0,1), (2,3); head 1 rows (4,5), (6,7).
+        let x = t(&[0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0], &[1, 2, 2, 2]);
+        let m = merge_heads(&x).unwrap();
+        assert_eq!(m.dims(), &[1, 2, 4]);
+        assert_eq!(
+            m.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
+            vec![0.0, 1.0, 4.0, 5.0, 2.0, 3.0, 6.0, 7.0]
+        );
+    }
+
+    #[test]
+    fn the_cpu_takes_candle_s_path() {
+        let x = t(&[1.0; 12], &[1, 2, 6]);
+        let w = t(&[0.1; 18 * 6], &[18, 6]);
+        let layer = Linear::new(w, Some(t(&[0.0; 18], &[18])));
+        assert!(split_heads(&layer, &x, 2, 0.5).unwrap().is_none());
+        assert!(softmax_backward(&x, &x).unwrap().is_none());
+        assert!(dropout_mask(&x, 0.1, 1).unwrap().is_none());
+        let probs = softmax_last_dim(&x).unwrap();
+        let sums = probs
+            .sum(D::Minus1)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert!(sums.iter().all(|s| (s - 1.0).abs() < 1e-6));
+    }
+}
