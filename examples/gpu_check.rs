@@ -47,7 +47,7 @@ use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
 use diffusion_lm::controller::GuidanceContext;
 use diffusion_lm::nn::Mode;
-use diffusion_lm::train::{diffusion_trainer, Objective, TrainConfig};
+use diffusion_lm::train::{diffusion_trainer, DiffusionObjective, Objective, TrainConfig, Trainer};
 use diffusion_lm::{Controller, DiffusionLm, Generator, NoiseSchedule, Sampler, SamplerKind, TextTokenizer};
 use diffusion_lm_controllers::JsonSchema;
 use rand::rngs::StdRng;
@@ -429,16 +429,8 @@ fn timings(args: &Args, dev: &Device, label: &str, rep: &mut Report) -> Result<(
         diffusion_lm::device::set_tf32(tf32);
         lm.set_compute_dtype(dtype)?;
         for batch in [1usize, 64, 256] {
-            let x = host_normal(5, (batch, cfg.seq_len, cfg.embed_dim))?.to_device(dev)?;
-            let noise = host_normal(6, (batch, cfg.seq_len, cfg.embed_dim))?.to_device(dev)?;
-            let t = vec![sampler.schedule().timesteps()[i]; batch];
             let n = if on_gpu { 200 } else { (64 / batch).clamp(3, 20) };
-            let secs = time(dev, 3, reps(n), || {
-                let x0 = lm.model.forward(&x, &t, &mut Mode::Infer)?;
-                let (_, x0) = lm.model.clamp(&x0)?;
-                sampler.step(&x0, i, &x, Some(&noise))?;
-                Ok(())
-            })?;
+            let secs = time_denoising_step(&lm, &sampler, i, dev, batch, reps(n))?;
             rep.timing(
                 &format!("{label} denoising step {name} batch {batch}"),
                 secs,
@@ -473,15 +465,8 @@ fn timings(args: &Args, dev: &Device, label: &str, rep: &mut Report) -> Result<(
     components(args, dev, label, rep, &lm)?;
 
     // A training step at batch 64 with the shipped model's config (dropout included).
-    let texts = training_texts();
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let dir = tempfile::tempdir()?;
-    let train = TrainConfig {
-        steps: 1_000_000,
-        batch_size: 64,
-        ..TrainConfig::default()
-    };
-    let mut trainer = diffusion_trainer(cfg.clone(), lm.tokenizer.clone(), &refs, train, dir.path(), dev)?;
+    let mut trainer = batch_64_trainer(&lm, dir.path(), dev)?;
     let n = if on_gpu { 100 } else { 5 };
     let secs = time(dev, 3, reps(n), || {
         trainer.train_step()?;
@@ -553,6 +538,47 @@ fn timings(args: &Args, dev: &Device, label: &str, rep: &mut Report) -> Result<(
     Ok(())
 }
 
+/// Mean time of one denoising step (denoiser forward, clamping, DDPM update) at `batch`, at step
+/// `i` of `sampler`'s schedule, from host-drawn inputs.
+fn time_denoising_step(
+    lm: &DiffusionLm,
+    sampler: &Sampler,
+    i: usize,
+    dev: &Device,
+    batch: usize,
+    reps: usize,
+) -> Result<f64> {
+    let cfg = &lm.config;
+    let x = host_normal(5, (batch, cfg.seq_len, cfg.embed_dim))?.to_device(dev)?;
+    let noise = host_normal(6, (batch, cfg.seq_len, cfg.embed_dim))?.to_device(dev)?;
+    let t = vec![sampler.schedule().timesteps()[i]; batch];
+    time(dev, 3, reps, || {
+        let x0 = lm.model.forward(&x, &t, &mut Mode::Infer)?;
+        let (_, x0) = lm.model.clamp(&x0)?;
+        sampler.step(&x0, i, &x, Some(&noise))?;
+        Ok(())
+    })
+}
+
+/// A trainer of the shipped model's config at batch 64 (dropout included) on a few texts.
+fn batch_64_trainer(lm: &DiffusionLm, dir: &std::path::Path, dev: &Device) -> Result<Trainer<DiffusionObjective>> {
+    let texts = training_texts();
+    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
+    let train = TrainConfig {
+        steps: 1_000_000,
+        batch_size: 64,
+        ..TrainConfig::default()
+    };
+    Ok(diffusion_trainer(
+        lm.config.clone(),
+        lm.tokenizer.clone(),
+        &refs,
+        train,
+        dir,
+        dev,
+    )?)
+}
+
 /// The denoising and training steps again with the fused CUDA kernels off
 /// (`diffusion_lm::kernels::set_enabled(false)`): candle's own operations, as before the kernels;
 /// compare with the same figures under `timings`.
@@ -575,26 +601,11 @@ fn unfused_timings(args: &Args, dev: &Device, rep: &mut Report) -> Result<()> {
     let i = 100;
     let reps = |n: usize| if args.quick { 2 } else { n };
     for batch in [1usize, 64, 256] {
-        let x = host_normal(5, (batch, cfg.seq_len, cfg.embed_dim))?.to_device(dev)?;
-        let noise = host_normal(6, (batch, cfg.seq_len, cfg.embed_dim))?.to_device(dev)?;
-        let t = vec![sampler.schedule().timesteps()[i]; batch];
-        let secs = time(dev, 3, reps(200), || {
-            let x0 = lm.model.forward(&x, &t, &mut Mode::Infer)?;
-            let (_, x0) = lm.model.clamp(&x0)?;
-            sampler.step(&x0, i, &x, Some(&noise))?;
-            Ok(())
-        })?;
+        let secs = time_denoising_step(&lm, &sampler, i, dev, batch, reps(200))?;
         rep.timing(&format!("{label} denoising step f32 batch {batch}"), secs, Value::Null);
     }
-    let texts = training_texts();
-    let refs: Vec<&str> = texts.iter().map(String::as_str).collect();
     let dir = tempfile::tempdir()?;
-    let train = TrainConfig {
-        steps: 1_000_000,
-        batch_size: 64,
-        ..TrainConfig::default()
-    };
-    let mut trainer = diffusion_trainer(cfg.clone(), lm.tokenizer.clone(), &refs, train, dir.path(), dev)?;
+    let mut trainer = batch_64_trainer(&lm, dir.path(), dev)?;
     let secs = time(dev, 3, reps(100), || {
         trainer.train_step()?;
         Ok(())

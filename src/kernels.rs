@@ -293,6 +293,52 @@ mod cuda {
     const PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels.ptx"));
     const MODULE: &str = "diffusion_lm_kernels";
 
+    /// The `cpu_fwd` of an op that runs on CUDA only: the functions of this module dispatch on
+    /// the device and never call it elsewhere, so it says so.
+    macro_rules! cuda_only {
+        (1) => {
+            fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
+                cpu_only(CustomOp1::name(self))
+            }
+        };
+        (2) => {
+            fn cpu_fwd(
+                &self,
+                _: &CpuStorage,
+                _: &Layout,
+                _: &CpuStorage,
+                _: &Layout,
+            ) -> candle_core::Result<(CpuStorage, Shape)> {
+                cpu_only(CustomOp2::name(self))
+            }
+        };
+        (3) => {
+            #[allow(clippy::too_many_arguments)]
+            fn cpu_fwd(
+                &self,
+                _: &CpuStorage,
+                _: &Layout,
+                _: &CpuStorage,
+                _: &Layout,
+                _: &CpuStorage,
+                _: &Layout,
+            ) -> candle_core::Result<(CpuStorage, Shape)> {
+                cpu_only(CustomOp3::name(self))
+            }
+        };
+    }
+
+    /// `$op.$run::<T>(args)` with `T` the Rust type of `$dtype` (f32 or bf16).
+    macro_rules! by_dtype {
+        ($dtype:expr, $op:ident . $run:ident ( $($arg:expr),* )) => {
+            match $dtype {
+                DType::F32 => $op.$run::<f32>($($arg),*),
+                DType::BF16 => $op.$run::<bf16>($($arg),*),
+                other => bail!("fused kernel: unsupported dtype {other:?}"),
+            }
+        };
+    }
+
     fn cpu_only(name: &str) -> candle_core::Result<(CpuStorage, Shape)> {
         bail!("{name} is a CUDA kernel; diffusion_lm::kernels runs candle's operations on other devices")
     }
@@ -382,11 +428,7 @@ mod cuda {
             b: (&CudaStorage, &Layout),
             r: Option<(&CudaStorage, &Layout)>,
         ) -> candle_core::Result<(CudaStorage, Shape)> {
-            match y.0.dtype() {
-                DType::F32 => self.run::<f32>(y, b, r),
-                DType::BF16 => self.run::<bf16>(y, b, r),
-                other => bail!("bias-act: unsupported dtype {other:?}"),
-            }
+            by_dtype!(y.0.dtype(), self.run(y, b, r))
         }
     }
 
@@ -394,15 +436,7 @@ mod cuda {
         fn name(&self) -> &'static str {
             "bias-act"
         }
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            cpu_only("bias-act")
-        }
+        cuda_only!(2);
         fn cuda_fwd(
             &self,
             y: &CudaStorage,
@@ -418,18 +452,7 @@ mod cuda {
         fn name(&self) -> &'static str {
             "bias-act-residual"
         }
-        #[allow(clippy::too_many_arguments)]
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            cpu_only("bias-act-residual")
-        }
+        cuda_only!(3);
         #[allow(clippy::too_many_arguments)]
         fn cuda_fwd(
             &self,
@@ -493,15 +516,7 @@ mod cuda {
         fn name(&self) -> &'static str {
             "split-heads"
         }
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            cpu_only(self.name())
-        }
+        cuda_only!(2);
         fn cuda_fwd(
             &self,
             y: &CudaStorage,
@@ -509,11 +524,7 @@ mod cuda {
             b: &CudaStorage,
             bl: &Layout,
         ) -> candle_core::Result<(CudaStorage, Shape)> {
-            match y.dtype() {
-                DType::F32 => self.run::<f32>(y, yl, b, bl),
-                DType::BF16 => self.run::<bf16>(y, yl, b, bl),
-                other => bail!("split-heads: unsupported dtype {other:?}"),
-            }
+            by_dtype!(y.dtype(), self.run(y, yl, b, bl))
         }
     }
 
@@ -547,15 +558,9 @@ mod cuda {
         fn name(&self) -> &'static str {
             "softmax-rows"
         }
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            cpu_only(self.name())
-        }
+        cuda_only!(1);
         fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-            match x.dtype() {
-                DType::F32 => self.run::<f32>(x, xl),
-                DType::BF16 => self.run::<bf16>(x, xl),
-                other => bail!("softmax-rows: unsupported dtype {other:?}"),
-            }
+            by_dtype!(x.dtype(), self.run(x, xl))
         }
     }
 
@@ -565,15 +570,7 @@ mod cuda {
         fn name(&self) -> &'static str {
             "nearest-rows"
         }
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            cpu_only(self.name())
-        }
+        cuda_only!(2);
         fn cuda_fwd(
             &self,
             dots: &CudaStorage,
@@ -608,15 +605,7 @@ mod cuda {
         fn name(&self) -> &'static str {
             "softmax-rows-backward"
         }
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            cpu_only("softmax-rows-backward")
-        }
+        cuda_only!(2);
         fn cuda_fwd(
             &self,
             y: &CudaStorage,
@@ -659,18 +648,7 @@ mod cuda {
         fn name(&self) -> &'static str {
             "layer-norm-backward"
         }
-        #[allow(clippy::too_many_arguments)]
-        fn cpu_fwd(
-            &self,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-            _: &CpuStorage,
-            _: &Layout,
-        ) -> candle_core::Result<(CpuStorage, Shape)> {
-            cpu_only("layer-norm-backward")
-        }
+        cuda_only!(3);
         #[allow(clippy::too_many_arguments)]
         fn cuda_fwd(
             &self,
@@ -719,9 +697,7 @@ mod cuda {
         fn name(&self) -> &'static str {
             "dropout-mask"
         }
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            cpu_only("dropout-mask")
-        }
+        cuda_only!(1);
         fn cuda_fwd(&self, like: &CudaStorage, layout: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
             let dev = like.device().clone();
             let total = layout.shape().elem_count();
@@ -768,15 +744,9 @@ mod cuda {
         fn name(&self) -> &'static str {
             "merge-heads"
         }
-        fn cpu_fwd(&self, _: &CpuStorage, _: &Layout) -> candle_core::Result<(CpuStorage, Shape)> {
-            cpu_only("merge-heads")
-        }
+        cuda_only!(1);
         fn cuda_fwd(&self, x: &CudaStorage, xl: &Layout) -> candle_core::Result<(CudaStorage, Shape)> {
-            match x.dtype() {
-                DType::F32 => self.run::<f32>(x, xl),
-                DType::BF16 => self.run::<bf16>(x, xl),
-                other => bail!("merge-heads: unsupported dtype {other:?}"),
-            }
+            by_dtype!(x.dtype(), self.run(x, xl))
         }
     }
 }
