@@ -82,13 +82,13 @@ pub fn dropout(x: &Tensor, p: f32, mode: &mut Mode) -> Result<Tensor> {
     match mode {
         Mode::Train(rng) if p > 0.0 => {
             let keep = 1.0 / (1.0 - p);
-            let fused = crate::kernels::fused_on(x.device()) && x.dtype() == DType::F32;
-            let mask = if let Some(mask) = fused
-                .then(|| crate::kernels::dropout_mask(x, p, rng.gen()))
-                .transpose()?
-                .flatten()
-            {
-                // On CUDA: one kernel, seeded by one draw from the run's generator.
+            // On CUDA: one kernel, seeded by one draw from the run's generator.
+            let fused_mask = if crate::kernels::fused_on(x.device()) && x.dtype() == DType::F32 {
+                crate::kernels::dropout_mask(x, p, rng.gen())?
+            } else {
+                None
+            };
+            let mask = if let Some(mask) = fused_mask {
                 mask
             } else if x.device().is_cpu() {
                 let mask: Vec<f32> = (0..x.elem_count())
