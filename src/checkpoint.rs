@@ -5,8 +5,10 @@
 //! agree (vocabulary size, PAD id, every tensor's name and shape) and says precisely what is wrong
 //! when they do not.
 //!
-//! Training additionally writes `train_state.safetensors` (raw weights and AdamW moments) and
-//! `train_state.json` (step, loss history) so a run can resume, and `loss.png`.
+//! Training additionally writes the resumable state (see [`crate::train::Trainer::save`]) and
+//! `loss.png`. Every file is written to a temporary name, flushed and renamed
+//! ([`write_atomic`]), so an interrupted write never leaves a truncated file, and a training run
+//! holds [`DirLock`] on its directory so that two runs cannot write one directory.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -23,13 +25,100 @@ pub const CONFIG_FILE: &str = "config.json";
 pub const WEIGHTS_FILE: &str = "model.safetensors";
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
-/// Writes `value` as pretty JSON.
+/// Name of the lock file a writer holds in a directory it writes (see [`DirLock`]).
+pub const LOCK_FILE: &str = ".lock";
+
+/// Replaces `path` with what `write` puts in a temporary file next to it, so that a reader (or a
+/// run that crashes halfway) sees either the old file or the new one, never a truncated mix.
+///
+/// `write` is handed the temporary path; the file is then flushed to disk, renamed over `path`,
+/// and the directory entry is flushed too, so the rename survives a power cut. On an error the
+/// temporary file is removed and `path` is untouched.
+pub fn write_atomic(path: &Path, write: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::io(path, std::io::Error::other("not a file path")))?
+        .to_string_lossy();
+    // The real name goes last so that writers that pick a format by extension still see it.
+    let tmp = dir.join(format!(".{}.tmp.{name}", std::process::id()));
+    let written = write(&tmp).and_then(|()| {
+        std::fs::File::open(&tmp)
+            .and_then(|f| f.sync_all())
+            .map_err(|e| Error::io(&tmp, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| Error::io(path, e))
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+        return written;
+    }
+    sync_dir(dir)
+}
+
+/// Flushes a directory's entries (renames, removals) to disk; a no-op where directories cannot
+/// be opened as files.
+pub(crate) fn sync_dir(dir: &Path) -> Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(dir, e))?;
+    #[cfg(not(unix))]
+    let _ = dir;
+    Ok(())
+}
+
+/// An exclusive lock on a directory that one process writes (a training run's output), held
+/// until dropped. The lock is the operating system's advisory file lock on `DIR/.lock`, so it is
+/// released when the process ends, however it ends.
+#[derive(Debug)]
+pub struct DirLock {
+    _file: std::fs::File,
+}
+
+impl DirLock {
+    /// Creates `dir` if needed and locks it, or fails at once, naming the directory, if another
+    /// process holds the lock.
+    pub fn acquire(dir: &Path) -> Result<Self> {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        let path = dir.join(LOCK_FILE);
+        let file = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(|e| Error::io(&path, e))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(std::fs::TryLockError::WouldBlock) => Err(Error::checkpoint(
+                dir,
+                format!(
+                    "another process is writing this directory (it holds {}); wait for it to end or choose another output directory",
+                    path.display()
+                ),
+            )),
+            Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
+        }
+    }
+}
+
+/// Whether a directory entry is a temporary file left by [`write_atomic`] (a write that was
+/// interrupted); such files are never part of a checkpoint.
+pub(crate) fn is_temporary(name: &str) -> bool {
+    name.starts_with('.') && name.contains(".tmp.")
+}
+
+/// Writes `value` as pretty JSON, atomically ([`write_atomic`]).
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     let text = serde_json::to_string_pretty(value).map_err(|e| Error::Json {
         path: path.to_path_buf(),
         message: e.to_string(),
     })?;
-    std::fs::write(path, text + "\n").map_err(|e| Error::io(path, e))
+    write_atomic(path, |tmp| {
+        std::fs::write(tmp, text + "\n").map_err(|e| Error::io(path, e))
+    })
 }
 
 /// Reads a JSON file, naming the file in any error.
@@ -41,9 +130,11 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
     })
 }
 
-/// Saves named tensors as safetensors.
+/// Saves named tensors as safetensors, atomically ([`write_atomic`]).
 pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
-    candle_core::safetensors::save(tensors, path).map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
+    write_atomic(path, |tmp| {
+        candle_core::safetensors::save(tensors, tmp).map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
+    })
 }
 
 /// Loads a safetensors file to `device`, naming the file if it is missing or corrupt.
@@ -52,8 +143,39 @@ pub fn load_tensors(dir: &Path, file: &str, device: &Device) -> Result<HashMap<S
     if !path.exists() {
         return Err(Error::checkpoint(dir, format!("{file} is missing")));
     }
-    candle_core::safetensors::load(&path, device)
-        .map_err(|e| Error::checkpoint(dir, format!("{file} is not a valid safetensors file: {e}")))
+    let tensors = candle_core::safetensors::load(&path, device)
+        .map_err(|e| Error::checkpoint(dir, format!("{file} is not a valid safetensors file: {e}")))?;
+    check_finite(&tensors).map_err(|m| Error::checkpoint(dir, format!("{file}: {m}")))?;
+    Ok(tensors)
+}
+
+/// Fails on the first tensor (by name) holding a NaN or an infinity: weights like that produce
+/// empty or garbage text without any other sign of trouble.
+fn check_finite(tensors: &HashMap<String, Tensor>) -> std::result::Result<(), String> {
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    for name in names {
+        let t = &tensors[name];
+        if !t.dtype().is_float() {
+            continue;
+        }
+        let t = t.to_dtype(DType::F32).map_err(|e| e.to_string())?;
+        // x - x is 0 for every finite x and NaN otherwise.
+        let diff = (&t - &t).map_err(|e| e.to_string())?;
+        let bad = diff
+            .ne(&diff)
+            .and_then(|m| m.to_dtype(DType::F32))
+            .and_then(|m| m.sum_all())
+            .and_then(|m| m.to_scalar::<f32>())
+            .map_err(|e| e.to_string())?;
+        if bad > 0.0 {
+            return Err(format!(
+                "tensor `{name}` has {bad} non-finite values (NaN or infinity) out of {}",
+                t.elem_count()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A short fingerprint of a checkpoint's weights (FNV-1a of `model.safetensors`, hex), so a
@@ -73,6 +195,12 @@ pub fn weights_fingerprint(dir: &Path) -> Result<String> {
 
 /// Checks a directory holds the three checkpoint files and returns its path.
 pub fn require_files(dir: &Path) -> Result<PathBuf> {
+    if dir.is_file() {
+        return Err(Error::checkpoint(
+            dir,
+            format!("this is a file; a checkpoint is a directory holding {CONFIG_FILE}, {WEIGHTS_FILE} and {TOKENIZER_FILE}"),
+        ));
+    }
     if !dir.is_dir() {
         return Err(Error::checkpoint(dir, "directory does not exist"));
     }
@@ -91,7 +219,8 @@ pub fn load_config<T: DeserializeOwned>(dir: &Path) -> Result<T> {
 
 /// Loads the tokenizer and checks it matches the config's vocabulary and PAD id.
 pub fn load_tokenizer(dir: &Path, vocab_size: usize, pad_id: u32) -> Result<TextTokenizer> {
-    let tok = TextTokenizer::load(dir.join(TOKENIZER_FILE)).map_err(|e| Error::checkpoint(dir, e.to_string()))?;
+    let tok = TextTokenizer::load(dir.join(TOKENIZER_FILE))
+        .map_err(|e| Error::checkpoint(dir, format!("{TOKENIZER_FILE}: {e}")))?;
     if tok.vocab_size() != vocab_size {
         return Err(Error::checkpoint(
             dir,
@@ -128,10 +257,8 @@ pub fn save_checkpoint<C: Serialize>(
     weights: &HashMap<String, Tensor>,
 ) -> Result<()> {
     std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+    // Each file is replaced atomically, so an interrupted save leaves whole files only.
     write_json(&dir.join(CONFIG_FILE), config)?;
-    tokenizer.save(dir.join(TOKENIZER_FILE))?;
-    // Write to a temporary name first so an interrupted save never leaves a truncated model.
-    let tmp = dir.join(format!("{WEIGHTS_FILE}.tmp"));
-    save_tensors(&tmp, weights)?;
-    std::fs::rename(&tmp, dir.join(WEIGHTS_FILE)).map_err(|e| Error::io(dir.join(WEIGHTS_FILE), e))
+    write_atomic(&dir.join(TOKENIZER_FILE), |tmp| tokenizer.save(tmp))?;
+    save_tensors(&dir.join(WEIGHTS_FILE), weights)
 }

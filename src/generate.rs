@@ -431,17 +431,64 @@ impl<'m> Generator<'m> {
 
     /// Generates `n` samples.
     pub fn generate(&self, n: usize) -> Result<Vec<Sample>> {
-        if self.mbr > 1 {
-            let candidates = self.sample(n * self.mbr)?;
-            return Ok(candidates
-                .chunks(self.mbr)
-                .map(|group| mbr_select(group, self.lm.tokenizer.pad_id()))
-                .collect());
-        }
-        self.sample(n)
+        let mut out = Vec::with_capacity(n);
+        self.generate_each(n, |batch| {
+            out.extend(batch);
+            Ok::<(), Error>(())
+        })?;
+        Ok(out)
     }
 
-    fn sample(&self, n: usize) -> Result<Vec<Sample>> {
+    /// Generates `n` samples and hands them to `emit` batch by batch, in order, as soon as each
+    /// batch is finished (the same samples, in the same order, as [`Generator::generate`]), so a
+    /// long run can be written out as it goes. The progress bar is hidden while `emit` runs. An
+    /// error from `emit` stops the run and is returned.
+    ///
+    /// ```
+    /// # use diffusion_lm::{DiffusionLm, Generator};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let lm = DiffusionLm::load(DiffusionLm::default_dir(), &candle_core::Device::Cpu)?;
+    /// let mut seen = 0;
+    /// Generator::new(&lm).steps(5).batch_size(2).generate_each(3, |batch| {
+    ///     seen += batch.len();
+    ///     Ok::<(), diffusion_lm::Error>(())
+    /// })?;
+    /// assert_eq!(seen, 3);
+    /// # Ok(()) }
+    /// ```
+    pub fn generate_each<E: From<Error>>(
+        &self,
+        n: usize,
+        mut emit: impl FnMut(Vec<Sample>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        if self.mbr > 1 {
+            // Candidates arrive in batches that need not hold whole groups: keep the remainder.
+            let mut pending: Vec<Sample> = Vec::new();
+            let pad = self.lm.tokenizer.pad_id();
+            let mbr = self.mbr;
+            return self.sample(n * mbr, |batch| {
+                pending.extend(batch);
+                let whole = pending.len() / mbr * mbr;
+                if whole == 0 {
+                    return Ok(());
+                }
+                let selected = pending
+                    .drain(..whole)
+                    .collect::<Vec<_>>()
+                    .chunks(mbr)
+                    .map(|group| mbr_select(group, pad))
+                    .collect();
+                emit(selected)
+            });
+        }
+        self.sample(n, emit)
+    }
+
+    fn sample<E: From<Error>>(
+        &self,
+        n: usize,
+        mut emit: impl FnMut(Vec<Sample>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
         let sampler = self.validate()?;
         let stack = self.prepare()?;
         let bar = self.progress_bar(n, &sampler);
@@ -450,7 +497,6 @@ impl<'m> Generator<'m> {
             stack: &stack,
             bar: &bar,
         };
-        let mut out = Vec::with_capacity(n);
         for start in (0..n).step_by(self.batch_size) {
             let count = self.batch_size.min(n - start);
             let indices: Vec<usize> = (start..start + count).collect();
@@ -466,7 +512,7 @@ impl<'m> Generator<'m> {
                     break;
                 }
                 if attempt == self.retries {
-                    return Err(failed.swap_remove(0).1);
+                    return Err(failed.swap_remove(0).1.into());
                 }
                 // Redraw the failed samples with fresh noise.
                 let redo: Vec<usize> = failed.iter().map(|(k, _)| indices[*k]).collect();
@@ -475,13 +521,17 @@ impl<'m> Generator<'m> {
                     rows[*k] = row;
                 }
             }
-            for row in rows {
-                let text = self.lm.tokenizer.decode_content(&row);
-                out.push(Sample { text, ids: row });
-            }
+            let samples = rows
+                .into_iter()
+                .map(|row| Sample {
+                    text: self.lm.tokenizer.decode_content(&row),
+                    ids: row,
+                })
+                .collect();
+            bar.suspend(|| emit(samples))?;
         }
         bar.finish_and_clear();
-        Ok(out)
+        Ok(())
     }
 
     /// Every controller's independent check of one generated sequence.

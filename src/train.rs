@@ -242,6 +242,11 @@ pub struct TrainState {
     pub tokens_seen: u64,
     /// Sequences dropped because they did not fit the sequence length.
     pub dropped_examples: usize,
+    /// The file of this state's tensors (raw weights, AdamW moments, EMA weights), named after
+    /// its step; absent in states written before the name was recorded
+    /// ([`STATE_TENSORS_FILE`], with the EMA weights in `model.safetensors`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tensors_file: Option<String>,
 }
 
 /// What a finished run reports.
@@ -254,8 +259,102 @@ pub struct TrainSummary {
 }
 
 pub const STATE_FILE: &str = "train_state.json";
+/// The state tensors' file of states that do not name theirs ([`TrainState::tensors_file`]).
 pub const STATE_TENSORS_FILE: &str = "train_state.safetensors";
 pub const LOSS_PLOT_FILE: &str = "loss.png";
+
+/// The files a training run writes in its output directory, besides the state tensors
+/// (`train_state*.safetensors`); `data.json` is the CLI's record of the corpus and `training.json`
+/// a finished run's copy of the state.
+const RUN_FILES: [&str; 7] = [
+    checkpoint::CONFIG_FILE,
+    checkpoint::WEIGHTS_FILE,
+    checkpoint::TOKENIZER_FILE,
+    STATE_FILE,
+    LOSS_PLOT_FILE,
+    "training.json",
+    "data.json",
+];
+
+fn is_state_tensors_file(name: &str) -> bool {
+    name.starts_with("train_state") && name.ends_with(".safetensors")
+}
+
+/// Whether a directory entry belongs to a training run: a file a run writes (which a new run
+/// would replace), a state tensors file, a temporary file of an interrupted write, or a
+/// checkpoint subdirectory trained for the run's model (such as `ar/` or `classifier/`).
+fn is_run_entry(path: &Path, name: &str) -> bool {
+    if path.is_dir() {
+        return path.join(checkpoint::CONFIG_FILE).is_file() && path.join(checkpoint::WEIGHTS_FILE).is_file();
+    }
+    RUN_FILES.contains(&name) || is_state_tensors_file(name) || checkpoint::is_temporary(name)
+}
+
+/// Refuses to start a fresh run in a directory that holds files a run writes (a finished model,
+/// a user's `config.json`), so that nothing is silently replaced and no directory ends up with
+/// files of two runs. Temporary files of interrupted writes are removed; other files (notes,
+/// data) are left alone and do not stop the run.
+fn ensure_fresh_output(dir: &Path) -> Result<()> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+        let entry = entry.map_err(|e| Error::io(dir, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if checkpoint::is_temporary(&name) {
+            let _ = std::fs::remove_file(entry.path());
+        } else if is_run_entry(&entry.path(), &name) {
+            found.push(name);
+        }
+    }
+    if found.is_empty() {
+        return Ok(());
+    }
+    found.sort();
+    let shown = found.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
+    let more = if found.len() > 5 {
+        format!(" and {} more", found.len() - 5)
+    } else {
+        String::new()
+    };
+    Err(Error::checkpoint(
+        dir,
+        format!(
+            "the directory holds {shown}{more} but no training state ({STATE_FILE}) to resume; \
+             a new run will not write over it: choose a new or empty directory, or clear this one \
+             (the CLI's --overwrite removes a previous run's files)"
+        ),
+    ))
+}
+
+/// Removes what a previous training run left in `dir` (its checkpoint, training state, loss
+/// plot, records, and checkpoint subdirectories trained for it, such as `ar/` or `classifier/`),
+/// so that a new run can start there without files of two runs mixed. Other files are left alone.
+/// Returns the paths removed, in name order. Fails if a training run holds the directory.
+pub fn clear_output_dir(dir: &Path) -> Result<Vec<PathBuf>> {
+    if !dir.exists() {
+        return Ok(Vec::new());
+    }
+    let _lock = checkpoint::DirLock::acquire(dir)?;
+    let mut entries: Vec<_> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::io(dir, e))?;
+    entries.sort_by_key(|e| e.file_name());
+    let mut removed = Vec::new();
+    for entry in entries {
+        let (path, name) = (entry.path(), entry.file_name().to_string_lossy().into_owned());
+        if !is_run_entry(&path, &name) {
+            continue;
+        }
+        if path.is_dir() {
+            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+        } else {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        removed.push(path);
+    }
+    checkpoint::sync_dir(dir)?;
+    Ok(removed)
+}
 
 /// A generic training loop over token-id sequences of one fixed length.
 pub struct Trainer<O: Objective> {
@@ -271,11 +370,15 @@ pub struct Trainer<O: Objective> {
     state: TrainState,
     rng: StdRng,
     device: Device,
+    /// Held for the trainer's life: one run per output directory.
+    _lock: checkpoint::DirLock,
 }
 
 impl<O: Objective> Trainer<O> {
     /// Sets up a run: initialises the parameters of `specs` from the seed, then builds the objective.
-    /// If `out_dir` holds a `train_state.json`, the run resumes from it instead.
+    /// If `out_dir` holds a `train_state.json`, the run resumes from it instead; otherwise
+    /// `out_dir` must not hold files a run writes (see [`clear_output_dir`]). The trainer locks `out_dir`
+    /// for its lifetime, so a second run on the same directory fails at once.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         specs: &[ParamSpec],
@@ -292,6 +395,11 @@ impl<O: Objective> Trainer<O> {
             return Err(Error::Config(
                 "no training sequences (all were empty or too long?)".into(),
             ));
+        }
+        let lock = checkpoint::DirLock::acquire(out_dir)?;
+        let resuming = out_dir.join(STATE_FILE).exists();
+        if !resuming {
+            ensure_fresh_output(out_dir)?;
         }
         let mut rng = StdRng::seed_from_u64(train.seed);
         let varmap = init_varmap(specs, &mut rng, device)?;
@@ -320,6 +428,7 @@ impl<O: Objective> Trainer<O> {
             elapsed_secs: 0.0,
             tokens_seen: 0,
             dropped_examples,
+            tensors_file: None,
         };
         let order: Vec<usize> = (0..data.len()).collect();
         let mut trainer = Trainer {
@@ -335,8 +444,9 @@ impl<O: Objective> Trainer<O> {
             state,
             rng,
             device: device.clone(),
+            _lock: lock,
         };
-        if out_dir.join(STATE_FILE).exists() {
+        if resuming {
             trainer.resume()?;
         }
         Ok(trainer)
@@ -346,17 +456,18 @@ impl<O: Objective> Trainer<O> {
     fn resume(&mut self) -> Result<()> {
         let dir = self.out_dir.clone();
         let saved: TrainState = read_json(&dir.join(STATE_FILE))?;
-        let tensors = checkpoint::load_tensors(&dir, STATE_TENSORS_FILE, &self.device)?;
+        let tensors_file = saved.tensors_file.as_deref().unwrap_or(STATE_TENSORS_FILE);
+        let tensors = checkpoint::load_tensors(&dir, tensors_file, &self.device)?;
         for (name, var) in self.opt.vars() {
             let key = format!("param.{name}");
             let t = tensors
                 .get(&key)
-                .ok_or_else(|| Error::checkpoint(&dir, format!("{STATE_TENSORS_FILE}: `{key}` is missing")))?;
+                .ok_or_else(|| Error::checkpoint(&dir, format!("{tensors_file}: `{key}` is missing")))?;
             if t.dims() != var.dims() {
                 return Err(Error::checkpoint(
                     &dir,
                     format!(
-                        "{STATE_TENSORS_FILE}: `{key}` has shape {:?}, the model expects {:?}",
+                        "{tensors_file}: `{key}` has shape {:?}, the model expects {:?}",
                         t.dims(),
                         var.dims()
                     ),
@@ -367,7 +478,14 @@ impl<O: Objective> Trainer<O> {
         self.opt
             .load_state(&tensors, saved.step)
             .map_err(|m| Error::checkpoint(&dir, m))?;
-        let ema = checkpoint::load_tensors(&dir, checkpoint::WEIGHTS_FILE, &self.device)?;
+        let ema = if saved.tensors_file.is_some() {
+            tensors
+                .iter()
+                .filter_map(|(k, t)| k.strip_prefix("ema.").map(|name| (name.to_string(), t.clone())))
+                .collect()
+        } else {
+            checkpoint::load_tensors(&dir, checkpoint::WEIGHTS_FILE, &self.device)?
+        };
         self.ema
             .load(&ema, saved.step)
             .map_err(|m| Error::checkpoint(&dir, m))?;
@@ -528,7 +646,10 @@ impl<O: Objective> Trainer<O> {
                     .join(" ");
                 bar.set_message(format!("{msg} | {tps:.0} tok/s"));
                 if !progress {
-                    eprintln!(
+                    // A closed stderr must not stop training.
+                    use std::io::Write;
+                    let _ = writeln!(
+                        std::io::stderr(),
                         "step {step}/{total} {msg} | {tps:.0} tok/s | {:.1}s",
                         self.state.elapsed_secs
                     );
@@ -554,15 +675,43 @@ impl<O: Objective> Trainer<O> {
     }
 
     /// Writes the checkpoint (EMA weights), the resumable training state and the loss plot.
+    ///
+    /// Every file is replaced atomically ([`checkpoint::write_atomic`]), in an order that leaves
+    /// a usable directory at every instant, whenever the process is killed:
+    ///
+    /// 1. the state tensors (raw weights, AdamW moments, EMA weights) go to a new file named after
+    ///    the step, `train_state.<step>.safetensors`;
+    /// 2. the checkpoint (`config.json`, `tokenizer.json`, `model.safetensors`);
+    /// 3. `train_state.json`, which names the tensors file of step 1: this rename is the commit,
+    ///    so the state a run resumes from is always one step's, whole;
+    /// 4. state tensors files of earlier steps are removed, and `loss.png` is drawn.
+    ///
+    /// A crash between 2 and 3 leaves `model.safetensors` one checkpoint ahead of the state (a
+    /// whole model all the same); the resumed run's next save replaces it.
     pub fn save(&self) -> Result<()> {
         let dir = &self.out_dir;
-        checkpoint::save_checkpoint(dir, self.objective.config(), &self.tokenizer, self.ema.tensors())?;
         let mut tensors = self.opt.state_tensors()?;
         for (name, var) in self.opt.vars() {
             tensors.insert(format!("param.{name}"), var.as_tensor().clone());
         }
-        checkpoint::save_tensors(&dir.join(STATE_TENSORS_FILE), &tensors)?;
-        write_json(&dir.join(STATE_FILE), &self.state)?;
+        for (name, t) in self.ema.tensors() {
+            tensors.insert(format!("ema.{name}"), t.clone());
+        }
+        let tensors_file = format!("train_state.{:08}.safetensors", self.state.step);
+        checkpoint::save_tensors(&dir.join(&tensors_file), &tensors)?;
+        checkpoint::save_checkpoint(dir, self.objective.config(), &self.tokenizer, self.ema.tensors())?;
+        let state = TrainState {
+            tensors_file: Some(tensors_file.clone()),
+            ..self.state.clone()
+        };
+        write_json(&dir.join(STATE_FILE), &state)?;
+        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
+            let entry = entry.map_err(|e| Error::io(dir, e))?;
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if is_state_tensors_file(&name) && name != tensors_file {
+                std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+            }
+        }
         if self.state.history.len() >= 2 {
             let series: Vec<(&str, Vec<(f64, f64)>)> = self
                 .state
@@ -580,7 +729,9 @@ impl<O: Objective> Trainer<O> {
                     )
                 })
                 .collect();
-            crate::plot::loss_curve(&dir.join(LOSS_PLOT_FILE), "training loss", &series)?;
+            checkpoint::write_atomic(&dir.join(LOSS_PLOT_FILE), |tmp| {
+                crate::plot::loss_curve(tmp, "training loss", &series)
+            })?;
         }
         Ok(())
     }

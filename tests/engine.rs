@@ -233,6 +233,36 @@ fn a_tiny_model_learns_the_toy_corpus_and_save_load_is_bit_identical() {
 }
 
 #[test]
+fn samples_handed_out_batch_by_batch_equal_the_collected_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let lm = train_toy(dir.path(), 5);
+    for mbr in [1, 2] {
+        let g = Generator::new(&lm).steps(4).seed(3).batch_size(3).mbr(mbr);
+        let all = g.generate(5).unwrap();
+        let mut batches = Vec::new();
+        g.generate_each(5, |batch| {
+            batches.push(batch);
+            Ok::<(), diffusion_lm::Error>(())
+        })
+        .unwrap();
+        let streamed: Vec<Vec<u32>> = batches.iter().flatten().map(|s| s.ids.clone()).collect();
+        assert_eq!(
+            streamed,
+            all.iter().map(|s| s.ids.clone()).collect::<Vec<_>>(),
+            "mbr {mbr}"
+        );
+        assert!(batches.len() > 1, "mbr {mbr}: one batch only");
+    }
+    // An error from the consumer stops the run and comes back.
+    let mut calls = 0;
+    let r = Generator::new(&lm).steps(2).batch_size(1).generate_each(4, |_| {
+        calls += 1;
+        Err::<(), _>(diffusion_lm::Error::Config("stop".into()))
+    });
+    assert!(r.is_err() && calls == 1);
+}
+
+#[test]
 fn training_resumes_from_its_checkpoint() {
     let dir = tempfile::tempdir().unwrap();
     let tok = toy_tokenizer();
@@ -246,6 +276,30 @@ fn training_resumes_from_its_checkpoint() {
     assert!(dir.path().join("loss.png").exists());
     assert!(dir.path().join("train_state.json").exists());
     let raw = first.raw_weights().unwrap();
+    let ema = first.ema_weights().clone();
+    // While the first trainer holds the directory, no other run may write it.
+    let msg = diffusion_trainer(cfg.clone(), tok.clone(), &TOY, train(30), dir.path(), &Device::Cpu)
+        .err()
+        .expect("the directory is locked")
+        .to_string();
+    assert!(msg.contains("another process is writing this directory"), "{msg}");
+    drop(first);
+    // One state tensors file, named by the state; no temporary files left.
+    let names: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    let state =
+        diffusion_lm::checkpoint::read_json::<diffusion_lm::train::TrainState>(&dir.path().join("train_state.json"))
+            .unwrap();
+    let tensors_file = state.tensors_file.unwrap();
+    assert_eq!(tensors_file, "train_state.00000020.safetensors");
+    let state_files: Vec<&String> = names
+        .iter()
+        .filter(|n| n.starts_with("train_state.") && n.ends_with(".safetensors"))
+        .collect();
+    assert_eq!(state_files, vec![&tensors_file], "{names:?}");
+    assert!(!names.iter().any(|n| n.contains(".tmp.")), "{names:?}");
     // A new trainer on the same directory with a larger budget continues at step 20 with the same weights.
     let mut second = diffusion_trainer(cfg, tok, &TOY, train(30), dir.path(), &Device::Cpu).unwrap();
     assert_eq!(second.step_count(), 20);
@@ -254,10 +308,46 @@ fn training_resumes_from_its_checkpoint() {
         let a = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
         let b = resumed[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
         assert_eq!(a, b, "{name} differs after resume");
+        let a = ema[name].flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let b = second.ema_weights()[name]
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(a, b, "the EMA of {name} differs after resume");
     }
     let summary = second.run(false).unwrap();
     assert_eq!(summary.steps, 10);
     assert_eq!(second.state().history.last().unwrap().step, 30);
+}
+
+#[test]
+fn a_fresh_run_never_writes_over_files_and_clearing_removes_only_a_runs_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = toy_tokenizer();
+    let cfg = toy_config(&tok);
+    let out = dir.path().join("out");
+    std::fs::create_dir_all(&out).unwrap();
+    std::fs::write(out.join("config.json"), "{}").unwrap();
+    std::fs::write(out.join("notes.txt"), "mine").unwrap();
+    // An interrupted write's leftover does not count as content.
+    std::fs::write(out.join(".123.tmp.model.safetensors"), "half").unwrap();
+    let msg = diffusion_trainer(cfg.clone(), tok.clone(), &TOY, toy_train_config(2), &out, &Device::Cpu)
+        .err()
+        .expect("refused")
+        .to_string();
+    assert!(msg.contains("holds config.json but no training state"), "{msg}");
+    assert_eq!(std::fs::read_to_string(out.join("config.json")).unwrap(), "{}");
+    assert!(!out.join(".123.tmp.model.safetensors").exists());
+    let removed = diffusion_lm::train::clear_output_dir(&out).unwrap();
+    assert_eq!(removed, vec![out.join("config.json")]);
+    // A file no run writes stays and does not stop a run.
+    let mut t = diffusion_trainer(cfg, tok, &TOY, toy_train_config(2), &out, &Device::Cpu).unwrap();
+    t.run(false).unwrap();
+    assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
+    // Clearing while a run holds the directory is refused.
+    let msg = diffusion_lm::train::clear_output_dir(&out).unwrap_err().to_string();
+    assert!(msg.contains("another process is writing this directory"), "{msg}");
 }
 
 #[test]

@@ -111,6 +111,40 @@ fn corrupt_and_mismatched_checkpoints_say_what_is_wrong() {
     std::fs::write(json.path().join("config.json"), "{ \"vocab_size\": ").unwrap();
     assert!(err_text(DiffusionLm::load(json.path(), &Device::Cpu)).contains("invalid JSON"));
 
+    // Non-finite weights: the tensor is named.
+    let nan = tempfile::tempdir().unwrap();
+    let mut weights = lm.weights().clone();
+    let name = weights.keys().min().unwrap().clone();
+    let t = &weights[&name];
+    let poisoned = (t.ones_like().unwrap() * f64::NAN).unwrap();
+    weights.insert(name.clone(), poisoned);
+    diffusion_lm::checkpoint::save_checkpoint(nan.path(), &lm.config, &lm.tokenizer, &weights).unwrap();
+    let msg = err_text(DiffusionLm::load(nan.path(), &Device::Cpu));
+    assert!(
+        msg.contains(&format!("tensor `{name}` has")) && msg.contains("non-finite"),
+        "{msg}"
+    );
+    let mut weights = lm.weights().clone();
+    let t = &weights[&name];
+    let mut values = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    values[0] = f32::INFINITY;
+    let one_inf = candle_core::Tensor::from_vec(values, t.dims(), &Device::Cpu).unwrap();
+    weights.insert(name.clone(), one_inf);
+    diffusion_lm::checkpoint::save_checkpoint(nan.path(), &lm.config, &lm.tokenizer, &weights).unwrap();
+    let msg = err_text(DiffusionLm::load(nan.path(), &Device::Cpu));
+    assert!(msg.contains("has 1 non-finite values"), "{msg}");
+
+    // A tokenizer.json that is JSON but not a tokenizer: the file is named.
+    let tok = tempfile::tempdir().unwrap();
+    lm.save(tok.path()).unwrap();
+    std::fs::write(tok.path().join("tokenizer.json"), "{\"model\": {\"type\": \"BPE\"}}").unwrap();
+    let msg = err_text(DiffusionLm::load(tok.path(), &Device::Cpu));
+    assert!(msg.contains("tokenizer.json"), "{msg}");
+
+    // A file where a checkpoint directory is expected.
+    let msg = err_text(DiffusionLm::load(d.join("config.json"), &Device::Cpu));
+    assert!(msg.contains("this is a file"), "{msg}");
+
     // The original still loads.
     DiffusionLm::load(d, &Device::Cpu).unwrap();
 }

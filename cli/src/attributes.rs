@@ -161,7 +161,7 @@ pub fn train_classifier(
     };
     if relexicalize > 0 {
         let copies = relexicalize_examples(&train_ex, &VERBATIM_FIELDS, relexicalize, a.opt.seed);
-        eprintln!(
+        status!(
             "relexicalized {} copies ({} per example with a written name, near or food value)",
             copies.len(),
             relexicalize
@@ -176,11 +176,12 @@ pub fn train_classifier(
         );
     }
     let classes: usize = cfg.fields.iter().map(|f| f.values.len()).sum();
-    eprintln!(
+    status!(
         "attribute classifier: {labelled} labelled examples, {} fields, {classes} classes",
         cfg.fields.len()
     );
     let out = a.out.unwrap_or_else(|| dir.join("classifier"));
+    crate::prepare_output(&out, a.overwrite)?;
     let mut trainer = classifier_trainer(
         cfg,
         &lm.model,
@@ -194,7 +195,7 @@ pub fn train_classifier(
         if trainer.step_count() == 0 {
             trainer.init_from(weights)?;
         } else {
-            eprintln!("resuming the run in {}; --init is not used again", out.display());
+            status!("resuming the run in {}; --init is not used again", out.display());
         }
     }
     report(&trainer.run(!a.no_progress)?, &out);
@@ -220,7 +221,8 @@ pub struct EvalAttributesArgs {
     samples: usize,
     #[arg(long, default_value_t = 200)]
     steps: usize,
-    #[arg(long, default_value_t = 0)]
+    /// Random seed (a whole number from 0 to 2^64 - 1): the same seed gives the same result.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = crate::parse_seed)]
     seed: u64,
     /// Guidance weight of every target.
     #[arg(long, default_value_t = 1.0)]
@@ -316,7 +318,7 @@ fn is_partial_report(path: &Path) -> bool {
 /// run's settings.
 fn resume_from(path: &Path, settings: &EvalSettings) -> Result<PartialReport> {
     if !path.exists() {
-        eprintln!("--resume: no report at {} yet; starting afresh", path.display());
+        status!("--resume: no report at {} yet; starting afresh", path.display());
         return Ok(PartialReport::empty(settings));
     }
     let text = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
@@ -355,7 +357,7 @@ fn resume_from(path: &Path, settings: &EvalSettings) -> Result<PartialReport> {
             );
         }
     }
-    eprintln!(
+    status!(
         "--resume: {} of {} targets already done ({:.0} s)",
         partial.results.len(),
         settings.targets.len(),
@@ -486,7 +488,7 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
     let unguided: Vec<String> = if resumed.unguided.len() == a.samples {
         resumed.unguided
     } else {
-        eprintln!("unguided: {} samples", a.samples);
+        status!("unguided: {} samples", a.samples);
         base(Generator::new(&lm), &a)
             .progress(true)
             .generate(a.samples)?
@@ -539,7 +541,7 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
     }
     bar.finish_and_clear();
     if results.len() < targets.len() {
-        eprintln!(
+        status!(
             "stopped after {this_run} targets: {} of {} done; continue with --resume",
             results.len(),
             targets.len()
@@ -587,34 +589,37 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
         unguided_samples: unguided,
         results,
     };
-    println!("| field | targets | guided: value mentioned | guided: field-aware | unguided: mentioned | unguided: field-aware |");
-    println!("| --- | --- | --- | --- | --- | --- |");
+    let mut table = vec![
+        "| field | targets | guided: value mentioned | guided: field-aware | unguided: mentioned | unguided: field-aware |".to_string(),
+        "| --- | --- | --- | --- | --- | --- |".to_string(),
+    ];
     for (f, v) in &report.per_field {
         let n = report.results.iter().filter(|r| &r.field == f).count();
-        println!(
+        table.push(format!(
             "| {f} | {n} | {:.1}% | {:.1}% | {:.1}% | {:.1}% |",
             v[0] * 100.0,
             v[1] * 100.0,
             v[2] * 100.0,
             v[3] * 100.0
-        );
+        ));
     }
-    println!(
+    table.push(format!(
         "| **all** | {} | **{:.1}%** | **{:.1}%** | {:.1}% | {:.1}% |",
         report.targets,
         report.guided_mentioned * 100.0,
         report.guided_expressed * 100.0,
         report.unguided_mentioned * 100.0,
         report.unguided_expressed * 100.0
-    );
-    println!(
+    ));
+    table.push(format!(
         "perplexity under the reference LM: guided {:.2}, unguided {:.2}; {:.0} s",
         report.guided_perplexity, report.unguided_perplexity, report.seconds
-    );
+    ));
+    // The report first: a closed standard output must not lose hours of evaluation.
     if let Some(path) = &a.report {
         write_atomically(path, &serde_json::to_string_pretty(&report)?)?;
     }
-    Ok(())
+    crate::out(&table.join("\n"))
 }
 
 /// Writes `text` to `path` through a temporary file and a rename, so an interrupted write never

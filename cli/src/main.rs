@@ -9,8 +9,11 @@ use diffusion_lm::train::{diffusion_trainer, TrainConfig};
 use diffusion_lm::{device::parse_device, DiffusionLm, Generator, ModelConfig, SamplerKind, TextTokenizer};
 use diffusion_lm_controllers::{Infill, JsonSchema, JsonSchemaConfig, Layout, Length, Regex, SyntaxTree};
 
+#[macro_use]
+mod output;
 mod attributes;
 mod schemas;
+use output::out;
 use serde::{Deserialize, Serialize};
 
 #[derive(Parser)]
@@ -61,7 +64,8 @@ struct GenerateArgs {
     /// Reverse diffusion steps (respaced from the model's T).
     #[arg(long, default_value_t = 200)]
     steps: usize,
-    #[arg(long, default_value_t = 0)]
+    /// Random seed (a whole number from 0 to 2^64 - 1): the same seed gives the same result.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = crate::parse_seed)]
     seed: u64,
     /// Sequence length in tokens (default: the model's).
     #[arg(long)]
@@ -258,8 +262,13 @@ struct TrainArgs {
     #[command(flatten)]
     corpus: CorpusArgs,
     /// Output checkpoint directory; if it holds a training state, training resumes from it.
+    /// Otherwise it must be new or empty (see --overwrite).
     #[arg(long)]
     out: PathBuf,
+    /// Start afresh in --out even though it holds a model or a training state: the previous run's
+    /// files (and checkpoints trained for it in subdirectories, such as ar/) are removed first.
+    #[arg(long)]
+    overwrite: bool,
     #[arg(long, default_value_t = 2048)]
     vocab_size: usize,
     #[arg(long, default_value_t = 64)]
@@ -304,7 +313,8 @@ struct OptArgs {
     /// Clip the global gradient norm (0 disables).
     #[arg(long, default_value_t = 1.0)]
     grad_clip: f64,
-    #[arg(long, default_value_t = 0)]
+    /// Random seed (a whole number from 0 to 2^64 - 1): the same seed gives the same result.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = crate::parse_seed)]
     seed: u64,
     #[arg(long, default_value_t = 1000)]
     checkpoint_every: usize,
@@ -336,9 +346,13 @@ struct AuxTrainArgs {
     /// The diffusion checkpoint it belongs to (its tokenizer and its corpus record, data.json).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Output directory (default: a subdirectory of MODEL).
+    /// Output directory (default: a subdirectory of MODEL); a training state there is resumed,
+    /// anything else there is kept unless --overwrite.
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Start afresh in the output directory, removing a previous run's files first.
+    #[arg(long)]
+    overwrite: bool,
     #[arg(long, default_value_t = 128)]
     hidden: usize,
     #[arg(long, default_value_t = 2)]
@@ -372,7 +386,8 @@ struct EvalArgs {
     samples: usize,
     #[arg(long, default_value_t = 200)]
     steps: usize,
-    #[arg(long, default_value_t = 0)]
+    /// Random seed (a whole number from 0 to 2^64 - 1): the same seed gives the same result.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = crate::parse_seed)]
     seed: u64,
     #[arg(long, default_value = "ddpm")]
     sampler: String,
@@ -419,7 +434,11 @@ fn load_split(paths: &[PathBuf], json_records: bool, heldout: f64) -> Result<(Ve
 fn main() {
     diffusion_lm::tune_allocator();
     if let Err(e) = run() {
-        eprintln!("error: {e:#}");
+        if output::is_closed_pipe(&e) {
+            // The reader took what it wanted (`| head`): a normal end.
+            return;
+        }
+        status!("error: {e:#}");
         std::process::exit(1);
     }
 }
@@ -447,8 +466,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
     let mut lm = DiffusionLm::load(&dir, &device)?;
     lm.set_compute_dtype(diffusion_lm::device::parse_dtype(&a.dtype)?)?;
     let kind: SamplerKind = a.sampler.parse().map_err(anyhow::Error::msg)?;
-    let samples = a
-        .control
+    a.control
         .apply(Generator::new(&lm), &dir, &device)?
         .steps(a.steps)
         .seed(a.seed)
@@ -457,14 +475,23 @@ fn generate(a: GenerateArgs) -> Result<()> {
         .batch_size(a.batch_size)
         .clamping(!a.no_clamp)
         .progress(true)
-        .generate(a.samples)?;
-    for s in samples {
-        match a.format {
-            Format::Text => println!("{}", s.text),
-            Format::Jsonl => println!("{}", serde_json::json!({ "text": s.text })),
-        }
-    }
-    Ok(())
+        .generate_each(a.samples, |batch| {
+            for s in batch {
+                match a.format {
+                    Format::Text => out(&s.text)?,
+                    Format::Jsonl => out(&serde_json::json!({ "text": s.text }).to_string())?,
+                }
+            }
+            anyhow::Ok(())
+        })
+}
+
+/// A seed: a whole number in `0..=u64::MAX` (clap would take `-1` for a flag and say only
+/// "unexpected argument").
+fn parse_seed(s: &str) -> Result<u64> {
+    s.trim()
+        .parse::<u64>()
+        .map_err(|_| anyhow::anyhow!("a seed is a whole number from 0 to {}, got {s:?}", u64::MAX))
 }
 
 /// `L` or `MIN..MAX` / `MIN..=MAX` (inclusive).
@@ -484,16 +511,17 @@ fn train(a: TrainArgs) -> Result<()> {
     let device = parse_device(&a.device)?;
     let (train_ex, heldout_ex) = load_examples(&a.corpus)?;
     let texts: Vec<&str> = train_ex.iter().map(|e| e.text.as_str()).collect();
-    eprintln!(
+    status!(
         "corpus: {} training examples, {} held out",
         train_ex.len(),
         heldout_ex.len()
     );
+    prepare_output(&a.out, a.overwrite)?;
     let resuming = a.out.join(diffusion_lm::train::STATE_FILE).exists();
     let (cfg, tokenizer) = if resuming {
         let cfg: ModelConfig = diffusion_lm::checkpoint::load_config(&a.out)?;
         let tok = diffusion_lm::checkpoint::load_tokenizer(&a.out, cfg.vocab_size, cfg.pad_id)?;
-        eprintln!(
+        status!(
             "resuming from {} (model settings come from its config.json)",
             a.out.display()
         );
@@ -514,10 +542,12 @@ fn train(a: TrainArgs) -> Result<()> {
             schedule: "sqrt".into(),
         };
         cfg.validate()?;
-        eprintln!("tokenizer: {} tokens", tok.vocab_size());
+        status!("tokenizer: {} tokens", tok.vocab_size());
         (cfg, tok)
     };
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    // The trainer locks --out and refuses one that holds files but no state to resume, so the
+    // corpus record is written only once it has.
+    let mut trainer = diffusion_trainer(cfg, tokenizer, &texts, a.opt.config(), &a.out, &device)?;
     let record = DataRecord {
         // As given (relative to where `train` ran, usually the repository root), so the record
         // stays valid in other clones.
@@ -526,17 +556,58 @@ fn train(a: TrainArgs) -> Result<()> {
         heldout: a.corpus.heldout,
     };
     diffusion_lm::checkpoint::write_json(&a.out.join(DATA_FILE), &record)?;
-    let mut trainer = diffusion_trainer(cfg, tokenizer, &texts, a.opt.config(), &a.out, &device)?;
     let dropped = trainer.state().dropped_examples;
     if dropped > 0 {
-        eprintln!("note: {dropped} examples longer than the sequence length were left out");
+        status!("note: {dropped} examples longer than the sequence length were left out");
     }
     report(&trainer.run(!a.no_progress)?, &a.out);
     Ok(())
 }
 
+/// The output directory of a training command: with `--overwrite`, a previous run's files are
+/// removed (and named); without it, a directory that holds anything but a training state to
+/// resume is refused. (The trainer itself refuses only files a run would replace.)
+fn prepare_output(dir: &Path, overwrite: bool) -> Result<()> {
+    if overwrite {
+        for path in diffusion_lm::train::clear_output_dir(dir)? {
+            status!("--overwrite: removed {}", path.display());
+        }
+        return Ok(());
+    }
+    if !dir.exists() || dir.join(diffusion_lm::train::STATE_FILE).exists() {
+        return Ok(());
+    }
+    if !dir.is_dir() {
+        bail!("--out {} is a file, not a directory", dir.display());
+    }
+    let mut held: Vec<String> = std::fs::read_dir(dir)
+        .with_context(|| format!("reading {}", dir.display()))?
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n != diffusion_lm::checkpoint::LOCK_FILE)
+        .collect();
+    if held.is_empty() {
+        return Ok(());
+    }
+    held.sort();
+    let more = held.len().saturating_sub(5);
+    held.truncate(5);
+    bail!(
+        "{} holds {}{} but no training state to resume; a new run will not write there unless you \
+         pass --overwrite (which removes a previous run's files: its model, state, plots and the \
+         checkpoints trained for it) or choose a new directory",
+        dir.display(),
+        held.join(", "),
+        if more > 0 {
+            format!(" and {more} more")
+        } else {
+            String::new()
+        }
+    )
+}
+
 fn report(summary: &diffusion_lm::train::TrainSummary, out: &Path) {
-    eprintln!(
+    status!(
         "trained {} steps ({:.0}s of training in all, {:.0} tokens/s); final loss {:.4}; checkpoint in {}",
         summary.steps,
         summary.elapsed_secs,
@@ -546,10 +617,33 @@ fn report(summary: &diffusion_lm::train::TrainSummary, out: &Path) {
     );
 }
 
+/// Reads a checkpoint's corpus record. Its paths are used as written: relative ones (the shipped
+/// models' `data/e2e/...`) are relative to the current directory, which for them must be the
+/// repository root; a missing file is an error that says so.
 fn read_data_record(dir: &Path) -> Result<DataRecord> {
     let path = dir.join(DATA_FILE);
-    diffusion_lm::checkpoint::read_json(&path)
-        .with_context(|| format!("{} records which corpus the model was trained on", path.display()))
+    let record: DataRecord = diffusion_lm::checkpoint::read_json(&path)
+        .with_context(|| format!("{} records which corpus the model was trained on", path.display()))?;
+    for p in record.corpus.iter().filter(|p| !p.exists()) {
+        let hint = if p.is_relative() {
+            let cwd = std::env::current_dir()
+                .map(|d| d.display().to_string())
+                .unwrap_or_default();
+            format!(
+                ": relative corpus paths are resolved against the current directory ({cwd}); run \
+                 from the repository root, or edit {} to point at the corpus",
+                path.display()
+            )
+        } else {
+            format!("; edit {} to point at the corpus", path.display())
+        };
+        bail!(
+            "corpus file {} (listed in {}) does not exist{hint}",
+            p.display(),
+            path.display()
+        );
+    }
+    Ok(record)
 }
 
 fn train_ar(TrainArArgs { aux: a }: TrainArArgs) -> Result<()> {
@@ -562,6 +656,7 @@ fn train_ar(TrainArArgs { aux: a }: TrainArArgs) -> Result<()> {
     let (train_ex, _) = load_split(&record.corpus, record.json_records, record.heldout)?;
     let texts: Vec<&str> = train_ex.iter().map(|e| e.text.as_str()).collect();
     let out = a.out.unwrap_or_else(|| dir.join("ar"));
+    prepare_output(&out, a.overwrite)?;
     let ar_cfg = ArConfig {
         model_type: "causal-lm".into(),
         vocab_size: cfg.vocab_size,
@@ -573,7 +668,7 @@ fn train_ar(TrainArArgs { aux: a }: TrainArArgs) -> Result<()> {
         ffn_hidden: 4 * a.hidden,
         dropout: a.dropout,
     };
-    eprintln!("reference LM: {} training texts from {:?}", texts.len(), record.corpus);
+    status!("reference LM: {} training texts from {:?}", texts.len(), record.corpus);
     let mut trainer = ar_trainer(ar_cfg, tokenizer, &texts, a.opt.config(), &out, &device)?;
     report(&trainer.run(!a.no_progress)?, &out);
     Ok(())
@@ -649,6 +744,5 @@ fn eval(a: EvalArgs) -> Result<()> {
         empty_samples: texts.len() - nonempty.len(),
         seconds_sampling,
     };
-    println!("{}", serde_json::to_string_pretty(&report)?);
-    Ok(())
+    out(&serde_json::to_string_pretty(&report)?)
 }

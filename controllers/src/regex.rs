@@ -13,6 +13,8 @@
 //! let r = Regex::new(r"[0-9]{4}-[0-9]{2}-[0-9]{2}").unwrap();
 //! assert_eq!(r.pattern(), "[0-9]{4}-[0-9]{2}-[0-9]{2}");
 //! assert!(Regex::new(r"(?=x)").is_err()); // look-around is not regular
+//! // The pattern is checked on its own before it is anchored, so `)` cannot escape the wrapping.
+//! assert!(Regex::new("The)|(.*").is_err());
 //! ```
 
 use diffusion_lm::automaton::TokenAutomaton;
@@ -74,6 +76,9 @@ pub(crate) fn full_match_dfa(
     dfa_size_limit: usize,
     determinize_size_limit: usize,
 ) -> Result<(dense::DFA<Vec<u32>>, StateID), String> {
+    // Parse the user's pattern on its own first: wrapped, `a)|(b` would parse as a different
+    // pattern, and a syntax error would point into text the user did not write.
+    regex_automata::util::syntax::parse(pattern).map_err(|e| e.to_string())?;
     let dfa = dense::Builder::new()
         .configure(
             dense::Config::new()
@@ -83,17 +88,22 @@ pub(crate) fn full_match_dfa(
                 .determinize_size_limit(Some(determinize_size_limit)),
         )
         .build(&format!("^(?:{pattern})$"))
-        .map_err(|e| {
-            let mut msg = e.to_string();
-            if let Some(src) = std::error::Error::source(&e) {
-                msg = format!("{msg}: {src}");
-            }
-            msg
-        })?;
+        .map_err(|e| error_chain(&e))?;
     let start = dfa
         .start_state(&start::Config::new().anchored(Anchored::Yes))
         .map_err(|e| format!("no anchored start state: {e}"))?;
     Ok((dfa, start))
+}
+
+/// An error and all its causes, `outer: inner: innermost`.
+pub(crate) fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut msg = e.to_string();
+    let mut source = e.source();
+    while let Some(cause) = source {
+        msg = format!("{msg}: {cause}");
+        source = cause.source();
+    }
+    msg
 }
 
 /// Full-match regex constraint on the content.
