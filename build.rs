@@ -1,5 +1,5 @@
 //! With the `cuda` feature, compiles `src/cuda/kernels.cu` to PTX with nvcc (the toolkit candle's
-//! own kernels need; see `../shared/gpu/README.md`). The target is `CUDA_COMPUTE_CAP` (e.g. 90 for
+//! own kernels need; see `benches/gpu/README.md`). The target is `CUDA_COMPUTE_CAP` (e.g. 90 for
 //! an H100), else the first GPU `nvidia-smi` reports, else 80. Without the feature nothing runs.
 use std::path::PathBuf;
 use std::process::Command;

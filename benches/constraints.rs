@@ -1,4 +1,4 @@
-//! Constraint benchmarks (`cargo bench --bench constraints`): token-automaton build time and
+//! Constraint benchmarks (`cargo bench -p diffusion-lm --bench constraints`): token-automaton build time and
 //! projection (exact constrained rounding) time per denoising step at batch 1, for realistic
 //! regexes and the GBNF grammars in `grammars/`, next to the denoiser step of the shipped model.
 

@@ -8,8 +8,9 @@
 #   bash benches/gpu_run.sh classifier DIR SECONDS [train-classifier options...]
 #
 # DIR holds gpu_check.xz and diffusion-lm.xz (the `cuda` builds, compressed with xz; .gz works
-# too), device-run.sh from ../shared/gpu, and e2e/*.csv (the corpus, for `train`). Results go
-# to $OUT (at most 8 files come back from the device machine, so logs are merged):
+# too). Run from the repository root: the binaries are started through benches/gpu/device-run.sh
+# (a copy in DIR takes precedence), and `train` and `classifier` read the corpus in data/e2e/.
+# Results go to $OUT (at most 8 files come back from the device machine, so logs are merged):
 #   check: gpu_check.json, pytorch.json, check.txt
 #   train: train.txt and the checkpoint's small files under e2e/ (the optimizer state stays).
 #   classifier: classifier.txt and the classifier's config, weights, tokenizer and training record
@@ -20,8 +21,10 @@ DIR=${2:?folder with the binaries}
 OUT=${OUT:-/tmp/gpu-out}
 mkdir -p "$OUT"
 THREADS=${THREADS:-8}
+DEVICE_RUN=benches/gpu/device-run.sh
+[ -e "$DIR/device-run.sh" ] && DEVICE_RUN=$DIR/device-run.sh
 run_bin() { # device-run.sh sets the library paths; its own copy of the output is not kept
-  OUT=/tmp bash "$DIR/device-run.sh" "$@"
+  OUT=/tmp bash "$DEVICE_RUN" "$@"
 }
 # Binaries come compressed: xz halves gzip's size (their PTX compresses well), which keeps both
 # binaries and the checkout under the 64 MiB a device call carries. Python's lzma unpacks them
@@ -30,8 +33,10 @@ for f in "$DIR"/*.gz; do [ -e "$f" ] && gunzip -kf "$f"; done
 for f in "$DIR"/*.xz; do
   [ -e "$f" ] && python3 -c "import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], 'wb'))" "$f" "${f%.xz}"
 done
-copy_corpus() {
-  mkdir -p ../shared/data && cp -r "$DIR/e2e" ../shared/data/ || exit 1
+# The E2E corpus ships in data/e2e/, where models/e2e/data.json (read by `train-classifier`) points.
+require_corpus() {
+  [ -e data/e2e/devset.csv ] && [ -e data/e2e/testset_w_refs.csv ] \
+    || { echo "data/e2e/*.csv not found: run from the repository root"; exit 1; }
 }
 # run_budgeted SECONDS PROBE_DIR OUT_DIR COMMAND [options...]: a short probe of the same
 # configuration gives the step time, so the real run's step budget (and with it the
@@ -68,8 +73,8 @@ check)
 train)
   SECONDS_BUDGET=${3:?training seconds}
   shift 3
-  copy_corpus
-  CORPUS=(--corpus ../shared/data/e2e/devset.csv ../shared/data/e2e/testset_w_refs.csv)
+  require_corpus
+  CORPUS=(--corpus data/e2e/devset.csv data/e2e/testset_w_refs.csv)
   {
     run_budgeted "$SECONDS_BUDGET" /tmp/probe "$OUT/e2e" train "${CORPUS[@]}" "$@"
     mv "$OUT/e2e/train_state.safetensors" "$OUT/e2e/data.json" /tmp/ 2>/dev/null
@@ -79,7 +84,7 @@ train)
 classifier)
   SECONDS_BUDGET=${3:?training seconds}
   shift 3
-  copy_corpus
+  require_corpus
   {
     run_budgeted "$SECONDS_BUDGET" /tmp/cprobe "$OUT/classifier" train-classifier --model models/e2e \
       --reads prediction "$@"

@@ -1,7 +1,8 @@
-//! JSON Schema benchmarks (`cargo bench --bench json_schema`).
+//! JSON Schema benchmarks (`cargo bench -p diffusion-lm --bench json_schema`).
 //!
-//! 1. Over the real schemas in `../shared/data/jsonschema` (every `JSON_SCHEMA_BENCH_STRIDE`-th
-//!    file, default 4, 0 to skip; the copied sample in `controllers/tests/data` when the folder is absent):
+//! 1. Over the real schemas in `data/jsonschema` (fetched by `scripts/fetch-jsonschema.sh`; every
+//!    `JSON_SCHEMA_BENCH_STRIDE`-th file, default 4, 0 to skip; the copied sample in
+//!    `controllers/tests/data` when the folder is absent):
 //!    compile time (schema → byte automaton, p50/p99), token-automaton build time, and projection
 //!    time per denoising step at batch 1 with the shipped model (p50/p99), printed as a table.
 //! 2. Criterion timings of compiling and projecting the example schemas.
@@ -36,7 +37,7 @@ fn clamp_scores(lm: &DiffusionLm) -> Vec<f32> {
 
 fn schema_files() -> Vec<PathBuf> {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let shared = root.join("../shared/data/jsonschema");
+    let fetched = root.join("data/jsonschema");
     let stride: usize = std::env::var("JSON_SCHEMA_BENCH_STRIDE")
         .ok()
         .and_then(|s| s.parse().ok())
@@ -51,8 +52,8 @@ fn schema_files() -> Vec<PathBuf> {
         v.sort();
         v
     };
-    if shared.is_dir() {
-        for sub in walk(&shared) {
+    if fetched.is_dir() {
+        for sub in walk(&fetched) {
             if sub.is_dir() {
                 files.extend(
                     walk(&sub)

@@ -1,4 +1,4 @@
-//! Peak resident memory of generation with the shipped model (`cargo bench --bench memory`):
+//! Peak resident memory of generation with the shipped model (`cargo bench -p diffusion-lm --bench memory`):
 //! loads the model, generates, and reads the process's peak RSS. Each configuration runs in a
 //! fresh child process (this bench re-executes itself), so the figures do not mix.
 

@@ -2,8 +2,8 @@
 //! the restaurant JSON Schema, and compare with unguided samples from the same seeds.
 //!
 //! ```text
-//! cargo run --release --example attribute -- [FIELD=VALUE[:WEIGHT]] [N] [STEPS]
-//! cargo run --release --example attribute -- food=Italian 6
+//! cargo run --release -p diffusion-lm --example attribute -- [FIELD=VALUE[:WEIGHT]] [N] [STEPS]
+//! cargo run --release -p diffusion-lm --example attribute -- food=Italian 6
 //! ```
 
 mod common;

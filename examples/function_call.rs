@@ -2,7 +2,7 @@
 //! generation, so the arguments always validate and can be passed straight to the function.
 //!
 //! ```text
-//! cargo run --release --example function_call -- [N]
+//! cargo run --release -p diffusion-lm --example function_call -- [N]
 //! ```
 
 use anyhow::Result;

@@ -1,7 +1,7 @@
 //! Unconditional generation with the shipped E2E model.
 //!
 //! ```text
-//! cargo run --release --example generate -- [N] [SEED]
+//! cargo run --release -p diffusion-lm --example generate -- [N] [SEED]
 //! ```
 
 use anyhow::Result;

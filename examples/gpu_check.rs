@@ -1,8 +1,8 @@
 //! GPU check: CPU/GPU parity and throughput, in one program that can be built on a CPU-only
-//! machine and run on a GPU machine (`../shared/gpu/README.md`, and the README's GPU section).
+//! machine and run on a GPU machine (`benches/gpu/README.md`, and the README's GPU section).
 //!
 //! ```text
-//! cargo run --release --features cuda --example gpu_check -- \
+//! cargo run --release --features cuda -p diffusion-lm --example gpu_check -- \
 //!     [--device cuda:0] [--model models/e2e] [--out gpu_check.json] [--dump io.safetensors]
 //!     [--threads N] [--quick] [--short-cpu] [--gpu-only]
 //! ```

@@ -2,8 +2,8 @@
 //! grammar, checked afterwards by an independent Earley recogniser (and, for JSON, by serde_json).
 //!
 //! ```text
-//! cargo run --release --example grammar -- [GRAMMAR.gbnf] [N]
-//! cargo run --release --example grammar -- grammars/sql_select.gbnf 4
+//! cargo run --release -p diffusion-lm --example grammar -- [GRAMMAR.gbnf] [N]
+//! cargo run --release -p diffusion-lm --example grammar -- grammars/sql_select.gbnf 4
 //! ```
 
 mod common;

@@ -1,7 +1,7 @@
 //! Infilling with the shipped E2E model: fixed text around holes (`___`) that the model fills.
 //!
 //! ```text
-//! cargo run --release --example infill -- ['TEMPLATE'] [N]
+//! cargo run --release -p diffusion-lm --example infill -- ['TEMPLATE'] [N]
 //! ```
 
 use anyhow::Result;

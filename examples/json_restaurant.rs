@@ -2,7 +2,7 @@
 //! customer rating, area, familyFriendly boolean, near), each valid under the schema.
 //!
 //! ```text
-//! cargo run --release --example json_restaurant -- [N]
+//! cargo run --release -p diffusion-lm --example json_restaurant -- [N]
 //! ```
 
 use anyhow::Result;

@@ -1,7 +1,7 @@
 //! Any JSON Schema file → N documents, each valid under it (checked again here with `jsonschema`).
 //!
 //! ```text
-//! cargo run --release --example json_schema -- path/to/schema.json [N] [STEPS]
+//! cargo run --release -p diffusion-lm --example json_schema -- path/to/schema.json [N] [STEPS]
 //! ```
 
 use anyhow::{bail, Result};

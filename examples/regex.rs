@@ -1,7 +1,7 @@
 //! Regex-constrained generation with the shipped E2E model: every output fully matches.
 //!
 //! ```text
-//! cargo run --release --example regex -- ['PATTERN'] [N]
+//! cargo run --release -p diffusion-lm --example regex -- ['PATTERN'] [N]
 //! ```
 
 use anyhow::Result;

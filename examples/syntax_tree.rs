@@ -8,7 +8,7 @@
 //! the two.
 //!
 //! ```text
-//! cargo run --release --example syntax_tree -- [N] [STEPS]
+//! cargo run --release -p diffusion-lm --example syntax_tree -- [N] [STEPS]
 //! ```
 
 mod common;

@@ -4,7 +4,7 @@
 //! ([`PYTHON_ADD_TWO`]). About 6% of the training functions are such.
 //!
 //! ```text
-//! cargo run --release --example syntax_tree_python -- [N] [STEPS] [OUT_DIR]
+//! cargo run --release -p diffusion-lm --example syntax_tree_python -- [N] [STEPS] [OUT_DIR]
 //! ```
 //!
 //! With `OUT_DIR`, each run's outputs are written there as JSON Lines (`{"text": ...}`), for an

@@ -353,7 +353,7 @@ pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
     h
 }
 
-/// The corpus files of the E2E dataset in `shared/data/e2e`, located relative to a project root.
+/// The corpus files of the E2E dataset in `data_dir` (the repository ships them in `data/e2e`).
 pub fn e2e_files(data_dir: &Path) -> Vec<PathBuf> {
     vec![data_dir.join("devset.csv"), data_dir.join("testset_w_refs.csv")]
 }

@@ -39,7 +39,31 @@ pub fn loss_curve(path: &Path, title: &str, series: &[(&str, Vec<(f64, f64)>)]) 
     let x_max = points.iter().map(|p| p.0).fold(1.0, f64::max);
     let y_min = points.iter().map(|p| p.1).fold(f64::INFINITY, f64::min);
     let y_max = points.iter().map(|p| p.1).fold(f64::NEG_INFINITY, f64::max);
-    let root = BitMapBackend::new(path, (900, 540)).into_drawing_area();
+    let (width, height) = (900u32, 540u32);
+    // Drawn into memory and encoded with `png`: plotters' own file output pulls in the whole
+    // `image` crate (every image format), a large share of a cold build.
+    let mut pixels = vec![0u8; width as usize * height as usize * 3];
+    draw(&mut pixels, (width, height), title, series, x_max, (y_min, y_max)).map_err(|e| err(&e))?;
+    let file = std::fs::File::create(path).map_err(|e| Error::io(path, e))?;
+    let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), width, height);
+    encoder.set_color(png::ColorType::Rgb);
+    encoder.set_depth(png::BitDepth::Eight);
+    let mut writer = encoder.write_header().map_err(|e| err(&e))?;
+    writer.write_image_data(&pixels).map_err(|e| err(&e))?;
+    writer.finish().map_err(|e| err(&e))
+}
+
+/// Renders the chart into an RGB buffer of `size`.
+fn draw(
+    pixels: &mut [u8],
+    size: (u32, u32),
+    title: &str,
+    series: &[(&str, Vec<(f64, f64)>)],
+    x_max: f64,
+    (y_min, y_max): (f64, f64),
+) -> std::result::Result<(), String> {
+    let err = |e: &dyn std::fmt::Display| e.to_string();
+    let root = BitMapBackend::with_buffer(pixels, size).into_drawing_area();
     root.fill(&WHITE).map_err(|e| err(&e))?;
     let mut chart = ChartBuilder::on(&root)
         .caption(title, ("sans-serif", 22))
@@ -74,6 +98,5 @@ pub fn loss_curve(path: &Path, title: &str, series: &[(&str, Vec<(f64, f64)>)]) 
         .border_style(BLACK)
         .draw()
         .map_err(|e| err(&e))?;
-    root.present().map_err(|e| err(&e))?;
-    Ok(())
+    root.present().map_err(|e| err(&e))
 }

@@ -12,10 +12,15 @@ use diffusion_lm::{DiffusionLm, Error, Generator};
 use diffusion_lm_controllers::json_schema::suite::{check_case, SuiteCase};
 use diffusion_lm_controllers::JsonSchemaConfig;
 
+/// Where `scripts/fetch-jsonschema.sh` writes the evaluation set.
+const DEFAULT_DIR: &str = "data/jsonschema";
+
 #[derive(Args)]
 pub struct EvalSchemasArgs {
-    /// A folder of schema files, or a folder of such folders (one subset each).
-    #[arg(long, default_value = "../shared/data/jsonschema")]
+    /// A folder of schema files, or a folder of such folders (one subset each). The default is
+    /// where `scripts/fetch-jsonschema.sh` puts the JSONSchemaBench set (relative to the current
+    /// directory, so run from the repository root).
+    #[arg(long, default_value = DEFAULT_DIR)]
     pub dir: PathBuf,
     /// Files per subset (0: all), taken in name order.
     #[arg(long, default_value_t = 0)]
@@ -28,7 +33,8 @@ pub struct EvalSchemasArgs {
     pub model: Option<PathBuf>,
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
-    #[arg(long, default_value_t = 0)]
+    /// Random seed (a whole number from 0 to 2^64 - 1): the same seed gives the same result.
+    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = crate::parse_seed)]
     pub seed: u64,
     /// Write the per-subset table (Markdown) here.
     #[arg(long)]
@@ -81,6 +87,14 @@ fn error_kind(e: &str) -> String {
 pub fn run(a: EvalSchemasArgs) -> Result<()> {
     let mut subsets: Vec<(String, Vec<PathBuf>)> = Vec::new();
     let mut direct = Vec::new();
+    if !a.dir.exists() {
+        bail!(
+            "the schema folder {} does not exist: fetch the JSONSchemaBench evaluation set with \
+             `scripts/fetch-jsonschema.sh` (from the repository root; it writes {DEFAULT_DIR}), or \
+             pass --dir (e.g. --dir controllers/tests/data/jsonschema, the small sample the tests use)",
+            a.dir.display()
+        );
+    }
     let mut entries: Vec<PathBuf> = std::fs::read_dir(&a.dir)
         .with_context(|| format!("cannot read {}", a.dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
@@ -203,11 +217,10 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
         rows.push((name, t));
     }
     let table = render(&rows, a.generate);
-    println!("{table}");
     if let Some(p) = &a.report {
         write(p, &table)?;
     }
-    Ok(())
+    crate::out(&table)
 }
 
 fn render(rows: &[(String, Tally)], generate: usize) -> String {
@@ -300,5 +313,5 @@ fn write(p: &Path, text: &str) -> Result<()> {
 
 /// A message line that does not break the progress bar (printed even when stderr is no terminal).
 fn say(bar: &indicatif::ProgressBar, msg: String) {
-    bar.suspend(|| eprintln!("{msg}"));
+    bar.suspend(|| status!("{msg}"));
 }

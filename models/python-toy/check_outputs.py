@@ -1,6 +1,6 @@
 """Independent check of `examples/syntax_tree_python` outputs with Python's own parser.
 
-    cargo run --release --example syntax_tree_python -- 128 100 runs/python-out
+    cargo run --release -p diffusion-lm --example syntax_tree_python -- 128 100 runs/python-out
     python3 models/python-toy/check_outputs.py runs/python-out
 
 For each run file it prints how many outputs `ast.parse` accepts and how many define a function
