@@ -16,6 +16,16 @@ use serde::{Deserialize, Serialize};
 
 use crate::{Error, Result};
 
+/// Upper bounds [`ModelConfig::validate`] puts on the sizes: far beyond any trainable model, and
+/// small enough that building a model's parameter list or noise schedule from a corrupt config
+/// cannot exhaust memory before its weights are checked.
+pub const MAX_VOCAB_SIZE: usize = 1 << 24;
+/// See [`MAX_VOCAB_SIZE`]; bounds `seq_len`, `embed_dim`, `hidden`, `heads`, `ffn_hidden` and
+/// `diffusion_steps`.
+pub const MAX_SIZE: usize = 1 << 20;
+/// See [`MAX_VOCAB_SIZE`].
+pub const MAX_LAYERS: usize = 1 << 12;
+
 /// Sizes and hyper-parameters of the denoiser and its diffusion process.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ModelConfig {
@@ -83,6 +93,20 @@ impl ModelConfig {
         let bad = |m: String| Err(Error::Config(m));
         if self.vocab_size < 2 {
             return bad(format!("vocab_size must be at least 2, got {}", self.vocab_size));
+        }
+        for (name, v, max) in [
+            ("vocab_size", self.vocab_size, MAX_VOCAB_SIZE),
+            ("seq_len", self.seq_len, MAX_SIZE),
+            ("embed_dim", self.embed_dim, MAX_SIZE),
+            ("hidden", self.hidden, MAX_SIZE),
+            ("layers", self.layers, MAX_LAYERS),
+            ("heads", self.heads, MAX_SIZE),
+            ("ffn_hidden", self.ffn_hidden, MAX_SIZE),
+            ("diffusion_steps", self.diffusion_steps, MAX_SIZE),
+        ] {
+            if v > max {
+                return bad(format!("{name} must be at most {max}, got {v}"));
+            }
         }
         if self.pad_id as usize >= self.vocab_size {
             return bad(format!(

@@ -85,8 +85,26 @@ impl TextTokenizer {
         if !path.exists() {
             return Err(Error::Tokenizer(format!("{} does not exist", path.display())));
         }
-        let inner = Tokenizer::from_file(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
-        Self::from_tokenizer(inner)
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        // The `tokenizers` crate panics on some malformed files (a syntax error inside
+        // `decoder`, an incomplete `Precompiled` normalizer): check the syntax here, and turn
+        // any panic left into an error naming the file.
+        serde_json::from_str::<serde::de::IgnoredAny>(&text)
+            .map_err(|e| Error::Tokenizer(format!("{}: invalid JSON: {e}", path.display())))?;
+        let inner = std::panic::catch_unwind(|| Tokenizer::from_str(&text))
+            .map_err(|panic| {
+                let why = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                Error::Tokenizer(format!("{}: not a valid tokenizer file: {why}", path.display()))
+            })?
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        Self::from_tokenizer(inner).map_err(|e| match e {
+            Error::Tokenizer(m) => Error::Tokenizer(format!("{}: {m}", path.display())),
+            e => e,
+        })
     }
 
     /// Saves as `tokenizer.json`.

@@ -12,6 +12,8 @@ use diffusion_lm_controllers::{Infill, JsonSchema, JsonSchemaConfig, Layout, Len
 #[macro_use]
 mod output;
 mod attributes;
+#[cfg(test)]
+mod fuzz_tests;
 mod schemas;
 use output::out;
 use serde::{Deserialize, Serialize};

@@ -21,6 +21,7 @@ use diffusion_lm::automaton::TokenAutomaton;
 use diffusion_lm::controller::{Controller, HardConstraint, PrepareContext};
 use diffusion_lm::{Error, TextTokenizer};
 use regex_automata::dfa::{dense, Automaton};
+use regex_automata::nfa::thompson;
 use regex_automata::util::primitives::StateID;
 use regex_automata::util::start;
 use regex_automata::{Anchored, MatchKind};
@@ -28,7 +29,7 @@ use regex_automata::{Anchored, MatchKind};
 /// Limits on what compiling a pattern may cost.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct RegexConfig {
-    /// Bytes the dense DFA may occupy.
+    /// Bytes the dense DFA may occupy (and the Thompson NFA it is built from).
     pub dfa_size_limit: usize,
     /// Bytes determinisation may use.
     pub determinize_size_limit: usize,
@@ -80,6 +81,9 @@ pub(crate) fn full_match_dfa(
     // pattern, and a syntax error would point into text the user did not write.
     regex_automata::util::syntax::parse(pattern).map_err(|e| e.to_string())?;
     let dfa = dense::Builder::new()
+        // The NFA is bounded too: `\p{L}{300}{300}` would otherwise spend most of a minute
+        // building 90,000 copies of a Unicode class before the DFA limits are ever checked.
+        .thompson(thompson::Config::new().nfa_size_limit(Some(dfa_size_limit)))
         .configure(
             dense::Config::new()
                 .match_kind(MatchKind::All)

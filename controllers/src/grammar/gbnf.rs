@@ -61,9 +61,19 @@ impl std::fmt::Display for SyntaxError {
 /// The largest `{m,n}` bound accepted (repetitions are unrolled).
 pub const MAX_REPEAT: usize = 256;
 
+/// The deepest nesting accepted, of groups `( )` and of the expression tree (sequences,
+/// alternations and repetitions inside each other, `x**` counting twice). Parsing, compiling
+/// and recognising recurse on the tree, so this bounds their stack use.
+pub const MAX_NESTING: usize = 128;
+
 struct Parser {
     chars: Vec<char>,
     pos: usize,
+    /// Groups open at `pos`.
+    depth: usize,
+    /// Depth of the expression tree last returned by `item`, `repetition`, `sequence` or
+    /// `alternation` (a leaf is 1).
+    tree_depth: usize,
 }
 
 impl Parser {
@@ -150,15 +160,22 @@ impl Parser {
     }
 
     fn alternation(&mut self) -> Result<Expr, SyntaxError> {
+        let at = self.pos;
         let mut alts = vec![self.sequence()?];
+        let mut depth = self.tree_depth;
         loop {
             self.skip();
             if self.peek() == Some('|') {
                 self.pos += 1;
                 alts.push(self.sequence()?);
+                depth = depth.max(self.tree_depth);
             } else {
                 break;
             }
+        }
+        self.tree_depth = if alts.len() == 1 { depth } else { depth + 1 };
+        if self.tree_depth > MAX_NESTING {
+            return Err(self.err(at, format!("expression nested more than {MAX_NESTING} levels deep")));
         }
         Ok(if alts.len() == 1 {
             alts.pop().expect("one")
@@ -168,7 +185,9 @@ impl Parser {
     }
 
     fn sequence(&mut self) -> Result<Expr, SyntaxError> {
+        let at = self.pos;
         let mut items = Vec::new();
+        let mut depth = 0;
         loop {
             self.skip();
             match self.peek() {
@@ -177,8 +196,13 @@ impl Parser {
                 _ => {
                     let item = self.item()?;
                     items.push(self.repetition(item)?);
+                    depth = depth.max(self.tree_depth);
                 }
             }
+        }
+        self.tree_depth = if items.len() == 1 { depth } else { depth + 1 };
+        if self.tree_depth > MAX_NESTING {
+            return Err(self.err(at, format!("expression nested more than {MAX_NESTING} levels deep")));
         }
         Ok(if items.len() == 1 {
             items.pop().expect("one")
@@ -188,6 +212,7 @@ impl Parser {
     }
 
     fn repetition(&mut self, mut item: Expr) -> Result<Expr, SyntaxError> {
+        let mut depth = self.tree_depth;
         loop {
             let (min, max) = match self.peek() {
                 Some('*') => (0, None),
@@ -224,6 +249,14 @@ impl Parser {
                 }
                 _ => return Ok(item),
             };
+            depth += 1;
+            if depth > MAX_NESTING {
+                return Err(self.err(
+                    self.pos,
+                    format!("expression nested more than {MAX_NESTING} levels deep"),
+                ));
+            }
+            self.tree_depth = depth;
             self.pos += 1;
             item = Expr::Repeat {
                 expr: Box::new(item),
@@ -235,6 +268,8 @@ impl Parser {
 
     fn item(&mut self) -> Result<Expr, SyntaxError> {
         let at = self.pos;
+        // A leaf; a group sets the depth of its contents.
+        self.tree_depth = 1;
         match self.peek() {
             Some('"') => {
                 self.pos += 1;
@@ -306,8 +341,13 @@ impl Parser {
                 })
             }
             Some('(') => {
+                if self.depth >= MAX_NESTING {
+                    return Err(self.err(at, format!("groups `(` nested more than {MAX_NESTING} levels deep")));
+                }
                 self.pos += 1;
+                self.depth += 1;
                 let inner = self.alternation()?;
+                self.depth -= 1;
                 self.skip();
                 if self.peek() != Some(')') {
                     return Err(self.err(at, "unclosed `(`"));
@@ -369,6 +409,8 @@ pub fn parse(src: &str) -> Result<Gbnf, SyntaxError> {
     Parser {
         chars: src.chars().collect(),
         pos: 0,
+        depth: 0,
+        tree_depth: 0,
     }
     .grammar()
 }

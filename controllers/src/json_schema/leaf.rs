@@ -373,7 +373,12 @@ fn magnitude_cmp(m: &Decimal, op: Cmp, limit: usize) -> Result<Dfa, TooLarge> {
         },
         |s| {
             let r = match *s {
-                Mag::Int { n, st } => resolve(n, st),
+                // An integer whose digits equal `m`'s integer part is less than `m` if `m` has a
+                // fraction (0 < 0.5).
+                Mag::Int { n, st } => match resolve(n, st) {
+                    Ordering::Equal if flen > 0 => Ordering::Less,
+                    r => r,
+                },
                 Mag::Frac { j, st } if st == Ordering::Equal && j < flen => Ordering::Less,
                 Mag::Frac { st, .. } => st,
             };
