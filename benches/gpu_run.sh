@@ -77,7 +77,7 @@ train)
   CORPUS=(--corpus data/e2e/devset.csv data/e2e/testset_w_refs.csv)
   {
     run_budgeted "$SECONDS_BUDGET" /tmp/probe "$OUT/e2e" train "${CORPUS[@]}" "$@"
-    mv "$OUT/e2e/train_state.safetensors" "$OUT/e2e/data.json" /tmp/ 2>/dev/null
+    mv "$OUT/e2e"/train_state.*.safetensors "$OUT/e2e/.lock" "$OUT/e2e/data.json" /tmp/ 2>/dev/null
     ls -la "$OUT/e2e"
   } 2>&1 | tee "$OUT/train.txt"
   ;;
@@ -90,8 +90,10 @@ classifier)
       --reads prediction "$@"
     # At most 8 files come back: the optimizer state and the plot stay; the run's record is
     # shipped as training.json (train_state.json would make a checkout resume from it).
-    mv "$OUT/classifier/train_state.safetensors" "$OUT/classifier/loss.png" /tmp/ 2>/dev/null
-    mv "$OUT/classifier/train_state.json" "$OUT/classifier/training.json"
+    mv "$OUT/classifier"/train_state.*.safetensors "$OUT/classifier/.lock" "$OUT/classifier/loss.png" /tmp/ 2>/dev/null
+    # The record without the name of the state tensors file, which does not travel.
+    python3 -c "import json, sys; d = json.load(open(sys.argv[1])); d.pop('tensors_file', None); json.dump(d, open(sys.argv[2], 'w'), indent=2)" \
+      "$OUT/classifier/train_state.json" "$OUT/classifier/training.json" && rm "$OUT/classifier/train_state.json"
     ls -la "$OUT/classifier"
   } 2>&1 | tee "$OUT/classifier.txt"
   ;;

@@ -80,7 +80,8 @@ pub struct DirLock {
 
 impl DirLock {
     /// Creates `dir` if needed and locks it, or fails at once, naming the directory, if another
-    /// process holds the lock.
+    /// lock on it is held (by another process, or by another `DirLock` of this one). On a file
+    /// system that does not support locks the directory is used unlocked.
     pub fn acquire(dir: &Path) -> Result<Self> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         let path = dir.join(LOCK_FILE);
@@ -95,10 +96,15 @@ impl DirLock {
             Err(std::fs::TryLockError::WouldBlock) => Err(Error::checkpoint(
                 dir,
                 format!(
-                    "another process is writing this directory (it holds {}); wait for it to end or choose another output directory",
+                    "another training run is writing this directory (it holds {}); wait for it to end or choose another output directory",
                     path.display()
                 ),
             )),
+            // A file system without locks (some network mounts): go on unlocked rather than
+            // refuse to train there.
+            Err(std::fs::TryLockError::Error(e)) if e.kind() == std::io::ErrorKind::Unsupported => {
+                Ok(DirLock { _file: file })
+            }
             Err(std::fs::TryLockError::Error(e)) => Err(Error::io(&path, e)),
         }
     }
@@ -107,7 +113,10 @@ impl DirLock {
 /// Whether a directory entry is a temporary file left by [`write_atomic`] (a write that was
 /// interrupted); such files are never part of a checkpoint.
 pub(crate) fn is_temporary(name: &str) -> bool {
-    name.starts_with('.') && name.contains(".tmp.")
+    // `.<pid>.tmp.<name>`
+    name.strip_prefix('.')
+        .and_then(|rest| rest.split_once(".tmp."))
+        .is_some_and(|(pid, real)| !pid.is_empty() && pid.bytes().all(|b| b.is_ascii_digit()) && !real.is_empty())
 }
 
 /// Writes `value` as pretty JSON, atomically ([`write_atomic`]).

@@ -497,10 +497,22 @@ impl<'m> Generator<'m> {
             stack: &stack,
             bar: &bar,
         };
+        let result = self.sample_batches(&run, n, &mut emit);
+        // Also on an error (a reader that went away), so no bar is left drawn on the terminal.
+        bar.finish_and_clear();
+        result
+    }
+
+    fn sample_batches<E: From<Error>>(
+        &self,
+        run: &Run,
+        n: usize,
+        emit: &mut impl FnMut(Vec<Sample>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
         for start in (0..n).step_by(self.batch_size) {
             let count = self.batch_size.min(n - start);
             let indices: Vec<usize> = (start..start + count).collect();
-            let mut rows = self.generate_batch(&run, &indices, 0)?;
+            let mut rows = self.generate_batch(run, &indices, 0)?;
             for attempt in 0..=self.retries {
                 let mut failed: Vec<(usize, Error)> = Vec::new();
                 for (k, row) in rows.iter().enumerate() {
@@ -516,7 +528,7 @@ impl<'m> Generator<'m> {
                 }
                 // Redraw the failed samples with fresh noise.
                 let redo: Vec<usize> = failed.iter().map(|(k, _)| indices[*k]).collect();
-                let fresh = self.generate_batch(&run, &redo, attempt as u64 + 1)?;
+                let fresh = self.generate_batch(run, &redo, attempt as u64 + 1)?;
                 for ((k, _), row) in failed.iter().zip(fresh) {
                     rows[*k] = row;
                 }
@@ -528,9 +540,8 @@ impl<'m> Generator<'m> {
                     ids: row,
                 })
                 .collect();
-            bar.suspend(|| emit(samples))?;
+            run.bar.suspend(|| emit(samples))?;
         }
-        bar.finish_and_clear();
         Ok(())
     }
 

@@ -264,8 +264,8 @@ pub const STATE_TENSORS_FILE: &str = "train_state.safetensors";
 pub const LOSS_PLOT_FILE: &str = "loss.png";
 
 /// The files a training run writes in its output directory, besides the state tensors
-/// (`train_state*.safetensors`); `data.json` is the CLI's record of the corpus and `training.json`
-/// a finished run's copy of the state.
+/// (`train_state.<step>.safetensors`); `data.json` is the CLI's record of the corpus and
+/// `training.json` a finished run's copy of the state.
 const RUN_FILES: [&str; 7] = [
     checkpoint::CONFIG_FILE,
     checkpoint::WEIGHTS_FILE,
@@ -276,39 +276,119 @@ const RUN_FILES: [&str; 7] = [
     "data.json",
 ];
 
+/// Subdirectories that hold checkpoints trained for the model of their parent directory (the
+/// reference LM, the attribute classifiers).
+const RUN_SUBDIRS: [&str; 3] = ["ar", "classifier", "classifier-latent"];
+
+/// The state tensors file of the state at `step`.
+fn state_tensors_name(step: usize) -> String {
+    format!("train_state.{step:08}.safetensors")
+}
+
+/// `train_state.<digits>.safetensors`, or the unnumbered file of older states.
 fn is_state_tensors_file(name: &str) -> bool {
-    name.starts_with("train_state") && name.ends_with(".safetensors")
+    name == STATE_TENSORS_FILE
+        || name
+            .strip_prefix("train_state.")
+            .and_then(|rest| rest.strip_suffix(".safetensors"))
+            .is_some_and(|digits| !digits.is_empty() && digits.bytes().all(|b| b.is_ascii_digit()))
 }
 
-/// Whether a directory entry belongs to a training run: a file a run writes (which a new run
-/// would replace), a state tensors file, a temporary file of an interrupted write, or a
-/// checkpoint subdirectory trained for the run's model (such as `ar/` or `classifier/`).
-fn is_run_entry(path: &Path, name: &str) -> bool {
-    if path.is_dir() {
-        return path.join(checkpoint::CONFIG_FILE).is_file() && path.join(checkpoint::WEIGHTS_FILE).is_file();
+/// What a training output directory holds (see [`inspect_output`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct OutputDir {
+    /// It holds a training state (`train_state.json`) to resume.
+    pub resumable: bool,
+    /// Entries a training run writes (its checkpoint files, state, plot and records, and the
+    /// checkpoint subdirectories trained for its model: `ar/`, `classifier/`,
+    /// `classifier-latent/`): a new run would replace or mix with them.
+    pub run_entries: Vec<String>,
+    /// What a new run may remove: temporary files of interrupted writes, and the files of a
+    /// first save that was interrupted before its state was committed.
+    pub leftovers: Vec<String>,
+    /// Everything else (a user's files, the lock file excluded).
+    pub others: Vec<String>,
+}
+
+/// Sorts the entries of a training output directory (all empty when it does not exist).
+///
+/// A first save interrupted before its commit is recognised by its step-0 state tensors file
+/// without a `train_state.json`: only [`Trainer::new`]'s initial save writes that name, and every
+/// later save removes it after committing, so the checkpoint files next to it are that save's.
+pub fn inspect_output(dir: &Path) -> Result<OutputDir> {
+    let mut out = OutputDir::default();
+    if !dir.exists() {
+        return Ok(out);
     }
-    RUN_FILES.contains(&name) || is_state_tensors_file(name) || checkpoint::is_temporary(name)
-}
-
-/// Refuses to start a fresh run in a directory that holds files a run writes (a finished model,
-/// a user's `config.json`), so that nothing is silently replaced and no directory ends up with
-/// files of two runs. Temporary files of interrupted writes are removed; other files (notes,
-/// data) are left alone and do not stop the run.
-fn ensure_fresh_output(dir: &Path) -> Result<()> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-        let entry = entry.map_err(|e| Error::io(dir, e))?;
-        let name = entry.file_name().to_string_lossy().into_owned();
-        if checkpoint::is_temporary(&name) {
-            let _ = std::fs::remove_file(entry.path());
-        } else if is_run_entry(&entry.path(), &name) {
-            found.push(name);
+    let mut names: Vec<String> = std::fs::read_dir(dir)
+        .map_err(|e| Error::io(dir, e))?
+        .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+        .collect::<std::io::Result<_>>()
+        .map_err(|e| Error::io(dir, e))?;
+    names.sort();
+    out.resumable = names.iter().any(|n| n == STATE_FILE);
+    let interrupted_start = !out.resumable && names.contains(&state_tensors_name(0));
+    for name in names {
+        let path = dir.join(&name);
+        if name == checkpoint::LOCK_FILE {
+            continue;
+        }
+        let first_save = [
+            checkpoint::CONFIG_FILE,
+            checkpoint::WEIGHTS_FILE,
+            checkpoint::TOKENIZER_FILE,
+        ]
+        .contains(&name.as_str())
+            || name == state_tensors_name(0);
+        if checkpoint::is_temporary(&name) || (interrupted_start && first_save) {
+            out.leftovers.push(name);
+        } else if path.is_dir() {
+            let checkpoint_dir = RUN_SUBDIRS.contains(&name.as_str()) && path.join(checkpoint::CONFIG_FILE).is_file();
+            if checkpoint_dir {
+                &mut out.run_entries
+            } else {
+                &mut out.others
+            }
+            .push(name);
+        } else if RUN_FILES.contains(&name.as_str()) || is_state_tensors_file(&name) {
+            out.run_entries.push(name);
+        } else {
+            out.others.push(name);
         }
     }
-    if found.is_empty() {
+    Ok(out)
+}
+
+/// Removes `names` from `dir` (files, or directories with everything in them, each locked
+/// first so that a run writing one is not pulled from under it), returning their paths.
+fn remove_entries(dir: &Path, names: &[String]) -> Result<Vec<PathBuf>> {
+    let mut removed = Vec::new();
+    for name in names {
+        let path = dir.join(name);
+        if path.is_dir() {
+            let lock = checkpoint::DirLock::acquire(&path)?;
+            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+            drop(lock);
+        } else {
+            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
+        }
+        removed.push(path);
+    }
+    checkpoint::sync_dir(dir)?;
+    Ok(removed)
+}
+
+/// Prepares `dir` for a fresh run: removes leftovers of interrupted writes, and refuses a
+/// directory that holds files a run writes (a finished model, a user's `config.json`), so that
+/// nothing is silently replaced and no directory ends up with files of two runs. Other files
+/// (notes, data) are left alone and do not stop the run.
+fn ensure_fresh_output(dir: &Path) -> Result<()> {
+    let contents = inspect_output(dir)?;
+    remove_entries(dir, &contents.leftovers)?;
+    if contents.run_entries.is_empty() {
         return Ok(());
     }
-    found.sort();
+    let found = &contents.run_entries;
     let shown = found.iter().take(5).cloned().collect::<Vec<_>>().join(", ");
     let more = if found.len() > 5 {
         format!(" and {} more", found.len() - 5)
@@ -325,35 +405,21 @@ fn ensure_fresh_output(dir: &Path) -> Result<()> {
     ))
 }
 
-/// Removes what a previous training run left in `dir` (its checkpoint, training state, loss
-/// plot, records, and checkpoint subdirectories trained for it, such as `ar/` or `classifier/`),
-/// so that a new run can start there without files of two runs mixed. Other files are left alone.
-/// Returns the paths removed, in name order. Fails if a training run holds the directory.
+/// Removes what a previous training run left in `dir`: its checkpoint, training state, loss
+/// plot and records, leftovers of interrupted writes, and the checkpoint subdirectories trained
+/// for its model (`ar/`, `classifier/`, `classifier-latent/`), so that a new run can start there
+/// without files of two runs mixed. Other files and directories are left alone. Returns the
+/// paths removed, in name order. Fails if a training run holds the directory or a subdirectory.
 pub fn clear_output_dir(dir: &Path) -> Result<Vec<PathBuf>> {
     if !dir.exists() {
         return Ok(Vec::new());
     }
     let _lock = checkpoint::DirLock::acquire(dir)?;
-    let mut entries: Vec<_> = std::fs::read_dir(dir)
-        .map_err(|e| Error::io(dir, e))?
-        .collect::<std::io::Result<_>>()
-        .map_err(|e| Error::io(dir, e))?;
-    entries.sort_by_key(|e| e.file_name());
-    let mut removed = Vec::new();
-    for entry in entries {
-        let (path, name) = (entry.path(), entry.file_name().to_string_lossy().into_owned());
-        if !is_run_entry(&path, &name) {
-            continue;
-        }
-        if path.is_dir() {
-            std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
-        } else {
-            std::fs::remove_file(&path).map_err(|e| Error::io(&path, e))?;
-        }
-        removed.push(path);
-    }
-    checkpoint::sync_dir(dir)?;
-    Ok(removed)
+    let contents = inspect_output(dir)?;
+    let mut names = contents.leftovers;
+    names.extend(contents.run_entries);
+    names.sort();
+    remove_entries(dir, &names)
 }
 
 /// A generic training loop over token-id sequences of one fixed length.
@@ -398,7 +464,11 @@ impl<O: Objective> Trainer<O> {
         }
         let lock = checkpoint::DirLock::acquire(out_dir)?;
         let resuming = out_dir.join(STATE_FILE).exists();
-        if !resuming {
+        if resuming {
+            // Temporary files of writes a killed run left behind.
+            let leftovers = inspect_output(out_dir)?.leftovers;
+            remove_entries(out_dir, &leftovers)?;
+        } else {
             ensure_fresh_output(out_dir)?;
         }
         let mut rng = StdRng::seed_from_u64(train.seed);
@@ -448,6 +518,10 @@ impl<O: Objective> Trainer<O> {
         };
         if resuming {
             trainer.resume()?;
+        } else {
+            // Commit the starting point at once, so a run killed before its first checkpoint
+            // resumes (from step 0) instead of finding a directory it may not write over.
+            trainer.save()?;
         }
         Ok(trainer)
     }
@@ -457,6 +531,12 @@ impl<O: Objective> Trainer<O> {
         let dir = self.out_dir.clone();
         let saved: TrainState = read_json(&dir.join(STATE_FILE))?;
         let tensors_file = saved.tensors_file.as_deref().unwrap_or(STATE_TENSORS_FILE);
+        if !is_state_tensors_file(tensors_file) {
+            return Err(Error::checkpoint(
+                &dir,
+                format!("{STATE_FILE} names {tensors_file:?}, which is not a state tensors file of this directory"),
+            ));
+        }
         let tensors = checkpoint::load_tensors(&dir, tensors_file, &self.device)?;
         for (name, var) in self.opt.vars() {
             let key = format!("param.{name}");
@@ -684,7 +764,7 @@ impl<O: Objective> Trainer<O> {
     /// 2. the checkpoint (`config.json`, `tokenizer.json`, `model.safetensors`);
     /// 3. `train_state.json`, which names the tensors file of step 1: this rename is the commit,
     ///    so the state a run resumes from is always one step's, whole;
-    /// 4. state tensors files of earlier steps are removed, and `loss.png` is drawn.
+    /// 4. every other state tensors file is removed, and `loss.png` is drawn.
     ///
     /// A crash between 2 and 3 leaves `model.safetensors` one checkpoint ahead of the state (a
     /// whole model all the same); the resumed run's next save replaces it.
@@ -697,7 +777,7 @@ impl<O: Objective> Trainer<O> {
         for (name, t) in self.ema.tensors() {
             tensors.insert(format!("ema.{name}"), t.clone());
         }
-        let tensors_file = format!("train_state.{:08}.safetensors", self.state.step);
+        let tensors_file = state_tensors_name(self.state.step);
         checkpoint::save_tensors(&dir.join(&tensors_file), &tensors)?;
         checkpoint::save_checkpoint(dir, self.objective.config(), &self.tokenizer, self.ema.tensors())?;
         let state = TrainState {
@@ -705,11 +785,13 @@ impl<O: Objective> Trainer<O> {
             ..self.state.clone()
         };
         write_json(&dir.join(STATE_FILE), &state)?;
-        for entry in std::fs::read_dir(dir).map_err(|e| Error::io(dir, e))? {
-            let entry = entry.map_err(|e| Error::io(dir, e))?;
-            let name = entry.file_name().to_string_lossy().into_owned();
-            if is_state_tensors_file(&name) && name != tensors_file {
-                std::fs::remove_file(entry.path()).map_err(|e| Error::io(entry.path(), e))?;
+        // Best effort: the state is committed; a file that cannot be removed now goes next time.
+        if let Ok(entries) = std::fs::read_dir(dir) {
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if is_state_tensors_file(&name) && name != tensors_file {
+                    let _ = std::fs::remove_file(entry.path());
+                }
             }
         }
         if self.state.history.len() >= 2 {

@@ -282,7 +282,7 @@ fn training_resumes_from_its_checkpoint() {
         .err()
         .expect("the directory is locked")
         .to_string();
-    assert!(msg.contains("another process is writing this directory"), "{msg}");
+    assert!(msg.contains("another training run is writing this directory"), "{msg}");
     drop(first);
     // One state tensors file, named by the state; no temporary files left.
     let names: Vec<String> = std::fs::read_dir(dir.path())
@@ -347,7 +347,7 @@ fn a_fresh_run_never_writes_over_files_and_clearing_removes_only_a_runs_files() 
     assert_eq!(std::fs::read_to_string(out.join("notes.txt")).unwrap(), "mine");
     // Clearing while a run holds the directory is refused.
     let msg = diffusion_lm::train::clear_output_dir(&out).unwrap_err().to_string();
-    assert!(msg.contains("another process is writing this directory"), "{msg}");
+    assert!(msg.contains("another training run is writing this directory"), "{msg}");
 }
 
 #[test]

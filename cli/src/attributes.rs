@@ -125,6 +125,8 @@ pub fn train_classifier(
 ) -> Result<()> {
     let device = parse_device(&a.device)?;
     let dir = model_dir(a.model);
+    let out = a.out.clone().unwrap_or_else(|| dir.join("classifier"));
+    crate::check_output(&out, a.overwrite)?;
     let lm = DiffusionLm::load(&dir, &device)?;
     let record = read_data_record(&dir)?;
     let (mut train_ex, _) = load_split(&record.corpus, record.json_records, record.heldout)?;
@@ -180,8 +182,8 @@ pub fn train_classifier(
         "attribute classifier: {labelled} labelled examples, {} fields, {classes} classes",
         cfg.fields.len()
     );
-    let out = a.out.unwrap_or_else(|| dir.join("classifier"));
-    crate::prepare_output(&out, a.overwrite)?;
+    cfg.validate()?;
+    crate::clear_output(&out, a.overwrite)?;
     let mut trainer = classifier_trainer(
         cfg,
         &lm.model,

@@ -348,8 +348,8 @@ struct AuxTrainArgs {
     /// The diffusion checkpoint it belongs to (its tokenizer and its corpus record, data.json).
     #[arg(long)]
     model: Option<PathBuf>,
-    /// Output directory (default: a subdirectory of MODEL); a training state there is resumed,
-    /// anything else there is kept unless --overwrite.
+    /// Output directory (default: a subdirectory of MODEL); a training state there is resumed;
+    /// a directory holding anything else is refused unless --overwrite.
     #[arg(long)]
     out: Option<PathBuf>,
     /// Start afresh in the output directory, removing a previous run's files first.
@@ -518,8 +518,8 @@ fn train(a: TrainArgs) -> Result<()> {
         train_ex.len(),
         heldout_ex.len()
     );
-    prepare_output(&a.out, a.overwrite)?;
-    let resuming = a.out.join(diffusion_lm::train::STATE_FILE).exists();
+    check_output(&a.out, a.overwrite)?;
+    let resuming = !a.overwrite && a.out.join(diffusion_lm::train::STATE_FILE).exists();
     let (cfg, tokenizer) = if resuming {
         let cfg: ModelConfig = diffusion_lm::checkpoint::load_config(&a.out)?;
         let tok = diffusion_lm::checkpoint::load_tokenizer(&a.out, cfg.vocab_size, cfg.pad_id)?;
@@ -547,8 +547,10 @@ fn train(a: TrainArgs) -> Result<()> {
         status!("tokenizer: {} tokens", tok.vocab_size());
         (cfg, tok)
     };
-    // The trainer locks --out and refuses one that holds files but no state to resume, so the
-    // corpus record is written only once it has.
+    // Only now, with the new run's settings checked, does --overwrite remove the old run.
+    clear_output(&a.out, a.overwrite)?;
+    // The trainer locks --out, refuses one that holds a run's files but no state to resume, and
+    // commits its starting state; the corpus record is written only once it has.
     let mut trainer = diffusion_trainer(cfg, tokenizer, &texts, a.opt.config(), &a.out, &device)?;
     let record = DataRecord {
         // As given (relative to where `train` ran, usually the repository root), so the record
@@ -566,28 +568,24 @@ fn train(a: TrainArgs) -> Result<()> {
     Ok(())
 }
 
-/// The output directory of a training command: with `--overwrite`, a previous run's files are
-/// removed (and named); without it, a directory that holds anything but a training state to
-/// resume is refused. (The trainer itself refuses only files a run would replace.)
-fn prepare_output(dir: &Path, overwrite: bool) -> Result<()> {
-    if overwrite {
-        for path in diffusion_lm::train::clear_output_dir(dir)? {
-            status!("--overwrite: removed {}", path.display());
-        }
-        return Ok(());
-    }
-    if !dir.exists() || dir.join(diffusion_lm::train::STATE_FILE).exists() {
-        return Ok(());
-    }
-    if !dir.is_dir() {
+/// Checks the output directory of a training command before any work: a directory another
+/// run holds is refused at once; without `--overwrite`, so is one that holds anything but a
+/// training state to resume (or leftovers of an interrupted start).
+fn check_output(dir: &Path, overwrite: bool) -> Result<()> {
+    if dir.is_file() {
         bail!("--out {} is a file, not a directory", dir.display());
     }
-    let mut held: Vec<String> = std::fs::read_dir(dir)
-        .with_context(|| format!("reading {}", dir.display()))?
-        .filter_map(|e| e.ok())
-        .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n != diffusion_lm::checkpoint::LOCK_FILE)
-        .collect();
+    if !dir.exists() {
+        return Ok(());
+    }
+    // Held only while looking: the trainer takes its own lock.
+    let _lock = diffusion_lm::checkpoint::DirLock::acquire(dir)?;
+    let contents = diffusion_lm::train::inspect_output(dir)?;
+    if overwrite || contents.resumable {
+        return Ok(());
+    }
+    let mut held = contents.run_entries;
+    held.extend(contents.others);
     if held.is_empty() {
         return Ok(());
     }
@@ -596,8 +594,8 @@ fn prepare_output(dir: &Path, overwrite: bool) -> Result<()> {
     held.truncate(5);
     bail!(
         "{} holds {}{} but no training state to resume; a new run will not write there unless you \
-         pass --overwrite (which removes a previous run's files: its model, state, plots and the \
-         checkpoints trained for it) or choose a new directory",
+         pass --overwrite (which removes a previous run's files: its model, state, plot, records \
+         and the checkpoints trained for it in ar/ and classifier*/) or choose a new directory",
         dir.display(),
         held.join(", "),
         if more > 0 {
@@ -606,6 +604,16 @@ fn prepare_output(dir: &Path, overwrite: bool) -> Result<()> {
             String::new()
         }
     )
+}
+
+/// `--overwrite`: removes a previous run's files from `dir`, naming each.
+fn clear_output(dir: &Path, overwrite: bool) -> Result<()> {
+    if overwrite {
+        for path in diffusion_lm::train::clear_output_dir(dir)? {
+            status!("--overwrite: removed {}", path.display());
+        }
+    }
+    Ok(())
 }
 
 fn report(summary: &diffusion_lm::train::TrainSummary, out: &Path) {
@@ -658,7 +666,7 @@ fn train_ar(TrainArArgs { aux: a }: TrainArArgs) -> Result<()> {
     let (train_ex, _) = load_split(&record.corpus, record.json_records, record.heldout)?;
     let texts: Vec<&str> = train_ex.iter().map(|e| e.text.as_str()).collect();
     let out = a.out.unwrap_or_else(|| dir.join("ar"));
-    prepare_output(&out, a.overwrite)?;
+    check_output(&out, a.overwrite)?;
     let ar_cfg = ArConfig {
         model_type: "causal-lm".into(),
         vocab_size: cfg.vocab_size,
@@ -670,7 +678,9 @@ fn train_ar(TrainArArgs { aux: a }: TrainArArgs) -> Result<()> {
         ffn_hidden: 4 * a.hidden,
         dropout: a.dropout,
     };
+    ar_cfg.validate()?;
     status!("reference LM: {} training texts from {:?}", texts.len(), record.corpus);
+    clear_output(&out, a.overwrite)?;
     let mut trainer = ar_trainer(ar_cfg, tokenizer, &texts, a.opt.config(), &out, &device)?;
     report(&trainer.run(!a.no_progress)?, &out);
     Ok(())

@@ -15,6 +15,8 @@
 //! assert!(Regex::new(r"(?=x)").is_err()); // look-around is not regular
 //! // The pattern is checked on its own before it is anchored, so `)` cannot escape the wrapping.
 //! assert!(Regex::new("The)|(.*").is_err());
+//! // A verbose-mode comment at the end does not swallow the anchoring.
+//! assert!(Regex::new("(?x) [0-9]+ # digits").is_ok());
 //! ```
 
 use diffusion_lm::automaton::TokenAutomaton;
@@ -77,9 +79,7 @@ pub(crate) fn full_match_dfa(
     dfa_size_limit: usize,
     determinize_size_limit: usize,
 ) -> Result<(dense::DFA<Vec<u32>>, StateID), String> {
-    // Parse the user's pattern on its own first: wrapped, `a)|(b` would parse as a different
-    // pattern, and a syntax error would point into text the user did not write.
-    regex_automata::util::syntax::parse(pattern).map_err(|e| e.to_string())?;
+    let anchored = anchored(pattern)?;
     let dfa = dense::Builder::new()
         // The NFA is bounded too: `\p{L}{300}{300}` would otherwise spend most of a minute
         // building 90,000 copies of a Unicode class before the DFA limits are ever checked.
@@ -91,12 +91,31 @@ pub(crate) fn full_match_dfa(
                 .dfa_size_limit(Some(dfa_size_limit))
                 .determinize_size_limit(Some(determinize_size_limit)),
         )
-        .build(&format!("^(?:{pattern})$"))
+        .build(&anchored)
         .map_err(|e| error_chain(&e))?;
     let start = dfa
         .start_state(&start::Config::new().anchored(Anchored::Yes))
         .map_err(|e| format!("no anchored start state: {e}"))?;
     Ok((dfa, start))
+}
+
+/// `^(?:pattern)$`, checked to mean exactly "the whole text matches `pattern`".
+///
+/// The pattern is parsed on its own first: wrapped, `a)|(b` would parse as a different pattern,
+/// and a syntax error would point into text the user did not write. Then the wrapped text must
+/// parse to the pattern between two anchors; in verbose mode (`(?x)`) a trailing `#` comment
+/// would swallow the closing `)$`, so a line end is put before it in that case.
+pub(crate) fn anchored(pattern: &str) -> Result<String, String> {
+    use regex_syntax::hir::{Hir, Look};
+    let parse = regex_automata::util::syntax::parse;
+    let hir = parse(pattern).map_err(|e| e.to_string())?;
+    let expected = Hir::concat(vec![Hir::look(Look::Start), hir, Hir::look(Look::End)]);
+    for wrapped in [format!("^(?:{pattern})$"), format!("^(?:{pattern}\n)$")] {
+        if parse(&wrapped).is_ok_and(|h| h == expected) {
+            return Ok(wrapped);
+        }
+    }
+    Err("the pattern cannot be anchored to the whole text as written".into())
 }
 
 /// An error and all its causes, `outer: inner: innermost`.
@@ -135,8 +154,7 @@ impl Regex {
         };
         let (dfa, start) =
             full_match_dfa(pattern, config.dfa_size_limit, config.determinize_size_limit).map_err(err)?;
-        let anchored = format!("^(?:{pattern})$");
-        let check = regex::Regex::new(&anchored).map_err(|e| err(e.to_string()))?;
+        let check = regex::Regex::new(&anchored(pattern).map_err(err)?).map_err(|e| err(e.to_string()))?;
         Ok(Regex {
             pattern: pattern.to_string(),
             dfa,
