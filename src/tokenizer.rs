@@ -93,18 +93,22 @@ impl TextTokenizer {
             .map_err(|e| Error::Tokenizer(format!("{}: invalid JSON: {e}", path.display())))?;
         let inner = std::panic::catch_unwind(|| Tokenizer::from_str(&text))
             .map_err(|panic| {
-                let why = panic
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| panic.downcast_ref::<String>().cloned())
-                    .unwrap_or_default();
-                Error::Tokenizer(format!("{}: not a valid tokenizer file: {why}", path.display()))
+                Error::Tokenizer(format!(
+                    "{}: not a valid tokenizer file: {}",
+                    path.display(),
+                    panic_message(&panic)
+                ))
             })?
             .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
-        Self::from_tokenizer(inner).map_err(|e| match e {
+        let named = |e: Error| match e {
             Error::Tokenizer(m) => Error::Tokenizer(format!("{}: {m}", path.display())),
             e => e,
-        })
+        };
+        let tok = Self::from_tokenizer(inner).map_err(named)?;
+        // A pipeline that loads but cannot encode ordinary text is refused here, not at the
+        // first sample.
+        tok.encode("The Eagle is a pub. {\"a\": [1, 2.5]} ☃").map_err(named)?;
+        Ok(tok)
     }
 
     /// Saves as `tokenizer.json`.
@@ -127,7 +131,11 @@ impl TextTokenizer {
 
     /// Encodes `text` without padding.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
-        let enc = self.inner.encode(text, false).map_err(tk_err)?;
+        // The `tokenizers` crate panics inside some malformed pipelines (found by fuzzing
+        // tokenizer.json files that load): an error here, not a crash.
+        let enc = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.encode(text, false)))
+            .map_err(|panic| Error::Tokenizer(format!("the tokenizer failed on {text:?}: {}", panic_message(&panic))))?
+            .map_err(tk_err)?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -149,7 +157,10 @@ impl TextTokenizer {
     /// Decodes ids to text (PAD tokens are skipped).
     pub fn decode(&self, ids: &[u32]) -> String {
         let kept: Vec<u32> = ids.iter().copied().filter(|&i| i != self.pad_id).collect();
-        self.inner.decode(&kept, true).unwrap_or_default()
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.inner.decode(&kept, true)))
+            .ok()
+            .and_then(|r| r.ok())
+            .unwrap_or_default()
     }
 
     /// Decodes the content of a fixed-length sequence: the tokens before its first PAD.
@@ -171,4 +182,13 @@ impl std::fmt::Debug for TextTokenizer {
             .field("pad_id", &self.pad_id)
             .finish()
     }
+}
+
+/// The message of a caught panic.
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "a panic".into())
 }

@@ -641,6 +641,20 @@ fn loading_regressions() {
         let e = TextTokenizer::load(&path).err().expect("a broken tokenizer");
         assert!(e.to_string().contains(&path.display().to_string()), "{e}");
     }
+    // A normalizer written `[""]` loads, but the `tokenizers` crate then panics while encoding
+    // any text: refused at load, naming the file.
+    let mut empty_normalizer: Value = serde_json::from_str(&shipped().1).unwrap();
+    empty_normalizer["normalizer"] = json!([""]);
+    let dir = checkpoint(shipped().0.as_bytes(), empty_normalizer.to_string().as_bytes(), None);
+    let path = dir.path().join("tokenizer.json");
+    let e = TextTokenizer::load(&path)
+        .err()
+        .expect("a tokenizer that cannot encode");
+    let msg = e.to_string();
+    assert!(
+        msg.contains(&path.display().to_string()) && msg.contains("the tokenizer failed on"),
+        "{msg}"
+    );
     // A config that passes every per-field check but asks for 10^12 layers: the loader must not
     // try to list their parameters.
     let mut cfg: Value = serde_json::from_str(&shipped().0).unwrap();
