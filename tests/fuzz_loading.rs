@@ -11,15 +11,14 @@
 use std::fmt::Debug;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Mutex, OnceLock};
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
 
 use candle_core::Device;
 use diffusion_lm::checkpoint::{load_config, load_tokenizer};
 use diffusion_lm::token_index::TokenIndex;
 use diffusion_lm::{DiffusionLm, ModelConfig, TextTokenizer};
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use serde_json::{json, Value};
 
 fn e2e() -> PathBuf {
@@ -35,67 +34,16 @@ fn shipped() -> &'static (String, String) {
     })
 }
 
-/// Cases per property: `FUZZ_CASES` (divided by `divisor`) if set, else `default`.
-fn cases(default: u32, divisor: u32) -> u32 {
-    std::env::var("FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .map_or(default, |n| (n / divisor).max(1))
-}
+#[path = "support/fuzz_harness.rs"]
+mod fuzz_harness;
+use fuzz_harness::{cases, report};
 
-/// Prints a result line on stderr and, when `FUZZ_REPORT` names a file, appends it there in one
-/// write (`benches/fuzz.sh` reads that file: stderr interleaves with panic messages).
-fn report(line: String) {
-    eprintln!("{line}");
-    if let Some(path) = std::env::var_os("FUZZ_REPORT") {
-        use std::io::Write;
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path);
-        if let Err(e) = file.and_then(|mut f| f.write_all(format!("{line}\n").as_bytes())) {
-            eprintln!("FUZZ_REPORT {}: {e}", std::path::Path::new(&path).display());
-        }
-    }
-}
-
-/// Runs `test` on `cases` values of `strategy`; a panic inside `test` is a failure (proptest
-/// catches it and shrinks the input). `test` returns whether the input loaded. Prints the
-/// number of inputs tried, how many loaded, and the slowest.
+/// [`fuzz_harness::fuzz`] for this file's properties (`test` returns whether the input loaded).
 fn fuzz<S: Strategy>(name: &str, cases: u32, strategy: S, test: impl Fn(S::Value) -> Result<bool, TestCaseError>)
 where
     S::Value: Debug,
 {
-    let mut runner = TestRunner::new(ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    });
-    let tried = AtomicUsize::new(0);
-    let loaded = AtomicUsize::new(0);
-    let slowest = Mutex::new((Duration::ZERO, String::new()));
-    let result = runner.run(&strategy, |value| {
-        tried.fetch_add(1, Ordering::Relaxed);
-        let shown: String = format!("{value:?}").chars().take(300).collect();
-        let start = Instant::now();
-        let r = test(value);
-        let took = start.elapsed();
-        let mut s = slowest.lock().unwrap();
-        if took > s.0 {
-            *s = (took, shown);
-        }
-        if matches!(r, Ok(true)) {
-            loaded.fetch_add(1, Ordering::Relaxed);
-        }
-        r.map(|_| ())
-    });
-    if let Err(e) = result {
-        panic!("fuzz {name}: {e}");
-    }
-    let (took, input) = slowest.into_inner().unwrap();
-    report(format!(
-        "FUZZ engine/{name}: {} inputs tried ({} loaded), 0 panics; slowest {:.1} ms: {input}",
-        tried.into_inner(),
-        loaded.into_inner(),
-        took.as_secs_f64() * 1e3
-    ));
+    fuzz_harness::fuzz("engine", "loaded", name, cases, strategy, test)
 }
 
 /// A fresh checkpoint directory (under the target directory, on the repository's file system).

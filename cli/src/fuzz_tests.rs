@@ -8,66 +8,24 @@
 
 use std::fmt::Debug;
 use std::str::FromStr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use diffusion_lm::classifier::LatentClassifier;
 use diffusion_lm::{GuidanceRule, SamplerKind};
 use diffusion_lm_controllers::Attribute;
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 
-/// Cases per property: `FUZZ_CASES` if set, else `default`.
-fn cases(default: u32) -> u32 {
-    std::env::var("FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.trim().parse().ok())
-        .unwrap_or(default)
-}
+#[path = "../../tests/support/fuzz_harness.rs"]
+mod fuzz_harness;
 
-/// Prints a result line on stderr and, when `FUZZ_REPORT` names a file, appends it there in one
-/// write (`benches/fuzz.sh` reads that file: stderr interleaves with panic messages).
-fn report(line: String) {
-    eprintln!("{line}");
-    if let Some(path) = std::env::var_os("FUZZ_REPORT") {
-        use std::io::Write;
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path);
-        if let Err(e) = file.and_then(|mut f| f.write_all(format!("{line}\n").as_bytes())) {
-            eprintln!("FUZZ_REPORT {}: {e}", std::path::Path::new(&path).display());
-        }
-    }
-}
-
-/// Runs `test` on `cases(default)` values of `strategy`; a panic inside `test` is a failure
-/// (proptest catches it and shrinks the input). `test` returns whether the input parsed. Prints
-/// the number of inputs tried and how many parsed.
+/// [`fuzz_harness::fuzz`] on `FUZZ_CASES` (else `default`) cases (`test` returns whether the
+/// input parsed).
 fn fuzz<S: Strategy>(name: &str, default: u32, strategy: S, test: impl Fn(S::Value) -> Result<bool, TestCaseError>)
 where
     S::Value: Debug,
 {
-    let mut runner = TestRunner::new(ProptestConfig {
-        cases: cases(default),
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    });
-    let tried = AtomicUsize::new(0);
-    let parsed = AtomicUsize::new(0);
-    let result = runner.run(&strategy, |value| {
-        tried.fetch_add(1, Ordering::Relaxed);
-        let r = test(value);
-        if matches!(r, Ok(true)) {
-            parsed.fetch_add(1, Ordering::Relaxed);
-        }
-        r.map(|_| ())
-    });
-    if let Err(e) = result {
-        panic!("fuzz {name}: {e}");
-    }
-    report(format!(
-        "FUZZ cli/{name}: {} inputs tried ({} parsed), 0 panics",
-        tried.into_inner(),
-        parsed.into_inner()
-    ));
+    fuzz_harness::fuzz("cli", "parsed", name, fuzz_harness::cases(default, 1), strategy, test)
 }
 
 fn nonempty(msg: String) -> Result<bool, TestCaseError> {

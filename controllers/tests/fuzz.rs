@@ -11,7 +11,7 @@
 mod common;
 
 use std::fmt::Debug;
-use std::sync::{Mutex, OnceLock};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{distances, random_document};
@@ -22,74 +22,21 @@ use diffusion_lm_controllers::{
     ControllerError, Grammar, GrammarConfig, JsonSchema, JsonSchemaConfig, Regex, RegexConfig,
 };
 use proptest::prelude::*;
-use proptest::test_runner::{Config as ProptestConfig, TestCaseError, TestRunner};
+use proptest::test_runner::TestCaseError;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::{json, Map, Number, Value};
 
-/// Cases per property: `FUZZ_CASES` divided by `divisor` (for the slow properties) if set, else
-/// `default`.
-fn cases(default: u32, divisor: u32) -> u32 {
-    std::env::var("FUZZ_CASES")
-        .ok()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-        .map_or(default, |n| (n / divisor).max(1))
-}
+#[path = "../../tests/support/fuzz_harness.rs"]
+mod fuzz_harness;
+use fuzz_harness::cases;
 
-/// Prints a result line on stderr and, when `FUZZ_REPORT` names a file, appends it there in one
-/// write (`benches/fuzz.sh` reads that file: stderr interleaves with panic messages).
-fn report(line: String) {
-    eprintln!("{line}");
-    if let Some(path) = std::env::var_os("FUZZ_REPORT") {
-        use std::io::Write;
-        let file = std::fs::OpenOptions::new().create(true).append(true).open(&path);
-        if let Err(e) = file.and_then(|mut f| f.write_all(format!("{line}\n").as_bytes())) {
-            eprintln!("FUZZ_REPORT {}: {e}", std::path::Path::new(&path).display());
-        }
-    }
-}
-
-/// Runs `test` on `cases` values of `strategy`; a panic inside `test` is a failure
-/// (proptest catches it and shrinks the input). `test` returns whether the input compiled.
-/// Prints the number of inputs tried, how many compiled, and the slowest.
+/// [`fuzz_harness::fuzz`] for this file's properties (`test` returns whether the input compiled).
 fn fuzz<S: Strategy>(name: &str, cases: u32, strategy: S, test: impl Fn(S::Value) -> Result<bool, TestCaseError>)
 where
     S::Value: Debug,
 {
-    let mut runner = TestRunner::new(ProptestConfig {
-        cases,
-        failure_persistence: None,
-        ..ProptestConfig::default()
-    });
-    let tried = std::sync::atomic::AtomicUsize::new(0);
-    let compiled = std::sync::atomic::AtomicUsize::new(0);
-    let slowest = Mutex::new((Duration::ZERO, String::new()));
-    let result = runner.run(&strategy, |value| {
-        tried.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let shown = format!("{value:?}");
-        let start = Instant::now();
-        let r = test(value);
-        let took = start.elapsed();
-        let mut s = slowest.lock().unwrap();
-        if took > s.0 {
-            *s = (took, shown);
-        }
-        if matches!(r, Ok(true)) {
-            compiled.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        }
-        r.map(|_| ())
-    });
-    if let Err(e) = result {
-        panic!("fuzz {name}: {e}");
-    }
-    let (took, input) = slowest.into_inner().unwrap();
-    let input: String = input.chars().take(300).collect();
-    report(format!(
-        "FUZZ controllers/{name}: {} inputs tried ({} compiled), 0 panics; slowest {:.1} ms: {input}",
-        tried.into_inner(),
-        compiled.into_inner(),
-        took.as_secs_f64() * 1e3
-    ));
+    fuzz_harness::fuzz("controllers", "compiled", name, cases, strategy, test)
 }
 
 /// An error must say something; `Ok(false)`: the input did not compile.
