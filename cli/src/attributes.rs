@@ -624,15 +624,14 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
     crate::out(&table.join("\n"))
 }
 
-/// Writes `text` to `path` through a temporary file and a rename, so an interrupted write never
-/// leaves a truncated report for `--resume` to find.
+/// Writes `text` to `path` atomically ([`diffusion_lm::checkpoint::write_atomic`]), so an
+/// interrupted write never leaves a truncated report for `--resume` to find.
 fn write_atomically(path: &Path, text: &str) -> Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
-    let tmp = PathBuf::from(tmp);
-    let mut file = std::fs::File::create(&tmp).with_context(|| format!("creating {}", tmp.display()))?;
-    std::io::Write::write_all(&mut file, text.as_bytes())
-        .and_then(|()| file.sync_all())
-        .with_context(|| format!("writing {}", tmp.display()))?;
-    std::fs::rename(&tmp, path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+    diffusion_lm::checkpoint::write_atomic(path, |tmp| {
+        std::fs::write(tmp, text).map_err(|e| diffusion_lm::Error::Io {
+            path: tmp.to_path_buf(),
+            source: e,
+        })
+    })?;
+    Ok(())
 }
