@@ -1,3 +1,4 @@
+#![warn(missing_docs)]
 //! # diffusion-lm
 //!
 //! Controllable text generation with continuous diffusion language models, after
@@ -7,7 +8,9 @@
 //! the clean embeddings `x0` from noisy `x_t` under the `sqrt` [`NoiseSchedule`], with the
 //! embeddings learned end to end through a rounding loss ([`train`]). Sampling runs the reverse
 //! process ([`Sampler`]: DDPM or DDIM) with the clamping trick and rounds to tokens at the end
-//! ([`Generator`]).
+//! ([`Generator`]). A [`Stack`] of controllers steers it: hard [`Constraint`]s hold in every
+//! output (exact projection of token scores), [`Guide`]s pull toward what they prefer (gradient
+//! of a differentiable objective) and [`Repair`]s name positions to rewrite.
 //!
 //! ```
 //! use diffusion_lm::{DiffusionLm, Generator};
@@ -21,49 +24,30 @@
 //!
 //! | piece | module |
 //! | --- | --- |
-//! | noise schedule and respacing | [`schedule`] |
-//! | denoiser network | [`model`] |
-//! | reverse-process update | [`sampler`] |
-//! | generation pipeline | [`generate`] |
-//! | training | [`train`], [`optim`] |
-//! | checkpoints | [`checkpoint`] |
-//! | corpora | [`corpus`] |
-//! | tokenizer | [`tokenizer`] |
-//! | autoregressive reference LM | [`ar`] |
-//! | attribute classifiers on noisy latents (guidance) | [`classifier`] |
-//! | evaluation | [`eval`] |
+//! | the continuous engine: schedule, denoiser, sampler, a loaded model | [`engine`] |
+//! | the steering layer: constraint, guide and repair roles, stack, token index, automata, projection | [`steer`] |
+//! | the generation pipeline and its config | [`generate`] |
+//! | neural building blocks, fused kernels, devices | [`nn`] |
+//! | training, optimiser, checkpoints | [`train`] |
+//! | tokenizer and corpus readers | [`text`] |
+//! | attribute classifier, reference LM, sample metrics | [`scoring`] |
+//! | the E2E dataset and its evaluation protocols | [`e2e`] |
 
-pub mod ar;
-pub mod automaton;
-pub mod checkpoint;
-pub mod classifier;
-pub mod config;
-pub mod controller;
-pub mod corpus;
-pub mod device;
-pub mod error;
-pub mod eval;
+pub mod e2e;
+pub mod engine;
+mod error;
 pub mod generate;
-pub mod kernels;
-pub mod model;
 pub mod nn;
-pub mod optim;
-pub mod plot;
-pub mod projection;
-pub mod sampler;
-pub mod schedule;
-pub mod token_index;
-pub mod tokenizer;
+pub mod scoring;
+pub mod steer;
+pub mod text;
 pub mod train;
 
-pub use config::ModelConfig;
-pub use controller::{Controller, GuidanceConfig, GuidanceRule, HardConstraint, UnaryConstraint};
+pub use engine::{Denoiser, DiffusionLm, ModelConfig, NoiseSchedule, Sampler, SamplerKind};
 pub use error::{Error, Result};
-pub use generate::{DiffusionLm, Generator, Sample};
-pub use model::Denoiser;
-pub use sampler::{Sampler, SamplerKind};
-pub use schedule::NoiseSchedule;
-pub use tokenizer::TextTokenizer;
+pub use generate::{GenerationConfig, Generator, GuidanceConfig, GuidanceRule, Sample};
+pub use steer::{CheckError, Constraint, Guide, GuideInput, Repair, Stack};
+pub use text::TextTokenizer;
 
 /// Keeps glibc malloc from returning every large tensor buffer to the OS.
 ///

@@ -1,13 +1,16 @@
-//! Corpus readers: the E2E CSV, plain text (one example per line) and JSON Lines.
+//! What is specific to the E2E dataset (restaurant descriptions with meaning representations)
+//! and its evaluation protocols: the CSV reader, the fields and their JSON rendering,
+//! relexicalization for classifier training, the classifier's field specs, and the checks that
+//! a text expresses a `field = value` target.
 //!
 //! The E2E dataset pairs a *meaning representation* (MR) such as
 //! `name[The Eagle], eatType[coffee shop], familyFriendly[yes]` with a human sentence. The E2E
 //! reader yields the sentences and, optionally, each MR rendered as a compact JSON record
-//! (`{"name":"The Eagle","eatType":"coffee shop","familyFriendly":true}`) so that a model trained on it
-//! also speaks E2E-style JSON.
+//! (`{"name":"The Eagle","eatType":"coffee shop","familyFriendly":true}`) so that a model trained
+//! on it also speaks E2E-style JSON.
 //!
 //! ```
-//! use diffusion_lm::corpus::MeaningRepresentation;
+//! use diffusion_lm::e2e::MeaningRepresentation;
 //! let mr = MeaningRepresentation::parse("name[The Eagle], customer rating[high], familyFriendly[no]").unwrap();
 //! assert_eq!(mr.get("customer rating"), Some("high"));
 //! assert_eq!(mr.to_json(), r#"{"name":"The Eagle","customerRating":"high","familyFriendly":false}"#);
@@ -17,6 +20,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::scoring::classifier::{FieldSpec, NONE};
+use crate::text::corpus::{non_empty, Example};
 use crate::{Error, Result};
 
 /// The E2E fields in their canonical order, with the JSON key each is rendered under.
@@ -34,6 +39,7 @@ pub const E2E_FIELDS: [(&str, &str); 8] = [
 /// An E2E meaning representation: field/value pairs in the order they were written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MeaningRepresentation {
+    /// `(field, value)` pairs in the order written.
     pub fields: Vec<(String, String)>,
 }
 
@@ -99,13 +105,6 @@ impl MeaningRepresentation {
     }
 }
 
-/// One training example: its text and, for E2E, the meaning representation it came from.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct Example {
-    pub text: String,
-    pub mr: Option<MeaningRepresentation>,
-}
-
 /// Which parts of an E2E CSV become examples.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct E2eOptions {
@@ -165,88 +164,6 @@ pub fn read_e2e_csv(path: impl AsRef<Path>, opts: E2eOptions) -> Result<Vec<Exam
     non_empty(path, out)
 }
 
-/// Reads plain text: one example per non-empty line.
-pub fn read_text(path: impl AsRef<Path>) -> Result<Vec<Example>> {
-    let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let out = text
-        .lines()
-        .map(str::trim)
-        .filter(|l| !l.is_empty())
-        .map(|l| Example {
-            text: l.to_string(),
-            mr: None,
-        })
-        .collect();
-    non_empty(path, out)
-}
-
-/// Reads JSON Lines: each line is an object with a string field `text`, or a bare JSON string.
-pub fn read_jsonl(path: impl AsRef<Path>) -> Result<Vec<Example>> {
-    let path = path.as_ref();
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let mut out = Vec::new();
-    for (i, line) in text.lines().enumerate() {
-        if line.trim().is_empty() {
-            continue;
-        }
-        let value: serde_json::Value = serde_json::from_str(line)
-            .map_err(|e| Error::corpus(path, format!("line {}: invalid JSON: {e}", i + 1)))?;
-        let text = match &value {
-            serde_json::Value::String(s) => s.clone(),
-            serde_json::Value::Object(o) => match o.get("text") {
-                Some(serde_json::Value::String(s)) => s.clone(),
-                _ => {
-                    return Err(Error::corpus(
-                        path,
-                        format!("line {}: object has no string field `text`", i + 1),
-                    ))
-                }
-            },
-            _ => {
-                return Err(Error::corpus(
-                    path,
-                    format!("line {}: expected an object with `text` or a string", i + 1),
-                ))
-            }
-        };
-        if !text.trim().is_empty() {
-            out.push(Example { text, mr: None });
-        }
-    }
-    non_empty(path, out)
-}
-
-/// Reads a corpus, choosing the reader by extension: `.csv` (E2E), `.jsonl`, anything else as text.
-pub fn read_corpus(path: impl AsRef<Path>, e2e: E2eOptions) -> Result<Vec<Example>> {
-    let path = path.as_ref();
-    if !path.exists() {
-        return Err(Error::corpus(path, "file does not exist"));
-    }
-    match path.extension().and_then(|e| e.to_str()) {
-        Some("csv") => read_e2e_csv(path, e2e),
-        Some("jsonl") => read_jsonl(path),
-        _ => read_text(path),
-    }
-}
-
-fn non_empty(path: &Path, out: Vec<Example>) -> Result<Vec<Example>> {
-    if out.is_empty() {
-        Err(Error::corpus(path, "contains no examples"))
-    } else {
-        Ok(out)
-    }
-}
-
-/// Splits examples into (train, held-out) deterministically by a hash of their text, so that
-/// identical texts always land on the same side and the split does not depend on file order.
-pub fn split_holdout(examples: Vec<Example>, heldout_fraction: f64) -> (Vec<Example>, Vec<Example>) {
-    let threshold = (heldout_fraction.clamp(0.0, 1.0) * 10_000.0) as u64;
-    examples
-        .into_iter()
-        .partition(|ex| fnv1a(ex.text.as_bytes()) % 10_000 >= threshold)
-}
-
 /// The E2E fields whose values the human sentences write out verbatim (names always, `near`
 /// values 99% of the time, foods 80%), so swapping the string swaps the meaning.
 pub const VERBATIM_FIELDS: [&str; 3] = ["name", "near", "food"];
@@ -266,7 +183,8 @@ pub const VERBATIM_FIELDS: [&str; 3] = ["name", "near", "food"];
 /// swappable value (examples without one are not copied); deterministic for a `seed`.
 ///
 /// ```
-/// use diffusion_lm::corpus::{relexicalize, Example, MeaningRepresentation};
+/// use diffusion_lm::e2e::{relexicalize, MeaningRepresentation};
+/// use diffusion_lm::text::corpus::Example;
 /// let ex = |mr: &str, text: &str| Example {
 ///     text: text.into(),
 ///     mr: Some(MeaningRepresentation::parse(mr).unwrap()),
@@ -343,19 +261,137 @@ pub fn relexicalize(examples: &[Example], fields: &[&str], copies: usize, seed: 
     out
 }
 
-/// FNV-1a, a small stable hash (std's hasher is not guaranteed stable across releases).
-pub(crate) fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf29ce484222325;
-    for &b in bytes {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x100000001b3);
-    }
-    h
-}
-
 /// The corpus files of the E2E dataset in `data_dir` (the repository ships them in `data/e2e`).
 pub fn e2e_files(data_dir: &Path) -> Vec<PathBuf> {
     vec![data_dir.join("devset.csv"), data_dir.join("testset_w_refs.csv")]
+}
+
+/// The field specs of the E2E examples: every E2E field, with `none` and each value seen
+/// (sorted, so the class order does not depend on the corpus order).
+pub fn e2e_fields(examples: &[Example]) -> Vec<FieldSpec> {
+    E2E_FIELDS
+        .iter()
+        .map(|(field, _)| {
+            let mut values: Vec<String> = examples
+                .iter()
+                .filter_map(|e| e.mr.as_ref()?.get(field).map(str::to_string))
+                .collect();
+            values.sort();
+            values.dedup();
+            values.retain(|v| v != NONE);
+            let mut all = vec![NONE.to_string()];
+            all.extend(values);
+            FieldSpec {
+                name: field.to_string(),
+                values: all,
+            }
+        })
+        .collect()
+}
+
+/// The paper's semantic-content criterion: the value string occurs in the text. For
+/// `familyFriendly` (values `yes`/`no`, which never occur as such) its usual surface forms count.
+///
+/// ```
+/// use diffusion_lm::e2e::attribute_mentioned;
+/// assert!(attribute_mentioned("Zizzi serves Italian food.", "food", "Italian"));
+/// assert!(attribute_mentioned("A kid friendly pub.", "familyFriendly", "yes"));
+/// assert!(!attribute_mentioned("A pub.", "food", "Italian"));
+/// ```
+pub fn attribute_mentioned(text: &str, field: &str, value: &str) -> bool {
+    if field == "familyFriendly" {
+        return family_friendly(text) == Some(value == "yes");
+    }
+    text.contains(value)
+}
+
+/// A field-aware check that the text *expresses* `field = value`: for a JSON record, the field
+/// holds the value; for a sentence, the value occurs in the role of that field (`near X` for
+/// `near`, `X` not after `near` for `name`; prices and ratings next to a word of their kind where
+/// the value alone is ambiguous, e.g. `high`; family-friendliness with its negation).
+///
+/// ```
+/// use diffusion_lm::e2e::attribute_expressed;
+/// assert!(attribute_expressed(r#"{"name":"Aromi","food":"Italian"}"#, "food", "Italian"));
+/// assert!(!attribute_expressed(r#"{"name":"Aromi","near":"Italian"}"#, "food", "Italian"));
+/// assert!(attribute_expressed("The Eagle is near Burger King.", "near", "Burger King"));
+/// assert!(!attribute_expressed("The Eagle is near Burger King.", "name", "Burger King"));
+/// assert!(attribute_expressed("It has a high customer rating.", "customer rating", "high"));
+/// assert!(!attribute_expressed("It has a high customer rating.", "priceRange", "high"));
+/// assert!(attribute_expressed("It is not family-friendly.", "familyFriendly", "no"));
+/// ```
+pub fn attribute_expressed(text: &str, field: &str, value: &str) -> bool {
+    if let Ok(serde_json::Value::Object(obj)) = serde_json::from_str::<serde_json::Value>(text.trim()) {
+        let key = E2E_FIELDS
+            .iter()
+            .find(|(f, _)| *f == field)
+            .map_or(field, |(_, k)| k);
+        return match (field, obj.get(key)) {
+            ("familyFriendly", Some(serde_json::Value::Bool(b))) => *b == (value == "yes"),
+            (_, Some(serde_json::Value::String(s))) => s == value,
+            _ => false,
+        };
+    }
+    let lower = text.to_lowercase();
+    let v = value.to_lowercase();
+    match field {
+        "familyFriendly" => family_friendly(text) == Some(value == "yes"),
+        "near" => ["near ", "next to ", "close to ", "by "]
+            .iter()
+            .any(|p| lower.contains(&format!("{p}{v}"))),
+        "name" => lower.match_indices(&v).any(|(i, _)| {
+            let before = lower[..i].trim_end();
+            !["near", "to", "by"].iter().any(|w| before.ends_with(w))
+        }),
+        "priceRange" if matches!(value, "high" | "moderate" | "cheap") => {
+            (lower.contains(&v) && (lower.contains("pric") || lower.contains("cost") || value == "cheap"))
+                || (value == "high" && lower.contains("expensive"))
+        }
+        "customer rating" if matches!(value, "high" | "low" | "average") => lower.contains(&v) && lower.contains("rat"),
+        _ => lower.contains(&v),
+    }
+}
+
+/// Whether a sentence says the place is family-friendly (`Some(true)`), not (`Some(false)`), or
+/// does not say (`None`).
+fn family_friendly(text: &str) -> Option<bool> {
+    let lower = text.to_lowercase();
+    if lower.contains("\"familyfriendly\":true") {
+        return Some(true);
+    }
+    if lower.contains("\"familyfriendly\":false") {
+        return Some(false);
+    }
+    let negative = [
+        "not family",
+        "not a family",
+        "not kid",
+        "not child",
+        "non family",
+        "non-family",
+        "isn't family",
+        "no kids",
+        "no children",
+        "adults only",
+        "adult only",
+        "not for famil",
+        "not suitable for",
+    ];
+    if negative.iter().any(|n| lower.contains(n)) {
+        return Some(false);
+    }
+    let positive = [
+        "family friendly",
+        "family-friendly",
+        "kid friendly",
+        "kid-friendly",
+        "child friendly",
+        "child-friendly",
+        "children friendly",
+        "for families",
+        "for the whole family",
+    ];
+    positive.iter().any(|p| lower.contains(p)).then_some(true)
 }
 
 #[cfg(test)]

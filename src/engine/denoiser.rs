@@ -31,7 +31,7 @@
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
-use crate::kernels::{self, Activation};
+use crate::nn::kernels::{self, Activation};
 use crate::nn::{self, Block, Init, LayerNorm, Mode, ParamSpec};
 use crate::{ModelConfig, Result};
 
@@ -246,7 +246,7 @@ impl Denoiser {
     pub fn nearest_tokens(&self, x: &Tensor) -> Result<Tensor> {
         let (b, l, d) = x.dims3()?;
         let dots = x.reshape((b * l, d))?.matmul(&self.word_embedding.t()?)?;
-        Ok(crate::kernels::nearest_ids(&dots, &self.embedding_sq_norms)?.reshape((b, l))?)
+        Ok(crate::nn::kernels::nearest_ids(&dots, &self.embedding_sq_norms)?.reshape((b, l))?)
     }
 
     /// The clamping trick: replaces each vector by its nearest word embedding, returning the ids

@@ -51,6 +51,81 @@ impl Default for AdamWConfig {
     }
 }
 
+/// One Adam update: the new moments and the bias-corrected direction `m̂ / (√v̂ + ε)` for
+/// gradient `g` at step `step` (from 1). Absent moments start at zero. Shared by [`AdamW`] and
+/// guidance's Adam rule ([`Adam`]).
+fn adam_direction(
+    m: Option<&Tensor>,
+    v: Option<&Tensor>,
+    g: &Tensor,
+    c: &AdamWConfig,
+    step: usize,
+) -> Result<(Tensor, Tensor, Tensor)> {
+    let m = match m {
+        Some(m) => ((m * c.beta1)? + (g * (1.0 - c.beta1))?)?,
+        None => (g * (1.0 - c.beta1))?,
+    };
+    let v = match v {
+        Some(v) => ((v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?,
+        None => (g.sqr()? * (1.0 - c.beta2))?,
+    };
+    let bc1 = 1.0 - c.beta1.powi(step as i32);
+    let bc2 = 1.0 - c.beta2.powi(step as i32);
+    let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + c.eps)?)?;
+    Ok((m, v, update))
+}
+
+/// Adam on a single tensor that is not a variable (the latent under guidance): the direction of
+/// each ascent step. Moments start at zero.
+pub(crate) struct Adam {
+    m: Option<Tensor>,
+    v: Option<Tensor>,
+    step: usize,
+    cfg: AdamWConfig,
+}
+
+impl Adam {
+    pub(crate) fn new(cfg: AdamWConfig) -> Self {
+        Adam {
+            m: None,
+            v: None,
+            step: 0,
+            cfg,
+        }
+    }
+
+    /// The bias-corrected direction `m̂ / (√v̂ + ε)` after gradient `g`.
+    pub(crate) fn direction(&mut self, g: &Tensor) -> Result<Tensor> {
+        self.step += 1;
+        let (m, v, update) = adam_direction(self.m.as_ref(), self.v.as_ref(), g, &self.cfg, self.step)?;
+        self.m = Some(m);
+        self.v = Some(v);
+        Ok(update)
+    }
+}
+
+/// Adagrad on a single tensor: the direction `g / (√Σg² + ε)` of each step.
+pub(crate) struct Adagrad {
+    sum: Option<Tensor>,
+}
+
+impl Adagrad {
+    pub(crate) fn new() -> Self {
+        Adagrad { sum: None }
+    }
+
+    /// The direction after gradient `g`.
+    pub(crate) fn direction(&mut self, g: &Tensor) -> Result<Tensor> {
+        let sum = match &self.sum {
+            None => g.sqr()?,
+            Some(prev) => (prev + g.sqr()?)?,
+        };
+        let update = (g / (sum.sqrt()? + 1e-10)?)?;
+        self.sum = Some(sum);
+        Ok(update)
+    }
+}
+
 /// Where each of a list of tensors lives in one flat vector (in list order).
 #[derive(Debug, Clone)]
 struct FlatLayout {
@@ -141,8 +216,6 @@ impl AdamW {
     pub fn step(&mut self, grads: &GradStore, lr: f64, clip: Option<f64>) -> Result<Tensor> {
         self.step += 1;
         let c = self.cfg;
-        let bc1 = 1.0 - c.beta1.powi(self.step as i32);
-        let bc2 = 1.0 - c.beta2.powi(self.step as i32);
         let mut has_grad = Vec::with_capacity(self.vars.len());
         let mut parts = Vec::with_capacity(self.vars.len());
         for (_, var) in &self.vars {
@@ -163,9 +236,7 @@ impl AdamW {
             let scale = ((norm + 1e-6)?.recip()? * max)?.minimum(1.0)?;
             g = g.broadcast_mul(&scale)?;
         }
-        let m = ((&self.m * c.beta1)? + (&g * (1.0 - c.beta1))?)?;
-        let v = ((&self.v * c.beta2)? + (g.sqr()? * (1.0 - c.beta2))?)?;
-        let update = ((&m / bc1)? / ((&v / bc2)?.sqrt()? + c.eps)?)?;
+        let (m, v, update) = adam_direction(Some(&self.m), Some(&self.v), &g, &c, self.step)?;
         let params = self.flat_params()?;
         let mut new_params = ((&params * (1.0 - lr * c.weight_decay))? - (update * lr)?)?;
         let (mut m, mut v) = (m, v);

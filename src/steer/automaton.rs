@@ -25,7 +25,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
-use crate::token_index::TokenIndex;
+use crate::steer::token_index::TokenIndex;
 use crate::{Error, Result};
 
 /// Tokens that lead from one state to the same next state.

@@ -14,6 +14,7 @@
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::schedule::ScheduleKind;
 use crate::{Error, Result};
 
 /// Upper bounds [`ModelConfig::validate`] puts on the sizes: far beyond any trainable model, and
@@ -49,8 +50,8 @@ pub struct ModelConfig {
     pub dropout: f32,
     /// Number of diffusion steps T.
     pub diffusion_steps: usize,
-    /// Noise schedule name; only `sqrt` is implemented.
-    pub schedule: String,
+    /// The noise schedule (`"sqrt"` in `config.json`).
+    pub schedule: ScheduleKind,
 }
 
 impl ModelConfig {
@@ -67,7 +68,7 @@ impl ModelConfig {
             ffn_hidden: 64,
             dropout: 0.0,
             diffusion_steps: 200,
-            schedule: "sqrt".into(),
+            schedule: ScheduleKind::Sqrt,
         }
     }
 
@@ -84,7 +85,7 @@ impl ModelConfig {
             ffn_hidden: 512,
             dropout: 0.1,
             diffusion_steps: 2000,
-            schedule: "sqrt".into(),
+            schedule: ScheduleKind::Sqrt,
         }
     }
 
@@ -145,12 +146,6 @@ impl ModelConfig {
             return bad(format!(
                 "diffusion_steps must be at least 2, got {}",
                 self.diffusion_steps
-            ));
-        }
-        if self.schedule != "sqrt" {
-            return bad(format!(
-                "unknown noise schedule {:?}; supported: \"sqrt\"",
-                self.schedule
             ));
         }
         Ok(())

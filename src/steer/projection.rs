@@ -29,7 +29,7 @@
 //! assert!(only_a.accepts(content));
 //! ```
 
-use crate::automaton::TokenAutomaton;
+use crate::steer::automaton::TokenAutomaton;
 
 /// The best sequence of `len` tokens under `scores` (`len × vocab`, row-major) whose content the
 /// automaton accepts and whose tail is PAD. Returns the ids and the total score, or `None` when no

@@ -11,17 +11,15 @@
 //!
 //! A classifier can also read the diffusion model's *prediction* of the clean text,
 //! `x̂0(x_t)`, instead of `x_t` itself (`ClassifierConfig::reads` =
-//! [`GuidanceInput::Prediction`], `train-classifier --reads prediction`): trained on the
+//! [`GuideInput::Prediction`], `train-classifier --reads prediction`): trained on the
 //! denoiser's own predictions at every noise level, it is far more accurate than a classifier of
-//! raw latents, and its guidance gradient flows back through the denoiser
-//! ([`prediction_gradient`]), moving the latent toward what makes the model *write* the attribute.
+//! raw latents, and its guidance gradient flows back through the denoiser, moving the latent toward what makes the model *write* the attribute.
 //!
-//! Any differentiable score of the latent can drive guidance through [`LatentScore`];
-//! [`LatentClassifier::field_score`] gives the score of one `field = value` target, and the
-//! controllers crate wraps it as the `Attribute` controller.
+//! The controllers crate's `Attribute` guide follows `log p(field = value | ·)` of a classifier
+//! ([`LatentClassifier::log_prob`]).
 //!
 //! ```
-//! use diffusion_lm::classifier::{ClassifierConfig, FieldSpec, LatentClassifier};
+//! use diffusion_lm::scoring::classifier::{ClassifierConfig, FieldSpec, LatentClassifier};
 //! use diffusion_lm::nn::{init_varmap, Mode};
 //! use candle_core::{DType, Device, Tensor};
 //! # fn main() -> diffusion_lm::Result<()> {
@@ -46,19 +44,21 @@
 //! `config.json`'s `fields`.
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
 
-use candle_core::{Device, Module, Tensor, TensorId, Var, D};
+
+use candle_core::{Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::corpus::{Example, E2E_FIELDS};
-use crate::model::{timestep_embedding, Denoiser};
+use crate::text::corpus::Example;
+use crate::engine::denoiser::{timestep_embedding, Denoiser};
 use crate::nn::{self, Block, Init, LayerNorm, Mode, ParamSpec};
 use crate::train::{Objective, TrainConfig, Trainer};
-use crate::{checkpoint, Error, NoiseSchedule, Result, TextTokenizer};
+use crate::train::checkpoint;
+use crate::steer::GuideInput;
+use crate::{Error, NoiseSchedule, Result, TextTokenizer};
 
 /// The class of an absent field.
 pub const NONE: &str = "none";
@@ -86,10 +86,10 @@ pub struct ClassifierConfig {
     /// T of the diffusion model whose latents it reads.
     pub diffusion_steps: usize,
     pub fields: Vec<FieldSpec>,
-    /// What it reads: the noisy latent `x_t` ([`GuidanceInput::Latent`], the default of older
-    /// configs) or the diffusion model's clean prediction `x̂0(x_t)` ([`GuidanceInput::Prediction`]).
+    /// What it reads: the noisy latent `x_t` ([`GuideInput::Latent`], the default of older
+    /// configs) or the diffusion model's clean prediction `x̂0(x_t)` ([`GuideInput::Prediction`]).
     #[serde(default)]
-    pub reads: GuidanceInput,
+    pub reads: GuideInput,
 }
 
 impl ClassifierConfig {
@@ -106,7 +106,7 @@ impl ClassifierConfig {
             dropout: 0.1,
             diffusion_steps,
             fields: Vec::new(),
-            reads: GuidanceInput::Latent,
+            reads: GuideInput::Latent,
         }
     }
 
@@ -167,16 +167,6 @@ pub struct LatentClassifier {
     blocks: Vec<Block>,
     final_norm: LayerNorm,
     heads: Vec<Linear>,
-    /// The differentiable pass of the current guidance update, shared by every target read from
-    /// the same input (see [`LatentClassifier::shared_log_prob`]).
-    shared_pass: Mutex<Option<SharedPass>>,
-}
-
-/// Logits of one differentiable pass, and the input and time steps they were computed for.
-struct SharedPass {
-    input: TensorId,
-    t: Vec<usize>,
-    logits: Vec<Tensor>,
 }
 
 impl LatentClassifier {
@@ -220,7 +210,6 @@ impl LatentClassifier {
                 .enumerate()
                 .map(|(j, f)| Ok(candle_nn::linear(h, f.values.len(), vb.pp(format!("heads.{j}")))?))
                 .collect::<Result<Vec<_>>>()?,
-            shared_pass: Mutex::new(None),
         })
     }
 
@@ -274,218 +263,12 @@ impl LatentClassifier {
         let logits = self.forward(x_t, t, &mut Mode::Grad)?.swap_remove(field);
         log_prob_of(&logits, value)
     }
-
-    /// [`LatentClassifier::log_prob`] for guidance, where several targets are asked of the same
-    /// differentiable input (one update with several attributes guiding on the prediction): they
-    /// share one pass, whose logits are kept, keyed by the input tensor and time steps, until
-    /// [`LatentClassifier::end_shared_pass`]. Their summed objective is then differentiated
-    /// through the classifier once. Whoever calls this must end the pass when the update is done:
-    /// the kept logits hold the graph of everything they were computed from (the denoiser's
-    /// differentiable pass too, on the prediction). A constant input keeps nothing.
-    pub fn shared_log_prob(&self, x_t: &Tensor, t: &[usize], field: usize, value: usize) -> Result<Tensor> {
-        if !x_t.track_op() {
-            return self.log_prob(x_t, t, field, value);
-        }
-        let key = x_t.id();
-        let kept = self
-            .shared_pass()
-            .as_ref()
-            .filter(|pass| pass.input == key && pass.t == t)
-            .map(|pass| pass.logits[field].clone());
-        let logits = match kept {
-            Some(logits) => logits,
-            None => {
-                // Computed without the lock held: generators sharing the classifier run in parallel.
-                let logits = self.forward(x_t, t, &mut Mode::Grad)?;
-                let out = logits[field].clone();
-                *self.shared_pass() = Some(SharedPass {
-                    input: key,
-                    t: t.to_vec(),
-                    logits,
-                });
-                out
-            }
-        };
-        log_prob_of(&logits, value)
-    }
-
-    /// Drops the pass kept by [`LatentClassifier::shared_log_prob`], and with it the graph it
-    /// holds.
-    pub fn end_shared_pass(&self) {
-        *self.shared_pass() = None;
-    }
-
-    /// The kept pass. It is only a cache, so a lock poisoned by a panic elsewhere is taken as is.
-    fn shared_pass(&self) -> std::sync::MutexGuard<'_, Option<SharedPass>> {
-        self.shared_pass
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
-    }
-
-    /// The score of one `field = value` target, for guidance.
-    pub fn field_score(self: &Arc<Self>, field: &str, value: &str) -> Result<FieldScore> {
-        let (f, v) = self.cfg.target(field, value)?;
-        Ok(FieldScore {
-            classifier: Arc::clone(self),
-            field: f,
-            value: v,
-        })
-    }
 }
 
 /// `log softmax(logits)[:, value]`, `[B]`.
 fn log_prob_of(logits: &Tensor, value: usize) -> Result<Tensor> {
     let logp = candle_nn::ops::log_softmax(logits, D::Minus1)?;
     Ok(logp.narrow(1, value, 1)?.squeeze(1)?)
-}
-
-/// A differentiable score `log p(c | x_t)` of a batch of latents: what classifier guidance follows.
-///
-/// Implement it for your own classifier and wrap it in the controllers crate's
-/// `ClassifierGuidance`; [`score_gradient`] differentiates it by autograd.
-pub trait LatentScore: Send + Sync {
-    /// A short description, e.g. `food = Italian`.
-    fn describe(&self) -> String;
-    /// `log p(c | x)` per batch row (`[B]`) for latents `x` `[B, L, d]` at model time index `t`.
-    /// Must be built from differentiable ops (no fused kernels; see [`crate::nn::Mode`]).
-    fn log_prob(&self, x: &Tensor, t: usize) -> Result<Tensor>;
-    /// What `x` is: the noisy latent (the default) or the denoiser's prediction of `x_0` from a
-    /// latent at time index `t`.
-    fn reads(&self) -> GuidanceInput {
-        GuidanceInput::Latent
-    }
-    /// Called when a guidance update no longer needs anything [`LatentScore::log_prob`] kept to
-    /// share between targets (see [`LatentClassifier::shared_log_prob`]); by default nothing is
-    /// kept. A score that wraps another must forward it.
-    fn end_pass(&self) {}
-}
-
-/// `∇_x Σ_b log p(c | x_b)`, by autograd: the guidance gradient of a [`LatentScore`].
-pub fn score_gradient(score: &dyn LatentScore, x: &Tensor, t: usize) -> Result<Tensor> {
-    gradient(score, x, |x| score.log_prob(x, t))
-}
-
-/// `∇_x Σ_b log_prob(x)_b` by autograd, for `score`'s messages.
-fn gradient(score: &dyn LatentScore, x: &Tensor, log_prob: impl FnOnce(&Tensor) -> Result<Tensor>) -> Result<Tensor> {
-    let var = Var::from_tensor(&x.detach())?;
-    let objective = log_prob(var.as_tensor());
-    score.end_pass();
-    let grads = objective?.sum_all()?.backward()?;
-    grads
-        .get(var.as_tensor())
-        .cloned()
-        .ok_or_else(|| Error::Sampling(format!("{} does not depend on the latent", score.describe())))
-}
-
-/// What a guidance score reads.
-///
-/// Diffusion-LM's recipe scores the noisy latent itself ([`GuidanceInput::Latent`]): the
-/// classifier must then judge `x_t` at every noise level, and at high noise it can only guess.
-/// [`GuidanceInput::Prediction`] scores the denoiser's clean prediction `x̂0(x)` instead, as a
-/// classifier at `t = 0`, and differentiates through the denoiser: the gradient asks "how should
-/// the latent move so that the *text the model is about to write* expresses `c`", which a
-/// classifier can answer as well as it reads clean text. It costs one differentiable denoiser
-/// pass (forward and backward) per guidance update.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum GuidanceInput {
-    /// `∇_x log p(c | x_t)`: the classifier reads the latent at its noise level.
-    #[default]
-    #[serde(alias = "Latent")]
-    Latent,
-    /// `∇_x log p(c | x̂0(x))`: the classifier reads the denoiser's prediction.
-    #[serde(alias = "Prediction")]
-    Prediction,
-}
-
-impl std::str::FromStr for GuidanceInput {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "latent" => Ok(GuidanceInput::Latent),
-            "prediction" => Ok(GuidanceInput::Prediction),
-            other => Err(Error::Config(format!(
-                "guidance input {other:?}: expected \"latent\" or \"prediction\""
-            ))),
-        }
-    }
-}
-
-/// `∇_x Σ_b log p(c | x̂0(x_b))`: the guidance gradient of a [`LatentScore`] on the denoiser's
-/// clean prediction of latents `x` at time index `t` (see [`GuidanceInput::Prediction`]). A score
-/// trained on predictions is asked at `t`; one trained on latents reads the prediction as a
-/// clean latent, at `t = 0`.
-pub fn prediction_gradient(score: &dyn LatentScore, denoiser: &Denoiser, x: &Tensor, t: usize) -> Result<Tensor> {
-    let score_t = match score.reads() {
-        GuidanceInput::Prediction => t,
-        GuidanceInput::Latent => 0,
-    };
-    gradient(score, x, |x| {
-        let x0 = denoiser.forward(x, &vec![t; x.dim(0)?], &mut Mode::Grad)?;
-        score.log_prob(&x0, score_t)
-    })
-}
-
-/// `log p(field = value | x_t)` under a [`LatentClassifier`].
-#[derive(Clone)]
-pub struct FieldScore {
-    classifier: Arc<LatentClassifier>,
-    field: usize,
-    value: usize,
-}
-
-impl FieldScore {
-    /// The field's name and the target value.
-    pub fn target(&self) -> (&str, &str) {
-        let f = &self.classifier.cfg.fields[self.field];
-        (&f.name, &f.values[self.value])
-    }
-}
-
-impl LatentScore for FieldScore {
-    fn describe(&self) -> String {
-        let (f, v) = self.target();
-        format!("{f} = {v}")
-    }
-
-    /// Shares the classifier's pass with the other targets asked of the same input until
-    /// [`LatentScore::end_pass`] (see [`LatentClassifier::shared_log_prob`]); the guidance paths
-    /// ([`score_gradient`], [`prediction_gradient`], `controller::guidance_gradient`) end it.
-    fn log_prob(&self, x: &Tensor, t: usize) -> Result<Tensor> {
-        let b = x.dim(0)?;
-        self.classifier.shared_log_prob(x, &vec![t; b], self.field, self.value)
-    }
-
-    fn reads(&self) -> GuidanceInput {
-        self.classifier.cfg.reads
-    }
-
-    fn end_pass(&self) {
-        self.classifier.end_shared_pass();
-    }
-}
-
-/// The field specs of the E2E examples: every E2E field, with `none` and each value seen
-/// (sorted, so the class order does not depend on the corpus order).
-pub fn e2e_fields(examples: &[Example]) -> Vec<FieldSpec> {
-    E2E_FIELDS
-        .iter()
-        .map(|(field, _)| {
-            let mut values: Vec<String> = examples
-                .iter()
-                .filter_map(|e| e.mr.as_ref()?.get(field).map(str::to_string))
-                .collect();
-            values.sort();
-            values.dedup();
-            values.retain(|v| v != NONE);
-            let mut all = vec![NONE.to_string()];
-            all.extend(values);
-            FieldSpec {
-                name: field.to_string(),
-                values: all,
-            }
-        })
-        .collect()
 }
 
 /// The class index of every field for one example (`none` where the field is absent).
@@ -568,7 +351,7 @@ impl Objective for ClassifierObjective {
 }
 
 /// Builds a [`Trainer`] for a latent classifier of the diffusion model `denoiser` (frozen: its
-/// word embeddings make `x_0`, and with `cfg.reads` = [`GuidanceInput::Prediction`] its
+/// word embeddings make `x_0`, and with `cfg.reads` = [`GuideInput::Prediction`] its
 /// predictions are what the classifier reads), on labelled `examples` (E2E examples with a
 /// meaning representation; others are skipped).
 #[allow(clippy::too_many_arguments)]
@@ -610,8 +393,8 @@ pub fn classifier_trainer(
     let embeddings = embeddings.detach().to_device(device)?;
     let schedule = NoiseSchedule::sqrt(cfg.diffusion_steps)?;
     let denoiser = match cfg.reads {
-        GuidanceInput::Prediction => Some(denoiser.clone()),
-        GuidanceInput::Latent => None,
+        GuideInput::Prediction => Some(denoiser.clone()),
+        GuideInput::Latent => None,
     };
     let specs = LatentClassifier::param_specs(&cfg);
     Trainer::new(
@@ -645,77 +428,22 @@ pub fn from_weights(
 
 #[cfg(test)]
 mod tests {
-    use super::{ClassifierConfig, GuidanceInput};
-
-    /// Targets asked of one differentiable input share the classifier's pass until it is ended.
-    #[test]
-    fn targets_of_one_input_share_a_pass_until_it_ends() {
-        use super::{FieldSpec, LatentClassifier};
-        use crate::nn::init_varmap;
-        use candle_core::{DType, Device, Tensor, Var};
-        let cfg = ClassifierConfig {
-            fields: vec![
-                FieldSpec {
-                    name: "food".into(),
-                    values: vec!["none".into(), "Italian".into()],
-                },
-                FieldSpec {
-                    name: "area".into(),
-                    values: vec!["none".into(), "riverside".into()],
-                },
-            ],
-            ..ClassifierConfig::small(4, 8, 100)
-        };
-        let mut rng = rand::SeedableRng::seed_from_u64(0);
-        let vars = init_varmap(&LatentClassifier::param_specs(&cfg), &mut rng, &Device::Cpu).unwrap();
-        let clf = LatentClassifier::new(
-            candle_nn::VarBuilder::from_varmap(&vars, DType::F32, &Device::Cpu),
-            &cfg,
-        )
-        .unwrap();
-        let pass_id = |clf: &LatentClassifier| clf.shared_pass.lock().unwrap().as_ref().map(|p| p.logits[0].id());
-        let x = Var::from_tensor(&Tensor::randn(0f32, 1.0, (2, 8, 4), &Device::Cpu).unwrap()).unwrap();
-        let food = clf.shared_log_prob(x.as_tensor(), &[5, 5], 0, 1).unwrap();
-        let first = pass_id(&clf).expect("a differentiable input keeps its pass");
-        let area = clf.shared_log_prob(x.as_tensor(), &[5, 5], 1, 1).unwrap();
-        assert_eq!(pass_id(&clf), Some(first), "the second target reused the pass");
-        // The shared logits give the same values as separate passes.
-        let separate = clf.forward(x.as_tensor(), &[5, 5], &mut crate::nn::Mode::Grad).unwrap();
-        let expect = candle_nn::ops::log_softmax(&separate[1], 1)
-            .unwrap()
-            .narrow(1, 1, 1)
-            .unwrap();
-        let diff = (area - expect.squeeze(1).unwrap())
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap();
-        assert!(diff.to_scalar::<f32>().unwrap() < 1e-6);
-        // Another time step, or another input, is another pass.
-        clf.shared_log_prob(x.as_tensor(), &[6, 6], 0, 1).unwrap();
-        assert_ne!(pass_id(&clf), Some(first));
-        clf.end_shared_pass();
-        assert_eq!(pass_id(&clf), None);
-        // A constant input keeps nothing.
-        clf.shared_log_prob(&x.as_tensor().detach(), &[5, 5], 0, 1).unwrap();
-        assert_eq!(pass_id(&clf), None);
-        drop(food);
-    }
+    use super::ClassifierConfig;
+    use crate::steer::GuideInput;
 
     #[test]
     fn what_a_classifier_reads_round_trips_and_defaults_to_the_latent() {
         assert_eq!(
-            "prediction".parse::<GuidanceInput>().unwrap(),
-            GuidanceInput::Prediction
+            "prediction".parse::<GuideInput>().unwrap(),
+            GuideInput::Prediction
         );
         assert!("x0"
-            .parse::<GuidanceInput>()
+            .parse::<GuideInput>()
             .unwrap_err()
             .to_string()
             .contains("expected"));
         let cfg = ClassifierConfig {
-            reads: GuidanceInput::Prediction,
+            reads: GuideInput::Prediction,
             ..ClassifierConfig::small(4, 8, 100)
         };
         let json = serde_json::to_string(&cfg).unwrap();
@@ -725,7 +453,7 @@ mod tests {
         let old = json.replace(r#","reads":"prediction""#, "");
         assert_eq!(
             serde_json::from_str::<ClassifierConfig>(&old).unwrap().reads,
-            GuidanceInput::Latent
+            GuideInput::Latent
         );
     }
 }

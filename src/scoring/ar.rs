@@ -17,7 +17,7 @@ use candle_nn::VarBuilder;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint;
+use crate::train::checkpoint;
 use crate::nn::{self, Block, Init, LayerNorm, Mode, ParamSpec};
 use crate::train::{Objective, TrainConfig, Trainer};
 use crate::{Error, Result, TextTokenizer};

@@ -29,6 +29,10 @@
 //! # Ok(()) }
 //! ```
 
+pub mod checkpoint;
+pub mod optim;
+pub mod plot;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
@@ -40,9 +44,9 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::{self, read_json, write_json};
+use checkpoint::{read_json, write_json};
 use crate::nn::{init_varmap, Mode, ParamSpec};
-use crate::optim::{linear_lr, AdamW, AdamWConfig, Ema};
+use crate::train::optim::{linear_lr, AdamW, AdamWConfig, Ema};
 use crate::{Denoiser, DiffusionLm, Error, ModelConfig, NoiseSchedule, Result, TextTokenizer};
 
 /// Optimisation settings.
@@ -655,7 +659,7 @@ impl<O: Objective> Trainer<O> {
     /// One optimizer step; returns the loss components.
     pub fn train_step(&mut self) -> Result<Vec<f64>> {
         let batch = self.next_batch()?;
-        if !self.device.is_cpu() && !crate::kernels::fused_on(&self.device) {
+        if !self.device.is_cpu() && !crate::nn::kernels::fused_on(&self.device) {
             // Dropout masks on a GPU without the fused kernels come from the device's generator
             // (see `nn::dropout`), seeded from the run's seed and the step, so a resumed run draws
             // the same masks. (With the fused CUDA kernels each mask is seeded by one draw from the
@@ -812,7 +816,7 @@ impl<O: Objective> Trainer<O> {
                 })
                 .collect();
             checkpoint::write_atomic(&dir.join(LOSS_PLOT_FILE), |tmp| {
-                crate::plot::loss_curve(tmp, "training loss", &series)
+                crate::train::plot::loss_curve(tmp, "training loss", &series)
             })?;
         }
         Ok(())

@@ -30,12 +30,41 @@ use serde::{Deserialize, Serialize};
 use crate::{NoiseSchedule, Result};
 
 /// Which reverse update to use.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+///
+/// Written as `ddpm`, `ddim` (η = 0) or `ddim:ETA`, in configs too.
+#[derive(Debug, Clone, Copy, PartialEq, Default, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
 pub enum SamplerKind {
     /// Ancestral DDPM sampling (Diffusion-LM's choice).
+    #[default]
     Ddpm,
     /// DDIM with stochasticity η (0 = deterministic, 1 ≈ DDPM).
-    Ddim { eta: f64 },
+    Ddim {
+        /// The stochasticity η in [0, 1].
+        eta: f64,
+    },
+}
+
+impl std::fmt::Display for SamplerKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SamplerKind::Ddpm => f.write_str("ddpm"),
+            SamplerKind::Ddim { eta } => write!(f, "ddim:{eta}"),
+        }
+    }
+}
+
+impl TryFrom<String> for SamplerKind {
+    type Error = String;
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<SamplerKind> for String {
+    fn from(k: SamplerKind) -> String {
+        k.to_string()
+    }
 }
 
 impl std::str::FromStr for SamplerKind {

@@ -199,7 +199,7 @@ fn check_finite(tensors: &HashMap<String, Tensor>) -> std::result::Result<(), St
 pub fn weights_fingerprint(dir: &Path) -> Result<String> {
     let path = dir.join(WEIGHTS_FILE);
     let bytes = std::fs::read(&path).map_err(|e| Error::io(&path, e))?;
-    Ok(format!("{:016x}", crate::corpus::fnv1a(&bytes)))
+    Ok(format!("{:016x}", crate::text::corpus::fnv1a(&bytes)))
 }
 
 /// Checks a directory holds the three checkpoint files and returns its path.

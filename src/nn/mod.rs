@@ -11,6 +11,9 @@
 //! Parameters are described once by [`ParamSpec`] (name, shape, initialisation); the same list
 //! initialises a model, documents the safetensors tensor names and checks checkpoints.
 
+pub mod device;
+pub mod kernels;
+
 use candle_core::{
     CpuStorage, CudaStorage, CustomOp1, CustomOp2, CustomOp3, DType, Device, Layout, MetalStorage, Shape, Tensor, D,
 };
@@ -83,8 +86,8 @@ pub fn dropout(x: &Tensor, p: f32, mode: &mut Mode) -> Result<Tensor> {
         Mode::Train(rng) if p > 0.0 => {
             let keep = 1.0 / (1.0 - p);
             // On CUDA: one kernel, seeded by one draw from the run's generator.
-            let fused_mask = if crate::kernels::fused_on(x.device()) && x.dtype() == DType::F32 {
-                crate::kernels::dropout_mask(x, p, rng.gen())?
+            let fused_mask = if crate::nn::kernels::fused_on(x.device()) && x.dtype() == DType::F32 {
+                crate::nn::kernels::dropout_mask(x, p, rng.gen())?
             } else {
                 None
             };
@@ -113,7 +116,7 @@ pub fn dropout(x: &Tensor, p: f32, mode: &mut Mode) -> Result<Tensor> {
 /// in `Grad` and `Train` (see the module docs).
 pub fn softmax_last(x: &Tensor, mode: &Mode) -> Result<Tensor> {
     let x = x.contiguous()?;
-    let value = crate::kernels::softmax_last_dim(&x.detach())?;
+    let value = crate::nn::kernels::softmax_last_dim(&x.detach())?;
     if !mode.is_differentiable() || !x.track_op() {
         return Ok(value);
     }
@@ -240,7 +243,7 @@ impl CustomOp1 for FusedSoftmax {
     fused_value_forwards!(_x);
     fn bwd(&self, _x: &Tensor, y: &Tensor, dy: &Tensor) -> candle_core::Result<Option<Tensor>> {
         let y = y.detach();
-        if let Some(dx) = crate::kernels::softmax_backward(&y, dy)? {
+        if let Some(dx) = crate::nn::kernels::softmax_backward(&y, dy)? {
             return Ok(Some(dx));
         }
         let dot = (dy * &y)?.sum_keepdim(D::Minus1)?;
@@ -274,7 +277,7 @@ impl CustomOp3 for FusedLayerNorm {
         let rows = x.elem_count() / h.max(1);
         let x2 = x.detach().reshape((rows, h))?;
         let dy2 = dy.reshape((rows, h))?;
-        if let Some((dx, dy_xhat)) = crate::kernels::layer_norm_backward(&x2, &dy2, &weight.detach(), self.eps)? {
+        if let Some((dx, dy_xhat)) = crate::nn::kernels::layer_norm_backward(&x2, &dy2, &weight.detach(), self.eps)? {
             let dweight = weight.track_op().then(|| row_sums(&dy_xhat)).transpose()?;
             let dbias = bias.track_op().then(|| row_sums(&dy2)).transpose()?;
             let dx = x.track_op().then(|| dx.reshape(x.shape())).transpose()?;
@@ -343,7 +346,7 @@ fn expand_leading(b: &Tensor, like: &Tensor) -> Result<Tensor> {
 /// transpose, a product and a broadcast, and accumulate each one's gradient.
 pub fn linear(layer: &Linear, x: &Tensor, mode: &Mode) -> Result<Tensor> {
     if !mode.is_differentiable() {
-        return crate::kernels::linear(layer, x, crate::kernels::Activation::None, None);
+        return crate::nn::kernels::linear(layer, x, crate::nn::kernels::Activation::None, None);
     }
     let w = layer.weight();
     let mut dims = x.dims().to_vec();
@@ -355,7 +358,7 @@ pub fn linear(layer: &Linear, x: &Tensor, mode: &Mode) -> Result<Tensor> {
         .reshape((x.elem_count() / k.max(1), k))?
         .matmul(&w.detach().t()?)?;
     let value = match layer.bias() {
-        Some(b) => crate::kernels::bias_act(&value, &b.detach(), crate::kernels::Activation::None, None)?,
+        Some(b) => crate::nn::kernels::bias_act(&value, &b.detach(), crate::nn::kernels::Activation::None, None)?,
         None => value,
     }
     .reshape(dims)?;
@@ -492,7 +495,7 @@ impl SelfAttention {
         let fused = if mode.is_differentiable() {
             None
         } else {
-            crate::kernels::split_heads(&self.qkv, x, self.heads, scale)?
+            crate::nn::kernels::split_heads(&self.qkv, x, self.heads, scale)?
         };
         let (q, k, v) = match fused {
             Some(qkv) => qkv,
@@ -513,7 +516,7 @@ impl SelfAttention {
         if mode.is_differentiable() {
             Ok(heads.transpose(1, 2)?.reshape((b, l, h))?)
         } else {
-            crate::kernels::merge_heads(&heads)
+            crate::nn::kernels::merge_heads(&heads)
         }
     }
 }
@@ -551,8 +554,8 @@ impl Block {
     pub fn forward(&self, x: &Tensor, mode: &mut Mode) -> Result<Tensor> {
         if !mode.is_differentiable() {
             // Sampling: each projection's bias, ReLU and residual connection in one pass (on
-            // CUDA; the same operations in the same order elsewhere, see `crate::kernels`).
-            use crate::kernels::{linear as fused_linear, Activation};
+            // CUDA; the same operations in the same order elsewhere, see `crate::nn::kernels`).
+            use crate::nn::kernels::{linear as fused_linear, Activation};
             let heads = self.attn.heads_output(&self.norm1.forward(x, mode)?, mode)?;
             let x = fused_linear(&self.attn.out, &heads, Activation::None, Some(x))?;
             let hidden = fused_linear(&self.fc1, &self.norm2.forward(&x, mode)?, Activation::Relu, None)?;

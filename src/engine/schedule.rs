@@ -32,6 +32,15 @@ pub fn sqrt_alpha_bar(tau: f64) -> f64 {
     1.0 - (tau + 1e-4).sqrt()
 }
 
+/// Which noise schedule a model was trained with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ScheduleKind {
+    /// Diffusion-LM's `sqrt` schedule ([`NoiseSchedule::sqrt`]).
+    #[default]
+    Sqrt,
+}
+
 /// Largest beta allowed, as in Diffusion-LM.
 pub const MAX_BETA: f64 = 0.999;
 
