@@ -4,9 +4,9 @@
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use diffusion_lm::controller::{Controller, PrepareContext, PreparedStack};
+use diffusion_lm::steer::{Controller, PrepareContext, PreparedStack};
 use diffusion_lm::nn::Mode;
-use diffusion_lm::projection::best_sequence;
+use diffusion_lm::steer::projection::best_sequence;
 use diffusion_lm::DiffusionLm;
 use diffusion_lm_controllers::{Grammar, Regex};
 

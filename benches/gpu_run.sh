@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Runs the GPU checks (and optionally a training run) on a lent GPU machine; see the README's
-# "GPU" section for how the folder is prepared on a CPU-only machine.
+# Runs the GPU checks (and optionally a training run) on a lent GPU machine; see docs/gpu.md
+# for how the folder is prepared on a CPU-only machine.
 #
 #   bash benches/gpu_run.sh check DIR            # gpu_check + the PyTorch reference
 #                                                # (GPU_ONLY=1: skip the CPU timings)

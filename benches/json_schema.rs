@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use diffusion_lm::controller::{Controller, PrepareContext, PreparedStack};
-use diffusion_lm::projection::best_sequence;
+use diffusion_lm::steer::{Controller, PrepareContext, PreparedStack};
+use diffusion_lm::steer::projection::best_sequence;
 use diffusion_lm::DiffusionLm;
 use diffusion_lm_controllers::json_schema::suite::SuiteCase;
 use diffusion_lm_controllers::JsonSchema;

@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use candle_core::Device;
-use diffusion_lm::classifier::LatentClassifier;
-use diffusion_lm::eval::attribute_expressed;
+use diffusion_lm::scoring::classifier::LatentClassifier;
+use diffusion_lm::e2e::attribute_expressed;
 use diffusion_lm::{DiffusionLm, Generator, GuidanceConfig};
 use diffusion_lm_controllers::{Attribute, JsonSchema};
 
@@ -56,14 +56,14 @@ fn main() -> Result<()> {
     show("unguided", &texts(Generator::new(&lm))?);
     show(
         "guided",
-        &texts(Generator::new(&lm).with(Attribute::parse(&classifier, &spec)?))?,
+        &texts(Generator::new(&lm).guide(Attribute::parse(&classifier, &spec)?))?,
     );
     // Composition with a hard constraint: every record is valid under the schema, and guidance
     // picks its content.
     let schema = JsonSchema::from_json(SCHEMA)?;
     show(
         "guided inside the restaurant JSON Schema",
-        &texts(Generator::new(&lm).with(schema).with(attribute))?,
+        &texts(Generator::new(&lm).constrain(schema).guide(attribute))?,
     );
     Ok(())
 }

@@ -38,7 +38,7 @@ fn main() -> Result<()> {
     let schema = JsonSchema::from_json(SCHEMA)?;
     let lm = DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu)?;
     let calls = Generator::new(&lm)
-        .with(schema)
+        .constrain(schema)
         .steps(200)
         .seed(0)
         .progress(true)

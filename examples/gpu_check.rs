@@ -29,7 +29,7 @@
 //! before start-up).
 //!
 //! On the GPU it also times each part and each single operation of a batch-256 step (candle's
-//! operations and the fused kernels of `diffusion_lm::kernels`; the PyTorch reference times its
+//! operations and the fused kernels of `diffusion_lm::nn::kernels`; the PyTorch reference times its
 //! own), checks the fused dropout mask's statistics, and times the denoising and training steps
 //! again with the fused kernels off.
 //!
@@ -45,7 +45,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
-use diffusion_lm::controller::GuidanceContext;
+use diffusion_lm::steer::GuidanceContext;
 use diffusion_lm::nn::Mode;
 use diffusion_lm::train::{diffusion_trainer, DiffusionObjective, Objective, TrainConfig, Trainer};
 use diffusion_lm::{Controller, DiffusionLm, Generator, NoiseSchedule, Sampler, SamplerKind, TextTokenizer};
@@ -304,7 +304,7 @@ fn parity(args: &Args, gpu: &Device, rep: &mut Report) -> Result<()> {
 
     // 3. A guided, projected step.
     let schema = JsonSchema::from_json(SCHEMA)?;
-    let prepared = Generator::new(&cpu_lm).with(schema.clone()).prepare()?;
+    let prepared = Generator::new(&cpu_lm).constrain(schema.clone()).prepare()?;
     let v = cfg.vocab_size;
     let scores_c = cpu_lm.model.clamp_scores(&x0_c)?;
     let scores_g = gpu_lm.model.clamp_scores(&x0_g)?;
@@ -314,7 +314,7 @@ fn parity(args: &Args, gpu: &Device, rep: &mut Report) -> Result<()> {
         let flat = s.to_device(&Device::Cpu)?.flatten_all()?.to_vec1::<f32>()?;
         flat.chunks(cfg.seq_len * v)
             .map(|r| {
-                diffusion_lm::projection::best_sequence(
+                diffusion_lm::steer::projection::best_sequence(
                     &prepared.masked(r.to_vec()),
                     cfg.seq_len,
                     v,
@@ -352,8 +352,8 @@ fn parity(args: &Args, gpu: &Device, rep: &mut Report) -> Result<()> {
     rep.parity("guidance: gradient by autograd", rel, abs);
     let run = |lm: &DiffusionLm| -> Result<Vec<Vec<u32>>> {
         Ok(Generator::new(lm)
-            .with(schema.clone())
-            .with(PreferWord { word })
+            .constrain(schema.clone())
+            .guide(PreferWord { word })
             .steps(20)
             .seed(3)
             .batch_size(4)
@@ -426,7 +426,7 @@ fn timings(args: &Args, dev: &Device, label: &str, rep: &mut Report) -> Result<(
         &[("f32", DType::F32, false)]
     };
     for &(name, dtype, tf32) in variants {
-        diffusion_lm::device::set_tf32(tf32);
+        diffusion_lm::nn::device::set_tf32(tf32);
         lm.set_compute_dtype(dtype)?;
         for batch in [1usize, 64, 256] {
             let n = if on_gpu { 200 } else { (64 / batch).clamp(3, 20) };
@@ -443,7 +443,7 @@ fn timings(args: &Args, dev: &Device, label: &str, rep: &mut Report) -> Result<(
             let t = vec![sampler.schedule().timesteps()[i]; 64];
             let half = lm.model.forward(&x, &t, &mut Mode::Infer)?;
             lm.set_compute_dtype(DType::F32)?;
-            diffusion_lm::device::set_tf32(false);
+            diffusion_lm::nn::device::set_tf32(false);
             let full = lm.model.forward(&x, &t, &mut Mode::Infer)?;
             reduced_precision_effect(rep, &lm, name, &full, &half)?;
         }
@@ -453,14 +453,14 @@ fn timings(args: &Args, dev: &Device, label: &str, rep: &mut Report) -> Result<(
         let x = host_normal(7, (64, cfg.seq_len, cfg.embed_dim))?.to_device(dev)?;
         let t = vec![sampler.schedule().timesteps()[i]; 64];
         lm.set_compute_dtype(DType::F32)?;
-        diffusion_lm::device::set_tf32(false);
+        diffusion_lm::nn::device::set_tf32(false);
         let full = lm.model.forward(&x, &t, &mut Mode::Infer)?;
-        diffusion_lm::device::set_tf32(true);
+        diffusion_lm::nn::device::set_tf32(true);
         let reduced = lm.model.forward(&x, &t, &mut Mode::Infer)?;
-        diffusion_lm::device::set_tf32(false);
+        diffusion_lm::nn::device::set_tf32(false);
         reduced_precision_effect(rep, &lm, "tf32", &full, &reduced)?;
     }
-    diffusion_lm::device::set_tf32(false);
+    diffusion_lm::nn::device::set_tf32(false);
     lm.set_compute_dtype(DType::F32)?;
     components(args, dev, label, rep, &lm)?;
 
@@ -580,12 +580,12 @@ fn batch_64_trainer(lm: &DiffusionLm, dir: &std::path::Path, dev: &Device) -> Re
 }
 
 /// The denoising and training steps again with the fused CUDA kernels off
-/// (`diffusion_lm::kernels::set_enabled(false)`): candle's own operations, as before the kernels;
+/// (`diffusion_lm::nn::kernels::set_enabled(false)`): candle's own operations, as before the kernels;
 /// compare with the same figures under `timings`.
 fn unfused_effect(args: &Args, dev: &Device, rep: &mut Report) -> Result<()> {
-    diffusion_lm::kernels::set_enabled(false);
+    diffusion_lm::nn::kernels::set_enabled(false);
     let result = unfused_timings(args, dev, rep);
-    diffusion_lm::kernels::set_enabled(true);
+    diffusion_lm::nn::kernels::set_enabled(true);
     result
 }
 
@@ -647,7 +647,7 @@ fn components(args: &Args, dev: &Device, label: &str, rep: &mut Report, lm: &Dif
         (
             "feed-forward",
             Box::new(|| {
-                use diffusion_lm::kernels::{linear, Activation};
+                use diffusion_lm::nn::kernels::{linear, Activation};
                 let hidden = linear(&fc1, &x, Activation::Relu, None)?;
                 Ok(drop(linear(&fc2, &hidden, Activation::None, None)?))
             }),
@@ -708,7 +708,7 @@ fn kernels(
         .reshape((rows, lm.config.embed_dim))?
         .matmul(&lm.model.embeddings().t()?)?;
     let v_size = lm.config.vocab_size;
-    use diffusion_lm::kernels::{bias_act, softmax_last_dim, split_heads, Activation};
+    use diffusion_lm::nn::kernels::{bias_act, softmax_last_dim, split_heads, Activation};
     let hid2 = hid.reshape((rows, f))?;
     let bias_f = host_normal(26, (1, 1, f))?.to_device(dev)?.flatten_all()?;
     let qkv_layer = candle_nn::Linear::new(w_qkv.clone(), Some(bias.clone()));
@@ -763,7 +763,7 @@ fn kernels(
             format!("clamping: argmin over {v_size}"),
             Box::new(|| Ok(drop(dots.argmin(D::Minus1)?))),
         ),
-        // The fused kernels (diffusion_lm::kernels) that replace some of the above on CUDA.
+        // The fused kernels (diffusion_lm::nn::kernels) that replace some of the above on CUDA.
         (
             format!("fused: bias add [{rows}, {}]", 3 * h),
             Box::new(|| Ok(drop(bias_act(&y2, &bias, Activation::None, None)?))),
@@ -778,7 +778,7 @@ fn kernels(
         ),
         (
             "fused: merge heads".into(),
-            Box::new(|| Ok(drop(diffusion_lm::kernels::merge_heads(&att)?))),
+            Box::new(|| Ok(drop(diffusion_lm::nn::kernels::merge_heads(&att)?))),
         ),
         (
             format!("fused: softmax [{b}, {heads}, {l}, {l}]"),
@@ -804,7 +804,7 @@ fn kernels(
     }
     drop(ops);
     // The fused dropout mask (training on CUDA): its share of zeros must be p and its mean 1.
-    if let Some(mask) = diffusion_lm::kernels::dropout_mask(&x, 0.1, 12345)? {
+    if let Some(mask) = diffusion_lm::nn::kernels::dropout_mask(&x, 0.1, 12345)? {
         let zeros = mask.eq(0f32)?.to_dtype(DType::F32)?.mean_all()?.to_scalar::<f32>()? as f64;
         let mean = mask.mean_all()?.to_scalar::<f32>()? as f64;
         // Five standard deviations of a share over this many independent draws.
@@ -823,7 +823,7 @@ fn kernels(
             "parity.dropout mask".into(),
             json!({ "zeros": zeros, "mean": mean, "ok": ok }),
         );
-        let again = diffusion_lm::kernels::dropout_mask(&x, 0.1, 12345)?.context("same mask")?;
+        let again = diffusion_lm::nn::kernels::dropout_mask(&x, 0.1, 12345)?.context("same mask")?;
         let same = mask.eq(&again)?.to_dtype(DType::F32)?.sum_all()?.to_scalar::<f32>()? as usize;
         rep.exact("dropout mask: same seed, same mask", same, mask.elem_count());
     }
@@ -833,7 +833,7 @@ fn kernels(
 fn main() -> Result<()> {
     diffusion_lm::tune_allocator();
     let args = parse_args()?;
-    let gpu = diffusion_lm::device::parse_device(&args.device)?;
+    let gpu = diffusion_lm::nn::device::parse_device(&args.device)?;
     let mut rep = Report {
         json: BTreeMap::new(),
         failures: Vec::new(),

@@ -36,7 +36,7 @@ fn main() -> Result<()> {
             started.elapsed().as_secs_f64() * 1e3
         );
         let samples = Generator::new(&lm)
-            .with(grammar.clone())
+            .constrain(grammar.clone())
             .steps(100)
             .seed(0)
             .generate(n)?;

@@ -17,8 +17,8 @@ fn main() -> Result<()> {
     let lm = DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu)?;
     println!("template: {template}");
     let samples = Generator::new(&lm)
-        .with(Infill::new(&template)?)
-        .with(Length::between(8, 40)?)
+        .constrain(Infill::new(&template)?)
+        .constrain(Length::between(8, 40)?)
         .steps(200)
         .seed(0)
         .generate(n)?;

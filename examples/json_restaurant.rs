@@ -18,7 +18,7 @@ fn main() -> Result<()> {
     let schema = JsonSchema::from_json(SCHEMA)?;
     let lm = DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu)?;
     let records = Generator::new(&lm)
-        .with(schema.clone())
+        .constrain(schema.clone())
         .steps(200)
         .seed(0)
         .progress(true)

@@ -21,7 +21,7 @@ fn main() -> Result<()> {
     eprintln!("{path}: automaton of {} states", schema.dfa().num_states());
     let lm = DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu)?;
     let docs = Generator::new(&lm)
-        .with(schema.clone())
+        .constrain(schema.clone())
         .steps(steps)
         .seed(0)
         .progress(true)

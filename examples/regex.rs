@@ -20,7 +20,7 @@ fn main() -> Result<()> {
     let check = regex::Regex::new(&format!("^(?:{pattern})$"))?;
     println!("pattern: {pattern}");
     for s in Generator::new(&lm)
-        .with(Regex::new(&pattern)?)
+        .constrain(Regex::new(&pattern)?)
         .steps(200)
         .seed(0)
         .generate(n)?

@@ -30,27 +30,27 @@ fn main() -> Result<()> {
     let with_near = SyntaxTree::json().with_query(query)?;
     let never = |tree: SyntaxTree| tree.schedule(1, 1.0, 1.0);
     let runs: [(&str, Generator); 5] = [
-        ("braces only", Generator::new(&lm).with(braces()?)),
+        ("braces only", Generator::new(&lm).constrain(braces()?)),
         (
             "+ SyntaxTree, re-noising during sampling only",
             Generator::new(&lm)
-                .with(braces()?)
-                .with(SyntaxTree::json())
+                .constrain(braces()?)
+                .repair(SyntaxTree::json())
                 .rewrite(0, 0.0),
         ),
         (
             "+ SyntaxTree, rewriting after sampling only",
-            Generator::new(&lm).with(braces()?).with(never(SyntaxTree::json())),
+            Generator::new(&lm).constrain(braces()?).repair(never(SyntaxTree::json())),
         ),
         (
             "+ SyntaxTree, both (the defaults)",
-            Generator::new(&lm).with(braces()?).with(SyntaxTree::json()),
+            Generator::new(&lm).constrain(braces()?).repair(SyntaxTree::json()),
         ),
         (
             "+ SyntaxTree with a query (a \"near\" key), both",
             Generator::new(&lm)
-                .with(braces()?)
-                .with(SyntaxTree::json().with_query(query)?),
+                .constrain(braces()?)
+                .repair(SyntaxTree::json().with_query(query)?),
         ),
     ];
     for (name, g) in runs {

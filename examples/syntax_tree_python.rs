@@ -35,20 +35,20 @@ fn main() -> Result<()> {
         ("unconstrained", Generator::new(&lm)),
         (
             "SyntaxTree, re-noising during sampling only",
-            Generator::new(&lm).with(SyntaxTree::python()).rewrite(0, 0.0),
+            Generator::new(&lm).repair(SyntaxTree::python()).rewrite(0, 0.0),
         ),
         (
             "SyntaxTree, rewriting after sampling only",
-            Generator::new(&lm).with(never(SyntaxTree::python())),
+            Generator::new(&lm).repair(never(SyntaxTree::python())),
         ),
         (
             "SyntaxTree, both (the defaults)",
-            Generator::new(&lm).with(SyntaxTree::python()),
+            Generator::new(&lm).repair(SyntaxTree::python()),
         ),
         (
             "SyntaxTree with the add/2 query, both, 10 rewrite rounds",
             Generator::new(&lm)
-                .with(SyntaxTree::python().with_query(PYTHON_ADD_TWO)?)
+                .repair(SyntaxTree::python().with_query(PYTHON_ADD_TWO)?)
                 .rewrite(10, 0.3),
         ),
     ];

@@ -28,7 +28,7 @@
 #
 # Environment:
 #   SUBSETS              subsets to keep, separated by spaces, or `all` (default: the seven that
-#                        the README's table covers: Glaiveai2K Github_trivial Github_easy BFCL JME
+#                        docs/results.md's table covers: Glaiveai2K Github_trivial Github_easy BFCL JME
 #                        Handwritten Synthesized)
 #   JSONSCHEMABENCH_REF  branch, tag or commit to download (default: main)
 #   DEST                 where to write (default: data/jsonschema); an existing folder is replaced

@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use common::*;
 use diffusion_lm::nn::{init_varmap, Mode};
-use diffusion_lm::schedule::sqrt_alpha_bar;
+use diffusion_lm::engine::schedule::sqrt_alpha_bar;
 use diffusion_lm::train::{diffusion_trainer, DiffusionObjective, Objective};
 use diffusion_lm::{Denoiser, DiffusionLm, Error, Generator, ModelConfig, NoiseSchedule, SamplerKind};
 use rand::SeedableRng;
@@ -170,7 +170,7 @@ fn set_compute_dtype_rejects_integer_types() {
     let mut lm = DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu).unwrap();
     let err = lm.set_compute_dtype(DType::U32).unwrap_err().to_string();
     assert!(err.contains("f32, bf16 or f16"), "{err}");
-    assert!(diffusion_lm::device::parse_dtype("int8").is_err());
+    assert!(diffusion_lm::nn::device::parse_dtype("int8").is_err());
 }
 
 #[test]
@@ -290,7 +290,7 @@ fn training_resumes_from_its_checkpoint() {
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
     let state =
-        diffusion_lm::checkpoint::read_json::<diffusion_lm::train::TrainState>(&dir.path().join("train_state.json"))
+        diffusion_lm::train::checkpoint::read_json::<diffusion_lm::train::TrainState>(&dir.path().join("train_state.json"))
             .unwrap();
     let tensors_file = state.tensors_file.unwrap();
     assert_eq!(tensors_file, "train_state.00000020.safetensors");

@@ -6,7 +6,8 @@ use std::io::Write;
 
 use candle_core::Device;
 use common::*;
-use diffusion_lm::corpus::{read_corpus, E2eOptions};
+use diffusion_lm::e2e::E2eOptions;
+use diffusion_lm::text::corpus::read_corpus;
 use diffusion_lm::{DiffusionLm, Error, Generator, TextTokenizer};
 
 fn err_text<T>(r: Result<T, Error>) -> String {
@@ -93,7 +94,7 @@ fn corrupt_and_mismatched_checkpoints_say_what_is_wrong() {
     lm.save(shape.path()).unwrap();
     let mut cfg = lm.config.clone();
     cfg.hidden = 32;
-    diffusion_lm::checkpoint::write_json(&shape.path().join("config.json"), &cfg).unwrap();
+    diffusion_lm::train::checkpoint::write_json(&shape.path().join("config.json"), &cfg).unwrap();
     let msg = err_text(DiffusionLm::load(shape.path(), &Device::Cpu));
     assert!(msg.contains("has shape") && msg.contains("config expects"), "{msg}");
 
@@ -118,7 +119,7 @@ fn corrupt_and_mismatched_checkpoints_say_what_is_wrong() {
     let t = &weights[&name];
     let poisoned = (t.ones_like().unwrap() * f64::NAN).unwrap();
     weights.insert(name.clone(), poisoned);
-    diffusion_lm::checkpoint::save_checkpoint(nan.path(), &lm.config, &lm.tokenizer, &weights).unwrap();
+    diffusion_lm::train::checkpoint::save_checkpoint(nan.path(), &lm.config, &lm.tokenizer, &weights).unwrap();
     let msg = err_text(DiffusionLm::load(nan.path(), &Device::Cpu));
     assert!(
         msg.contains(&format!("tensor `{name}` has")) && msg.contains("non-finite"),
@@ -130,7 +131,7 @@ fn corrupt_and_mismatched_checkpoints_say_what_is_wrong() {
     values[0] = f32::INFINITY;
     let one_inf = candle_core::Tensor::from_vec(values, t.dims(), &Device::Cpu).unwrap();
     weights.insert(name.clone(), one_inf);
-    diffusion_lm::checkpoint::save_checkpoint(nan.path(), &lm.config, &lm.tokenizer, &weights).unwrap();
+    diffusion_lm::train::checkpoint::save_checkpoint(nan.path(), &lm.config, &lm.tokenizer, &weights).unwrap();
     let msg = err_text(DiffusionLm::load(nan.path(), &Device::Cpu));
     assert!(msg.contains("has 1 non-finite values"), "{msg}");
 

@@ -4,7 +4,7 @@ mod common;
 
 use candle_core::Tensor;
 use common::*;
-use diffusion_lm::controller::{Controller, GuidanceContext};
+use diffusion_lm::steer::{Controller, GuidanceContext};
 use diffusion_lm::{Generator, GuidanceConfig, GuidanceRule, TextTokenizer};
 
 /// log p(c | x) = −Σ‖x_p − E_target‖²: prefers the target token everywhere.
@@ -50,7 +50,7 @@ fn guidance_pulls_samples_toward_the_preferred_token_with_every_rule() {
             ..GuidanceConfig::default()
         };
         let guided = Generator::new(&lm)
-            .with(Toward { target })
+            .guide(Toward { target })
             .guidance(cfg)
             .steps(20)
             .seed(5)
@@ -69,12 +69,13 @@ mod attribute {
     use std::sync::Arc;
 
     use candle_core::{DType, Device, Tensor};
-    use diffusion_lm::classifier::{
+    use diffusion_lm::scoring::classifier::{
         classifier_trainer, prediction_gradient, score_gradient, ClassifierConfig, FieldSpec, GuidanceInput,
         LatentClassifier, LatentScore,
     };
-    use diffusion_lm::controller::{guidance_gradient, Controller, GuidanceContext};
-    use diffusion_lm::corpus::{Example, MeaningRepresentation};
+    use diffusion_lm::steer::{guidance_gradient, Controller, GuidanceContext};
+    use diffusion_lm::e2e::MeaningRepresentation;
+    use diffusion_lm::text::corpus::Example;
     use diffusion_lm::nn::init_varmap;
     use diffusion_lm::nn::Mode;
     use diffusion_lm::train::TrainConfig;
@@ -225,7 +226,7 @@ mod attribute {
             let clf = Arc::new(LatentClassifier::load(&out, &Device::Cpu).unwrap());
             assert_eq!(clf.config().reads, reads);
             let guided = Generator::new(&lm)
-                .with(Attribute::new(&clf, "animal", "fish", 1.0).unwrap())
+                .guide(Attribute::new(&clf, "animal", "fish", 1.0).unwrap())
                 .steps(40)
                 .seed(11)
                 .generate(n)
@@ -267,7 +268,7 @@ mod attribute {
         );
         // A classifier of predictions cannot guide on the noisy latent: an error before sampling.
         let wrong = Generator::new(&lm)
-            .with(
+            .guide(
                 Attribute::new(&classifiers[1], "animal", "fish", 1.0)
                     .unwrap()
                     .reading(GuidanceInput::Latent),

@@ -6,7 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use candle_core::Device;
-use diffusion_lm::controller::{Controller, RepairContext, RepairPhase};
+use diffusion_lm::steer::{Controller, RepairContext, RepairPhase};
 use diffusion_lm::{DiffusionLm, Generator, TextTokenizer};
 
 /// Names every token that holds a digit, after sampling only; counts the rounds it is asked in.
@@ -53,7 +53,7 @@ fn rewriting_mends_named_positions_and_holds_the_rest() {
     let rounds_seen = Arc::new(AtomicUsize::new(0));
     let run = |rounds: usize| {
         Generator::new(&lm)
-            .with(NoDigits {
+            .repair(NoDigits {
                 rounds_seen: rounds_seen.clone(),
             })
             .steps(steps)
@@ -92,8 +92,8 @@ fn self_correction_keeps_hard_constraints_and_is_seeded_per_sample() {
     let pattern = "The [A-Za-z ]+ is [a-z ,]+\\.";
     let run = |batch: usize, rounds: usize| {
         Generator::new(&lm)
-            .with(Regex::new(pattern).unwrap())
-            .with(Length::between(8, 20).unwrap())
+            .constrain(Regex::new(pattern).unwrap())
+            .constrain(Length::between(8, 20).unwrap())
             .steps(20)
             .seed(5)
             .batch_size(batch)

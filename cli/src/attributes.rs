@@ -7,13 +7,15 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use diffusion_lm::checkpoint::weights_fingerprint;
-use diffusion_lm::classifier::{
-    classifier_trainer, e2e_fields, ClassifierConfig, GuidanceInput, LatentClassifier, NONE,
+use diffusion_lm::train::checkpoint::weights_fingerprint;
+use diffusion_lm::scoring::classifier::{
+    classifier_trainer, ClassifierConfig, LatentClassifier, NONE,
 };
-use diffusion_lm::corpus::{relexicalize as relexicalize_examples, VERBATIM_FIELDS};
-use diffusion_lm::eval::{attribute_expressed, attribute_mentioned};
-use diffusion_lm::{device::parse_device, DiffusionLm, Generator, GuidanceConfig};
+use diffusion_lm::e2e::{e2e_fields, relexicalize as relexicalize_examples, VERBATIM_FIELDS};
+use diffusion_lm::steer::GuideInput as GuidanceInput;
+use diffusion_lm::e2e::{attribute_expressed, attribute_mentioned};
+use diffusion_lm::nn::device::DeviceSpec;
+use diffusion_lm::{DiffusionLm, Generator, GuidanceConfig};
 use diffusion_lm_controllers::Attribute;
 use serde::{Deserialize, Serialize};
 
@@ -22,6 +24,7 @@ use crate::{load_split, model_dir, read_data_record, report, AuxTrainArgs};
 /// How guidance updates the latent; every setting left out comes from
 /// [`GuidanceConfig::recommended`] for what the guidance reads.
 #[derive(Args, Clone, Default)]
+#[command(next_help_heading = "Soft control")]
 pub struct GuidanceArgs {
     /// Guide on `latent` (the classifier reads the noisy latent, Diffusion-LM's recipe) or on
     /// `prediction` (it reads the denoiser's clean prediction, and the gradient goes through the
@@ -123,7 +126,7 @@ pub fn train_classifier(
         init,
     }: TrainClassifierArgs,
 ) -> Result<()> {
-    let device = parse_device(&a.device)?;
+    let device = a.device.open()?;
     let dir = model_dir(a.model);
     let out = a.out.clone().unwrap_or_else(|| dir.join("classifier"));
     crate::check_output(&out, a.overwrite)?;
@@ -136,7 +139,7 @@ pub fn train_classifier(
             let clf = LatentClassifier::load(path, &device)
                 .with_context(|| format!("loading the classifier to start from ({})", path.display()))?;
             let weights =
-                diffusion_lm::checkpoint::load_tensors(path, diffusion_lm::checkpoint::WEIGHTS_FILE, &device)?;
+                diffusion_lm::train::checkpoint::load_tensors(path, diffusion_lm::train::checkpoint::WEIGHTS_FILE, &device)?;
             if clf.config().fields != fields {
                 bail!(
                     "--init {}: its fields and values differ from those of the corpus in {}",
@@ -255,8 +258,9 @@ pub struct EvalAttributesArgs {
     /// splits a long evaluation (hours on a CPU) into runs that fit the time at hand.
     #[arg(long, requires = "report", value_parser = clap::value_parser!(u64).range(1..))]
     stop_after_targets: Option<u64>,
+    /// `cpu`, `cuda[:N]` or `metal[:N]`.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: DeviceSpec,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -278,7 +282,7 @@ struct EvalSettings {
     model: PathBuf,
     classifier: PathBuf,
     /// Fingerprints of the model's and the classifier's weights
-    /// ([`diffusion_lm::checkpoint::weights_fingerprint`]): new weights at the same path are
+    /// ([`diffusion_lm::train::checkpoint::weights_fingerprint`]): new weights at the same path are
     /// other settings.
     #[serde(default)]
     weights: (String, String),
@@ -437,12 +441,12 @@ fn share(texts: &[String], f: impl Fn(&str) -> bool) -> f64 {
 }
 
 pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
-    let device = parse_device(&a.device)?;
+    let device = a.device.open()?;
     let dir = model_dir(a.model.clone());
     let lm = DiffusionLm::load(&dir, &device)?;
     let classifier = load_classifier(&dir, a.classifier.clone(), &device)?;
     let ar_dir = a.ar_model.clone().unwrap_or_else(|| dir.join("ar"));
-    let (ar, ar_tok) = diffusion_lm::ar::CausalLm::load(&ar_dir, &device)
+    let (ar, ar_tok) = diffusion_lm::scoring::ar::CausalLm::load(&ar_dir, &device)
         .with_context(|| format!("loading the reference LM from {}", ar_dir.display()))?;
     if a.samples == 0 {
         bail!("--samples must be at least 1");
@@ -462,7 +466,7 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
             weights_fingerprint(&dir)?,
             weights_fingerprint(&classifier_dir(&dir, a.classifier.clone()))?,
         ),
-        device: a.device.clone(),
+        device: a.device.to_string(),
         targets: targets.clone(),
         samples_per_target: a.samples,
         steps: a.steps,
@@ -512,8 +516,8 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
         .map_or(todo, |n| usize::try_from(n).map_or(todo, |n| n.min(todo)));
     for (field, value) in &targets[results.len()..results.len() + this_run] {
         bar.set_message(format!("{field}={value}"));
-        let attr = Attribute::new(&classifier, field, value, a.weight)?.reading(input);
-        let guided: Vec<String> = base(Generator::new(&lm).with(attr).guidance(guidance), &a)
+        let attr = Attribute::new(&classifier, field, value, a.weight)?.reading(input)?;
+        let guided: Vec<String> = base(Generator::new(&lm).guide(attr).guidance(guidance), &a)
             .generate(a.samples)?
             .into_iter()
             .map(|s| s.text)
@@ -624,10 +628,10 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
     crate::out(&table.join("\n"))
 }
 
-/// Writes `text` to `path` atomically ([`diffusion_lm::checkpoint::write_atomic`]), so an
+/// Writes `text` to `path` atomically ([`diffusion_lm::train::checkpoint::write_atomic`]), so an
 /// interrupted write never leaves a truncated report for `--resume` to find.
 fn write_atomically(path: &Path, text: &str) -> Result<()> {
-    diffusion_lm::checkpoint::write_atomic(path, |tmp| {
+    diffusion_lm::train::checkpoint::write_atomic(path, |tmp| {
         std::fs::write(tmp, text).map_err(|e| diffusion_lm::Error::Io {
             path: tmp.to_path_buf(),
             source: e,

@@ -10,7 +10,7 @@ use std::fmt::Debug;
 use std::str::FromStr;
 use std::sync::{Arc, OnceLock};
 
-use diffusion_lm::classifier::LatentClassifier;
+use diffusion_lm::scoring::classifier::LatentClassifier;
 use diffusion_lm::{GuidanceRule, SamplerKind};
 use diffusion_lm_controllers::Attribute;
 use proptest::prelude::*;

@@ -4,9 +4,11 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
-use diffusion_lm::corpus::{self, E2eOptions, Example};
+use diffusion_lm::e2e::E2eOptions;
+use diffusion_lm::text::corpus::{self, Example};
 use diffusion_lm::train::{diffusion_trainer, TrainConfig};
-use diffusion_lm::{device::parse_device, DiffusionLm, Generator, ModelConfig, SamplerKind, TextTokenizer};
+use diffusion_lm::nn::device::{ComputeDtype, DeviceSpec};
+use diffusion_lm::{DiffusionLm, GenerationConfig, Generator, ModelConfig, SamplerKind, Stack, TextTokenizer};
 use diffusion_lm_controllers::{Infill, JsonSchema, JsonSchemaConfig, Layout, Length, Regex, SyntaxTree};
 
 #[macro_use]
@@ -63,172 +65,247 @@ struct GenerateArgs {
     /// Number of samples.
     #[arg(long, default_value_t = 8)]
     samples: usize,
-    /// Reverse diffusion steps (respaced from the model's T).
-    #[arg(long, default_value_t = 200)]
-    steps: usize,
-    /// Random seed (a whole number from 0 to 2^64 - 1): the same seed gives the same result.
-    #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = crate::parse_seed)]
-    seed: u64,
-    /// Sequence length in tokens (default: the model's).
-    #[arg(long)]
-    seq_len: Option<usize>,
+    /// Generation settings from a JSON file (a `GenerationConfig`: steps, seed, sampler, length,
+    /// batch_size, clamp, guidance, soft_projection, retries, rewrite, self_correct, mbr, device,
+    /// dtype); every flag given overrides the file.
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
     #[command(flatten)]
     control: ControlArgs,
-    /// ddpm, ddim or ddim:ETA.
-    #[arg(long, default_value = "ddpm")]
-    sampler: String,
-    #[arg(long, default_value_t = 64)]
-    batch_size: usize,
-    #[arg(long, value_enum, default_value_t = Format::Text)]
+    /// How samples are printed.
+    #[arg(long, value_enum, default_value_t = Format::Text, help_heading = "Output")]
     format: Format,
+    #[command(flatten)]
+    device: DeviceArgs,
+}
+
+/// The reverse process. Defaults are `GenerationConfig`'s, shown in brackets.
+#[derive(Args, Clone, Default)]
+#[command(next_help_heading = "Sampling")]
+struct SamplingArgs {
+    /// Reverse diffusion steps, respaced from the model's T (at most T) [default: 200].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Random seed (a whole number from 0 to 2^64 - 1): the same seed gives the same result
+    /// [default: 0].
+    #[arg(long, allow_negative_numbers = true, value_parser = crate::parse_seed)]
+    seed: Option<u64>,
+    /// Sequence length in tokens [default: the model's].
+    #[arg(long)]
+    seq_len: Option<usize>,
+    /// The reverse update: ddpm, ddim or ddim:ETA [default: ddpm].
+    #[arg(long)]
+    sampler: Option<SamplerKind>,
+    /// Sequences denoised together (the output does not depend on it) [default: 64].
+    #[arg(long)]
+    batch_size: Option<usize>,
     /// Turn off the clamping trick (predicted x0 is used as is until the final rounding).
     #[arg(long)]
     no_clamp: bool,
-    /// `cpu`, `cuda[:N]` or `metal[:N]`.
-    #[arg(long, default_value = "cpu")]
-    device: String,
+}
+
+impl SamplingArgs {
+    fn apply(&self, cfg: &mut GenerationConfig) {
+        if let Some(v) = self.steps {
+            cfg.steps = v;
+        }
+        if let Some(v) = self.seed {
+            cfg.seed = v;
+        }
+        if let Some(v) = self.seq_len {
+            cfg.length = Some(v);
+        }
+        if let Some(v) = self.sampler {
+            cfg.sampler = v;
+        }
+        if let Some(v) = self.batch_size {
+            cfg.batch_size = v;
+        }
+        if self.no_clamp {
+            cfg.clamp = false;
+        }
+    }
+}
+
+/// Where the model runs.
+#[derive(Args, Clone, Default)]
+#[command(next_help_heading = "Device")]
+struct DeviceArgs {
+    /// `cpu`, `cuda[:N]` or `metal[:N]` [default: cpu].
+    #[arg(long)]
+    device: Option<DeviceSpec>,
     /// Dtype the denoiser's transformer computes in: f32, bf16 or f16 (embeddings, clamping and
-    /// the sampler stay f32). Half precision is for GPUs.
-    #[arg(long, default_value = "f32")]
-    dtype: String,
+    /// the sampler stay f32); half precision is for GPUs [default: f32].
+    #[arg(long)]
+    dtype: Option<ComputeDtype>,
     /// Let f32 matrix products on CUDA use TF32 tensor cores.
     #[arg(long)]
     tf32: bool,
 }
 
-/// Controllers, combinable; every output satisfies all of them.
+/// Controllers, combinable; every output satisfies all of the hard constraints.
 #[derive(Args, Clone, Default)]
+#[command(next_help_heading = "Hard constraints")]
 struct ControlArgs {
-    /// Hard constraint: the text fully matches this regular expression (repeatable: all must match).
+    /// The text fully matches this regular expression (repeatable: all must match).
     #[arg(long)]
     regex: Vec<String>,
-    /// Hard constraint: content length in tokens, `L` or `MIN..MAX` (inclusive).
+    /// Content length in tokens, `L` or `MIN..MAX` (inclusive).
     #[arg(long)]
     length: Option<String>,
-    /// Hard constraint: a template with holes, e.g. "The Eagle ___ riverside ___".
+    /// A template with holes, e.g. "The Eagle ___ riverside ___".
     #[arg(long)]
     infill: Vec<String>,
-    /// Hard constraint: the text is a JSON document valid under this JSON Schema file.
+    /// The text is a JSON document valid under this JSON Schema file.
     #[arg(long)]
     schema: Option<PathBuf>,
-    /// Hard constraint: the text is a sentence of this GBNF grammar (see grammars/).
+    /// With --schema: pretty-print the first two nesting levels (2-space indent) instead of compact JSON.
+    #[arg(long, requires = "schema")]
+    pretty: bool,
+    /// The text is a sentence of this GBNF grammar (see grammars/).
     #[arg(long)]
     grammar: Option<PathBuf>,
     /// With --grammar: how deep recursive rules may nest (the automaton's depth bound).
     #[arg(long, requires = "grammar", default_value_t = diffusion_lm_controllers::GrammarConfig::default().max_depth)]
     grammar_depth: usize,
-    /// With --schema: pretty-print the first two nesting levels (2-space indent) instead of compact JSON.
-    #[arg(long, requires = "schema")]
-    pretty: bool,
-    /// Soft syntax repair with a tree-sitter grammar, `json` or `python`: tokens inside parse
-    /// errors are re-noised during sampling and rewritten afterwards (see --rewrite-rounds).
+    /// Steer toward `field=value` with an optional weight, e.g. `food=Italian` or
+    /// `area=riverside:2` (repeatable); classifier guidance with MODEL/classifier.
+    #[arg(long, help_heading = "Soft control")]
+    attribute: Vec<String>,
+    /// The attribute classifier directory (default: MODEL/classifier).
+    #[arg(long, help_heading = "Soft control")]
+    classifier: Option<PathBuf>,
+    #[command(flatten)]
+    guidance: attributes::GuidanceArgs,
+    #[command(flatten)]
+    finishing: FinishingArgs,
+}
+
+/// Repair and the finishing stages.
+#[derive(Args, Clone, Default)]
+#[command(next_help_heading = "Repair and finishing")]
+struct FinishingArgs {
+    /// Syntax repair with a tree-sitter grammar, `json` or `python`: tokens inside parse errors
+    /// are re-noised during sampling and rewritten afterwards (see --rewrite-rounds).
     #[arg(long)]
     syntax: Option<String>,
     /// With --syntax: a tree-sitter query the output should match, e.g.
     /// '(function_definition name: (identifier) @n (#eq? @n "add"))'.
     #[arg(long, requires = "syntax")]
     syntax_query: Option<String>,
-    /// With --syntax: rounds of rewriting after sampling (0 = off).
-    #[arg(long, requires = "syntax", default_value_t = 3)]
-    rewrite_rounds: usize,
-    /// Soft control (classifier guidance): steer toward `field=value` with an optional weight,
-    /// e.g. `food=Italian` or `area=riverside:2` (repeatable). Uses MODEL/classifier.
+    /// With --syntax: rounds of rewriting after sampling (0 = off) [default: 3].
+    #[arg(long, requires = "syntax")]
+    rewrite_rounds: Option<usize>,
+    /// Self-correction: rounds of rewriting the tokens the model itself disagrees with in
+    /// context (0 = off) [default: 8].
     #[arg(long)]
-    attribute: Vec<String>,
-    /// The attribute classifier directory (default: MODEL/classifier).
-    #[arg(long)]
-    classifier: Option<PathBuf>,
-    #[command(flatten)]
-    guidance: attributes::GuidanceArgs,
-    /// Self-correction after sampling: rounds of rewriting the tokens the model itself disagrees
-    /// with in context (0 = off). On by default: with the shipped model it brings the sample
-    /// perplexity from 1.71× to 1.16× that of real text, for 1.7× the sampling time.
-    #[arg(long, default_value_t = 8)]
-    self_correct: usize,
+    self_correct: Option<usize>,
     /// With --self-correct: tokens whose probability under the model is below this share of the
-    /// model's own pick at that position are rewritten.
-    #[arg(long, default_value_t = 0.3)]
-    self_correct_threshold: f64,
+    /// model's own pick at that position are rewritten [default: 0.3].
+    #[arg(long)]
+    self_correct_threshold: Option<f64>,
     /// Minimum Bayes risk decoding: draw this many candidates per output and keep the one that
-    /// agrees most with the others (1 = off).
-    #[arg(long, default_value_t = 1)]
-    mbr: usize,
+    /// agrees most with the others (1 = off) [default: 1].
+    #[arg(long)]
+    mbr: Option<usize>,
     /// Share of the steps (noisiest first) that use the soft projection (forward-backward
-    /// marginals) before the exact hard projection takes over.
-    #[arg(long, default_value_t = diffusion_lm::generate::DEFAULT_SOFT_UNTIL)]
-    soft_until: f64,
+    /// marginals) before the exact hard projection takes over [default: 0].
+    #[arg(long)]
+    soft_until: Option<f64>,
+}
+
+impl FinishingArgs {
+    fn apply(&self, cfg: &mut GenerationConfig) {
+        if let Some(v) = self.rewrite_rounds {
+            cfg.rewrite.rounds = v;
+        }
+        if let Some(v) = self.self_correct {
+            cfg.self_correct.rounds = v;
+        }
+        if let Some(v) = self.self_correct_threshold {
+            cfg.self_correct.threshold = v;
+        }
+        if let Some(v) = self.mbr {
+            cfg.mbr = v;
+        }
+        if let Some(v) = self.soft_until {
+            cfg.soft_projection.fraction = v;
+        }
+    }
 }
 
 impl ControlArgs {
-    fn describe(&self) -> Vec<String> {
+    /// What the controllers and finishing stages of `cfg` do, one line each.
+    fn describe(&self, cfg: &GenerationConfig) -> Vec<String> {
+        let f = &self.finishing;
         let mut out: Vec<String> = self.regex.iter().map(|r| format!("regex {r:?}")).collect();
         out.extend(self.length.iter().map(|l| format!("length {l}")));
         out.extend(self.infill.iter().map(|t| format!("infill {t:?}")));
         out.extend(self.schema.iter().map(|s| format!("JSON Schema {}", s.display())));
         out.extend(self.grammar.iter().map(|g| format!("grammar {}", g.display())));
-        out.extend(self.syntax.iter().map(|l| match &self.syntax_query {
-            Some(q) => format!(
-                "syntax tree {l} with query {q:?}, {} rewrite rounds",
-                self.rewrite_rounds
-            ),
-            None => format!("syntax tree {l}, {} rewrite rounds", self.rewrite_rounds),
+        out.extend(f.syntax.iter().map(|l| match &f.syntax_query {
+            Some(q) => format!("syntax tree {l} with query {q:?}, {} rewrite rounds", cfg.rewrite.rounds),
+            None => format!("syntax tree {l}, {} rewrite rounds", cfg.rewrite.rounds),
         }));
         out.extend(self.attribute.iter().map(|a| format!("attribute {a}")));
-        if self.mbr > 1 {
-            out.push(format!("MBR over {} candidates", self.mbr));
+        if cfg.mbr > 1 {
+            out.push(format!("MBR over {} candidates", cfg.mbr));
         }
-        if self.self_correct > 0 {
+        if cfg.self_correct.rounds > 0 {
             out.push(format!(
                 "self-correction: {} rounds below p = {}",
-                self.self_correct, self.self_correct_threshold
+                cfg.self_correct.rounds, cfg.self_correct.threshold
             ));
         }
-        if !out.is_empty() && self.soft_until > 0.0 {
+        if !out.is_empty() && cfg.soft_projection.fraction > 0.0 {
             out.push(format!(
                 "soft projection for the first {:.0}% of steps",
-                self.soft_until * 100.0
+                cfg.soft_projection.fraction * 100.0
             ));
         }
         out
     }
 
-    fn apply<'m>(&self, mut g: Generator<'m>, model: &Path, device: &candle_core::Device) -> Result<Generator<'m>> {
-        if !(self.self_correct_threshold > 0.0 && self.self_correct_threshold <= 1.0) {
-            bail!(
-                "--self-correct-threshold must be in (0, 1], got {}",
-                self.self_correct_threshold
-            );
+    /// The stack these flags build, and their settings written into `cfg`.
+    fn stack(&self, cfg: &mut GenerationConfig, model: &Path, device: &candle_core::Device) -> Result<Stack> {
+        self.finishing.apply(cfg);
+        let th = cfg.self_correct.threshold;
+        if !(th > 0.0 && th <= 1.0) {
+            bail!("--self-correct-threshold must be in (0, 1], got {th}");
         }
+        let mut stack = Stack::new();
         if !self.attribute.is_empty() {
             let classifier = attributes::load_classifier(model, self.classifier.clone(), device)?;
             let (input, guidance) = self.guidance.resolve(&classifier)?;
             for spec in &self.attribute {
-                g = g.with(diffusion_lm_controllers::Attribute::parse(&classifier, spec)?.reading(input));
+                stack = stack.guide(diffusion_lm_controllers::Attribute::parse(&classifier, spec)?.reading(input)?);
             }
-            g = g.guidance(guidance);
+            cfg.guidance = Some(guidance);
         }
         for re in &self.regex {
-            g = g.with(Regex::new(re)?);
+            stack = stack.constrain(Regex::new(re)?);
         }
         if let Some(spec) = &self.length {
-            g = g.with(parse_length(spec)?);
+            stack = stack.constrain(parse_length(spec)?);
         }
         for t in &self.infill {
-            g = g.with(Infill::new(t)?);
+            stack = stack.constrain(Infill::new(t)?);
         }
         if let Some(path) = &self.grammar {
             let config = diffusion_lm_controllers::GrammarConfig {
                 max_depth: self.grammar_depth,
                 ..Default::default()
             };
-            g = g.with(diffusion_lm_controllers::Grammar::from_file_with_config(path, config)?);
+            stack = stack.constrain(diffusion_lm_controllers::Grammar::from_file_with_config(path, config)?);
         }
-        if let Some(language) = &self.syntax {
+        if let Some(language) = &self.finishing.syntax {
             let mut tree = SyntaxTree::by_name(language)?;
-            if let Some(query) = &self.syntax_query {
+            if let Some(query) = &self.finishing.syntax_query {
                 tree = tree.with_query(query)?;
             }
-            g = g.with(tree).rewrite(self.rewrite_rounds, 0.3);
+            stack = stack.repair(tree);
         }
         if let Some(path) = &self.schema {
             let mut config = JsonSchemaConfig::default();
@@ -238,11 +315,9 @@ impl ControlArgs {
                     max_levels: 2,
                 };
             }
-            g = g.with(JsonSchema::from_file_with_config(path, config)?);
+            stack = stack.constrain(JsonSchema::from_file_with_config(path, config)?);
         }
-        Ok(g.soft_projection(self.soft_until, 1.0)
-            .mbr(self.mbr)
-            .self_correct(self.self_correct, self.self_correct_threshold))
+        Ok(stack)
     }
 }
 
@@ -291,8 +366,9 @@ struct TrainArgs {
     diffusion_steps: usize,
     #[command(flatten)]
     opt: OptArgs,
+    /// `cpu`, `cuda[:N]` or `metal[:N]`.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: DeviceSpec,
     /// Print log lines instead of a progress bar.
     #[arg(long)]
     no_progress: bool,
@@ -365,8 +441,9 @@ struct AuxTrainArgs {
     dropout: f32,
     #[command(flatten)]
     opt: OptArgs,
+    /// `cpu`, `cuda[:N]` or `metal[:N]`.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: DeviceSpec,
     #[arg(long)]
     no_progress: bool,
 }
@@ -391,8 +468,9 @@ struct EvalArgs {
     /// Random seed (a whole number from 0 to 2^64 - 1): the same seed gives the same result.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = crate::parse_seed)]
     seed: u64,
+    /// ddpm, ddim or ddim:ETA.
     #[arg(long, default_value = "ddpm")]
-    sampler: String,
+    sampler: SamplerKind,
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Write the samples to this file, one per line.
@@ -400,8 +478,9 @@ struct EvalArgs {
     samples_out: Option<PathBuf>,
     #[command(flatten)]
     control: ControlArgs,
+    /// `cpu`, `cuda[:N]` or `metal[:N]`.
     #[arg(long, default_value = "cpu")]
-    device: String,
+    device: DeviceSpec,
 }
 
 /// Which data a checkpoint was trained on, so `eval` and `train-ar` can rebuild the same split.
@@ -462,20 +541,23 @@ fn model_dir(arg: Option<PathBuf>) -> PathBuf {
 }
 
 fn generate(a: GenerateArgs) -> Result<()> {
-    let device = parse_device(&a.device)?;
-    diffusion_lm::device::set_tf32(a.tf32);
+    let mut cfg = match &a.config {
+        Some(path) => GenerationConfig::from_file(path)?,
+        None => GenerationConfig::default(),
+    };
+    a.sampling.apply(&mut cfg);
+    if let Some(d) = a.device.device {
+        cfg.device = d;
+    }
+    if let Some(d) = a.device.dtype {
+        cfg.dtype = d;
+    }
+    diffusion_lm::nn::device::set_tf32(a.device.tf32);
     let dir = model_dir(a.model);
-    let mut lm = DiffusionLm::load(&dir, &device)?;
-    lm.set_compute_dtype(diffusion_lm::device::parse_dtype(&a.dtype)?)?;
-    let kind: SamplerKind = a.sampler.parse().map_err(anyhow::Error::msg)?;
-    a.control
-        .apply(Generator::new(&lm), &dir, &device)?
-        .steps(a.steps)
-        .seed(a.seed)
-        .sampler(kind)
-        .length(a.seq_len.unwrap_or(lm.config.seq_len))
-        .batch_size(a.batch_size)
-        .clamping(!a.no_clamp)
+    let lm = DiffusionLm::load_for(&dir, &cfg)?;
+    let stack = a.control.stack(&mut cfg, &dir, lm.device())?;
+    Generator::with_config(&lm, cfg)
+        .stack(stack)
         .progress(true)
         .generate_each(a.samples, |batch| {
             for s in batch {
@@ -510,7 +592,7 @@ fn parse_length(spec: &str) -> Result<Length> {
 }
 
 fn train(a: TrainArgs) -> Result<()> {
-    let device = parse_device(&a.device)?;
+    let device = a.device.open()?;
     let (train_ex, heldout_ex) = load_examples(&a.corpus)?;
     let texts: Vec<&str> = train_ex.iter().map(|e| e.text.as_str()).collect();
     status!(
@@ -521,8 +603,8 @@ fn train(a: TrainArgs) -> Result<()> {
     check_output(&a.out, a.overwrite)?;
     let resuming = !a.overwrite && a.out.join(diffusion_lm::train::STATE_FILE).exists();
     let (cfg, tokenizer) = if resuming {
-        let cfg: ModelConfig = diffusion_lm::checkpoint::load_config(&a.out)?;
-        let tok = diffusion_lm::checkpoint::load_tokenizer(&a.out, cfg.vocab_size, cfg.pad_id)?;
+        let cfg: ModelConfig = diffusion_lm::train::checkpoint::load_config(&a.out)?;
+        let tok = diffusion_lm::train::checkpoint::load_tokenizer(&a.out, cfg.vocab_size, cfg.pad_id)?;
         status!(
             "resuming from {} (model settings come from its config.json)",
             a.out.display()
@@ -541,7 +623,7 @@ fn train(a: TrainArgs) -> Result<()> {
             ffn_hidden: a.ffn_hidden,
             dropout: a.dropout,
             diffusion_steps: a.diffusion_steps,
-            schedule: "sqrt".into(),
+            schedule: diffusion_lm::engine::ScheduleKind::Sqrt,
         };
         cfg.validate()?;
         status!("tokenizer: {} tokens", tok.vocab_size());
@@ -559,7 +641,7 @@ fn train(a: TrainArgs) -> Result<()> {
         json_records: !a.corpus.no_json_records,
         heldout: a.corpus.heldout,
     };
-    diffusion_lm::checkpoint::write_json(&a.out.join(DATA_FILE), &record)?;
+    diffusion_lm::train::checkpoint::write_json(&a.out.join(DATA_FILE), &record)?;
     let dropped = trainer.state().dropped_examples;
     if dropped > 0 {
         status!("note: {dropped} examples longer than the sequence length were left out");
@@ -579,7 +661,7 @@ fn check_output(dir: &Path, overwrite: bool) -> Result<()> {
         return Ok(());
     }
     // Held only while looking: the trainer takes its own lock.
-    let _lock = diffusion_lm::checkpoint::DirLock::acquire(dir)?;
+    let _lock = diffusion_lm::train::checkpoint::DirLock::acquire(dir)?;
     let contents = diffusion_lm::train::inspect_output(dir)?;
     if overwrite || contents.resumable {
         return Ok(());
@@ -632,7 +714,7 @@ fn report(summary: &diffusion_lm::train::TrainSummary, out: &Path) {
 /// repository root; a missing file is an error that says so.
 fn read_data_record(dir: &Path) -> Result<DataRecord> {
     let path = dir.join(DATA_FILE);
-    let record: DataRecord = diffusion_lm::checkpoint::read_json(&path)
+    let record: DataRecord = diffusion_lm::train::checkpoint::read_json(&path)
         .with_context(|| format!("{} records which corpus the model was trained on", path.display()))?;
     for p in record.corpus.iter().filter(|p| !p.exists()) {
         let hint = if p.is_relative() {
@@ -657,12 +739,12 @@ fn read_data_record(dir: &Path) -> Result<DataRecord> {
 }
 
 fn train_ar(TrainArArgs { aux: a }: TrainArArgs) -> Result<()> {
-    use diffusion_lm::ar::{ar_trainer, ArConfig};
-    let device = parse_device(&a.device)?;
+    use diffusion_lm::scoring::ar::{ar_trainer, ArConfig};
+    let device = a.device.open()?;
     let dir = model_dir(a.model);
     let record = read_data_record(&dir)?;
-    let cfg: ModelConfig = diffusion_lm::checkpoint::load_config(&dir)?;
-    let tokenizer = diffusion_lm::checkpoint::load_tokenizer(&dir, cfg.vocab_size, cfg.pad_id)?;
+    let cfg: ModelConfig = diffusion_lm::train::checkpoint::load_config(&dir)?;
+    let tokenizer = diffusion_lm::train::checkpoint::load_tokenizer(&dir, cfg.vocab_size, cfg.pad_id)?;
     let (train_ex, _) = load_split(&record.corpus, record.json_records, record.heldout)?;
     let texts: Vec<&str> = train_ex.iter().map(|e| e.text.as_str()).collect();
     let out = a.out.unwrap_or_else(|| dir.join("ar"));
@@ -687,13 +769,13 @@ fn train_ar(TrainArArgs { aux: a }: TrainArArgs) -> Result<()> {
 }
 
 fn eval(a: EvalArgs) -> Result<()> {
-    use diffusion_lm::eval::{copy_rate, distinct_n, json_stats, EvalReport};
+    use diffusion_lm::scoring::eval::{copy_rate, distinct_n, json_stats, EvalReport};
     use std::collections::HashSet;
-    let device = parse_device(&a.device)?;
+    let device = a.device.open()?;
     let dir = model_dir(a.model);
     let lm = DiffusionLm::load(&dir, &device)?;
     let ar_dir = a.ar_model.unwrap_or_else(|| dir.join("ar"));
-    let (ar, ar_tok) = diffusion_lm::ar::CausalLm::load(&ar_dir, &device).with_context(|| {
+    let (ar, ar_tok) = diffusion_lm::scoring::ar::CausalLm::load(&ar_dir, &device).with_context(|| {
         format!(
             "loading the reference LM (train it with `diffusion-lm train-ar --model {}`)",
             dir.display()
@@ -712,15 +794,18 @@ fn eval(a: EvalArgs) -> Result<()> {
     if heldout.is_empty() {
         bail!("the model was trained without held-out data (--heldout 0); nothing to compare against");
     }
-    let kind: SamplerKind = a.sampler.parse().map_err(anyhow::Error::msg)?;
+    let mut cfg = GenerationConfig {
+        steps: a.steps,
+        seed: a.seed,
+        sampler: a.sampler,
+        batch_size: a.batch_size,
+        ..GenerationConfig::default()
+    };
+    let stack = a.control.stack(&mut cfg, &dir, &device)?;
+    let controls = a.control.describe(&cfg);
     let started = std::time::Instant::now();
-    let samples = a
-        .control
-        .apply(Generator::new(&lm), &dir, &device)?
-        .steps(a.steps)
-        .seed(a.seed)
-        .sampler(kind)
-        .batch_size(a.batch_size)
+    let samples = Generator::with_config(&lm, cfg)
+        .stack(stack)
         .progress(true)
         .generate(a.samples)?;
     let seconds_sampling = started.elapsed().as_secs_f64();
@@ -739,7 +824,7 @@ fn eval(a: EvalArgs) -> Result<()> {
         .sum::<f64>()
         / samples.len().max(1) as f64;
     let report = EvalReport {
-        controls: a.control.describe(),
+        controls,
         parameters: lm.weights().values().map(|t| t.elem_count()).sum(),
         mean_tokens,
         samples: texts.len(),

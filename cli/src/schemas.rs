@@ -124,7 +124,7 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
     }
     let lm = if a.generate > 0 {
         let dir = a.model.clone().unwrap_or_else(DiffusionLm::default_dir);
-        Some(DiffusionLm::load(&dir, &diffusion_lm::device::parse_device("cpu")?)?)
+        Some(DiffusionLm::load(&dir, &candle_core::Device::Cpu)?)
     } else {
         None
     };
@@ -190,7 +190,8 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
                 t.gen_schemas += 1;
                 let start = Instant::now();
                 let out = Generator::new(lm)
-                    .with(js)
+                    .constrain(js)
+                    .self_correct(0, 0.3)
                     .steps(a.steps)
                     .seed(a.seed)
                     .generate(a.generate);

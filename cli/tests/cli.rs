@@ -376,7 +376,7 @@ fn train_classifier_fine_tunes_the_shipped_classifier_on_relexicalized_copies() 
     // The largest difference between a trained classifier's weights and the shipped ones.
     let distance_to_shipped = |dir: &str| -> f32 {
         let load = |d: &std::path::Path| {
-            diffusion_lm::checkpoint::load_tensors(d, "model.safetensors", &candle_core::Device::Cpu).unwrap()
+            diffusion_lm::train::checkpoint::load_tensors(d, "model.safetensors", &candle_core::Device::Cpu).unwrap()
         };
         let (ours, theirs) = (load(std::path::Path::new(dir)), load(&shipped));
         assert_eq!(ours.len(), theirs.len());

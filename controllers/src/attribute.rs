@@ -1,22 +1,16 @@
 //! Classifier-gradient guidance: soft control of *what* the text says.
 //!
-//! At every denoising step the generator adds `w · ∇_x log p(c | x_t)` to its update (see
-//! `diffusion_lm::controller`), pulling the latent toward regions a classifier on noisy latents
-//! assigns to the attribute `c`. Two controllers:
+//! [`Attribute`] is a [`Guide`]: at every denoising step the generator ascends
+//! `w · log p(field = value | ·)` under the attribute classifier that ships with a model
+//! (`models/e2e/classifier`, trained by `diffusion-lm train-classifier`), pulling the latent
+//! toward regions the classifier assigns to the target, e.g. `food = Italian`.
 //!
-//! - [`Attribute`]: `field = value` under the attribute classifiers that ship with a model
-//!   (`models/e2e/classifier`, trained by `diffusion-lm train-classifier`), e.g. `food = Italian`.
-//! - [`ClassifierGuidance`]: any differentiable score of the latent. Implement
-//!   [`LatentScore`] for your own classifier (its `log_prob` must be built from differentiable
-//!   candle ops) and wrap it.
-//!
-//! What the classifier reads is a choice ([`GuidanceInput`]): the noisy latent (Diffusion-LM's
+//! What the classifier reads is a choice ([`GuideInput`]): the noisy latent (Diffusion-LM's
 //! recipe) or the denoiser's clean prediction `x̂0(x)`, with the gradient taken through the
-//! denoiser (`∇_x log p(c | x̂0(x))`). A classifier trained on predictions guides on
-//! predictions by default; a classifier of latents can be pointed at predictions with
-//! [`Attribute::reading`], where it reads them as clean text. Several attributes guided on the
-//! prediction share one differentiable denoiser pass per update
-//! (`diffusion_lm::controller::guidance_gradient`).
+//! denoiser. A classifier trained on predictions guides on predictions; a classifier of latents
+//! guides on latents by default and can be pointed at predictions with [`Attribute::reading`],
+//! where it reads them as clean text (`t = 0`). Every guide of a stack shares one differentiable
+//! denoiser pass per update; each attribute adds one classifier pass.
 //!
 //! Guidance is soft: it makes the attribute likely, not certain. It composes with hard
 //! constraints in one stack: the projection keeps every output valid while the gradient moves the
@@ -24,7 +18,7 @@
 //!
 //! ```
 //! use std::sync::Arc;
-//! use diffusion_lm::classifier::LatentClassifier;
+//! use diffusion_lm::scoring::classifier::LatentClassifier;
 //! use diffusion_lm::{DiffusionLm, Generator};
 //! use diffusion_lm_controllers::{Attribute, Length};
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -35,34 +29,36 @@
 //! )?);
 //! let italian = Attribute::new(&classifier, "food", "Italian", 1.0)?;
 //! let samples = Generator::new(&lm)
-//!     .with(italian)
-//!     .with(Length::between(8, 30)?)
+//!     .guide(italian)
+//!     .constrain(Length::between(8, 30)?)
 //!     .steps(10)
+//!     .self_correct(0, 0.3)
 //!     .generate(1)?;
 //! assert_eq!(samples.len(), 1);
 //! # Ok(()) }
 //! ```
-
 //!
-//! Your own classifier: implement [`LatentScore`] (a `log p(c | x_t)` per batch row, built from
-//! differentiable candle ops) and wrap it in [`ClassifierGuidance`]; the gradient is taken by
-//! autograd. Here, a score that prefers latents close to one word's embedding:
+//! Your own objective: implement [`Guide`] (a `log p(c | ·)` per batch row, built from
+//! differentiable candle ops); the engine takes the gradient by autograd. Here, a guide that
+//! prefers latents close to one word's embedding:
 //!
 //! ```
 //! use candle_core::Tensor;
-//! use diffusion_lm::classifier::LatentScore;
+//! use diffusion_lm::steer::{Guide, GuideContext, GuideInput};
 //! use diffusion_lm::{DiffusionLm, Generator};
-//! use diffusion_lm_controllers::ClassifierGuidance;
 //!
 //! struct NearWord {
 //!     embedding: Tensor, // [d]
 //! }
 //!
-//! impl LatentScore for NearWord {
-//!     fn describe(&self) -> String {
+//! impl Guide for NearWord {
+//!     fn name(&self) -> String {
 //!         "near a word".into()
 //!     }
-//!     fn log_prob(&self, x: &Tensor, _t: usize) -> diffusion_lm::Result<Tensor> {
+//!     fn reads(&self) -> GuideInput {
+//!         GuideInput::Latent
+//!     }
+//!     fn log_prob(&self, x: &Tensor, _ctx: &GuideContext) -> diffusion_lm::Result<Tensor> {
 //!         // −Σ_p ‖x_p − e‖² per row: an unnormalised Gaussian log-likelihood.
 //!         Ok(x.broadcast_sub(&self.embedding)?.sqr()?.sum((1, 2))?.neg()?)
 //!     }
@@ -71,8 +67,8 @@
 //! # fn main() -> Result<(), Box<dyn std::error::Error>> {
 //! let lm = DiffusionLm::load(DiffusionLm::default_dir(), &candle_core::Device::Cpu)?;
 //! let word = lm.tokenizer.encode(" pub")?[0];
-//! let score = NearWord { embedding: lm.model.embeddings().get(word as usize)? };
-//! let samples = Generator::new(&lm).with(ClassifierGuidance::new(score, 1.0)).steps(10).generate(1)?;
+//! let guide = NearWord { embedding: lm.model.embeddings().get(word as usize)? };
+//! let samples = Generator::new(&lm).guide(guide).steps(10).self_correct(0, 0.3).generate(1)?;
 //! assert_eq!(samples.len(), 1);
 //! # Ok(()) }
 //! ```
@@ -80,114 +76,24 @@
 use std::sync::Arc;
 
 use candle_core::Tensor;
-use diffusion_lm::classifier::{prediction_gradient, score_gradient, FieldScore, LatentClassifier};
-pub use diffusion_lm::classifier::{GuidanceInput, LatentScore};
-use diffusion_lm::controller::{Controller, GuidanceContext, HardConstraint, PrepareContext};
-use diffusion_lm::TextTokenizer;
+use diffusion_lm::scoring::classifier::LatentClassifier;
+pub use diffusion_lm::steer::GuideInput;
+use diffusion_lm::steer::{Guide, GuideContext};
 
 use crate::ControllerError;
 
-/// Guidance by any [`LatentScore`]: the gradient of its `log p(c | x_t)`, weighted by `weight`.
-pub struct ClassifierGuidance<S: LatentScore> {
-    score: S,
-    weight: f64,
-    input: GuidanceInput,
-}
-
-impl<S: LatentScore> ClassifierGuidance<S> {
-    /// Guidance on what the score reads ([`LatentScore::reads`]): the noisy latent (the paper's
-    /// recipe) unless it was trained on the denoiser's predictions.
-    pub fn new(score: S, weight: f64) -> Self {
-        let input = score.reads();
-        ClassifierGuidance { score, weight, input }
-    }
-
-    /// Guide on the latent, or on the denoiser's clean prediction of it. A score that reads
-    /// latents can do either (on a prediction it is asked at `t = 0`, as on clean text); a score
-    /// trained on predictions can only guide on predictions, and asking it for the latent is an
-    /// error when the generator prepares its stack, before sampling starts.
-    pub fn reading(mut self, input: GuidanceInput) -> Self {
-        self.input = input;
-        self
-    }
-
-    pub fn input(&self) -> GuidanceInput {
-        self.input
-    }
-
-    pub fn score(&self) -> &S {
-        &self.score
-    }
-}
-
-impl<S: LatentScore> ClassifierGuidance<S> {
-    fn check_input(&self) -> diffusion_lm::Result<()> {
-        if self.input == GuidanceInput::Latent && self.score.reads() == GuidanceInput::Prediction {
-            return Err(diffusion_lm::Error::Sampling(format!(
-                "{} reads the denoiser's predictions and cannot guide on the noisy latent",
-                self.score.describe()
-            )));
-        }
-        Ok(())
-    }
-}
-
-impl<S: LatentScore> Controller for ClassifierGuidance<S> {
-    fn name(&self) -> String {
-        format!("guidance {} (weight {})", self.score.describe(), self.weight)
-    }
-
-    /// No constraints; checks, before sampling starts, that the score can read what it is asked
-    /// to guide on.
-    fn hard_constraints(&self, _ctx: &PrepareContext) -> diffusion_lm::Result<Vec<HardConstraint>> {
-        self.check_input()?;
-        Ok(Vec::new())
-    }
-
-    fn guidance(&self, x: &Tensor, ctx: &GuidanceContext) -> diffusion_lm::Result<Option<Tensor>> {
-        self.check_input()?;
-        match self.input {
-            GuidanceInput::Latent => score_gradient(&self.score, x, ctx.t).map(Some),
-            GuidanceInput::Prediction => prediction_gradient(&self.score, ctx.denoiser, x, ctx.latent_t).map(Some),
-        }
-    }
-
-    fn guidance_weight(&self) -> f64 {
-        self.weight
-    }
-
-    fn reads_prediction(&self) -> bool {
-        self.input == GuidanceInput::Prediction
-    }
-
-    fn prediction_log_prob(&self, x0_hat: &Tensor, ctx: &GuidanceContext) -> diffusion_lm::Result<Option<Tensor>> {
-        // A classifier of predictions is asked at the latent's noise level; one of latents reads
-        // the prediction as clean text (t = 0), as in `prediction_gradient`.
-        let t = match self.score.reads() {
-            GuidanceInput::Prediction => ctx.latent_t,
-            GuidanceInput::Latent => 0,
-        };
-        self.score.log_prob(x0_hat, t).map(Some)
-    }
-
-    fn end_prediction_pass(&self) {
-        self.score.end_pass();
-    }
-
-    /// Guidance is a preference, not a constraint: there is nothing to verify.
-    fn check(&self, _text: &str, _ids: &[u32], _tokenizer: &TextTokenizer) -> Result<(), String> {
-        Ok(())
-    }
-}
-
 /// `field = value` under a model's attribute classifier (see the module docs).
 pub struct Attribute {
-    inner: ClassifierGuidance<FieldScore>,
+    classifier: Arc<LatentClassifier>,
+    field: usize,
+    value: usize,
+    weight: f64,
+    reads: GuideInput,
 }
 
 impl Attribute {
-    /// Guidance toward `field = value` with weight `weight`; an unknown field or value is an error
-    /// that lists what the classifier knows.
+    /// Guidance toward `field = value` with weight `weight`, on what the classifier was trained
+    /// to read; an unknown field or value is an error that lists what the classifier knows.
     pub fn new(
         classifier: &Arc<LatentClassifier>,
         field: &str,
@@ -199,11 +105,16 @@ impl Attribute {
                 "{field}={value}: the weight must be positive, got {weight}"
             )));
         }
-        let score = classifier
-            .field_score(field, value)
+        let (f, v) = classifier
+            .config()
+            .target(field, value)
             .map_err(|e| ControllerError::Attribute(e.to_string()))?;
         Ok(Attribute {
-            inner: ClassifierGuidance::new(score, weight),
+            classifier: Arc::clone(classifier),
+            field: f,
+            value: v,
+            weight,
+            reads: classifier.config().reads,
         })
     }
 
@@ -220,51 +131,51 @@ impl Attribute {
         Self::new(classifier, field.trim(), value.trim(), weight)
     }
 
-    /// Guide on the latent or on the denoiser's prediction (see [`ClassifierGuidance::reading`]);
-    /// by default, what the classifier was trained to read.
-    pub fn reading(self, input: GuidanceInput) -> Self {
-        Attribute {
-            inner: self.inner.reading(input),
+    /// Guide on the latent or on the denoiser's prediction. A classifier of latents can do
+    /// either (on a prediction it is asked at `t = 0`, as on clean text); a classifier trained on
+    /// predictions can only guide on predictions, and asking it for the latent is an error.
+    pub fn reading(mut self, input: GuideInput) -> Result<Self, ControllerError> {
+        if input == GuideInput::Latent && self.classifier.config().reads == GuideInput::Prediction {
+            let (f, v) = self.target();
+            return Err(ControllerError::Attribute(format!(
+                "{f}={v}: this classifier reads the denoiser's predictions and cannot guide on the noisy latent"
+            )));
         }
+        self.reads = input;
+        Ok(self)
     }
 
-    /// The field and value this controller steers toward.
+    /// The field and value this guide steers toward.
     pub fn target(&self) -> (&str, &str) {
-        self.inner.score().target()
+        let f = &self.classifier.config().fields[self.field];
+        (&f.name, &f.values[self.value])
     }
 }
 
-impl Controller for Attribute {
+impl Guide for Attribute {
     fn name(&self) -> String {
         let (f, v) = self.target();
         format!("attribute {f}={v}")
     }
 
-    fn hard_constraints(&self, ctx: &PrepareContext) -> diffusion_lm::Result<Vec<HardConstraint>> {
-        self.inner.hard_constraints(ctx)
+    fn reads(&self) -> GuideInput {
+        self.reads
     }
 
-    fn guidance(&self, x: &Tensor, ctx: &GuidanceContext) -> diffusion_lm::Result<Option<Tensor>> {
-        self.inner.guidance(x, ctx)
+    fn weight(&self) -> f64 {
+        self.weight
     }
 
-    fn guidance_weight(&self) -> f64 {
-        self.inner.guidance_weight()
-    }
-
-    fn reads_prediction(&self) -> bool {
-        self.inner.reads_prediction()
-    }
-
-    fn prediction_log_prob(&self, x0_hat: &Tensor, ctx: &GuidanceContext) -> diffusion_lm::Result<Option<Tensor>> {
-        self.inner.prediction_log_prob(x0_hat, ctx)
-    }
-
-    fn end_prediction_pass(&self) {
-        self.inner.end_prediction_pass();
-    }
-
-    fn check(&self, text: &str, ids: &[u32], tokenizer: &TextTokenizer) -> Result<(), String> {
-        self.inner.check(text, ids, tokenizer)
+    /// The classifier's `log p(field = value | input)`. The time index it is asked at: the
+    /// step's `t` on the latent (as in Diffusion-LM); on the prediction, the latent's noise level
+    /// for a classifier trained on predictions, and 0 (clean text) for one of latents.
+    fn log_prob(&self, input: &Tensor, ctx: &GuideContext) -> diffusion_lm::Result<Tensor> {
+        let t = match (self.reads, self.classifier.config().reads) {
+            (GuideInput::Latent, _) => ctx.t,
+            (GuideInput::Prediction, GuideInput::Prediction) => ctx.latent_t,
+            (GuideInput::Prediction, GuideInput::Latent) => 0,
+        };
+        let b = input.dim(0)?;
+        self.classifier.log_prob(input, &vec![t; b], self.field, self.value)
     }
 }

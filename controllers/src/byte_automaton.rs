@@ -217,10 +217,10 @@ impl Dfa {
     /// whose bytes this DFA accepts (at most `max_states` states).
     pub fn token_automaton(
         &self,
-        index: &diffusion_lm::token_index::TokenIndex,
+        index: &diffusion_lm::steer::TokenIndex,
         max_states: usize,
-    ) -> diffusion_lm::Result<diffusion_lm::automaton::TokenAutomaton> {
-        diffusion_lm::automaton::TokenAutomaton::from_byte_automaton(
+    ) -> diffusion_lm::Result<diffusion_lm::steer::TokenAutomaton> {
+        diffusion_lm::steer::TokenAutomaton::from_byte_automaton(
             index,
             0u32,
             |s, b| {

@@ -12,7 +12,7 @@
 //! assert!(Infill::new("no holes here").is_err());
 //! ```
 
-use diffusion_lm::controller::{Controller, HardConstraint, PrepareContext};
+use diffusion_lm::steer::{CheckError, Constraint, ConstraintContext, Restriction};
 use diffusion_lm::TextTokenizer;
 
 use crate::{ControllerError, Regex};
@@ -61,21 +61,21 @@ impl Infill {
     }
 }
 
-impl Controller for Infill {
+impl Constraint for Infill {
     fn name(&self) -> String {
         format!("infill {:?}", self.template)
     }
 
-    fn hard_constraints(&self, ctx: &PrepareContext) -> diffusion_lm::Result<Vec<HardConstraint>> {
-        self.regex.hard_constraints(ctx)
+    fn restrictions(&self, ctx: &ConstraintContext) -> diffusion_lm::Result<Vec<Restriction>> {
+        self.regex.restrictions(ctx)
     }
 
     /// Independent of the automaton: the fixed parts must appear in order, each hole non-empty.
-    fn check(&self, text: &str, _ids: &[u32], _tok: &TextTokenizer) -> Result<(), String> {
+    fn check(&self, text: &str, _ids: &[u32], _tok: &TextTokenizer) -> Result<(), CheckError> {
         let parts: Vec<&str> = self.template.split(HOLE).collect();
         let first = parts[0];
         let Some(mut rest) = text.strip_prefix(first) else {
-            return Err(format!("{text:?} does not start with {first:?}"));
+            return Err(CheckError::new(format!("{text:?} does not start with {first:?}")));
         };
         for (k, part) in parts.iter().enumerate().skip(1) {
             let last = k == parts.len() - 1;
@@ -86,7 +86,7 @@ impl Controller for Infill {
                 match rest.char_indices().skip(1).find(|(i, _)| rest[*i..].starts_with(part)) {
                     Some((i, _)) => {
                         if rest[..i].contains('\n') {
-                            return Err(format!("hole {k} of {text:?} spans a line break"));
+                            return Err(CheckError::new(format!("hole {k} of {text:?} spans a line break")));
                         }
                         rest = &rest[i + part.len()..];
                         true
@@ -95,10 +95,10 @@ impl Controller for Infill {
                 }
             };
             if !found {
-                return Err(format!("{text:?} does not follow the template {:?}", self.template));
+                return Err(CheckError::new(format!("{text:?} does not follow the template {:?}", self.template)));
             }
             if last && rest[..rest.len() - part.len()].contains('\n') {
-                return Err(format!("hole {k} of {text:?} spans a line break"));
+                return Err(CheckError::new(format!("hole {k} of {text:?} spans a line break")));
             }
         }
         Ok(())

@@ -8,7 +8,7 @@
 //! assert!(Length::between(5, 3).is_err());
 //! ```
 
-use diffusion_lm::controller::{Controller, HardConstraint, PrepareContext, UnaryConstraint};
+use diffusion_lm::steer::{CheckError, Constraint, ConstraintContext, Restriction, UnaryConstraint};
 use diffusion_lm::TextTokenizer;
 
 use crate::ControllerError;
@@ -39,7 +39,7 @@ impl Length {
     }
 }
 
-impl Controller for Length {
+impl Constraint for Length {
     fn name(&self) -> String {
         if self.min == self.max {
             format!("length {}", self.min)
@@ -48,21 +48,21 @@ impl Controller for Length {
         }
     }
 
-    fn hard_constraints(&self, _ctx: &PrepareContext) -> diffusion_lm::Result<Vec<HardConstraint>> {
-        Ok(vec![HardConstraint::Unary(UnaryConstraint {
+    fn restrictions(&self, _ctx: &ConstraintContext) -> diffusion_lm::Result<Vec<Restriction>> {
+        Ok(vec![Restriction::Unary(UnaryConstraint {
             content_len: Some((self.min, self.max)),
             ..Default::default()
         })])
     }
 
-    fn check(&self, _text: &str, ids: &[u32], tok: &TextTokenizer) -> Result<(), String> {
+    fn check(&self, _text: &str, ids: &[u32], tok: &TextTokenizer) -> Result<(), CheckError> {
         let pad = tok.pad_id();
         let n = ids.iter().position(|&t| t == pad).unwrap_or(ids.len());
         if ids[n..].iter().any(|&t| t != pad) {
-            return Err("content continues after the PAD tail".into());
+            return Err(CheckError::new("content continues after the PAD tail"));
         }
         if n < self.min || n > self.max {
-            return Err(format!("content has {n} tokens, expected {}", self.name()));
+            return Err(CheckError::new(format!("content has {n} tokens, expected {}", self.name())));
         }
         Ok(())
     }

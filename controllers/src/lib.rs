@@ -36,7 +36,7 @@ pub mod length;
 pub mod regex;
 pub mod syntax_tree;
 
-pub use crate::attribute::{Attribute, ClassifierGuidance, GuidanceInput};
+pub use crate::attribute::{Attribute, GuideInput};
 pub use crate::grammar::{Grammar, GrammarConfig};
 pub use crate::infill::Infill;
 pub use crate::json_schema::{JsonSchema, JsonSchemaConfig, Layout};

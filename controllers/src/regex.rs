@@ -19,8 +19,8 @@
 //! assert!(Regex::new("(?x) [0-9]+ # digits").is_ok());
 //! ```
 
-use diffusion_lm::automaton::TokenAutomaton;
-use diffusion_lm::controller::{Controller, HardConstraint, PrepareContext};
+use diffusion_lm::steer::TokenAutomaton;
+use diffusion_lm::steer::{CheckError, Constraint, ConstraintContext, Restriction};
 use diffusion_lm::{Error, TextTokenizer};
 use regex_automata::dfa::{dense, Automaton};
 use regex_automata::nfa::thompson;
@@ -176,7 +176,7 @@ impl Regex {
     }
 
     /// The token automaton of this pattern over `ctx`'s vocabulary.
-    pub fn token_automaton(&self, ctx: &PrepareContext) -> diffusion_lm::Result<TokenAutomaton> {
+    pub fn token_automaton(&self, ctx: &ConstraintContext) -> diffusion_lm::Result<TokenAutomaton> {
         let dfa = &self.dfa;
         TokenAutomaton::from_byte_automaton(
             ctx.index,
@@ -192,20 +192,20 @@ impl Regex {
     }
 }
 
-impl Controller for Regex {
+impl Constraint for Regex {
     fn name(&self) -> String {
         self.label.clone()
     }
 
-    fn hard_constraints(&self, ctx: &PrepareContext) -> diffusion_lm::Result<Vec<HardConstraint>> {
-        Ok(vec![HardConstraint::Automaton(self.token_automaton(ctx)?)])
+    fn restrictions(&self, ctx: &ConstraintContext) -> diffusion_lm::Result<Vec<Restriction>> {
+        Ok(vec![Restriction::Automaton(self.token_automaton(ctx)?)])
     }
 
-    fn check(&self, text: &str, _ids: &[u32], _tok: &TextTokenizer) -> Result<(), String> {
+    fn check(&self, text: &str, _ids: &[u32], _tok: &TextTokenizer) -> Result<(), CheckError> {
         if self.check.is_match(text) {
             Ok(())
         } else {
-            Err(format!("{text:?} does not fully match {:?}", self.pattern))
+            Err(CheckError::new(format!("{text:?} does not fully match {:?}", self.pattern)))
         }
     }
 }

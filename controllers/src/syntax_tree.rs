@@ -38,8 +38,7 @@
 //! assert!(!SyntaxTree::python().parses("def add(a, b)\n    return a +"));
 //! ```
 
-use diffusion_lm::controller::{Controller, RepairContext, RepairPhase};
-use diffusion_lm::TextTokenizer;
+use diffusion_lm::steer::{Repair, RepairContext, RepairPhase};
 use tree_sitter::{Language, Node, Parser, Query, QueryCursor, StreamingIterator};
 
 use crate::ControllerError;
@@ -187,16 +186,12 @@ fn collect_errors(node: Node, out: &mut Vec<(usize, usize)>) {
     }
 }
 
-impl Controller for SyntaxTree {
+impl Repair for SyntaxTree {
     fn name(&self) -> String {
         format!("syntax tree ({})", self.name)
     }
 
-    fn repairs(&self) -> bool {
-        true
-    }
-
-    fn repair(&self, ctx: &RepairContext, text: &str, ids: &[u32]) -> diffusion_lm::Result<Vec<usize>> {
+    fn faulty_positions(&self, ctx: &RepairContext, text: &str, ids: &[u32]) -> diffusion_lm::Result<Vec<usize>> {
         let mut repair_errors = true;
         let mut check_query = self.query.is_some();
         if ctx.phase == RepairPhase::Denoising {
@@ -228,7 +223,7 @@ impl Controller for SyntaxTree {
 
     /// Faults, ordered: a missing query match (the sequence length) outweighs any number of
     /// positions inside parse errors (counted).
-    fn faults(&self, ctx: &RepairContext, text: &str, ids: &[u32]) -> diffusion_lm::Result<f64> {
+    fn fault_score(&self, ctx: &RepairContext, text: &str, ids: &[u32]) -> diffusion_lm::Result<f64> {
         let Some(tree) = self.parse(text) else {
             return Ok(0.0);
         };
@@ -240,8 +235,4 @@ impl Controller for SyntaxTree {
         Ok(missing + error_positions(ctx, &tree, ids).len() as f64)
     }
 
-    /// Soft: the repair makes parsing likelier, not certain; see [`SyntaxTree::parses`].
-    fn check(&self, _text: &str, _ids: &[u32], _tokenizer: &TextTokenizer) -> Result<(), String> {
-        Ok(())
-    }
 }

@@ -4,8 +4,8 @@
 use std::sync::OnceLock;
 
 use candle_core::Device;
-use diffusion_lm::automaton::TokenAutomaton;
-use diffusion_lm::projection::{best_sequence, constrained_marginals};
+use diffusion_lm::steer::automaton::TokenAutomaton;
+use diffusion_lm::steer::projection::{best_sequence, constrained_marginals};
 use diffusion_lm::train::{train_diffusion, TrainConfig};
 use diffusion_lm::{DiffusionLm, Error, Generator, ModelConfig, TextTokenizer};
 use diffusion_lm_controllers::{Infill, Length, Regex};
@@ -68,7 +68,7 @@ fn regex_outputs_always_match() {
         r"the [a-z ]+",
     ] {
         let re = regex::Regex::new(&format!("^(?:{pattern})$")).unwrap();
-        let out = gen(Generator::new(lm).with(Regex::new(pattern).unwrap()).seed(3), 6).unwrap();
+        let out = gen(Generator::new(lm).constrain(Regex::new(pattern).unwrap()).seed(3), 6).unwrap();
         for s in out {
             assert!(re.is_match(&s.text), "{pattern}: {:?}", s.text);
         }
@@ -80,9 +80,9 @@ fn stacks_of_several_controllers_hold_together() {
     let lm = model();
     let out = gen(
         Generator::new(lm)
-            .with(Regex::new(r"[a-z ]+").unwrap())
-            .with(Infill::new("the ___ sat ___").unwrap())
-            .with(Length::between(5, 9).unwrap()),
+            .constrain(Regex::new(r"[a-z ]+").unwrap())
+            .constrain(Infill::new("the ___ sat ___").unwrap())
+            .constrain(Length::between(5, 9).unwrap()),
         8,
     )
     .unwrap();
@@ -100,8 +100,8 @@ fn stacks_of_several_controllers_hold_together() {
     // Two regexes intersect.
     let out = gen(
         Generator::new(lm)
-            .with(Regex::new(r"[a-z]+ [a-z]+").unwrap())
-            .with(Regex::new(r"c.*t").unwrap()),
+            .constrain(Regex::new(r"[a-z]+ [a-z]+").unwrap())
+            .constrain(Regex::new(r"c.*t").unwrap()),
         4,
     )
     .unwrap();
@@ -117,25 +117,25 @@ fn stacks_of_several_controllers_hold_together() {
 #[test]
 fn unsatisfiable_stacks_fail_before_sampling() {
     let lm = model();
-    let err = gen(Generator::new(lm).with(Regex::new(r"[0-9]{200}").unwrap()), 1).unwrap_err();
+    let err = gen(Generator::new(lm).constrain(Regex::new(r"[0-9]{200}").unwrap()), 1).unwrap_err();
     assert!(
         matches!(err, Error::Unsatisfiable(ref m) if m.contains("needs at least")),
         "{err}"
     );
     let err = gen(
         Generator::new(lm)
-            .with(Regex::new("a").unwrap())
-            .with(Regex::new("b").unwrap()),
+            .constrain(Regex::new("a").unwrap())
+            .constrain(Regex::new("b").unwrap()),
         1,
     )
     .unwrap_err();
     assert!(matches!(err, Error::Unsatisfiable(_)), "{err}");
-    let err = gen(Generator::new(lm).with(Length::exact(30)), 1).unwrap_err();
+    let err = gen(Generator::new(lm).constrain(Length::exact(30)), 1).unwrap_err();
     assert!(matches!(err, Error::Unsatisfiable(_)), "{err}");
     let err = gen(
         Generator::new(lm)
-            .with(Length::exact(0))
-            .with(Regex::new("[a-z]").unwrap()),
+            .constrain(Length::exact(0))
+            .constrain(Regex::new("[a-z]").unwrap()),
         1,
     )
     .unwrap_err();
@@ -150,8 +150,8 @@ fn soft_then_hard_projection_still_satisfies_every_constraint() {
     for fraction in [0.5, 1.0] {
         let out = gen(
             Generator::new(lm)
-                .with(Regex::new(r"(the|a) [a-z]+ [a-z ]+").unwrap())
-                .with(Length::between(3, 10).unwrap())
+                .constrain(Regex::new(r"(the|a) [a-z]+ [a-z ]+").unwrap())
+                .constrain(Length::between(3, 10).unwrap())
                 .soft_projection(fraction, 1.0),
             6,
         )
@@ -271,7 +271,7 @@ proptest! {
         let pattern: String = atoms.concat();
         let re = regex::Regex::new(&format!("^(?:{pattern})$")).unwrap();
         let (lo, hi) = (min_len, min_len + extra);
-        match gen(Generator::new(lm).with(Regex::new(&pattern).unwrap()).with(Length::between(lo, hi).unwrap()).seed(seed), 3) {
+        match gen(Generator::new(lm).constrain(Regex::new(&pattern).unwrap()).constrain(Length::between(lo, hi).unwrap()).seed(seed), 3) {
             Ok(out) => for s in out {
                 prop_assert!(re.is_match(&s.text), "{pattern}: {:?}", s.text);
                 let n = s.ids.iter().position(|&t| t == lm.tokenizer.pad_id()).unwrap_or(s.ids.len());
@@ -281,7 +281,7 @@ proptest! {
             Err(e) => prop_assert!(false, "unexpected error {e}"),
         }
         let template = format!("{word} ___ on ___");
-        match gen(Generator::new(lm).with(Infill::new(&template).unwrap()).seed(seed), 2) {
+        match gen(Generator::new(lm).constrain(Infill::new(&template).unwrap()).seed(seed), 2) {
             Ok(out) => for s in out {
                 prop_assert!(s.text.starts_with(&format!("{word} ")) && s.text.contains(" on "), "{template}: {:?}", s.text);
             },

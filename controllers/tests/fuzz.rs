@@ -15,8 +15,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{distances, random_document};
-use diffusion_lm::controller::PrepareContext;
-use diffusion_lm::token_index::TokenIndex;
+use diffusion_lm::steer::PrepareContext;
+use diffusion_lm::steer::token_index::TokenIndex;
 use diffusion_lm::TextTokenizer;
 use diffusion_lm_controllers::{
     ControllerError, Grammar, GrammarConfig, JsonSchema, JsonSchemaConfig, Regex, RegexConfig,
@@ -728,7 +728,7 @@ fn check_grammar(text: &str, seed: u64) -> Result<bool, TestCaseError> {
             index,
             seq_len: 64,
         };
-        use diffusion_lm::controller::Controller;
+        use diffusion_lm::steer::Controller;
         if let Err(e) = g.hard_constraints(&ctx) {
             prop_assert!(!e.to_string().trim().is_empty());
         }

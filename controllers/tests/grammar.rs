@@ -125,7 +125,7 @@ fn generation_with_the_shipped_model_parses() {
     for file in ["arithmetic.gbnf", "json.gbnf"] {
         let g = Grammar::from_file(grammar_file(file)).unwrap();
         let samples = Generator::new(&lm)
-            .with(g.clone())
+            .constrain(g.clone())
             .length(32)
             .steps(10)
             .seed(1)

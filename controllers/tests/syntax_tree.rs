@@ -1,7 +1,7 @@
 //! The SyntaxTree controller: tree-sitter error nodes map to the tokens holding them, the repair
 //! schedule and the structural query are honoured, and generation runs with it.
 
-use diffusion_lm::controller::{Controller, RepairContext, RepairPhase};
+use diffusion_lm::steer::{Controller, RepairContext, RepairPhase};
 use diffusion_lm::{DiffusionLm, Generator};
 use diffusion_lm_controllers::{Regex, SyntaxTree};
 
@@ -82,8 +82,8 @@ fn generation_with_repair_keeps_hard_constraints() {
     let lm = DiffusionLm::load(DiffusionLm::default_dir(), &candle_core::Device::Cpu).unwrap();
     let braces = Regex::new(r"\{[^\n]*\}").unwrap();
     let samples = Generator::new(&lm)
-        .with(braces)
-        .with(SyntaxTree::json().schedule(1, 0.0, 1.0))
+        .constrain(braces)
+        .repair(SyntaxTree::json().schedule(1, 0.0, 1.0))
         .length(32)
         .steps(20)
         .seed(2)
@@ -110,7 +110,7 @@ fn repair_raises_the_parse_rate_of_the_python_model() {
             .count()
     };
     let plain = count(Generator::new(&lm));
-    let repaired = count(Generator::new(&lm).with(SyntaxTree::python()));
+    let repaired = count(Generator::new(&lm).repair(SyntaxTree::python()));
     eprintln!("parse: {plain}/{n} plain, {repaired}/{n} with SyntaxTree");
     assert!(repaired >= plain + n / 8, "{plain}/{n} plain, {repaired}/{n} repaired");
 }

@@ -42,7 +42,7 @@ pub mod gbnf;
 
 use std::path::Path;
 
-use diffusion_lm::controller::{Controller, HardConstraint, PrepareContext};
+use diffusion_lm::steer::{CheckError, Constraint, ConstraintContext, Restriction};
 use diffusion_lm::{Error, TextTokenizer};
 
 use crate::byte_automaton::Dfa;
@@ -148,24 +148,24 @@ impl Grammar {
     }
 }
 
-impl Controller for Grammar {
+impl Constraint for Grammar {
     fn name(&self) -> String {
         format!("grammar {}", self.name)
     }
 
-    fn hard_constraints(&self, ctx: &PrepareContext) -> diffusion_lm::Result<Vec<HardConstraint>> {
+    fn restrictions(&self, ctx: &ConstraintContext) -> diffusion_lm::Result<Vec<Restriction>> {
         let automaton = self
             .dfa
             .token_automaton(ctx.index, self.config.max_token_states)
             .map_err(|e| Error::Constraint(format!("grammar {}: {e}", self.name)))?;
-        Ok(vec![HardConstraint::Automaton(automaton)])
+        Ok(vec![Restriction::Automaton(automaton)])
     }
 
-    fn check(&self, text: &str, _ids: &[u32], _tokenizer: &TextTokenizer) -> Result<(), String> {
+    fn check(&self, text: &str, _ids: &[u32], _tokenizer: &TextTokenizer) -> Result<(), CheckError> {
         if self.recognizer.accepts(text) {
             Ok(())
         } else {
-            Err(format!("{text:?} is not in the language of grammar {}", self.name))
+            Err(CheckError::new(format!("{text:?} is not in the language of grammar {}", self.name)))
         }
     }
 }

@@ -56,8 +56,8 @@ use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 
-use diffusion_lm::automaton::TokenAutomaton;
-use diffusion_lm::controller::{Controller, HardConstraint, PrepareContext};
+use diffusion_lm::steer::TokenAutomaton;
+use diffusion_lm::steer::{CheckError, Constraint, ConstraintContext, Restriction};
 use diffusion_lm::{Error, TextTokenizer};
 use serde_json::Value;
 
@@ -249,7 +249,7 @@ impl JsonSchema {
     }
 
     /// The token automaton of the schema over `ctx`'s vocabulary.
-    pub fn token_automaton(&self, ctx: &PrepareContext) -> diffusion_lm::Result<TokenAutomaton> {
+    pub fn token_automaton(&self, ctx: &ConstraintContext) -> diffusion_lm::Result<TokenAutomaton> {
         self.dfa
             .token_automaton(ctx.index, self.config.max_token_states)
             .map_err(|e| Error::Constraint(format!("JSON Schema: {e}")))
@@ -310,16 +310,16 @@ impl<'de> serde::Deserialize<'de> for UniqueKeys {
     }
 }
 
-impl Controller for JsonSchema {
+impl Constraint for JsonSchema {
     fn name(&self) -> String {
         "JSON Schema".to_string()
     }
 
-    fn hard_constraints(&self, ctx: &PrepareContext) -> diffusion_lm::Result<Vec<HardConstraint>> {
-        Ok(vec![HardConstraint::Automaton(self.token_automaton(ctx)?)])
+    fn restrictions(&self, ctx: &ConstraintContext) -> diffusion_lm::Result<Vec<Restriction>> {
+        Ok(vec![Restriction::Automaton(self.token_automaton(ctx)?)])
     }
 
-    fn check(&self, text: &str, _ids: &[u32], _tok: &TextTokenizer) -> Result<(), String> {
-        self.check_text(text).map(|_| ())
+    fn check(&self, text: &str, _ids: &[u32], _tok: &TextTokenizer) -> Result<(), CheckError> {
+        self.check_text(text).map(|_| ()).map_err(CheckError::new)
     }
 }
