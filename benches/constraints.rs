@@ -4,9 +4,9 @@
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use diffusion_lm::steer::{Controller, PrepareContext, PreparedStack};
 use diffusion_lm::nn::Mode;
 use diffusion_lm::steer::projection::best_sequence;
+use diffusion_lm::steer::{ConstraintContext, Controller, PreparedStack};
 use diffusion_lm::DiffusionLm;
 use diffusion_lm_controllers::{Grammar, Regex};
 
@@ -53,7 +53,7 @@ fn load() -> DiffusionLm {
 
 fn automaton_build(c: &mut Criterion) {
     let lm = load();
-    let ctx = PrepareContext {
+    let ctx = ConstraintContext {
         tokenizer: &lm.tokenizer,
         index: lm.token_index(),
         seq_len: lm.config.seq_len,
@@ -62,7 +62,7 @@ fn automaton_build(c: &mut Criterion) {
     group.sample_size(10);
     for (name, make) in constraints() {
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
-            b.iter(|| make().hard_constraints(&ctx).unwrap())
+            b.iter(|| make().restrictions(&ctx).unwrap())
         });
     }
     group.finish();
@@ -71,7 +71,7 @@ fn automaton_build(c: &mut Criterion) {
 fn projection_step(c: &mut Criterion) {
     let lm = load();
     let cfg = &lm.config;
-    let ctx = PrepareContext {
+    let ctx = ConstraintContext {
         tokenizer: &lm.tokenizer,
         index: lm.token_index(),
         seq_len: cfg.seq_len,

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use diffusion_lm::nn::Mode;
 use diffusion_lm::scoring::classifier::LatentClassifier;
 use diffusion_lm::steer::{guidance_gradient, Controller, GuidanceContext};
-use diffusion_lm::nn::Mode;
 use diffusion_lm::train::{diffusion_trainer, TrainConfig};
 use diffusion_lm::{DiffusionLm, NoiseSchedule, Sampler, SamplerKind};
 use diffusion_lm_controllers::Attribute;

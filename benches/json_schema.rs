@@ -12,8 +12,8 @@ use std::time::Instant;
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use diffusion_lm::steer::{Controller, PrepareContext, PreparedStack};
 use diffusion_lm::steer::projection::best_sequence;
+use diffusion_lm::steer::{ConstraintContext, Controller, PreparedStack};
 use diffusion_lm::DiffusionLm;
 use diffusion_lm_controllers::json_schema::suite::SuiteCase;
 use diffusion_lm_controllers::JsonSchema;
@@ -88,7 +88,7 @@ fn real_schemas(_c: &mut Criterion) {
     }
     let lm = load();
     let cfg = &lm.config;
-    let ctx = PrepareContext {
+    let ctx = ConstraintContext {
         tokenizer: &lm.tokenizer,
         index: lm.token_index(),
         seq_len: cfg.seq_len,
@@ -150,7 +150,7 @@ fn real_schemas(_c: &mut Criterion) {
 fn examples(c: &mut Criterion) {
     let lm = load();
     let cfg = &lm.config;
-    let ctx = PrepareContext {
+    let ctx = ConstraintContext {
         tokenizer: &lm.tokenizer,
         index: lm.token_index(),
         seq_len: cfg.seq_len,

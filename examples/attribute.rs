@@ -12,8 +12,8 @@ use std::sync::Arc;
 
 use anyhow::Result;
 use candle_core::Device;
-use diffusion_lm::scoring::classifier::LatentClassifier;
 use diffusion_lm::e2e::attribute_expressed;
+use diffusion_lm::scoring::classifier::LatentClassifier;
 use diffusion_lm::{DiffusionLm, Generator, GuidanceConfig};
 use diffusion_lm_controllers::{Attribute, JsonSchema};
 
@@ -24,7 +24,7 @@ fn main() -> Result<()> {
     let mut args = std::env::args().skip(1);
     let spec = args.next().unwrap_or_else(|| "food=Italian".into());
     let n: usize = common::positional(&mut args, "N", 6)?;
-    // 100 steps by default, as in the README's evaluation.
+    // 100 steps by default, as in the evaluation of `docs/results.md`.
     let steps: usize = common::positional(&mut args, "STEPS", 100)?;
     let dir = DiffusionLm::default_dir();
     let lm = DiffusionLm::load(&dir, &Device::Cpu)?;
@@ -41,7 +41,7 @@ fn main() -> Result<()> {
         }
     };
     // The shipped classifier reads the denoiser's predictions: one normalised update per step,
-    // through the denoiser (the CLI's default too; see the README).
+    // through the denoiser (the CLI's default too; see `docs/results.md`).
     let guidance = GuidanceConfig::recommended(classifier.config().reads);
     let texts = |g: Generator| -> Result<Vec<String>> {
         Ok(g.guidance(guidance)

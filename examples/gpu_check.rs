@@ -1,5 +1,5 @@
 //! GPU check: CPU/GPU parity and throughput, in one program that can be built on a CPU-only
-//! machine and run on a GPU machine (`benches/gpu/README.md`, and the README's GPU section).
+//! machine and run on a GPU machine (`benches/gpu/README.md` and `docs/gpu.md`).
 //!
 //! ```text
 //! cargo run --release --features cuda -p diffusion-lm --example gpu_check -- \
@@ -45,10 +45,11 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use candle_core::{DType, Device, Tensor, Var, D};
-use diffusion_lm::steer::GuidanceContext;
+use diffusion_lm::generate::guidance_gradient;
 use diffusion_lm::nn::Mode;
+use diffusion_lm::steer::{Guide, GuideContext, GuideInput};
 use diffusion_lm::train::{diffusion_trainer, DiffusionObjective, Objective, TrainConfig, Trainer};
-use diffusion_lm::{Controller, DiffusionLm, Generator, NoiseSchedule, Sampler, SamplerKind, TextTokenizer};
+use diffusion_lm::{DiffusionLm, Generator, NoiseSchedule, Sampler, SamplerKind};
 use diffusion_lm_controllers::JsonSchema;
 use rand::rngs::StdRng;
 use rand::SeedableRng;
@@ -125,23 +126,20 @@ struct PreferWord {
     word: u32,
 }
 
-impl Controller for PreferWord {
+impl Guide for PreferWord {
     fn name(&self) -> String {
         format!("prefer token {}", self.word)
     }
 
-    fn guidance(&self, x: &Tensor, ctx: &GuidanceContext) -> diffusion_lm::Result<Option<Tensor>> {
-        let (b, l, d) = x.dims3()?;
-        let var = Var::from_tensor(&x.detach())?;
-        let logits = var.as_tensor().reshape((b * l, d))?.matmul(&ctx.embeddings.t()?)?;
-        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
-        let objective = logp.narrow(1, self.word as usize, 1)?.sum_all()?;
-        let grads = objective.backward()?;
-        Ok(grads.get(var.as_tensor()).cloned())
+    fn reads(&self) -> GuideInput {
+        GuideInput::Latent
     }
 
-    fn check(&self, _text: &str, _ids: &[u32], _tokenizer: &TextTokenizer) -> std::result::Result<(), String> {
-        Ok(()) // a preference, not a constraint: nothing to verify
+    fn log_prob(&self, x: &Tensor, ctx: &GuideContext) -> diffusion_lm::Result<Tensor> {
+        let (b, l, d) = x.dims3()?;
+        let logits = x.reshape((b * l, d))?.matmul(&ctx.embeddings.t()?)?;
+        let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?;
+        Ok(logp.narrow(1, self.word as usize, 1)?.reshape((b, l))?.sum(1)?)
     }
 }
 
@@ -331,22 +329,18 @@ fn parity(args: &Args, gpu: &Device, rep: &mut Report) -> Result<()> {
     rep.exact("projection: projected sequences", same, p_c.len());
     let word = cpu_lm.tokenizer.encode("Italian").map(|ids| ids[0]).unwrap_or(1);
     let guide = PreferWord { word };
-    fn ctx(lm: &DiffusionLm, step: usize, t: usize) -> GuidanceContext<'_> {
-        GuidanceContext {
+    fn ctx(lm: &DiffusionLm, step: usize, t: usize) -> GuideContext<'_> {
+        GuideContext {
             step,
             num_steps: 200,
             t,
             latent_t: t.saturating_sub(1),
             embeddings: lm.model.embeddings(),
-            index: lm.token_index(),
-            denoiser: &lm.model,
         }
     }
-    let g_c = guide
-        .guidance(&next_c, &ctx(&cpu_lm, i, t[0]))?
-        .context("no CPU gradient")?;
-    let g_g = guide
-        .guidance(&next_g.to_device(gpu)?, &ctx(&gpu_lm, i, t[0]))?
+    let guides: Vec<Box<dyn Guide>> = vec![Box::new(guide)];
+    let g_c = guidance_gradient(&guides, &cpu_lm.model, &next_c, &ctx(&cpu_lm, i, t[0]))?.context("no CPU gradient")?;
+    let g_g = guidance_gradient(&guides, &gpu_lm.model, &next_g.to_device(gpu)?, &ctx(&gpu_lm, i, t[0]))?
         .context("no GPU gradient")?;
     let (abs, rel) = compare(&g_c, &g_g)?;
     rep.parity("guidance: gradient by autograd", rel, abs);

@@ -40,7 +40,9 @@ fn main() -> Result<()> {
         ),
         (
             "+ SyntaxTree, rewriting after sampling only",
-            Generator::new(&lm).constrain(braces()?).repair(never(SyntaxTree::json())),
+            Generator::new(&lm)
+                .constrain(braces()?)
+                .repair(never(SyntaxTree::json())),
         ),
         (
             "+ SyntaxTree, both (the defaults)",

@@ -15,14 +15,21 @@ pub enum Error {
     /// Reading or writing a file failed.
     #[error("{path}: {source}")]
     Io {
+        /// The file that could not be read or written.
         path: PathBuf,
+        /// The underlying I/O error.
         #[source]
         source: std::io::Error,
     },
 
     /// A JSON file (config, corpus line, ...) could not be parsed.
     #[error("{path}: invalid JSON: {message}")]
-    Json { path: PathBuf, message: String },
+    Json {
+        /// The file holding the invalid JSON.
+        path: PathBuf,
+        /// The parser's description of the problem.
+        message: String,
+    },
 
     /// The tokenizer could not be trained, loaded or used.
     #[error("tokenizer: {0}")]
@@ -30,11 +37,21 @@ pub enum Error {
 
     /// A corpus is unreadable, empty or malformed.
     #[error("corpus {path}: {message}")]
-    Corpus { path: PathBuf, message: String },
+    Corpus {
+        /// The corpus file.
+        path: PathBuf,
+        /// What is wrong with it (and where).
+        message: String,
+    },
 
     /// A checkpoint directory is incomplete or its files disagree with each other.
     #[error("checkpoint {dir}: {message}")]
-    Checkpoint { dir: PathBuf, message: String },
+    Checkpoint {
+        /// The checkpoint directory.
+        dir: PathBuf,
+        /// What is missing or inconsistent.
+        message: String,
+    },
 
     /// A configuration value is out of range or inconsistent.
     #[error("invalid configuration: {0}")]
@@ -54,11 +71,21 @@ pub enum Error {
 
     /// A generated sequence failed a controller's independent check (a bug, never returned as text).
     #[error("output failed the independent check of {controller}: {message}")]
-    CheckFailed { controller: String, message: String },
+    CheckFailed {
+        /// Name of the controller whose check failed.
+        controller: String,
+        /// Why the sequence was rejected.
+        message: String,
+    },
 
     /// Writing a plot failed.
     #[error("plot {path}: {message}")]
-    Plot { path: PathBuf, message: String },
+    Plot {
+        /// The plot file being written.
+        path: PathBuf,
+        /// What went wrong.
+        message: String,
+    },
 }
 
 /// Result alias used across the crate.

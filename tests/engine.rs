@@ -7,8 +7,8 @@ use std::collections::HashMap;
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use common::*;
-use diffusion_lm::nn::{init_varmap, Mode};
 use diffusion_lm::engine::schedule::sqrt_alpha_bar;
+use diffusion_lm::nn::{init_varmap, Mode};
 use diffusion_lm::train::{diffusion_trainer, DiffusionObjective, Objective};
 use diffusion_lm::{Denoiser, DiffusionLm, Error, Generator, ModelConfig, NoiseSchedule, SamplerKind};
 use rand::SeedableRng;
@@ -289,9 +289,10 @@ fn training_resumes_from_its_checkpoint() {
         .unwrap()
         .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
         .collect();
-    let state =
-        diffusion_lm::train::checkpoint::read_json::<diffusion_lm::train::TrainState>(&dir.path().join("train_state.json"))
-            .unwrap();
+    let state = diffusion_lm::train::checkpoint::read_json::<diffusion_lm::train::TrainState>(
+        &dir.path().join("train_state.json"),
+    )
+    .unwrap();
     let tensors_file = state.tensors_file.unwrap();
     assert_eq!(tensors_file, "train_state.00000020.safetensors");
     let state_files: Vec<&String> = names

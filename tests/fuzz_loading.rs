@@ -14,8 +14,8 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::OnceLock;
 
 use candle_core::Device;
-use diffusion_lm::train::checkpoint::{load_config, load_tokenizer};
 use diffusion_lm::steer::token_index::TokenIndex;
+use diffusion_lm::train::checkpoint::{load_config, load_tokenizer};
 use diffusion_lm::{DiffusionLm, ModelConfig, TextTokenizer};
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;

@@ -4,24 +4,24 @@ mod common;
 
 use candle_core::Tensor;
 use common::*;
-use diffusion_lm::steer::{Controller, GuidanceContext};
-use diffusion_lm::{Generator, GuidanceConfig, GuidanceRule, TextTokenizer};
+use diffusion_lm::steer::{Guide, GuideContext, GuideInput};
+use diffusion_lm::{Generator, GuidanceConfig, GuidanceRule};
 
 /// log p(c | x) = −Σ‖x_p − E_target‖²: prefers the target token everywhere.
 struct Toward {
     target: u32,
 }
 
-impl Controller for Toward {
+impl Guide for Toward {
     fn name(&self) -> String {
         format!("toward token {}", self.target)
     }
-    fn guidance(&self, x: &Tensor, ctx: &GuidanceContext) -> diffusion_lm::Result<Option<Tensor>> {
-        let e = ctx.embeddings.get(self.target as usize)?;
-        Ok(Some((x.broadcast_sub(&e)? * -2.0)?))
+    fn reads(&self) -> GuideInput {
+        GuideInput::Latent
     }
-    fn check(&self, _: &str, _: &[u32], _: &TextTokenizer) -> Result<(), String> {
-        Ok(())
+    fn log_prob(&self, x: &Tensor, ctx: &GuideContext) -> diffusion_lm::Result<Tensor> {
+        let e = ctx.embeddings.get(self.target as usize)?;
+        Ok(x.broadcast_sub(&e)?.sqr()?.sum((1, 2))?.neg()?)
     }
 }
 
@@ -69,15 +69,13 @@ mod attribute {
     use std::sync::Arc;
 
     use candle_core::{DType, Device, Tensor};
-    use diffusion_lm::scoring::classifier::{
-        classifier_trainer, prediction_gradient, score_gradient, ClassifierConfig, FieldSpec, GuidanceInput,
-        LatentClassifier, LatentScore,
-    };
-    use diffusion_lm::steer::{guidance_gradient, Controller, GuidanceContext};
     use diffusion_lm::e2e::MeaningRepresentation;
-    use diffusion_lm::text::corpus::Example;
+    use diffusion_lm::generate::guidance_gradient;
     use diffusion_lm::nn::init_varmap;
     use diffusion_lm::nn::Mode;
+    use diffusion_lm::scoring::classifier::{classifier_trainer, ClassifierConfig, FieldSpec, LatentClassifier};
+    use diffusion_lm::steer::{Guide, GuideContext, GuideInput};
+    use diffusion_lm::text::corpus::Example;
     use diffusion_lm::train::TrainConfig;
     use diffusion_lm::Generator;
     use diffusion_lm::{Denoiser, ModelConfig};
@@ -139,6 +137,17 @@ mod attribute {
         );
     }
 
+    /// A guide context at model time `t` whose guided latent is at `latent_t`.
+    fn ctx(denoiser: &Denoiser, t: usize, latent_t: usize) -> GuideContext<'_> {
+        GuideContext {
+            step: 1,
+            num_steps: 10,
+            t,
+            latent_t,
+            embeddings: denoiser.embeddings(),
+        }
+    }
+
     #[test]
     fn prediction_guidance_gradient_matches_finite_differences() {
         // The gradient through the denoiser's prediction, in f64 (candle's fused layer-norm
@@ -150,22 +159,29 @@ mod attribute {
             ..ModelConfig::tiny(12)
         };
         let denoiser = Denoiser::new(f64_weights(&Denoiser::param_specs(&mcfg), 5), &mcfg).unwrap();
-        for reads in [GuidanceInput::Prediction, GuidanceInput::Latent] {
+        for reads in [GuideInput::Prediction, GuideInput::Latent] {
             let cfg = ClassifierConfig {
                 reads,
                 ..animal_config(4, 6, mcfg.diffusion_steps)
             };
             let clf =
                 Arc::new(LatentClassifier::new(f64_weights(&LatentClassifier::param_specs(&cfg), 3), &cfg).unwrap());
-            let score = clf.field_score("animal", "fish").unwrap();
+            let (f, v) = clf.config().target("animal", "fish").unwrap();
+            let guide = Attribute::new(&clf, "animal", "fish", 1.0)
+                .unwrap()
+                .reading(GuideInput::Prediction)
+                .unwrap();
+            let guides: Vec<Box<dyn Guide>> = vec![Box::new(guide)];
             let x = Tensor::randn(0f64, 1.0, (2, 6, 4), &Device::Cpu).unwrap();
             let t = 120;
-            let grad = prediction_gradient(&score, &denoiser, &x, t).unwrap();
+            let grad = guidance_gradient(&guides, &denoiser, &x, &ctx(&denoiser, t + 1, t))
+                .unwrap()
+                .unwrap();
             // A classifier of predictions is asked at the latent's t; one of latents at t = 0.
-            let score_t = if reads == GuidanceInput::Prediction { t } else { 0 };
+            let score_t = if reads == GuideInput::Prediction { t } else { 0 };
             let log_prob = |x: &Tensor| {
                 let x0 = denoiser.forward(x, &[t, t], &mut Mode::Grad).unwrap();
-                score.log_prob(&x0, score_t).unwrap()
+                clf.log_prob(&x0, &[score_t, score_t], f, v).unwrap()
             };
             assert_matches_finite_differences(&format!("{reads:?}"), grad, &x, &log_prob);
         }
@@ -174,13 +190,23 @@ mod attribute {
     #[test]
     fn guidance_gradient_matches_finite_differences() {
         // In f64, so central differences are accurate to ~1e-8.
+        let mcfg = ModelConfig {
+            seq_len: 6,
+            embed_dim: 4,
+            ..ModelConfig::tiny(12)
+        };
+        let denoiser = Denoiser::new(f64_weights(&Denoiser::param_specs(&mcfg), 5), &mcfg).unwrap();
         let cfg = animal_config(4, 6, 200);
         let clf = Arc::new(LatentClassifier::new(f64_weights(&LatentClassifier::param_specs(&cfg), 3), &cfg).unwrap());
-        let score = clf.field_score("animal", "fish").unwrap();
+        let (f, v) = clf.config().target("animal", "fish").unwrap();
+        let guides: Vec<Box<dyn Guide>> = vec![Box::new(Attribute::new(&clf, "animal", "fish", 1.0).unwrap())];
         let x = Tensor::randn(0f64, 1.0, (2, 6, 4), &Device::Cpu).unwrap();
         let t = 50;
-        let grad = score_gradient(&score, &x, t).unwrap();
-        assert_matches_finite_differences("latent", grad, &x, &|x| score.log_prob(x, t).unwrap());
+        // On the latent, the classifier is asked at the step's t.
+        let grad = guidance_gradient(&guides, &denoiser, &x, &ctx(&denoiser, t, t - 1))
+            .unwrap()
+            .unwrap();
+        assert_matches_finite_differences("latent", grad, &x, &|x| clf.log_prob(x, &[t, t], f, v).unwrap());
     }
 
     #[test]
@@ -202,7 +228,7 @@ mod attribute {
         let count = |texts: &[diffusion_lm::Sample]| texts.iter().filter(|s| s.text.contains("fish")).count();
         let plain = Generator::new(&lm).steps(40).seed(11).generate(n).unwrap();
         let mut classifiers = Vec::new();
-        for reads in [GuidanceInput::Latent, GuidanceInput::Prediction] {
+        for reads in [GuideInput::Latent, GuideInput::Prediction] {
             let cfg = ClassifierConfig {
                 reads,
                 ..animal_config(lm.config.embed_dim, lm.config.seq_len, lm.config.diffusion_steps)
@@ -238,27 +264,26 @@ mod attribute {
             );
             classifiers.push(clf);
         }
-        // Attributes guided on the prediction share one denoiser pass; the summed gradient equals
-        // the weighted sum of each one's own gradient through the denoiser.
-        let stack: Vec<Box<dyn Controller>> = vec![
-            Box::new(Attribute::new(&classifiers[1], "animal", "fish", 1.0).unwrap()),
-            Box::new(Attribute::new(&classifiers[1], "animal", "cat", 0.5).unwrap()),
-        ];
+        // Guides on the prediction share one denoiser pass; the gradient of the weighted sum
+        // equals the weighted sum of each guide's own gradient.
+        let attr = |value: &str, w: f64| -> Box<dyn Guide> {
+            Box::new(Attribute::new(&classifiers[1], "animal", value, w).unwrap())
+        };
+        let stack = vec![attr("fish", 1.0), attr("cat", 0.5)];
         let x = Tensor::randn(0f32, 1.0, (3, lm.config.seq_len, lm.config.embed_dim), &Device::Cpu).unwrap();
-        let ctx = GuidanceContext {
+        let gctx = GuideContext {
             step: 10,
             num_steps: 40,
             t: 300,
             latent_t: 250,
             embeddings: lm.model.embeddings(),
-            index: lm.token_index(),
-            denoiser: &lm.model,
         };
-        let shared = guidance_gradient(&stack, &x, &ctx).unwrap().unwrap();
+        let shared = guidance_gradient(&stack, &lm.model, &x, &gctx).unwrap().unwrap();
         let mut separate = Tensor::zeros_like(&x).unwrap();
-        for c in &stack {
-            assert!(c.reads_prediction());
-            separate = (separate + (c.guidance(&x, &ctx).unwrap().unwrap() * c.guidance_weight()).unwrap()).unwrap();
+        for g in [attr("fish", 1.0), attr("cat", 0.5)] {
+            assert_eq!(g.reads(), GuideInput::Prediction);
+            let own = guidance_gradient(&[g], &lm.model, &x, &gctx).unwrap().unwrap();
+            separate = (separate + own).unwrap();
         }
         let scale = separate.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
         let diff = max_abs_diff(&shared, &separate);
@@ -266,17 +291,14 @@ mod attribute {
             scale > 0.0 && diff <= 1e-5 * scale,
             "shared pass differs by {diff} (scale {scale})"
         );
-        // A classifier of predictions cannot guide on the noisy latent: an error before sampling.
-        let wrong = Generator::new(&lm)
-            .guide(
-                Attribute::new(&classifiers[1], "animal", "fish", 1.0)
-                    .unwrap()
-                    .reading(GuidanceInput::Latent),
-            )
-            .steps(40);
-        let err = wrong.prepare().err().unwrap().to_string();
+        // A classifier of predictions cannot guide on the noisy latent: a clear error.
+        let err = Attribute::new(&classifiers[1], "animal", "fish", 1.0)
+            .unwrap()
+            .reading(GuideInput::Latent)
+            .err()
+            .unwrap()
+            .to_string();
         assert!(err.contains("cannot guide on the noisy latent"), "{err}");
-        assert_eq!(wrong.generate(1).err().unwrap().to_string(), err);
         let clf = &classifiers[0];
         // Unknown targets are clear errors.
         let err = Attribute::new(clf, "animal", "horse", 1.0).err().unwrap().to_string();

@@ -6,24 +6,20 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use candle_core::Device;
-use diffusion_lm::steer::{Controller, RepairContext, RepairPhase};
-use diffusion_lm::{DiffusionLm, Generator, TextTokenizer};
+use diffusion_lm::steer::{Repair, RepairContext, RepairPhase};
+use diffusion_lm::{DiffusionLm, Generator};
 
 /// Names every token that holds a digit, after sampling only; counts the rounds it is asked in.
 struct NoDigits {
     rounds_seen: Arc<AtomicUsize>,
 }
 
-impl Controller for NoDigits {
+impl Repair for NoDigits {
     fn name(&self) -> String {
         "no digits".into()
     }
 
-    fn repairs(&self) -> bool {
-        true
-    }
-
-    fn repair(&self, ctx: &RepairContext, _text: &str, ids: &[u32]) -> diffusion_lm::Result<Vec<usize>> {
+    fn faulty_positions(&self, ctx: &RepairContext, _text: &str, ids: &[u32]) -> diffusion_lm::Result<Vec<usize>> {
         let RepairPhase::Rewrite { round } = ctx.phase else {
             return Ok(Vec::new());
         };
@@ -32,10 +28,6 @@ impl Controller for NoDigits {
         Ok((0..ids.len())
             .filter(|&p| ids[p] != pad && ctx.index.bytes(ids[p]).iter().any(u8::is_ascii_digit))
             .collect())
-    }
-
-    fn check(&self, _text: &str, _ids: &[u32], _tokenizer: &TextTokenizer) -> Result<(), String> {
-        Ok(())
     }
 }
 
@@ -59,6 +51,7 @@ fn rewriting_mends_named_positions_and_holds_the_rest() {
             .steps(steps)
             .seed(3)
             .rewrite(rounds, 0.3)
+            .self_correct(0, 0.3)
             .generate(n)
             .unwrap()
     };

@@ -7,14 +7,12 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use diffusion_lm::train::checkpoint::weights_fingerprint;
-use diffusion_lm::scoring::classifier::{
-    classifier_trainer, ClassifierConfig, LatentClassifier, NONE,
-};
-use diffusion_lm::e2e::{e2e_fields, relexicalize as relexicalize_examples, VERBATIM_FIELDS};
-use diffusion_lm::steer::GuideInput as GuidanceInput;
 use diffusion_lm::e2e::{attribute_expressed, attribute_mentioned};
+use diffusion_lm::e2e::{e2e_fields, relexicalize as relexicalize_examples, VERBATIM_FIELDS};
 use diffusion_lm::nn::device::DeviceSpec;
+use diffusion_lm::scoring::classifier::{classifier_trainer, ClassifierConfig, LatentClassifier, NONE};
+use diffusion_lm::steer::GuideInput as GuidanceInput;
+use diffusion_lm::train::checkpoint::weights_fingerprint;
 use diffusion_lm::{DiffusionLm, Generator, GuidanceConfig};
 use diffusion_lm_controllers::Attribute;
 use serde::{Deserialize, Serialize};
@@ -138,8 +136,11 @@ pub fn train_classifier(
         Some(path) => {
             let clf = LatentClassifier::load(path, &device)
                 .with_context(|| format!("loading the classifier to start from ({})", path.display()))?;
-            let weights =
-                diffusion_lm::train::checkpoint::load_tensors(path, diffusion_lm::train::checkpoint::WEIGHTS_FILE, &device)?;
+            let weights = diffusion_lm::train::checkpoint::load_tensors(
+                path,
+                diffusion_lm::train::checkpoint::WEIGHTS_FILE,
+                &device,
+            )?;
             if clf.config().fields != fields {
                 bail!(
                     "--init {}: its fields and values differ from those of the corpus in {}",
@@ -237,7 +238,7 @@ pub struct EvalAttributesArgs {
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Self-correction rounds after sampling, guided and unguided alike (see `generate
-    /// --self-correct`; 0 = off, the protocol of the figures in the README).
+    /// --self-correct`; 0 = off, the protocol of the figures in docs/results.md).
     #[arg(long, default_value_t = 0)]
     self_correct: usize,
     /// With --self-correct: the doubt threshold.

@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use diffusion_lm::e2e::E2eOptions;
+use diffusion_lm::nn::device::{ComputeDtype, DeviceSpec};
 use diffusion_lm::text::corpus::{self, Example};
 use diffusion_lm::train::{diffusion_trainer, TrainConfig};
-use diffusion_lm::nn::device::{ComputeDtype, DeviceSpec};
 use diffusion_lm::{DiffusionLm, GenerationConfig, Generator, ModelConfig, SamplerKind, Stack, TextTokenizer};
 use diffusion_lm_controllers::{Infill, JsonSchema, JsonSchemaConfig, Layout, Length, Regex, SyntaxTree};
 
@@ -109,7 +109,7 @@ struct SamplingArgs {
 impl SamplingArgs {
     fn apply(&self, cfg: &mut GenerationConfig) {
         if let Some(v) = self.steps {
-            cfg.steps = v;
+            cfg.steps = Some(v);
         }
         if let Some(v) = self.seed {
             cfg.seed = v;
@@ -246,7 +246,10 @@ impl ControlArgs {
         out.extend(self.schema.iter().map(|s| format!("JSON Schema {}", s.display())));
         out.extend(self.grammar.iter().map(|g| format!("grammar {}", g.display())));
         out.extend(f.syntax.iter().map(|l| match &f.syntax_query {
-            Some(q) => format!("syntax tree {l} with query {q:?}, {} rewrite rounds", cfg.rewrite.rounds),
+            Some(q) => format!(
+                "syntax tree {l} with query {q:?}, {} rewrite rounds",
+                cfg.rewrite.rounds
+            ),
             None => format!("syntax tree {l}, {} rewrite rounds", cfg.rewrite.rounds),
         }));
         out.extend(self.attribute.iter().map(|a| format!("attribute {a}")));
@@ -795,7 +798,7 @@ fn eval(a: EvalArgs) -> Result<()> {
         bail!("the model was trained without held-out data (--heldout 0); nothing to compare against");
     }
     let mut cfg = GenerationConfig {
-        steps: a.steps,
+        steps: Some(a.steps),
         seed: a.seed,
         sampler: a.sampler,
         batch_size: a.batch_size,

@@ -95,7 +95,10 @@ impl Constraint for Infill {
                 }
             };
             if !found {
-                return Err(CheckError::new(format!("{text:?} does not follow the template {:?}", self.template)));
+                return Err(CheckError::new(format!(
+                    "{text:?} does not follow the template {:?}",
+                    self.template
+                )));
             }
             if last && rest[..rest.len() - part.len()].contains('\n') {
                 return Err(CheckError::new(format!("hole {k} of {text:?} spans a line break")));

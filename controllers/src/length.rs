@@ -62,7 +62,10 @@ impl Constraint for Length {
             return Err(CheckError::new("content continues after the PAD tail"));
         }
         if n < self.min || n > self.max {
-            return Err(CheckError::new(format!("content has {n} tokens, expected {}", self.name())));
+            return Err(CheckError::new(format!(
+                "content has {n} tokens, expected {}",
+                self.name()
+            )));
         }
         Ok(())
     }

@@ -205,7 +205,10 @@ impl Constraint for Regex {
         if self.check.is_match(text) {
             Ok(())
         } else {
-            Err(CheckError::new(format!("{text:?} does not fully match {:?}", self.pattern)))
+            Err(CheckError::new(format!(
+                "{text:?} does not fully match {:?}",
+                self.pattern
+            )))
         }
     }
 }

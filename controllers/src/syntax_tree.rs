@@ -234,5 +234,4 @@ impl Repair for SyntaxTree {
         };
         Ok(missing + error_positions(ctx, &tree, ids).len() as f64)
     }
-
 }

@@ -37,7 +37,7 @@ fn model() -> &'static DiffusionLm {
             ffn_hidden: 64,
             dropout: 0.0,
             diffusion_steps: 100,
-            schedule: "sqrt".into(),
+            schedule: diffusion_lm::engine::ScheduleKind::Sqrt,
         };
         let train = TrainConfig {
             steps: 150,

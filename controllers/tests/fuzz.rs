@@ -15,8 +15,8 @@ use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use common::{distances, random_document};
-use diffusion_lm::steer::PrepareContext;
 use diffusion_lm::steer::token_index::TokenIndex;
+use diffusion_lm::steer::ConstraintContext;
 use diffusion_lm::TextTokenizer;
 use diffusion_lm_controllers::{
     ControllerError, Grammar, GrammarConfig, JsonSchema, JsonSchemaConfig, Regex, RegexConfig,
@@ -57,9 +57,9 @@ fn tokens() -> &'static (TextTokenizer, TokenIndex) {
     })
 }
 
-fn context() -> PrepareContext<'static> {
+fn context() -> ConstraintContext<'static> {
     let (tokenizer, index) = tokens();
-    PrepareContext {
+    ConstraintContext {
         tokenizer,
         index,
         seq_len: 64,
@@ -723,13 +723,13 @@ fn check_grammar(text: &str, seed: u64) -> Result<bool, TestCaseError> {
     }
     if seed % 4 == 0 {
         let (tokenizer, index) = tokens();
-        let ctx = PrepareContext {
+        let ctx = ConstraintContext {
             tokenizer,
             index,
             seq_len: 64,
         };
-        use diffusion_lm::steer::Controller;
-        if let Err(e) = g.hard_constraints(&ctx) {
+        use diffusion_lm::steer::Constraint;
+        if let Err(e) = g.restrictions(&ctx) {
             prop_assert!(!e.to_string().trim().is_empty());
         }
     }

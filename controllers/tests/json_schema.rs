@@ -234,7 +234,12 @@ fn generates_valid_restaurant_records_with_the_shipped_model() {
         assert!(js.accepts(&d.text));
     }
     // A sequence too short for any valid document is refused before sampling, with the length needed.
-    let e = Generator::new(&lm).constrain(js).length(8).steps(5).generate(1).unwrap_err();
+    let e = Generator::new(&lm)
+        .constrain(js)
+        .length(8)
+        .steps(5)
+        .generate(1)
+        .unwrap_err();
     assert!(matches!(e, Error::Unsatisfiable(_)), "{e}");
     assert!(e.to_string().contains("needs at least"), "{e}");
 }

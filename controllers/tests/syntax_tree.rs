@@ -1,7 +1,7 @@
 //! The SyntaxTree controller: tree-sitter error nodes map to the tokens holding them, the repair
 //! schedule and the structural query are honoured, and generation runs with it.
 
-use diffusion_lm::steer::{Controller, RepairContext, RepairPhase};
+use diffusion_lm::steer::{Repair, RepairContext, RepairPhase};
 use diffusion_lm::{DiffusionLm, Generator};
 use diffusion_lm_controllers::{Regex, SyntaxTree};
 
@@ -23,10 +23,13 @@ fn error_nodes_map_to_the_tokens_that_hold_them() {
     // Step 49 of 100 counting down: half the steps done, inside the default window.
     let mid = ctx(49);
     let good = r#"{"name": "Aromi", "near": "Café Rouge"}"#;
-    assert!(json.repair(&mid, good, &padded(&lm, good)).unwrap().is_empty());
+    assert!(json
+        .faulty_positions(&mid, good, &padded(&lm, good))
+        .unwrap()
+        .is_empty());
     let bad = r#"{"name": "Aromi" "near" 12 }"#;
     let ids = padded(&lm, bad);
-    let positions = json.repair(&mid, bad, &ids).unwrap();
+    let positions = json.faulty_positions(&mid, bad, &ids).unwrap();
     assert!(!positions.is_empty());
     let content = ids.iter().position(|&t| t == lm.tokenizer.pad_id()).unwrap();
     assert!(
@@ -40,15 +43,15 @@ fn error_nodes_map_to_the_tokens_that_hold_them() {
         assert!((first..=last).all(|p| positions.contains(&p)));
     }
     // Outside the schedule's window nothing is repaired.
-    assert!(json.repair(&ctx(99), bad, &ids).unwrap().is_empty());
-    assert!(json.repair(&ctx(2), bad, &ids).unwrap().is_empty());
+    assert!(json.faulty_positions(&ctx(99), bad, &ids).unwrap().is_empty());
+    assert!(json.faulty_positions(&ctx(2), bad, &ids).unwrap().is_empty());
     // After sampling (the rewrite phase) the schedule does not apply.
     let rewrite = RepairContext {
         phase: RepairPhase::Rewrite { round: 0 },
         step: 0,
         ..ctx(0)
     };
-    assert_eq!(json.repair(&rewrite, bad, &ids).unwrap(), positions);
+    assert_eq!(json.faulty_positions(&rewrite, bad, &ids).unwrap(), positions);
     // Without the queried structure, every position is rewritten after sampling; during
     // sampling only inside the query window, which is off by default.
     let near = SyntaxTree::json()
@@ -57,21 +60,24 @@ fn error_nodes_map_to_the_tokens_that_hold_them() {
     let no_near = r#"{"name": "Aromi"}"#;
     let ids = padded(&lm, no_near);
     let every = (0..ids.len()).collect::<Vec<_>>();
-    assert_eq!(near.repair(&rewrite, no_near, &ids).unwrap(), every);
-    assert!(near.repair(&ctx(59), no_near, &ids).unwrap().is_empty());
+    assert_eq!(near.faulty_positions(&rewrite, no_near, &ids).unwrap(), every);
+    assert!(near.faulty_positions(&ctx(59), no_near, &ids).unwrap().is_empty());
     let windowed = SyntaxTree::json()
         .with_query(r#"(pair key: (string (string_content) @k (#eq? @k "near")))"#)
         .unwrap()
         .query_window(0.1, 0.5);
-    assert_eq!(windowed.repair(&ctx(59), no_near, &ids).unwrap(), every); // 40% done
-    assert!(windowed.repair(&ctx(29), no_near, &ids).unwrap().is_empty()); // 70% done
-    assert!(near.repair(&mid, good, &padded(&lm, good)).unwrap().is_empty());
+    assert_eq!(windowed.faulty_positions(&ctx(59), no_near, &ids).unwrap(), every); // 40% done
+    assert!(windowed.faulty_positions(&ctx(29), no_near, &ids).unwrap().is_empty()); // 70% done
+    assert!(near
+        .faulty_positions(&mid, good, &padded(&lm, good))
+        .unwrap()
+        .is_empty());
     // Faults rank a missing match above any number of slips.
     let slip = r#"{"near": "Aromi" "name": 1}"#;
-    let slip_faults = near.faults(&rewrite, slip, &padded(&lm, slip)).unwrap();
+    let slip_faults = near.fault_score(&rewrite, slip, &padded(&lm, slip)).unwrap();
     assert!(slip_faults > 0.0 && slip_faults < ids.len() as f64, "{slip_faults}");
-    assert_eq!(near.faults(&rewrite, good, &padded(&lm, good)).unwrap(), 0.0);
-    assert!(near.faults(&rewrite, no_near, &ids).unwrap() >= ids.len() as f64);
+    assert_eq!(near.fault_score(&rewrite, good, &padded(&lm, good)).unwrap(), 0.0);
+    assert!(near.fault_score(&rewrite, no_near, &ids).unwrap() >= ids.len() as f64);
     // A malformed query is a clear error.
     let err = SyntaxTree::json().with_query("(pair key: ").err().unwrap().to_string();
     assert!(err.contains("tree-sitter query"), "{err}");

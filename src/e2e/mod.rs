@@ -322,10 +322,7 @@ pub fn attribute_mentioned(text: &str, field: &str, value: &str) -> bool {
 /// ```
 pub fn attribute_expressed(text: &str, field: &str, value: &str) -> bool {
     if let Ok(serde_json::Value::Object(obj)) = serde_json::from_str::<serde_json::Value>(text.trim()) {
-        let key = E2E_FIELDS
-            .iter()
-            .find(|(f, _)| *f == field)
-            .map_or(field, |(_, k)| k);
+        let key = E2E_FIELDS.iter().find(|(f, _)| *f == field).map_or(field, |(_, k)| k);
         return match (field, obj.get(key)) {
             ("familyFriendly", Some(serde_json::Value::Bool(b))) => *b == (value == "yes"),
             (_, Some(serde_json::Value::String(s))) => s == value,

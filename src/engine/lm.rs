@@ -132,4 +132,3 @@ impl DiffusionLm {
         self.index.get_or_init(|| TokenIndex::new(&self.tokenizer))
     }
 }
-

@@ -92,6 +92,7 @@ pub struct Sampler {
 }
 
 impl Sampler {
+    /// A sampler applying the `kind` update rule over `schedule`.
     pub fn new(schedule: NoiseSchedule, kind: SamplerKind) -> Self {
         Sampler { schedule, kind }
     }
@@ -101,6 +102,7 @@ impl Sampler {
         &self.schedule
     }
 
+    /// The update rule (DDPM or DDIM with its `eta`).
     pub fn kind(&self) -> SamplerKind {
         self.kind
     }

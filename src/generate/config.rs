@@ -5,7 +5,7 @@
 //! ```
 //! use diffusion_lm::generate::GenerationConfig;
 //! let cfg: GenerationConfig = serde_json::from_str(r#"{"steps": 50, "sampler": "ddim:0.5"}"#).unwrap();
-//! assert_eq!(cfg.steps, 50);
+//! assert_eq!(cfg.steps, Some(50));
 //! assert_eq!(cfg.self_correct.rounds, GenerationConfig::default().self_correct.rounds);
 //! assert!(serde_json::from_str::<GenerationConfig>(r#"{"stpes": 50}"#).is_err());
 //! ```
@@ -21,8 +21,8 @@ use crate::{Error, Result, SamplerKind};
 #[serde(default, deny_unknown_fields)]
 pub struct GenerationConfig {
     /// Reverse steps K; the schedule is respaced exactly from the model's T to K (at most T).
-    /// Default 200.
-    pub steps: usize,
+    /// `None` (default): 200, or T if the model has fewer.
+    pub steps: Option<usize>,
     /// Seed of the noise: the same seed gives the same text, whatever the batch size. Default 0.
     pub seed: u64,
     /// The reverse update: `ddpm` (default), `ddim` or `ddim:ETA`.
@@ -56,7 +56,7 @@ pub struct GenerationConfig {
 impl Default for GenerationConfig {
     fn default() -> Self {
         GenerationConfig {
-            steps: 200,
+            steps: None,
             seed: 0,
             sampler: SamplerKind::Ddpm,
             length: None,
@@ -85,7 +85,7 @@ impl GenerationConfig {
     /// Checks the values that have a valid range.
     pub fn validate(&self) -> Result<()> {
         let bad = |m: String| Err(Error::Config(m));
-        if self.steps == 0 {
+        if self.steps == Some(0) {
             return bad("steps must be at least 1".into());
         }
         if self.length == Some(0) {

@@ -63,7 +63,6 @@ pub(crate) fn denoise(
                 t: t[0],
                 latent_t: if i > 0 { schedule.timesteps()[i - 1] } else { 0 },
                 embeddings: model.embeddings(),
-                index: run.lm.token_index(),
             };
             x = guide::ascend(run.stack.guides(), model, &run.guidance, x, &mean, std, &ctx)?;
         }

@@ -1,12 +1,13 @@
 //! The generation pipeline: [`Generator`] runs the reverse process of a [`DiffusionLm`] under a
 //! [`Stack`] of controllers and rounds to text.
 //!
-//! A run is a small per-step loop ([`denoise`]: predict → project → sampler update → guide →
-//! repair, each hook in its own module: [`project`], [`guide`], [`repair`]) followed by
-//! finishing stages: rewrite and self-correction by inpainting ([`rewrite`]), the independent
-//! check of every output with redraws on failure, and minimum Bayes risk selection ([`mbr`]).
-//! All settings live in one serde [`GenerationConfig`]; every random stream derives from its seed
-//! ([`seeds`]), per sample, so the same seed gives the same text whatever the batch size.
+//! A run is a small per-step loop (`denoise.rs`: predict → project → sampler update → guide →
+//! repair, each hook in its own module: `project.rs`, [`guide`], `repair.rs`) followed by
+//! finishing stages: rewrite and self-correction by inpainting (`rewrite.rs`), the independent
+//! check of every output with redraws on failure, and minimum Bayes risk selection
+//! ([`mbr_select`]). All settings live in one serde [`GenerationConfig`]; every random stream
+//! derives from its seed in one place (`seeds.rs`), per sample, so the same seed gives the same
+//! text whatever the batch size.
 //!
 //! ```
 //! use diffusion_lm::{DiffusionLm, Generator};
@@ -40,6 +41,9 @@ use crate::engine::schedule::NoiseSchedule;
 use crate::steer::{Constraint, ConstraintContext, Guide, GuideInput, PreparedStack, Repair, Stack};
 use crate::{Error, Result};
 use seeds::{derive, sample_rng, Stream};
+
+/// Reverse steps when the config names none (fewer if the model has fewer).
+const DEFAULT_STEPS: usize = 200;
 
 /// One generated sequence.
 #[derive(Debug, Clone, PartialEq)]
@@ -127,8 +131,9 @@ impl<'m> Generator<'m> {
     }
 
     /// Number of reverse steps K (the schedule is respaced exactly from T to K; at most T).
+    /// Default: 200, or T if the model has fewer.
     pub fn steps(mut self, k: usize) -> Self {
-        self.config.steps = k;
+        self.config.steps = Some(k);
         self
     }
 
@@ -266,7 +271,7 @@ impl<'m> Generator<'m> {
                 cfg.seq_len
             )));
         }
-        let steps = self.config.steps.min(cfg.diffusion_steps);
+        let steps = self.config.steps.unwrap_or(DEFAULT_STEPS.min(cfg.diffusion_steps));
         let schedule = NoiseSchedule::sqrt(cfg.diffusion_steps)?.respace(steps)?;
         Ok(Sampler::new(schedule, self.config.sampler))
     }

@@ -135,7 +135,10 @@ fn project(run: &Run, x: &Tensor, pins: Option<&Pins>) -> Result<(Vec<Vec<u32>>,
 /// Per batch row, the token scores (`L × V`) plus the stack's unary mask.
 fn masked_score_rows(scores: Tensor, prepared: &PreparedStack, row_len: usize) -> Result<Vec<Vec<f32>>> {
     let scores = scores.flatten_all()?.to_vec1::<f32>()?;
-    Ok(scores.chunks(row_len).map(|row| prepared.masked(row.to_vec())).collect())
+    Ok(scores
+        .chunks(row_len)
+        .map(|row| prepared.masked(row.to_vec()))
+        .collect())
 }
 
 /// Soft projection: the expected embedding under the constrained token marginals, per position.

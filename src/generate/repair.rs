@@ -15,7 +15,11 @@ pub(crate) fn flagged_positions(run: &Run, ctx: &RepairContext, row: &[u32]) -> 
     let text = run.lm.tokenizer.decode_content(row);
     let mut positions = Vec::new();
     for r in run.stack.repairs() {
-        positions.extend(r.faulty_positions(ctx, &text, row)?.into_iter().filter(|&p| p < row.len()));
+        positions.extend(
+            r.faulty_positions(ctx, &text, row)?
+                .into_iter()
+                .filter(|&p| p < row.len()),
+        );
     }
     positions.sort_unstable();
     positions.dedup();

@@ -50,8 +50,11 @@ use crate::Result;
 /// The activation [`linear`] applies after the bias.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Activation {
+    /// No activation: the affine output as is.
     None,
+    /// Rectified linear unit, `max(0, y)`.
     Relu,
+    /// Hyperbolic tangent.
     Tanh,
 }
 

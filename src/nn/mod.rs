@@ -449,6 +449,7 @@ pub struct LayerNorm {
 }
 
 impl LayerNorm {
+    /// Loads `weight` and `bias` (both `[dim]`) from `vb`; epsilon is 1e-5.
     pub fn new(dim: usize, vb: VarBuilder) -> Result<Self> {
         Ok(LayerNorm {
             weight: vb.get(dim, "weight")?,
@@ -457,6 +458,7 @@ impl LayerNorm {
         })
     }
 
+    /// Normalises `x` over its last dimension, then scales and shifts it.
     pub fn forward(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
         layer_norm(x, &self.weight, &self.bias, self.eps, mode)
     }
@@ -472,6 +474,7 @@ pub struct SelfAttention {
 }
 
 impl SelfAttention {
+    /// Loads the fused `qkv` projection and the `out` projection from `vb`; `heads` must divide `hidden`.
     pub fn new(hidden: usize, heads: usize, causal: bool, vb: VarBuilder) -> Result<Self> {
         Ok(SelfAttention {
             qkv: candle_nn::linear(hidden, 3 * hidden, vb.pp("qkv"))?,
@@ -481,6 +484,7 @@ impl SelfAttention {
         })
     }
 
+    /// Attention over `x` `[B, L, hidden]`, projected back to `[B, L, hidden]`.
     pub fn forward(&self, x: &Tensor, mode: &Mode) -> Result<Tensor> {
         linear(&self.out, &self.heads_output(x, mode)?, mode)
     }
@@ -540,6 +544,7 @@ pub struct Block {
 }
 
 impl Block {
+    /// Loads the block's norms, attention and feed-forward (`hidden` → `ffn` → `hidden`) from `vb`.
     pub fn new(hidden: usize, heads: usize, ffn: usize, dropout: f32, causal: bool, vb: VarBuilder) -> Result<Self> {
         Ok(Block {
             norm1: LayerNorm::new(hidden, vb.pp("norm1"))?,
@@ -551,6 +556,7 @@ impl Block {
         })
     }
 
+    /// Applies the block to `x` `[B, L, hidden]`; dropout applies only in training mode.
     pub fn forward(&self, x: &Tensor, mode: &mut Mode) -> Result<Tensor> {
         if !mode.is_differentiable() {
             // Sampling: each projection's bias, ReLU and residual connection in one pass (on
@@ -620,12 +626,16 @@ pub enum Init {
 /// One named parameter: its safetensors name, shape and initialisation.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ParamSpec {
+    /// The tensor's name in the safetensors file.
     pub name: String,
+    /// The tensor's shape.
     pub shape: Vec<usize>,
+    /// How its initial value is drawn.
     pub init: Init,
 }
 
 impl ParamSpec {
+    /// A spec named `name` with shape `shape`, initialised by `init`.
     pub fn new(name: impl Into<String>, shape: &[usize], init: Init) -> Self {
         ParamSpec {
             name: name.into(),

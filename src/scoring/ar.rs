@@ -17,8 +17,8 @@ use candle_nn::VarBuilder;
 use rand::rngs::StdRng;
 use serde::{Deserialize, Serialize};
 
-use crate::train::checkpoint;
 use crate::nn::{self, Block, Init, LayerNorm, Mode, ParamSpec};
+use crate::train::checkpoint;
 use crate::train::{Objective, TrainConfig, Trainer};
 use crate::{Error, Result, TextTokenizer};
 
@@ -27,18 +27,26 @@ use crate::{Error, Result, TextTokenizer};
 pub struct ArConfig {
     /// Always `"causal-lm"`, so an AR checkpoint is not mistaken for a diffusion one.
     pub model_type: String,
+    /// Number of tokens in the tokenizer's vocabulary.
     pub vocab_size: usize,
+    /// Id of PAD, used as both start symbol and end-of-sequence token.
     pub pad_id: u32,
     /// Most content tokens a text may have.
     pub seq_len: usize,
+    /// Transformer width (embedding size).
     pub hidden: usize,
+    /// Number of transformer blocks.
     pub layers: usize,
+    /// Attention heads per block; divides `hidden`.
     pub heads: usize,
+    /// Width of each block's feed-forward layer.
     pub ffn_hidden: usize,
+    /// Dropout probability during training.
     pub dropout: f32,
 }
 
 impl ArConfig {
+    /// Checks the model type and that the sizes are positive and consistent.
     pub fn validate(&self) -> Result<()> {
         nn::check_transformer_config(&self.model_type, "causal-lm", self.hidden, self.heads, self.layers)?;
         if self.pad_id as usize >= self.vocab_size || self.seq_len == 0 {
@@ -61,6 +69,7 @@ pub struct CausalLm {
 }
 
 impl CausalLm {
+    /// Every parameter of a model with sizes `cfg`: name, shape and initialisation.
     pub fn param_specs(cfg: &ArConfig) -> Vec<ParamSpec> {
         let h = cfg.hidden;
         let mut s = vec![
@@ -75,6 +84,7 @@ impl CausalLm {
         s
     }
 
+    /// Builds the model from the tensors in `vb`, after validating `cfg`.
     pub fn new(vb: VarBuilder, cfg: &ArConfig) -> Result<Self> {
         cfg.validate()?;
         let h = cfg.hidden;
@@ -99,6 +109,7 @@ impl CausalLm {
         Ok((Self::new(vb, &cfg)?, tok))
     }
 
+    /// The model's sizes.
     pub fn config(&self) -> &ArConfig {
         &self.cfg
     }
@@ -202,6 +213,7 @@ fn encode_row(tokenizer: &TextTokenizer, text: &str, seq_len: usize) -> Result<O
 
 /// Next-token cross-entropy over content tokens and EOS.
 pub struct ArObjective {
+    /// The causal LM being trained.
     pub model: CausalLm,
 }
 

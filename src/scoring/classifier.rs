@@ -45,19 +45,18 @@
 
 use std::path::Path;
 
-
 use candle_core::{Device, Module, Tensor, D};
 use candle_nn::{Linear, VarBuilder};
 use rand::rngs::StdRng;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 
-use crate::text::corpus::Example;
 use crate::engine::denoiser::{timestep_embedding, Denoiser};
 use crate::nn::{self, Block, Init, LayerNorm, Mode, ParamSpec};
-use crate::train::{Objective, TrainConfig, Trainer};
-use crate::train::checkpoint;
 use crate::steer::GuideInput;
+use crate::text::corpus::Example;
+use crate::train::checkpoint;
+use crate::train::{Objective, TrainConfig, Trainer};
 use crate::{Error, NoiseSchedule, Result, TextTokenizer};
 
 /// The class of an absent field.
@@ -66,7 +65,9 @@ pub const NONE: &str = "none";
 /// One predicted field and its classes (`values[0]` is [`NONE`]).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct FieldSpec {
+    /// The field's name (for E2E, a meaning-representation key such as `food`).
     pub name: String,
+    /// The field's classes, in head-output order; `values[0]` is [`NONE`].
     pub values: Vec<String>,
 }
 
@@ -77,14 +78,21 @@ pub struct ClassifierConfig {
     pub model_type: String,
     /// Dimension of the latent (the diffusion model's `embed_dim`).
     pub embed_dim: usize,
+    /// Most latent positions it reads (the length of its position embedding).
     pub seq_len: usize,
+    /// Transformer width.
     pub hidden: usize,
+    /// Number of transformer blocks.
     pub layers: usize,
+    /// Attention heads per block; divides `hidden`.
     pub heads: usize,
+    /// Width of each block's feed-forward layer.
     pub ffn_hidden: usize,
+    /// Dropout probability during training.
     pub dropout: f32,
     /// T of the diffusion model whose latents it reads.
     pub diffusion_steps: usize,
+    /// The predicted fields, one softmax head each.
     pub fields: Vec<FieldSpec>,
     /// What it reads: the noisy latent `x_t` ([`GuideInput::Latent`], the default of older
     /// configs) or the diffusion model's clean prediction `x̂0(x_t)` ([`GuideInput::Prediction`]).
@@ -110,6 +118,7 @@ impl ClassifierConfig {
         }
     }
 
+    /// Checks the model type, the sizes (`hidden` even), and that every field has at least two classes.
     pub fn validate(&self) -> Result<()> {
         nn::check_transformer_config(
             &self.model_type,
@@ -191,6 +200,7 @@ impl LatentClassifier {
         s
     }
 
+    /// Builds the classifier from the tensors in `vb`, after validating `cfg`.
     pub fn new(vb: VarBuilder, cfg: &ClassifierConfig) -> Result<Self> {
         cfg.validate()?;
         let (d, h) = (cfg.embed_dim, cfg.hidden);
@@ -223,6 +233,7 @@ impl LatentClassifier {
         Self::new(vb, &cfg)
     }
 
+    /// The classifier's sizes and fields.
     pub fn config(&self) -> &ClassifierConfig {
         &self.cfg
     }
@@ -286,6 +297,7 @@ fn labels(fields: &[FieldSpec], example: &Example) -> Vec<u32> {
 /// denoiser's prediction `x̂0(x_t)`, see [`ClassifierConfig::reads`]), where `x_0` is the
 /// (frozen) diffusion embedding of the text plus its small `t = 0` noise and `t` is uniform.
 pub struct ClassifierObjective {
+    /// The classifier being trained.
     pub classifier: LatentClassifier,
     embeddings: Tensor,
     schedule: NoiseSchedule,
@@ -433,15 +445,8 @@ mod tests {
 
     #[test]
     fn what_a_classifier_reads_round_trips_and_defaults_to_the_latent() {
-        assert_eq!(
-            "prediction".parse::<GuideInput>().unwrap(),
-            GuideInput::Prediction
-        );
-        assert!("x0"
-            .parse::<GuideInput>()
-            .unwrap_err()
-            .to_string()
-            .contains("expected"));
+        assert_eq!("prediction".parse::<GuideInput>().unwrap(), GuideInput::Prediction);
+        assert!("x0".parse::<GuideInput>().unwrap_err().to_string().contains("expected"));
         let cfg = ClassifierConfig {
             reads: GuideInput::Prediction,
             ..ClassifierConfig::small(4, 8, 100)

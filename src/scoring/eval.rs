@@ -70,21 +70,32 @@ pub struct EvalReport {
     pub controls: Vec<String>,
     /// Parameters of the diffusion model.
     pub parameters: usize,
+    /// Number of samples generated.
     pub samples: usize,
+    /// Reverse diffusion steps used to generate each sample.
     pub steps: usize,
+    /// Perplexity of the samples under the reference LM (per token, EOS included).
     pub sample_perplexity: f64,
+    /// Perplexity of the held-out texts under the reference LM.
     pub heldout_perplexity: f64,
     /// sample perplexity / held-out perplexity (target ≤ 1.3).
     pub perplexity_ratio: f64,
+    /// Number of held-out texts scored (those that fit the reference LM's `seq_len`).
     pub heldout_texts: usize,
+    /// Distinct-2 of the samples (see [`distinct_n`]).
     pub distinct_2: f64,
+    /// Distinct-2 of as many held-out texts as there are samples, for comparison.
     pub heldout_distinct_2: f64,
+    /// Share of samples that copy a training text verbatim (see [`copy_rate`]).
     pub copy_rate: f64,
-    /// Share of samples that are JSON-looking records, and share of those that parse.
+    /// Share of samples that look like JSON records (start with `{`).
     pub json_share: f64,
+    /// Share of the JSON-looking samples that parse as JSON.
     pub json_valid: f64,
+    /// Number of samples whose text is empty (after trimming).
     pub empty_samples: usize,
     /// Mean content length in tokens.
     pub mean_tokens: f64,
+    /// Wall-clock time spent generating the samples, in seconds.
     pub seconds_sampling: f64,
 }

@@ -31,7 +31,9 @@ use crate::{Error, Result};
 /// Tokens that lead from one state to the same next state.
 #[derive(Debug, Clone, PartialEq)]
 pub struct TokenGroup {
+    /// The state these tokens lead to.
     pub to: u32,
+    /// The tokens, sorted.
     pub tokens: Vec<u32>,
     /// Groups with the same token list share this id, so a position's best token in the list is
     /// found once however many states use it (free-text states of a JSON Schema, for example).
@@ -162,14 +164,17 @@ impl TokenAutomaton {
         }
     }
 
+    /// The number of states.
     pub fn num_states(&self) -> usize {
         self.accepting.len()
     }
 
+    /// The start state.
     pub fn start(&self) -> u32 {
         self.start
     }
 
+    /// Whether state `s` accepts (the content may end there).
     pub fn is_accepting(&self, s: u32) -> bool {
         self.accepting[s as usize]
     }

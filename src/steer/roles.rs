@@ -148,8 +148,6 @@ pub struct GuideContext<'a> {
     pub latent_t: usize,
     /// The word-embedding table `[V, d]`.
     pub embeddings: &'a Tensor,
-    /// The vocabulary's byte index.
-    pub index: &'a TokenIndex,
 }
 
 /// A soft preference: a differentiable objective the guidance update ascends.

@@ -21,8 +21,11 @@ use serde::Serialize;
 use crate::nn::{check_tensors, ParamSpec};
 use crate::{Error, Result, TextTokenizer};
 
+/// Name of the model configuration file in a checkpoint directory.
 pub const CONFIG_FILE: &str = "config.json";
+/// Name of the weights file (the EMA weights) in a checkpoint directory.
 pub const WEIGHTS_FILE: &str = "model.safetensors";
+/// Name of the tokenizer file in a checkpoint directory.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
 /// Name of the lock file a writer holds in a directory it writes (see [`DirLock`]).

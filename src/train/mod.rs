@@ -44,25 +44,30 @@ use rand::seq::SliceRandom;
 use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
-use checkpoint::{read_json, write_json};
 use crate::nn::{init_varmap, Mode, ParamSpec};
 use crate::train::optim::{linear_lr, AdamW, AdamWConfig, Ema};
 use crate::{Denoiser, DiffusionLm, Error, ModelConfig, NoiseSchedule, Result, TextTokenizer};
+use checkpoint::{read_json, write_json};
 
 /// Optimisation settings.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainConfig {
     /// Total optimizer steps.
     pub steps: usize,
+    /// Sequences per optimizer step.
     pub batch_size: usize,
     /// Peak learning rate (after warm-up; then linear decay to 0 at `steps`).
     pub lr: f64,
+    /// Steps over which the learning rate rises linearly to `lr`.
     pub warmup_steps: usize,
+    /// AdamW's decoupled weight decay.
     pub weight_decay: f64,
     /// EMA decay of the weights used for sampling.
     pub ema_decay: f64,
     /// Clip the global gradient norm to this value.
     pub grad_clip: Option<f64>,
+    /// Seed of the parameter initialisation and of the run's random draws (batch order, noise,
+    /// time steps, dropout).
     pub seed: u64,
     /// Write a checkpoint every this many steps (and at the end).
     pub checkpoint_every: usize,
@@ -88,6 +93,7 @@ impl Default for TrainConfig {
 }
 
 impl TrainConfig {
+    /// Checks that steps, batch size and learning rate are positive and `ema_decay` is in `[0, 1)`.
     pub fn validate(&self) -> Result<()> {
         if self.steps == 0 || self.batch_size == 0 {
             return Err(Error::Config("steps and batch_size must be positive".into()));
@@ -112,6 +118,7 @@ impl TrainConfig {
 pub trait Objective {
     /// Serialised as the checkpoint's `config.json`.
     type Config: Serialize;
+    /// The model's configuration, written as the checkpoint's `config.json`.
     fn config(&self) -> &Self::Config;
     /// Names of the loss components returned by [`Objective::loss`] (the first is the total).
     fn component_names(&self) -> &'static [&'static str];
@@ -121,12 +128,14 @@ pub trait Objective {
 
 /// The Diffusion-LM objective (see the module docs).
 pub struct DiffusionObjective {
+    /// The denoiser being trained.
     pub model: Denoiser,
     cfg: ModelConfig,
     schedule: NoiseSchedule,
 }
 
 impl DiffusionObjective {
+    /// Builds the denoiser from `vb` and the `sqrt` noise schedule of `cfg.diffusion_steps` steps.
     pub fn new(vb: VarBuilder, cfg: &ModelConfig) -> Result<Self> {
         Ok(DiffusionObjective {
             model: Denoiser::new(vb, cfg)?,
@@ -230,19 +239,26 @@ impl Objective for DiffusionObjective {
 /// One recorded point of the loss curve: the mean of each component over the last interval.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct HistoryPoint {
+    /// The optimizer step at which the point was recorded.
     pub step: usize,
+    /// Mean of each loss component since the previous point, in [`TrainState::components`] order.
     pub values: Vec<f64>,
 }
 
 /// What `train_state.json` holds.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct TrainState {
+    /// Optimizer steps completed.
     pub step: usize,
+    /// The run's optimisation settings.
     pub train: TrainConfig,
+    /// Names of the loss components (the first is the total).
     pub components: Vec<String>,
+    /// The recorded loss curve.
     pub history: Vec<HistoryPoint>,
     /// Wall-clock seconds spent training, across resumes.
     pub elapsed_secs: f64,
+    /// Token ids fed to the model (padding included), across resumes.
     pub tokens_seen: u64,
     /// Sequences dropped because they did not fit the sequence length.
     pub dropped_examples: usize,
@@ -256,15 +272,21 @@ pub struct TrainState {
 /// What a finished run reports.
 #[derive(Debug, Clone)]
 pub struct TrainSummary {
+    /// Optimizer steps taken by this run (not counting steps before a resume).
     pub steps: usize,
+    /// Loss components of the last step.
     pub final_losses: Vec<f64>,
+    /// Wall-clock seconds spent training, across resumes.
     pub elapsed_secs: f64,
+    /// Token ids processed per second during this run.
     pub tokens_per_sec: f64,
 }
 
+/// Name of the training-state file (a [`TrainState`]) in a run's directory.
 pub const STATE_FILE: &str = "train_state.json";
 /// The state tensors' file of states that do not name theirs ([`TrainState::tensors_file`]).
 pub const STATE_TENSORS_FILE: &str = "train_state.safetensors";
+/// Name of the loss-curve plot in a run's directory.
 pub const LOSS_PLOT_FILE: &str = "loss.png";
 
 /// The files a training run writes in its output directory, besides the state tensors
@@ -428,6 +450,7 @@ pub fn clear_output_dir(dir: &Path) -> Result<Vec<PathBuf>> {
 
 /// A generic training loop over token-id sequences of one fixed length.
 pub struct Trainer<O: Objective> {
+    /// The model and loss being trained.
     pub objective: O,
     varmap: VarMap,
     opt: AdamW,

@@ -34,9 +34,13 @@ use crate::Result;
 /// AdamW hyper-parameters.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWConfig {
+    /// Decay rate of the first-moment (mean) estimate.
     pub beta1: f64,
+    /// Decay rate of the second-moment (uncentred variance) estimate.
     pub beta2: f64,
+    /// Added to `√v̂` in the denominator for numerical stability.
     pub eps: f64,
+    /// Decoupled weight decay: each step scales the parameters by `1 - lr · weight_decay`.
     pub weight_decay: f64,
 }
 
@@ -193,6 +197,7 @@ impl AdamW {
         })
     }
 
+    /// The optimised variables with their names, sorted by name (the flat-buffer order).
     pub fn vars(&self) -> &[(String, Var)] {
         &self.vars
     }
@@ -322,6 +327,7 @@ pub fn linear_lr(base: f64, step: usize, total: usize, warmup: usize) -> f64 {
 /// random initialisation for thousands of steps. The average is one flat vector in the order of
 /// the variables it was created from; [`Ema::tensors`] gives it by name.
 pub struct Ema {
+    /// The maximum decay, reached once the ramp `(1 + n) / (10 + n)` exceeds it.
     pub decay: f64,
     names: Vec<String>,
     layout: FlatLayout,

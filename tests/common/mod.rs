@@ -33,7 +33,7 @@ pub fn toy_config(tok: &TextTokenizer) -> ModelConfig {
         ffn_hidden: 128,
         dropout: 0.0,
         diffusion_steps: 200,
-        schedule: "sqrt".into(),
+        schedule: diffusion_lm::engine::ScheduleKind::Sqrt,
     }
 }
 

@@ -165,7 +165,10 @@ impl Constraint for Grammar {
         if self.recognizer.accepts(text) {
             Ok(())
         } else {
-            Err(CheckError::new(format!("{text:?} is not in the language of grammar {}", self.name)))
+            Err(CheckError::new(format!(
+                "{text:?} is not in the language of grammar {}",
+                self.name
+            )))
         }
     }
 }
