@@ -24,7 +24,7 @@
 //!
 //! ```
 //! use candle_core::{Device, Tensor};
-//! use diffusion_lm::kernels::{linear, Activation};
+//! use diffusion_lm::nn::kernels::{linear, Activation};
 //!
 //! # fn main() -> diffusion_lm::Result<()> {
 //! let dev = Device::Cpu;
@@ -338,7 +338,7 @@ mod cuda {
     }
 
     fn cpu_only(name: &str) -> candle_core::Result<(CpuStorage, Shape)> {
-        bail!("{name} is a CUDA kernel; diffusion_lm::kernels runs candle's operations on other devices")
+        bail!("{name} is a CUDA kernel; diffusion_lm::nn::kernels runs candle's operations on other devices")
     }
 
     /// The contiguous view of a storage's tensor.

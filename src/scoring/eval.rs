@@ -3,7 +3,7 @@
 //! share of samples that copy a training text verbatim).
 //!
 //! ```
-//! use diffusion_lm::eval::{copy_rate, distinct_n};
+//! use diffusion_lm::scoring::eval::{copy_rate, distinct_n};
 //! let samples = ["a b c", "a b d"];
 //! // word bigrams: (a b) (b c) (a b) (b d) → 3 distinct of 4
 //! assert_eq!(distinct_n(&samples, 2), 0.75);

@@ -12,7 +12,7 @@
 //! tail that follows is handled by the projection, not here.
 //!
 //! ```
-//! use diffusion_lm::{TextTokenizer, automaton::TokenAutomaton, token_index::TokenIndex};
+//! use diffusion_lm::{TextTokenizer, steer::{automaton::TokenAutomaton, token_index::TokenIndex}};
 //! let tok = TextTokenizer::train(["aaa bbb", "ab ba"].into_iter(), 300).unwrap();
 //! let index = TokenIndex::new(&tok);
 //! // Byte automaton for "one or more 'a'": state 0 = nothing yet, 1 = seen 'a's.

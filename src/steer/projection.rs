@@ -15,7 +15,7 @@
 //! number of live (state, token) transitions, and the result is exact.
 //!
 //! ```
-//! use diffusion_lm::{TextTokenizer, automaton::TokenAutomaton, token_index::TokenIndex, projection::best_sequence};
+//! use diffusion_lm::{TextTokenizer, steer::{automaton::TokenAutomaton, token_index::TokenIndex, projection::best_sequence}};
 //! let tok = TextTokenizer::train(["aaa bbb", "ab ba"].into_iter(), 300).unwrap();
 //! let index = TokenIndex::new(&tok);
 //! let only_a = TokenAutomaton::from_byte_automaton(&index, 0u8, |_, b| (b == b'a').then_some(1), |s| s == 1, 100).unwrap();

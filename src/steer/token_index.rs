@@ -7,7 +7,7 @@
 //! where every token leads from a state costs one pass over the trie, not one pass per token.
 //!
 //! ```
-//! use diffusion_lm::{TextTokenizer, token_index::TokenIndex};
+//! use diffusion_lm::{TextTokenizer, steer::{token_index::TokenIndex}};
 //! let tok = TextTokenizer::train(["ab ab abc", "abc ab"].into_iter(), 300).unwrap();
 //! let index = TokenIndex::new(&tok);
 //! let ids = tok.encode("abc ab").unwrap();

@@ -195,9 +195,9 @@ fn check_finite(tensors: &HashMap<String, Tensor>) -> std::result::Result<(), St
 ///
 /// ```
 /// let dir = diffusion_lm::DiffusionLm::default_dir();
-/// let print = diffusion_lm::checkpoint::weights_fingerprint(&dir).unwrap();
+/// let print = diffusion_lm::train::checkpoint::weights_fingerprint(&dir).unwrap();
 /// assert_eq!(print.len(), 16);
-/// assert_eq!(print, diffusion_lm::checkpoint::weights_fingerprint(&dir).unwrap());
+/// assert_eq!(print, diffusion_lm::train::checkpoint::weights_fingerprint(&dir).unwrap());
 /// ```
 pub fn weights_fingerprint(dir: &Path) -> Result<String> {
     let path = dir.join(WEIGHTS_FILE);

@@ -19,7 +19,8 @@
 //!
 //! ```no_run
 //! use diffusion_lm::train::{train_diffusion, TrainConfig};
-//! use diffusion_lm::{corpus, ModelConfig, TextTokenizer};
+//! use diffusion_lm::text::corpus;
+//! use diffusion_lm::{ModelConfig, TextTokenizer};
 //! # fn main() -> diffusion_lm::Result<()> {
 //! let examples = corpus::read_text("corpus.txt")?;
 //! let tok = TextTokenizer::train(examples.iter().map(|e| e.text.as_str()), 1000)?;

@@ -11,7 +11,7 @@
 //!
 //! ```
 //! use candle_core::{Device, Tensor, Var};
-//! use diffusion_lm::optim::{AdamW, AdamWConfig};
+//! use diffusion_lm::train::optim::{AdamW, AdamWConfig};
 //!
 //! # fn main() -> diffusion_lm::Result<()> {
 //! let w = Var::new(&[1.0f32, -2.0], &Device::Cpu)?;
