@@ -69,13 +69,12 @@ mod attribute {
     use std::sync::Arc;
 
     use candle_core::{DType, Device, Tensor};
-    use diffusion_lm::e2e::MeaningRepresentation;
     use diffusion_lm::generate::guidance_gradient;
     use diffusion_lm::nn::init_varmap;
     use diffusion_lm::nn::Mode;
     use diffusion_lm::scoring::classifier::{classifier_trainer, ClassifierConfig, FieldSpec, LatentClassifier};
     use diffusion_lm::steer::{Guide, GuideContext, GuideInput};
-    use diffusion_lm::text::corpus::Example;
+    use diffusion_lm::text::corpus::{Example, Labels};
     use diffusion_lm::train::TrainConfig;
     use diffusion_lm::Generator;
     use diffusion_lm::{Denoiser, ModelConfig};
@@ -219,7 +218,7 @@ mod attribute {
             .zip(animals)
             .map(|(text, animal)| Example {
                 text: text.to_string(),
-                mr: Some(MeaningRepresentation {
+                labels: Some(Labels {
                     fields: vec![("animal".into(), animal.into())],
                 }),
             })

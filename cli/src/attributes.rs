@@ -49,10 +49,9 @@ pub struct GuidanceArgs {
 impl GuidanceArgs {
     /// What the guidance reads with this classifier, and the update settings.
     pub fn resolve(&self, classifier: &LatentClassifier) -> Result<(GuidanceInput, GuidanceConfig)> {
+        // Whether the classifier can read `input` is checked where the guide is built
+        // (`Attribute::reading`).
         let input = self.guide_on.unwrap_or(classifier.config().reads);
-        if input == GuidanceInput::Latent && classifier.config().reads == GuidanceInput::Prediction {
-            bail!("--guide-on latent: this classifier was trained on the denoiser's predictions and can only guide on them");
-        }
         let base = GuidanceConfig::recommended(input);
         let step_size = self.guidance_step_size.unwrap_or(base.step_size);
         if !(step_size.is_finite() && step_size > 0.0) {
@@ -174,7 +173,7 @@ pub fn train_classifier(
         );
         train_ex.extend(copies);
     }
-    let labelled = train_ex.iter().filter(|e| e.mr.is_some()).count();
+    let labelled = train_ex.iter().filter(|e| e.labels.is_some()).count();
     if labelled == 0 {
         bail!(
             "the corpus in {} has no E2E meaning representations to learn from",

@@ -138,7 +138,7 @@ impl Attribute {
         if input == GuideInput::Latent && self.classifier.config().reads == GuideInput::Prediction {
             let (f, v) = self.target();
             return Err(ControllerError::Attribute(format!(
-                "{f}={v}: this classifier reads the denoiser's predictions and cannot guide on the noisy latent"
+                "{f}={v}: this classifier was trained on the denoiser's predictions and cannot guide on the noisy latent"
             )));
         }
         self.reads = input;

@@ -21,7 +21,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::scoring::classifier::{FieldSpec, NONE};
-use crate::text::corpus::{non_empty, Example};
+use crate::text::corpus::{non_empty, Example, Labels};
 use crate::{Error, Result};
 
 /// The E2E fields in their canonical order, with the JSON key each is rendered under.
@@ -41,6 +41,18 @@ pub const E2E_FIELDS: [(&str, &str); 8] = [
 pub struct MeaningRepresentation {
     /// `(field, value)` pairs in the order written.
     pub fields: Vec<(String, String)>,
+}
+
+impl From<MeaningRepresentation> for Labels {
+    fn from(mr: MeaningRepresentation) -> Self {
+        Labels { fields: mr.fields }
+    }
+}
+
+impl From<Labels> for MeaningRepresentation {
+    fn from(labels: Labels) -> Self {
+        MeaningRepresentation { fields: labels.fields }
+    }
 }
 
 impl MeaningRepresentation {
@@ -151,13 +163,13 @@ pub fn read_e2e_csv(path: impl AsRef<Path>, opts: E2eOptions) -> Result<Vec<Exam
         if opts.sentences && !sentence.trim().is_empty() {
             out.push(Example {
                 text: sentence.trim().to_string(),
-                mr: Some(mr.clone()),
+                labels: Some(mr.clone().into()),
             });
         }
         if opts.json_records {
             out.push(Example {
                 text: mr.to_json(),
-                mr: Some(mr),
+                labels: Some(mr.into()),
             });
         }
     }
@@ -187,7 +199,7 @@ pub const VERBATIM_FIELDS: [&str; 3] = ["name", "near", "food"];
 /// use diffusion_lm::text::corpus::Example;
 /// let ex = |mr: &str, text: &str| Example {
 ///     text: text.into(),
-///     mr: Some(MeaningRepresentation::parse(mr).unwrap()),
+///     labels: Some(MeaningRepresentation::parse(mr).unwrap().into()),
 /// };
 /// let corpus = vec![
 ///     ex("name[The Cricketers], near[Avalon]", "The Cricketers is near Avalon."),
@@ -195,14 +207,14 @@ pub const VERBATIM_FIELDS: [&str; 3] = ["name", "near", "food"];
 /// ];
 /// let copies = relexicalize(&corpus, &["name", "near"], 1, 0);
 /// assert_eq!(copies[0].text, "Cotto is near Café Rouge.");
-/// assert_eq!(copies[0].mr.as_ref().unwrap().get("near"), Some("Café Rouge"));
+/// assert_eq!(copies[0].labels.as_ref().unwrap().get("near"), Some("Café Rouge"));
 /// ```
 pub fn relexicalize(examples: &[Example], fields: &[&str], copies: usize, seed: u64) -> Vec<Example> {
     use rand::{Rng, SeedableRng};
     let pools: Vec<Vec<&str>> = fields
         .iter()
         .map(|field| {
-            let mut values: Vec<&str> = examples.iter().filter_map(|e| e.mr.as_ref()?.get(field)).collect();
+            let mut values: Vec<&str> = examples.iter().filter_map(|e| e.labels.as_ref()?.get(field)).collect();
             values.sort_unstable();
             values.dedup();
             values
@@ -211,7 +223,7 @@ pub fn relexicalize(examples: &[Example], fields: &[&str], copies: usize, seed: 
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
     let mut out = Vec::new();
     for example in examples {
-        let Some(mr) = &example.mr else { continue };
+        let Some(mr) = &example.labels else { continue };
         // Every value of the record the text writes, longest first.
         let mut written: Vec<(&str, &str)> = mr
             .fields
@@ -255,7 +267,10 @@ pub fn relexicalize(examples: &[Example], fields: &[&str], copies: usize, seed: 
                     }
                 }
             }
-            out.push(Example { text, mr: Some(new_mr) });
+            out.push(Example {
+                text,
+                labels: Some(new_mr),
+            });
         }
     }
     out
@@ -274,7 +289,7 @@ pub fn e2e_fields(examples: &[Example]) -> Vec<FieldSpec> {
         .map(|(field, _)| {
             let mut values: Vec<String> = examples
                 .iter()
-                .filter_map(|e| e.mr.as_ref()?.get(field).map(str::to_string))
+                .filter_map(|e| e.labels.as_ref()?.get(field).map(str::to_string))
                 .collect();
             values.sort();
             values.dedup();
@@ -398,7 +413,7 @@ mod tests {
     fn example(mr: &str, text: &str) -> Example {
         Example {
             text: text.into(),
-            mr: Some(MeaningRepresentation::parse(mr).unwrap()),
+            labels: Some(MeaningRepresentation::parse(mr).unwrap().into()),
         }
     }
 
@@ -419,7 +434,7 @@ mod tests {
             ),
         ];
         let mut json = corpus[0].clone();
-        json.text = json.mr.as_ref().unwrap().to_json();
+        json.text = MeaningRepresentation::from(json.labels.clone().unwrap()).to_json();
         let mut all = corpus.clone();
         all.push(json);
         let copies = relexicalize(&all, &VERBATIM_FIELDS, 20, 7);
@@ -432,7 +447,7 @@ mod tests {
         let mut names_seen = std::collections::BTreeSet::new();
         for (i, copy) in copies.iter().enumerate() {
             let source = &all[i / 20];
-            let (mr, old) = (copy.mr.as_ref().unwrap(), source.mr.as_ref().unwrap());
+            let (mr, old) = (copy.labels.as_ref().unwrap(), source.labels.as_ref().unwrap());
             for field in ["name", "food", "near"] {
                 let (new_value, old_value) = (mr.get(field).unwrap(), old.get(field).unwrap());
                 if source.text.contains(old_value) {
@@ -453,14 +468,18 @@ mod tests {
                 );
             }
             if i / 20 == 3 {
-                assert_eq!(copy.text, mr.to_json(), "a JSON record stays the record of its MR");
+                assert_eq!(
+                    copy.text,
+                    MeaningRepresentation::from(mr.clone()).to_json(),
+                    "a JSON record stays the record of its MR"
+                );
             }
         }
         assert_eq!(names_seen.len(), 3, "every name is drawn");
         // Pasta is not "Italian" verbatim: the food of the second example is never swapped.
         assert!(copies[20..40]
             .iter()
-            .all(|c| c.mr.as_ref().unwrap().get("food") == Some("Italian")));
+            .all(|c| c.labels.as_ref().unwrap().get("food") == Some("Italian")));
     }
 
     #[test]
@@ -469,7 +488,7 @@ mod tests {
             example("name[Cotto], eatType[pub]", "It is a pub."),
             Example {
                 text: "no record".into(),
-                mr: None,
+                labels: None,
             },
         ];
         assert!(relexicalize(&corpus, &VERBATIM_FIELDS, 3, 0).is_empty());

@@ -41,6 +41,15 @@ pub enum ScheduleKind {
     Sqrt,
 }
 
+impl ScheduleKind {
+    /// The schedule of this kind over `steps` diffusion steps.
+    pub fn schedule(self, steps: usize) -> Result<NoiseSchedule> {
+        match self {
+            ScheduleKind::Sqrt => NoiseSchedule::sqrt(steps),
+        }
+    }
+}
+
 /// Largest beta allowed, as in Diffusion-LM.
 pub const MAX_BETA: f64 = 0.999;
 

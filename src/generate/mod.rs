@@ -2,7 +2,7 @@
 //! [`Stack`] of controllers and rounds to text.
 //!
 //! A run is a small per-step loop (`denoise.rs`: predict → project → sampler update → guide →
-//! repair, each hook in its own module: `project.rs`, [`guide`], `repair.rs`) followed by
+//! repair, each hook in its own module: `project.rs`, `guide.rs`, `repair.rs`) followed by
 //! finishing stages: rewrite and self-correction by inpainting (`rewrite.rs`), the independent
 //! check of every output with redraws on failure, and minimum Bayes risk selection
 //! ([`mbr_select`]). All settings live in one serde [`GenerationConfig`]; every random stream
@@ -22,7 +22,7 @@
 
 mod config;
 mod denoise;
-pub mod guide;
+mod guide;
 mod mbr;
 mod project;
 mod repair;
@@ -37,7 +37,6 @@ pub use mbr::mbr_select;
 
 use crate::engine::lm::DiffusionLm;
 use crate::engine::sampler::{Sampler, SamplerKind};
-use crate::engine::schedule::NoiseSchedule;
 use crate::steer::{Constraint, ConstraintContext, Guide, GuideInput, PreparedStack, Repair, Stack};
 use crate::{Error, Result};
 use seeds::{derive, sample_rng, Stream};
@@ -262,9 +261,6 @@ impl<'m> Generator<'m> {
         let cfg = &self.lm.config;
         self.config.validate()?;
         let length = self.length_in_tokens();
-        if length == 0 {
-            return Err(Error::Sampling("the sequence length must be at least 1".into()));
-        }
         if length > cfg.seq_len {
             return Err(Error::Sampling(format!(
                 "requested length {length} exceeds the model's sequence length {}",
@@ -272,7 +268,7 @@ impl<'m> Generator<'m> {
             )));
         }
         let steps = self.config.steps.unwrap_or(DEFAULT_STEPS.min(cfg.diffusion_steps));
-        let schedule = NoiseSchedule::sqrt(cfg.diffusion_steps)?.respace(steps)?;
+        let schedule = cfg.schedule.schedule(cfg.diffusion_steps)?.respace(steps)?;
         Ok(Sampler::new(schedule, self.config.sampler))
     }
 

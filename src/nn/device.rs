@@ -10,27 +10,9 @@ use candle_core::{DType, Device};
 
 use crate::{Error, Result};
 
-/// Parses a device name and opens the device.
+/// Parses a device name ([`DeviceSpec`]) and opens the device.
 pub fn parse_device(name: &str) -> Result<Device> {
-    let (kind, index) = match name.split_once(':') {
-        Some((k, i)) => {
-            let i = i
-                .parse::<usize>()
-                .map_err(|_| Error::Config(format!("bad device index in {name:?}")))?;
-            (k, i)
-        }
-        None => (name, 0),
-    };
-    match kind {
-        "cpu" => Ok(Device::Cpu),
-        "cuda" => Device::new_cuda(index)
-            .map_err(|e| Error::Config(format!("cannot open {name}: {e} (built without the `cuda` feature?)"))),
-        "metal" => Device::new_metal(index)
-            .map_err(|e| Error::Config(format!("cannot open {name}: {e} (built without the `metal` feature?)"))),
-        _ => Err(Error::Config(format!(
-            "unknown device {name:?}: expected cpu, cuda[:N] or metal[:N]"
-        ))),
-    }
+    name.parse::<DeviceSpec>()?.open()
 }
 
 /// Parses a compute dtype name: `f32`, `bf16` or `f16`.
@@ -82,7 +64,21 @@ pub enum DeviceSpec {
 impl DeviceSpec {
     /// Opens the device.
     pub fn open(self) -> Result<Device> {
-        parse_device(&self.to_string())
+        let opened = match self {
+            DeviceSpec::Cpu => return Ok(Device::Cpu),
+            DeviceSpec::Cuda(i) => Device::new_cuda(i),
+            DeviceSpec::Metal(i) => Device::new_metal(i),
+        };
+        opened.map_err(|e| {
+            let feature = if matches!(self, DeviceSpec::Cuda(_)) {
+                "cuda"
+            } else {
+                "metal"
+            };
+            Error::Config(format!(
+                "cannot open {self}: {e} (built without the `{feature}` feature?)"
+            ))
+        })
     }
 }
 
@@ -99,7 +95,7 @@ impl std::str::FromStr for DeviceSpec {
             None => (name, None),
         };
         match (kind, index) {
-            ("cpu", None) => Ok(DeviceSpec::Cpu),
+            ("cpu", _) => Ok(DeviceSpec::Cpu),
             ("cuda", i) => Ok(DeviceSpec::Cuda(i.unwrap_or(0))),
             ("metal", i) => Ok(DeviceSpec::Metal(i.unwrap_or(0))),
             _ => Err(Error::Config(format!(

@@ -287,7 +287,7 @@ fn labels(fields: &[FieldSpec], example: &Example) -> Vec<u32> {
     fields
         .iter()
         .map(|f| {
-            let value = example.mr.as_ref().and_then(|mr| mr.get(&f.name)).unwrap_or(NONE);
+            let value = example.labels.as_ref().and_then(|l| l.get(&f.name)).unwrap_or(NONE);
             f.values.iter().position(|v| v == value).unwrap_or(0) as u32
         })
         .collect()
@@ -364,8 +364,8 @@ impl Objective for ClassifierObjective {
 
 /// Builds a [`Trainer`] for a latent classifier of the diffusion model `denoiser` (frozen: its
 /// word embeddings make `x_0`, and with `cfg.reads` = [`GuideInput::Prediction`] its
-/// predictions are what the classifier reads), on labelled `examples` (E2E examples with a
-/// meaning representation; others are skipped).
+/// predictions are what the classifier reads), on labelled `examples` (examples with
+/// [`Example::labels`]; others are skipped).
 #[allow(clippy::too_many_arguments)]
 pub fn classifier_trainer(
     cfg: ClassifierConfig,
@@ -387,7 +387,7 @@ pub fn classifier_trainer(
     }
     let mut rows = Vec::new();
     let mut dropped = 0;
-    for e in examples.iter().filter(|e| e.mr.is_some()) {
+    for e in examples.iter().filter(|e| e.labels.is_some()) {
         let mut ids = tokenizer.encode(&e.text)?;
         if ids.is_empty() || ids.len() > cfg.seq_len {
             dropped += 1;
@@ -399,11 +399,11 @@ pub fn classifier_trainer(
     }
     if rows.is_empty() {
         return Err(Error::Config(
-            "no labelled examples: the classifier trains on E2E rows with meaning representations".into(),
+            "no labelled examples: the classifier trains on examples with labels (E2E rows with meaning representations)".into(),
         ));
     }
     let embeddings = embeddings.detach().to_device(device)?;
-    let schedule = NoiseSchedule::sqrt(cfg.diffusion_steps)?;
+    let schedule = denoiser.config().schedule.schedule(cfg.diffusion_steps)?;
     let denoiser = match cfg.reads {
         GuideInput::Prediction => Some(denoiser.clone()),
         GuideInput::Latent => None,

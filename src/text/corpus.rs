@@ -5,16 +5,31 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
-use crate::e2e::{E2eOptions, MeaningRepresentation};
+use crate::e2e::E2eOptions;
 use crate::{Error, Result};
 
-/// One training example: its text and, for E2E, the meaning representation it came from.
+/// One training example: its text and the labels it came with, if any.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Example {
     /// The text.
     pub text: String,
-    /// The labelled record it came from (E2E: its meaning representation), if any.
-    pub mr: Option<MeaningRepresentation>,
+    /// Its labelled fields (for E2E, the meaning representation it was written from).
+    pub labels: Option<Labels>,
+}
+
+/// Labelled fields of an example, `(field, value)` pairs in the order written; what attribute
+/// classifiers train on.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Labels {
+    /// `(field, value)` pairs in the order written.
+    pub fields: Vec<(String, String)>,
+}
+
+impl Labels {
+    /// The value of `field`, if present.
+    pub fn get(&self, field: &str) -> Option<&str> {
+        self.fields.iter().find(|(k, _)| k == field).map(|(_, v)| v.as_str())
+    }
 }
 
 /// Reads plain text: one example per non-empty line.
@@ -27,7 +42,7 @@ pub fn read_text(path: impl AsRef<Path>) -> Result<Vec<Example>> {
         .filter(|l| !l.is_empty())
         .map(|l| Example {
             text: l.to_string(),
-            mr: None,
+            labels: None,
         })
         .collect();
     non_empty(path, out)
@@ -63,7 +78,7 @@ pub fn read_jsonl(path: impl AsRef<Path>) -> Result<Vec<Example>> {
             }
         };
         if !text.trim().is_empty() {
-            out.push(Example { text, mr: None });
+            out.push(Example { text, labels: None });
         }
     }
     non_empty(path, out)

@@ -31,8 +31,8 @@
 //! ```
 
 pub mod checkpoint;
-pub mod optim;
-pub mod plot;
+pub(crate) mod optim;
+pub(crate) mod plot;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -141,7 +141,7 @@ impl DiffusionObjective {
         Ok(DiffusionObjective {
             model: Denoiser::new(vb, cfg)?,
             cfg: cfg.clone(),
-            schedule: NoiseSchedule::sqrt(cfg.diffusion_steps)?,
+            schedule: cfg.schedule.schedule(cfg.diffusion_steps)?,
         })
     }
 }

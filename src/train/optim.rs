@@ -8,22 +8,6 @@
 //! fifteen whole-buffer operations plus one copy per parameter, instead of about twenty
 //! operations per parameter. On a GPU a small model's training step is bound by the number of
 //! kernel launches, so this is what PyTorch's multi-tensor ("foreach") AdamW does too.
-//!
-//! ```
-//! use candle_core::{Device, Tensor, Var};
-//! use diffusion_lm::train::optim::{AdamW, AdamWConfig};
-//!
-//! # fn main() -> diffusion_lm::Result<()> {
-//! let w = Var::new(&[1.0f32, -2.0], &Device::Cpu)?;
-//! let mut opt = AdamW::new(vec![("w".into(), w.clone())], AdamWConfig::default())?;
-//! let loss = w.as_tensor().sqr()?.sum_all()?;
-//! opt.step(&loss.backward()?, 0.1, None)?;
-//! // Adam's first step moves every coordinate by the learning rate, against its gradient.
-//! let w = w.as_tensor().to_vec1::<f32>()?;
-//! assert!((w[0] - 0.9).abs() < 1e-6 && (w[1] + 1.9).abs() < 1e-6);
-//! # Ok(())
-//! # }
-//! ```
 
 use std::collections::HashMap;
 
@@ -202,11 +186,6 @@ impl AdamW {
         &self.vars
     }
 
-    /// Number of updates applied so far.
-    pub fn step_count(&self) -> usize {
-        self.step
-    }
-
     /// The current parameters, flat in [`AdamW::vars`] order (a copy).
     pub fn flat_params(&self) -> Result<Tensor> {
         FlatLayout::gather(&self.vars.iter().map(|(_, v)| v.as_tensor().clone()).collect::<Vec<_>>())
@@ -372,11 +351,6 @@ impl Ema {
         &self.tensors
     }
 
-    /// Number of updates folded in so far.
-    pub fn updates(&self) -> usize {
-        self.updates
-    }
-
     /// Folds in new parameters, flat in the order of the variables given to [`Ema::new`] (what
     /// [`AdamW::step`] returns).
     pub fn update(&mut self, flat_params: &Tensor) -> Result<()> {
@@ -417,5 +391,21 @@ impl Ema {
         }
         self.updates = updates;
         self.refresh_views().map_err(|e| e.to_string())
+    }
+}
+
+#[cfg(test)]
+mod adamw_tests {
+    use super::{AdamW, AdamWConfig};
+    use candle_core::{Device, Var};
+
+    #[test]
+    fn adams_first_step_moves_every_coordinate_by_the_learning_rate() {
+        let w = Var::new(&[1.0f32, -2.0], &Device::Cpu).unwrap();
+        let mut opt = AdamW::new(vec![("w".into(), w.clone())], AdamWConfig::default()).unwrap();
+        let loss = w.as_tensor().sqr().unwrap().sum_all().unwrap();
+        opt.step(&loss.backward().unwrap(), 0.1, None).unwrap();
+        let w = w.as_tensor().to_vec1::<f32>().unwrap();
+        assert!((w[0] - 0.9).abs() < 1e-6 && (w[1] + 1.9).abs() < 1e-6, "{w:?}");
     }
 }
