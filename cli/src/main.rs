@@ -9,7 +9,9 @@ use diffusion_lm::nn::device::{ComputeDtype, DeviceSpec};
 use diffusion_lm::text::corpus::{self, Example};
 use diffusion_lm::train::{diffusion_trainer, TrainConfig};
 use diffusion_lm::{DiffusionLm, GenerationConfig, Generator, ModelConfig, SamplerKind, Stack, TextTokenizer};
-use diffusion_lm_controllers::{Infill, JsonSchema, JsonSchemaConfig, Layout, Length, Regex, SyntaxTree};
+use diffusion_lm_controllers::{
+    Grammar, GrammarConfig, Infill, JsonSchema, JsonSchemaConfig, Layout, Length, Limits, Regex, SyntaxTree,
+};
 
 #[macro_use]
 mod output;
@@ -168,7 +170,7 @@ struct ControlArgs {
     #[arg(long)]
     grammar: Option<PathBuf>,
     /// With --grammar: how deep recursive rules may nest (the automaton's depth bound).
-    #[arg(long, requires = "grammar", default_value_t = diffusion_lm_controllers::GrammarConfig::default().max_depth)]
+    #[arg(long, requires = "grammar", default_value_t = Limits::default().grammar_depth)]
     grammar_depth: usize,
     /// Steer toward `field=value` with an optional weight, e.g. `food=Italian` or
     /// `area=riverside:2` (repeatable); classifier guidance with MODEL/classifier.
@@ -297,11 +299,13 @@ impl ControlArgs {
             stack = stack.constrain(Infill::new(t)?);
         }
         if let Some(path) = &self.grammar {
-            let config = diffusion_lm_controllers::GrammarConfig {
-                max_depth: self.grammar_depth,
-                ..Default::default()
+            let config = GrammarConfig {
+                limits: Limits {
+                    grammar_depth: self.grammar_depth,
+                    ..Limits::default()
+                },
             };
-            stack = stack.constrain(diffusion_lm_controllers::Grammar::from_file_with_config(path, config)?);
+            stack = stack.constrain(Grammar::from_file_with_config(path, config)?);
         }
         if let Some(language) = &self.finishing.syntax {
             let mut tree = SyntaxTree::by_name(language)?;

@@ -1,7 +1,7 @@
 //! The `SyntaxTree` controller: repair by parsing, with tree-sitter grammars.
 //!
 //! Where a [`Grammar`](crate::Grammar) makes syntax exact by projection, `SyntaxTree` works like
-//! an editor, in two phases (see [`Controller::repair`]):
+//! an editor, in two phases (see [`Repair::faulty_positions`]):
 //!
 //! * **During sampling**, every `every` steps inside a window of the schedule, it decodes the
 //!   current prediction, parses it, and re-noises the tokens inside `ERROR` and `MISSING` nodes
@@ -13,11 +13,11 @@
 //!
 //! A tree-sitter query can also require structure: while the finished output has no match, every
 //! position is named, so each rewrite round redraws it from more noise, and a rewrite that matches
-//! is preferred to one that does not, whatever its slips (its [`Controller::faults`]).
+//! is preferred to one that does not, whatever its slips (its [`Repair::fault_score`]).
 //! More rounds ([`diffusion_lm::Generator::rewrite`]) find the structure more often.
 //!
-//! It is soft: outputs parse more often, not always. Its [`Controller::check`] accepts every
-//! output, and [`SyntaxTree::parses`] says whether one parses. For guaranteed syntax, use a
+//! It is soft: outputs parse more often, not always. As a repair it rejects no output;
+//! [`SyntaxTree::parses`] says whether one parses. For guaranteed syntax, use a
 //! [`Grammar`](crate::Grammar) or a [`JsonSchema`](crate::JsonSchema).
 //!
 //! ```

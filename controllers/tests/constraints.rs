@@ -171,9 +171,12 @@ fn soft_then_hard_projection_still_satisfies_every_constraint() {
 #[test]
 fn dfa_blow_up_is_a_clear_error() {
     let tight = diffusion_lm_controllers::RegexConfig {
-        dfa_size_limit: 10_000,
-        determinize_size_limit: 10_000,
-        max_token_states: 100,
+        limits: diffusion_lm_controllers::Limits {
+            regex_dfa_bytes: 10_000,
+            regex_determinize_bytes: 10_000,
+            regex_token_states: 100,
+            ..Default::default()
+        },
     };
     let err = Regex::with_config(r"[ab]*a[ab]{20}", tight).unwrap_err();
     assert!(err.to_string().contains("[ab]*a[ab]{20}"), "{err}");

@@ -19,7 +19,7 @@ use diffusion_lm::steer::token_index::TokenIndex;
 use diffusion_lm::steer::ConstraintContext;
 use diffusion_lm::TextTokenizer;
 use diffusion_lm_controllers::{
-    ControllerError, Grammar, GrammarConfig, JsonSchema, JsonSchemaConfig, Regex, RegexConfig,
+    ControllerError, Grammar, GrammarConfig, JsonSchema, JsonSchemaConfig, Limits, Regex, RegexConfig,
 };
 use proptest::prelude::*;
 use proptest::test_runner::TestCaseError;
@@ -67,7 +67,7 @@ fn context() -> ConstraintContext<'static> {
 }
 
 /// A random document accepted by `dfa`, when the automaton is small enough to walk cheaply.
-fn sample(dfa: &diffusion_lm_controllers::byte_automaton::Dfa, seed: u64) -> Option<Vec<u8>> {
+fn sample(dfa: &diffusion_lm_controllers::dfa::Dfa, seed: u64) -> Option<Vec<u8>> {
     if dfa.num_states() > 3_000 {
         return None;
     }
@@ -83,13 +83,16 @@ fn sample(dfa: &diffusion_lm_controllers::byte_automaton::Dfa, seed: u64) -> Opt
 /// Limits that keep every case fast; the defaults are exercised by `json_schema_default_limits`.
 fn schema_config() -> JsonSchemaConfig {
     JsonSchemaConfig {
-        max_depth: 3,
-        any_depth: 2,
-        max_states: 4_000,
-        max_total_states: 60_000,
-        max_counted: 24,
-        regex_size_limit: 1 << 20,
-        max_token_states: 4_000,
+        limits: Limits {
+            json_depth: 3,
+            json_any_depth: 2,
+            json_states: 4_000,
+            json_total_states: 60_000,
+            json_max_counted: 24,
+            json_regex_bytes: 1 << 20,
+            json_token_states: 4_000,
+            ..Limits::default()
+        },
         ..JsonSchemaConfig::default()
     }
 }
@@ -609,9 +612,12 @@ fn json_schema_complement_of_escaped_keys() {
 
 fn grammar_config() -> GrammarConfig {
     GrammarConfig {
-        max_depth: 3,
-        max_states: 5_000,
-        max_token_states: 5_000,
+        limits: Limits {
+            grammar_depth: 3,
+            grammar_states: 5_000,
+            grammar_token_states: 5_000,
+            ..Limits::default()
+        },
     }
 }
 
@@ -789,9 +795,12 @@ fn gbnf_deep_nesting() {
 
 fn regex_config() -> RegexConfig {
     RegexConfig {
-        dfa_size_limit: 1 << 20,
-        determinize_size_limit: 1 << 20,
-        max_token_states: 2_000,
+        limits: Limits {
+            regex_dfa_bytes: 1 << 20,
+            regex_determinize_bytes: 1 << 20,
+            regex_token_states: 2_000,
+            ..Limits::default()
+        },
     }
 }
 
@@ -876,7 +885,7 @@ fn regex_huge_repetition_fails_fast() {
 }
 
 // FIXME slow: controllers/src/grammar/compile.rs builds `x{m,n}` as one NFA of n copies and
-// determinises it (controllers/src/byte_automaton.rs `Nfa::determinize`); when `x` can be empty,
+// determinises it (controllers/src/dfa/automaton.rs `Nfa::determinize`); when `x` can be empty,
 // the subsets span all copies, and this 1,610-state result takes 18-30 s (release) although the
 // grammar is tiny. Building the repetition by repeated concatenation of minimised DFAs would
 // keep the subsets small.

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 
 use common::{distances, random_document};
 use diffusion_lm::{DiffusionLm, Generator};
-use diffusion_lm_controllers::{ControllerError, Grammar, GrammarConfig};
+use diffusion_lm_controllers::{ControllerError, Grammar, GrammarConfig, Limits};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 
@@ -86,8 +86,10 @@ fn hand_written_sentences_are_accepted_and_non_sentences_rejected() {
     let deep = Grammar::from_file_with_config(
         grammar_file("json.gbnf"),
         GrammarConfig {
-            max_depth: 12,
-            ..GrammarConfig::default()
+            limits: Limits {
+                grammar_depth: 12,
+                ..Limits::default()
+            },
         },
     )
     .unwrap();

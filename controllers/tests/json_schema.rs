@@ -10,7 +10,7 @@ use common::{distances, random_document};
 
 use diffusion_lm::{DiffusionLm, Error, Generator};
 use diffusion_lm_controllers::json_schema::suite::{check_case, SuiteCase};
-use diffusion_lm_controllers::{JsonSchema, JsonSchemaConfig, Layout};
+use diffusion_lm_controllers::{JsonSchema, JsonSchemaConfig, Layout, Limits};
 use rand::rngs::StdRng;
 use rand::SeedableRng;
 use serde_json::{json, Value};
@@ -126,7 +126,10 @@ fn keywords_accept_and_reject_what_they_should() {
     let list = JsonSchema::with_config(
         &json!({"type": "object", "properties": {"next": {"$ref": "#"}}, "additionalProperties": false}),
         JsonSchemaConfig {
-            max_depth: 3,
+            limits: Limits {
+                json_depth: 3,
+                ..Default::default()
+            },
             ..Default::default()
         },
     )
@@ -172,7 +175,10 @@ fn bad_schemas_are_clear_errors() {
     let huge = msg(JsonSchema::with_config(
         &json!({"type": "string", "pattern": "^[ab]*a[ab]{12}$"}),
         JsonSchemaConfig {
-            max_states: 200,
+            limits: Limits {
+                json_states: 200,
+                ..Default::default()
+            },
             ..Default::default()
         },
     ));

@@ -1,8 +1,8 @@
-//! Byte automata: the small algebra the JSON Schema compiler builds its constraint with.
+//! Byte automata: the small algebra every byte-level language in this crate is built with.
 //!
 //! A [`Dfa`] is a deterministic automaton over bytes (start state 0, dense table over byte
-//! classes). Leaves are written as explicit state machines ([`Dfa::from_fn`]) or literals; they
-//! are combined exactly:
+//! classes). Leaves are written as explicit state machines ([`Dfa::from_fn`]), literals, or
+//! compiled from a regular expression ([`super::regex_dfa`]); they are combined exactly:
 //!
 //! * sequence, choice and repetition go through an [`Nfa`] (Thompson construction with byte
 //!   ranges) and back by subset construction ([`Nfa::determinize`]);
@@ -16,7 +16,7 @@
 //! exhausting memory.
 //!
 //! ```
-//! use diffusion_lm_controllers::byte_automaton::{Dfa, Nfa};
+//! use diffusion_lm_controllers::dfa::{Dfa, Nfa};
 //! let ab = Dfa::literal(b"ab");
 //! let digits = Dfa::from_fn(0u8, |&s, b| b.is_ascii_digit().then_some(s.max(1)), |&s| s == 1, 100).unwrap();
 //! // ab followed by one or more digits
@@ -211,25 +211,6 @@ impl Dfa {
     #[inline]
     pub fn next(&self, s: u32, b: u8) -> u32 {
         self.table[s as usize * self.num_classes + self.classes[b as usize] as usize]
-    }
-
-    /// The token automaton over `index`'s vocabulary that accepts exactly the token sequences
-    /// whose bytes this DFA accepts (at most `max_states` states).
-    pub fn token_automaton(
-        &self,
-        index: &diffusion_lm::steer::TokenIndex,
-        max_states: usize,
-    ) -> diffusion_lm::Result<diffusion_lm::steer::TokenAutomaton> {
-        diffusion_lm::steer::TokenAutomaton::from_byte_automaton(
-            index,
-            0u32,
-            |s, b| {
-                let n = self.next(s, b);
-                (n != DEAD).then_some(n)
-            },
-            |s| self.is_accepting(s),
-            max_states,
-        )
     }
 
     pub fn is_accepting(&self, s: u32) -> bool {

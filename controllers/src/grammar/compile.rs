@@ -2,11 +2,13 @@
 //!
 //! A context-free language is not regular, but the fixed-length token sequence bounds how deep
 //! any output can nest. The compiler unrolls recursion: rules that call each other (a strongly
-//! connected component of the rule graph) may nest at most `max_depth` levels; deeper calls
-//! derive nothing. Calls into other components start their own count. Every expression becomes a
-//! minimised [`Dfa`] (memoised per rule and remaining depth), so the result is exactly the
-//! grammar's language restricted to that nesting depth: every string it accepts is in the
-//! grammar's language, and every string of the language within the depth is accepted.
+//! connected component of the rule graph) may nest at most `max_depth`
+//! ([`Limits::grammar_depth`]) levels; deeper calls derive nothing. Calls into other components
+//! start their own count. Every expression becomes a minimised [`Dfa`] of the byte-DFA layer
+//! (literals directly, character classes through [`regex_dfa`], sequences, choices and
+//! repetitions by its constructions), memoised per rule and remaining depth, so the result is
+//! exactly the grammar's language restricted to that nesting depth: every string it accepts is
+//! in the grammar's language, and every string of the language within the depth is accepted.
 //!
 //! **Stack.** The compiler recurses on expressions and rule calls. Rules reached through other
 //! components are compiled first, callees before callers, so the recursion never follows a
@@ -16,8 +18,8 @@
 use std::collections::HashMap;
 
 use super::gbnf::{Expr, Gbnf};
-use crate::byte_automaton::{Dfa, Frag, Nfa, TooLarge};
-use crate::json_schema::leaf::{regex_dfa, RegexFailure};
+use crate::dfa::{regex_dfa, Dfa, Frag, Nfa, RegexFailure, TooLarge};
+use crate::Limits;
 
 /// How deep the compiler may nest expressions, unrolled rule calls included (a recursive call
 /// costs the expressions between it and its rule's body, typically 2 to 5): enough for a
@@ -41,12 +43,12 @@ impl std::fmt::Display for CompileError {
             }
             CompileError::TooLarge { rule, limit } => write!(
                 f,
-                "the automaton of rule `{rule}` exceeds {limit} states; lower the nesting depth (max_depth)"
+                "the automaton of rule `{rule}` exceeds {limit} states; lower the nesting depth (Limits::grammar_depth)"
             ),
             CompileError::Class { rule, message } => write!(f, "character class in rule `{rule}`: {message}"),
             CompileError::TooDeep { rule, limit } => write!(
                 f,
-                "compiling rule `{rule}` nests expressions and unrolled rule calls more than {limit} levels deep; lower the nesting depth (max_depth)"
+                "compiling rule `{rule}` nests expressions and unrolled rule calls more than {limit} levels deep; lower the nesting depth (Limits::grammar_depth)"
             ),
         }
     }
@@ -56,6 +58,8 @@ pub struct Compiler<'g> {
     grammar: &'g Gbnf,
     max_depth: usize,
     limit: usize,
+    /// Bytes a character class's regex DFA may occupy (its NFA and determinisation too).
+    class_bytes: usize,
     /// Strongly connected component of each rule; callees' components are numbered before
     /// their callers'.
     component: HashMap<&'g str, usize>,
@@ -67,7 +71,9 @@ pub struct Compiler<'g> {
 }
 
 impl<'g> Compiler<'g> {
-    pub fn new(grammar: &'g Gbnf, max_depth: usize, limit: usize) -> Result<Self, CompileError> {
+    /// A compiler for `grammar` under `limits` (the `grammar_` fields: nesting depth, states per
+    /// automaton, bytes of a character class's DFA). Fails if a rule calls an undefined one.
+    pub fn new(grammar: &'g Gbnf, limits: &Limits) -> Result<Self, CompileError> {
         for name in &grammar.order {
             let mut refs = Vec::new();
             grammar.rules[name].refs(&mut refs);
@@ -80,8 +86,9 @@ impl<'g> Compiler<'g> {
         }
         Ok(Compiler {
             grammar,
-            max_depth,
-            limit,
+            max_depth: limits.grammar_depth,
+            limit: limits.grammar_states,
+            class_bytes: limits.grammar_class_bytes,
             component: components(grammar),
             memo: HashMap::new(),
             classes: HashMap::new(),
@@ -180,10 +187,10 @@ impl<'g> Compiler<'g> {
                 if let Some(d) = self.classes.get(&re) {
                     return Ok(d.clone());
                 }
-                let d = regex_dfa(&re, 1 << 22, self.limit).map_err(|f| CompileError::Class {
+                let d = regex_dfa(&re, self.class_bytes, self.limit).map_err(|f| CompileError::Class {
                     rule: rule.to_string(),
                     message: match f {
-                        RegexFailure::Syntax(m) => m,
+                        RegexFailure::Build(m) => m,
                         RegexFailure::TooLarge(n) => format!("more than {n} states"),
                     },
                 })?;
@@ -205,8 +212,8 @@ impl<'g> Compiler<'g> {
                     .collect::<Result<Vec<_>, _>>()?;
                 let refs: Vec<&Dfa> = parts.iter().collect();
                 let combine = match e {
-                    Expr::Seq(_) => crate::byte_automaton::concat,
-                    _ => crate::byte_automaton::union,
+                    Expr::Seq(_) => crate::dfa::concat,
+                    _ => crate::dfa::union,
                 };
                 combine(&refs, self.limit).map_err(self.too_large(rule))?
             }

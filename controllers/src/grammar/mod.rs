@@ -4,8 +4,9 @@
 //! **How it is exact.** The projection at each denoising step is a dynamic programme over
 //! (position, automaton state), so the constraint must be a finite automaton over bytes. A
 //! context-free language is not regular, but a fixed-length token sequence bounds how deep an
-//! output can nest. The grammar is compiled into the automaton of its language *restricted to
-//! nesting depth `max_depth`* ([`compile`]: recursion among mutually recursive rules is unrolled
+//! output can nest. The grammar is compiled, through the byte-DFA layer ([`crate::dfa`]), into
+//! the automaton of its language *restricted to nesting depth `max_depth`*
+//! ([`Limits::grammar_depth`]; [`compile`]: recursion among mutually recursive rules is unrolled
 //! `max_depth` times; everything else is exact). The projection then finds the best-scoring
 //! token sequence in that language, so every output parses. Depth counts calls between mutually
 //! recursive rules, so one level of nesting costs as many as the cycle has calls (JSON's
@@ -19,7 +20,7 @@
 //! depth-bounded automaton is the faster of the two by orders of magnitude, and within the
 //! sequence length it loses only outputs nested deeper than `max_depth`.
 //!
-//! **Independent check.** [`Controller::check`] parses each output with an Earley recogniser
+//! **Independent check.** [`Constraint::check`] parses each output with an Earley recogniser
 //! built directly from the rules ([`earley`]), with no depth bound.
 //!
 //! ```
@@ -45,28 +46,16 @@ use std::path::Path;
 use diffusion_lm::steer::{CheckError, Constraint, ConstraintContext, Restriction};
 use diffusion_lm::{Error, TextTokenizer};
 
-use crate::byte_automaton::Dfa;
-use crate::ControllerError;
+use crate::dfa::Dfa;
+use crate::{ControllerError, Limits};
 
 /// Settings of the grammar compiler.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub struct GrammarConfig {
-    /// Nesting depth of recursive rules (see the module docs).
-    pub max_depth: usize,
-    /// Largest automaton built for any rule.
-    pub max_states: usize,
-    /// Largest token automaton built from the byte automaton.
-    pub max_token_states: usize,
-}
-
-impl Default for GrammarConfig {
-    fn default() -> Self {
-        GrammarConfig {
-            max_depth: 8,
-            max_states: 200_000,
-            max_token_states: 200_000,
-        }
-    }
+    /// Size, state and depth limits (only the `grammar_` fields are read): the nesting depth of
+    /// recursive rules ([`Limits::grammar_depth`], see the module docs), the largest automaton
+    /// built for any rule, the largest token automaton, the bytes of a character class's DFA.
+    pub limits: Limits,
 }
 
 /// A GBNF grammar as a hard constraint.
@@ -109,17 +98,17 @@ impl Grammar {
         if !g.rules.contains_key("root") {
             return Err(grammar_error(name, "no `root` rule (the start rule)"));
         }
-        let mut compiler =
-            compile::Compiler::new(&g, config.max_depth, config.max_states).map_err(|e| grammar_error(name, e))?;
+        let limits = &config.limits;
+        let mut compiler = compile::Compiler::new(&g, limits).map_err(|e| grammar_error(name, e))?;
         let dfa = compiler
-            .rule("root", config.max_depth)
+            .rule("root", limits.grammar_depth)
             .map_err(|e| grammar_error(name, e))?;
         if dfa.is_empty() {
             return Err(grammar_error(
                 name,
                 format!(
                     "the language is empty within nesting depth {} (is every rule able to end?)",
-                    config.max_depth
+                    limits.grammar_depth
                 ),
             ));
         }
@@ -156,7 +145,7 @@ impl Constraint for Grammar {
     fn restrictions(&self, ctx: &ConstraintContext) -> diffusion_lm::Result<Vec<Restriction>> {
         let automaton = self
             .dfa
-            .token_automaton(ctx.index, self.config.max_token_states)
+            .token_automaton(ctx.index, self.config.limits.grammar_token_states)
             .map_err(|e| Error::Constraint(format!("grammar {}: {e}", self.name)))?;
         Ok(vec![Restriction::Automaton(automaton)])
     }

@@ -12,17 +12,18 @@
 //! schema never mentions. All branches combined at one object level (`allOf`, `anyOf`, `not`,
 //! `$ref`, ...) see the same list of names, so set operations between them are exact.
 //!
-//! **Depth.** Nesting is bounded by [`super::JsonSchemaConfig::max_depth`] (recursive `$ref`s are
-//! unrolled that deep); values the schema leaves free are bounded by `any_depth`.
+//! **Depth.** Nesting is bounded by [`Limits::json_depth`](crate::Limits::json_depth) (recursive
+//! `$ref`s are unrolled that deep); values the schema leaves free are bounded by
+//! [`Limits::json_any_depth`](crate::Limits::json_any_depth).
 
 use std::collections::{HashMap, HashSet};
 use std::hash::{Hash, Hasher};
 
 use serde_json::{Map, Value};
 
-use super::leaf::{self, Decimal, NumberSpec, RegexFailure};
+use super::leaf::{self, Decimal, NumberSpec};
 use super::{JsonSchemaConfig, Layout};
-use crate::byte_automaton::{concat, union, Dfa, Frag, Nfa, TooLarge};
+use crate::dfa::{concat, regex_dfa, union, Dfa, Frag, Nfa, RegexFailure, TooLarge};
 use crate::ControllerError;
 
 /// Keywords with a meaning this compiler implements.
@@ -174,17 +175,17 @@ impl<'a> Compiler<'a> {
     /// The whole document's automaton.
     pub(crate) fn compile_root(&mut self) -> R<Dfa> {
         let root = self.root;
-        self.compile(root, "#", self.cfg.max_depth, &[])
+        self.compile(root, "#", self.cfg.limits.json_depth, &[])
     }
 
     fn limit(&self) -> usize {
-        self.cfg.max_states
+        self.cfg.limits.json_states
     }
 
     /// Separators of an object or array whose own nesting budget is `depth`: (before the first
     /// member, between members, before the closing bracket of a non-empty container, after a key).
     fn separators(&self, depth: usize) -> (Vec<u8>, Vec<u8>, Vec<u8>, Vec<u8>) {
-        let level = self.cfg.max_depth.saturating_sub(depth);
+        let level = self.cfg.limits.json_depth.saturating_sub(depth);
         match self.cfg.layout {
             Layout::Pretty { indent, max_levels } if level < max_levels => {
                 let inner = format!("\n{}", " ".repeat(indent * (level + 1))).into_bytes();
@@ -202,16 +203,16 @@ impl<'a> Compiler<'a> {
         let d = r.map_err(|e| {
             err(
                 ptr,
-                format!("{e} (JsonSchemaConfig::max_states); simplify the schema or raise the limit"),
+                format!("{e} (Limits::json_states); simplify the schema or raise the limit"),
             )
         })?;
         self.built += d.num_states();
-        if self.built > self.cfg.max_total_states {
+        if self.built > self.cfg.limits.json_total_states {
             return Err(err(
                 ptr,
                 format!(
-                    "compiling the schema built more than {} automaton states (JsonSchemaConfig::max_total_states)",
-                    self.cfg.max_total_states
+                    "compiling the schema built more than {} automaton states (Limits::json_total_states)",
+                    self.cfg.limits.json_total_states
                 ),
             ));
         }
@@ -223,9 +224,9 @@ impl<'a> Compiler<'a> {
         self.track(ptr, r)
     }
 
-    /// Any JSON value nested at most `depth` levels (capped by `any_depth`).
+    /// Any JSON value nested at most `depth` levels (capped by `json_any_depth`).
     pub(crate) fn any(&mut self, depth: usize) -> R<Dfa> {
-        let depth = depth.min(self.cfg.any_depth);
+        let depth = depth.min(self.cfg.limits.json_any_depth);
         if let Some(d) = self.any.get(&depth) {
             return Ok(d.clone());
         }
@@ -661,10 +662,10 @@ impl<'a> Compiler<'a> {
     }
 
     fn pattern(&mut self, pattern: &str, ptr: &str) -> R<Dfa> {
-        let (bytes, limit) = (self.cfg.regex_size_limit, self.limit());
+        let (bytes, limit) = (self.cfg.limits.json_regex_bytes, self.limit());
         shared(format!("pattern:{bytes}:{limit}:{pattern}"), || {
             leaf::pattern_content(pattern, bytes, limit).map_err(|e| match e {
-                RegexFailure::Syntax(m) => err(ptr, format!("pattern {pattern:?} is not supported: {m}")),
+                RegexFailure::Build(m) => err(ptr, format!("pattern {pattern:?} is not supported: {m}")),
                 RegexFailure::TooLarge(l) => {
                     err(ptr, format!("pattern {pattern:?} needs more than {l} automaton states"))
                 }
@@ -677,7 +678,7 @@ impl<'a> Compiler<'a> {
         let max = Self::usize_kw(m, ptr, "maxLength")?;
         // Counting up to a maximum past this many characters cannot matter for the lengths
         // generated (the validator still checks); a minimum is always counted exactly.
-        let max = max.filter(|&x| x <= self.cfg.max_counted);
+        let max = max.filter(|&x| x <= self.cfg.limits.json_max_counted);
         let mut content_parts = Vec::new();
         if let Some(p) = m.get("pattern") {
             let p = p.as_str().ok_or_else(|| err(ptr, "pattern must be a string"))?;
@@ -686,10 +687,9 @@ impl<'a> Compiler<'a> {
         if let Some(f) = m.get("format") {
             let f = f.as_str().ok_or_else(|| err(ptr, "format must be a string"))?;
             if let Some(re) = leaf::format_regex(f) {
-                let (bytes, limit) = (self.cfg.regex_size_limit, self.limit());
+                let (bytes, limit) = (self.cfg.limits.json_regex_bytes, self.limit());
                 content_parts.push(shared(format!("format:{bytes}:{limit}:{f}"), || {
-                    leaf::regex_dfa(re, bytes, limit)
-                        .map_err(|_| err(ptr, format!("format {f:?} could not be compiled")))
+                    regex_dfa(re, bytes, limit).map_err(|_| err(ptr, format!("format {f:?} could not be compiled")))
                 })?);
             }
         }
@@ -761,7 +761,7 @@ impl<'a> Compiler<'a> {
 
         // `maxItems` is counted exactly up to `max_counted`; past it the count saturates (such
         // arrays cannot fit in a generated sequence, and the validator checks every output).
-        let max = max.filter(|&x| x <= self.cfg.max_counted);
+        let max = max.filter(|&x| x <= self.cfg.limits.json_max_counted);
         let cap = max.unwrap_or_else(|| min.max(prefix.len()).max(1));
         let elem = |j: usize| -> &Dfa { prefix.get(j).unwrap_or(&rest) };
         // Unique items: exact when each position's language is a small finite set.
@@ -908,7 +908,7 @@ impl<'a> Compiler<'a> {
             None => None,
         };
         let min_p = Self::usize_kw(m, ptr, "minProperties")?.unwrap_or(0);
-        let max_p = Self::usize_kw(m, ptr, "maxProperties")?.filter(|&x| x <= self.cfg.max_counted);
+        let max_p = Self::usize_kw(m, ptr, "maxProperties")?.filter(|&x| x <= self.cfg.limits.json_max_counted);
         let mut deps: Vec<(&str, Vec<&str>)> = Vec::new();
         for kw in ["dependentRequired", "dependencies"] {
             if let Some(Value::Object(d)) = m.get(kw) {
@@ -1145,10 +1145,10 @@ impl<'a> Compiler<'a> {
 impl Compiler<'_> {
     /// Bounds the layered NFA of an object or array while it is built.
     fn check_layers(&self, nfa: &Nfa, ptr: &str, what: &str) -> R<()> {
-        if nfa.num_states() > self.cfg.max_states * 4 {
+        if nfa.num_states() > self.cfg.limits.json_states * 4 {
             return Err(err(
                 ptr,
-                format!("the {what}'s automaton is too large (JsonSchemaConfig::max_states)"),
+                format!("the {what}'s automaton is too large (Limits::json_states)"),
             ));
         }
         Ok(())

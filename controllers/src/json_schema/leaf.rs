@@ -5,12 +5,14 @@
 //! valid. Strings under `pattern` or `format` use no escape sequences (so the bytes between the
 //! quotes are the decoded value the pattern sees); bounded numbers are written without an
 //! exponent; dates skip 29 February, so no calendar check can fail.
+//!
+//! Regexes (`pattern`, and the regexes [`format_regex`] gives) compile through the byte-DFA layer
+//! ([`crate::dfa::regex_dfa`]); what is JSON-specific stays here: ECMA-262 patterns are
+//! translated ([`translate_pattern`]) and search rather than fully match ([`pattern_content`]).
 
 use std::cmp::Ordering;
 
-use regex_automata::dfa::Automaton;
-
-use crate::byte_automaton::{concat, union, Dfa, TooLarge};
+use crate::dfa::{concat, regex_dfa, union, Dfa, RegexFailure, TooLarge};
 
 /// UTF-8 continuation expectation after a lead byte: (count, first-byte range).
 fn utf8_lead(b: u8) -> Option<(u8, u8, u8)> {
@@ -141,13 +143,6 @@ pub fn string(min: usize, max: Option<usize>, escapes: bool, quoted: bool, limit
     )
 }
 
-/// Why a regular expression could not be used.
-#[derive(Debug, Clone)]
-pub enum RegexFailure {
-    Syntax(String),
-    TooLarge(usize),
-}
-
 /// Rewrites an ECMA-262 pattern (what JSON Schema specifies) into Rust regex syntax where the two
 /// differ: `\d` and `\w` are ASCII in ECMA-262, and `\/` is a plain slash.
 pub fn translate_pattern(p: &str) -> String {
@@ -192,27 +187,11 @@ pub fn translate_pattern(p: &str) -> String {
     out
 }
 
-/// The exact byte automaton of a Rust regex, full-match, as a [`Dfa`].
-pub fn regex_dfa(full_match: &str, dfa_bytes: usize, limit: usize) -> Result<Dfa, RegexFailure> {
-    let (dfa, start) = crate::regex::full_match_dfa(full_match, dfa_bytes, dfa_bytes).map_err(RegexFailure::Syntax)?;
-    Dfa::from_fn(
-        start,
-        |&s, b| {
-            let n = dfa.next_state(s, b);
-            (!dfa.is_dead_state(n) && !dfa.is_quit_state(n)).then_some(n)
-        },
-        |&s| dfa.is_match_state(dfa.next_eoi_state(s)),
-        limit,
-    )
-    .map(|d| d.minimize())
-    .map_err(|e| RegexFailure::TooLarge(e.limit))
-}
-
 /// Content (unquoted, unescaped) that *contains* a match of the JSON Schema `pattern`.
 pub fn pattern_content(pattern: &str, dfa_bytes: usize, limit: usize) -> Result<Dfa, RegexFailure> {
     let p = translate_pattern(pattern);
     // Validate the pattern alone first, so its own syntax errors are reported plainly.
-    regex_automata::util::syntax::parse(&p).map_err(|e| RegexFailure::Syntax(e.to_string()))?;
+    regex_automata::util::syntax::parse(&p).map_err(|e| RegexFailure::Build(e.to_string()))?;
     regex_dfa(&format!("(?s:.*)(?:{p})(?s:.*)"), dfa_bytes, limit)
 }
 
@@ -613,7 +592,7 @@ mod tests {
         assert!(anchored.accepts(b"abc") && !anchored.accepts(b"ab1"));
         assert!(matches!(
             pattern_content(r"(?=a)", 1 << 20, 100),
-            Err(RegexFailure::Syntax(_))
+            Err(RegexFailure::Build(_))
         ));
     }
 

@@ -1,7 +1,7 @@
 //! The `JsonSchema` controller: every output is a JSON document valid under a JSON Schema.
 //!
 //! The schema (drafts 4, 6, 7, 2019-09, 2020-12) is compiled **by structure** into one byte
-//! automaton that accepts exactly the valid documents in a canonical layout (compact, object
+//! automaton (a [`Dfa`] of the byte-DFA layer, [`crate::dfa`]) that accepts exactly the valid documents in a canonical layout (compact, object
 //! keys in schema order, see [`JsonSchema::canonical`]); the stack lifts it to tokens and the
 //! projection then picks, at every denoising step, the best-scoring token sequence it accepts. No
 //! regex strings are concatenated: `allOf` is a real intersection, `not` a complement, `oneOf`
@@ -17,7 +17,7 @@
 //! `maxContains`, `uniqueItems` (exact when items come from a small finite set, otherwise
 //! enforced by validating the output), `allOf`, `anyOf`, `oneOf`, `not`, `if`/`then`/`else`,
 //! local `$ref` with `$defs`/`definitions` and recursion (unrolled to
-//! [`JsonSchemaConfig::max_depth`]), `minLength`, `maxLength`, `pattern` (ECMA-262 `\d`/`\w`
+//! [`Limits::json_depth`]), `minLength`, `maxLength`, `pattern` (ECMA-262 `\d`/`\w`
 //! semantics), `format` (date-time, date, time, duration, email, hostname, ipv4, ipv6, uuid, uri
 //! and the other standard names), `minimum`, `maximum`, `exclusiveMinimum`, `exclusiveMaximum`
 //! (number and draft-4 boolean forms), `multipleOf`. Annotations are accepted. Vocabulary
@@ -28,7 +28,7 @@
 //! **Sound subsets.** Where the exact set is impractical the automaton generates a subset of the
 //! valid documents: strings under `pattern`/`format` contain no escape sequences, bounded numbers
 //! have no exponent, dates skip 29 February, free-form values nest at most
-//! [`JsonSchemaConfig::any_depth`] levels.
+//! [`Limits::json_any_depth`] levels.
 //!
 //! ```
 //! use diffusion_lm_controllers::JsonSchema;
@@ -61,8 +61,8 @@ use diffusion_lm::steer::{CheckError, Constraint, ConstraintContext, Restriction
 use diffusion_lm::{Error, TextTokenizer};
 use serde_json::Value;
 
-use crate::byte_automaton::Dfa;
-use crate::ControllerError;
+use crate::dfa::Dfa;
+use crate::{ControllerError, Limits};
 
 /// How documents are laid out. The automaton accepts exactly one layout, so the model spends its
 /// tokens on content, not on choosing whitespace.
@@ -78,41 +78,12 @@ pub enum Layout {
 }
 
 /// Limits and options of the compilation.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct JsonSchemaConfig {
-    /// Deepest nesting of objects/arrays generated; recursive `$ref`s unroll this far.
-    pub max_depth: usize,
-    /// Deepest nesting inside values the schema leaves free (`{}`, `true`, absent `items`).
-    pub any_depth: usize,
-    /// States any single automaton may have.
-    pub max_states: usize,
-    /// States all automata built for one schema may have together (bounds compile work).
-    pub max_total_states: usize,
-    /// Upper bounds on lengths, item and property counts (`maxLength`, `maxItems`,
-    /// `maxProperties`) are tracked exactly up to this value; larger ones cannot be reached within
-    /// a generated sequence and are left to the validator. Lower bounds are always exact.
-    pub max_counted: usize,
-    /// Bytes a `pattern`'s or `format`'s regex DFA may occupy.
-    pub regex_size_limit: usize,
-    /// States the token-level automaton may have.
-    pub max_token_states: usize,
+    /// Size, state and depth limits (only the `json_` fields are read).
+    pub limits: Limits,
     /// Document layout (compact by default).
     pub layout: Layout,
-}
-
-impl Default for JsonSchemaConfig {
-    fn default() -> Self {
-        JsonSchemaConfig {
-            max_depth: 6,
-            any_depth: 3,
-            max_states: 100_000,
-            max_total_states: 3_000_000,
-            max_counted: 256,
-            regex_size_limit: 8 << 20,
-            max_token_states: 100_000,
-            layout: Layout::Compact,
-        }
-    }
 }
 
 /// The JSON Schema controller.
@@ -180,7 +151,7 @@ impl JsonSchema {
                 "#",
                 format!(
                     "no document satisfies this schema (nesting at most {} levels)",
-                    config.max_depth
+                    config.limits.json_depth
                 ),
             ));
         }
@@ -251,7 +222,7 @@ impl JsonSchema {
     /// The token automaton of the schema over `ctx`'s vocabulary.
     pub fn token_automaton(&self, ctx: &ConstraintContext) -> diffusion_lm::Result<TokenAutomaton> {
         self.dfa
-            .token_automaton(ctx.index, self.config.max_token_states)
+            .token_automaton(ctx.index, self.config.limits.json_token_states)
             .map_err(|e| Error::Constraint(format!("JSON Schema: {e}")))
     }
 }

@@ -2,7 +2,7 @@
 
 #![allow(dead_code)]
 
-use diffusion_lm_controllers::byte_automaton::{Dfa, DEAD};
+use diffusion_lm_controllers::dfa::{Dfa, DEAD};
 use rand::rngs::StdRng;
 use rand::Rng;
 
