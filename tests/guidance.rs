@@ -290,6 +290,24 @@ mod attribute {
             scale > 0.0 && diff <= 1e-5 * scale,
             "shared pass differs by {diff} (scale {scale})"
         );
+        // Targets joined in one attribute share the classifier's pass too, with the same gradient.
+        let joined = Attribute::new(&classifiers[1], "animal", "fish", 1.0)
+            .unwrap()
+            .and(Attribute::new(&classifiers[1], "animal", "cat", 0.5).unwrap())
+            .unwrap();
+        assert_eq!(joined.name(), "attribute animal=fish, animal=cat");
+        let one: Vec<Box<dyn Guide>> = vec![Box::new(joined)];
+        let together = guidance_gradient(&one, &lm.model, &x, &gctx).unwrap().unwrap();
+        let diff = max_abs_diff(&together, &separate);
+        assert!(diff <= 1e-5 * scale, "joined targets differ by {diff} (scale {scale})");
+        // Targets of different classifiers cannot be joined.
+        let err = Attribute::new(&classifiers[1], "animal", "fish", 1.0)
+            .unwrap()
+            .and(Attribute::new(&classifiers[0], "animal", "cat", 1.0).unwrap())
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(err.contains("must share the classifier"), "{err}");
         // A classifier of predictions cannot guide on the noisy latent: a clear error.
         let err = Attribute::new(&classifiers[1], "animal", "fish", 1.0)
             .unwrap()

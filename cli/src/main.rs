@@ -284,8 +284,17 @@ impl ControlArgs {
         if !self.attribute.is_empty() {
             let classifier = attributes::load_classifier(model, self.classifier.clone(), device)?;
             let (input, guidance) = self.guidance.resolve(&classifier)?;
+            // One guide for every target: they share the classifier's pass.
+            let mut joined: Option<diffusion_lm_controllers::Attribute> = None;
             for spec in &self.attribute {
-                stack = stack.guide(diffusion_lm_controllers::Attribute::parse(&classifier, spec)?.reading(input)?);
+                let target = diffusion_lm_controllers::Attribute::parse(&classifier, spec)?.reading(input)?;
+                joined = Some(match joined {
+                    None => target,
+                    Some(prev) => prev.and(target)?,
+                });
+            }
+            if let Some(attribute) = joined {
+                stack = stack.guide(attribute);
             }
             cfg.guidance = Some(guidance);
         }

@@ -10,7 +10,8 @@
 //! denoiser. A classifier trained on predictions guides on predictions; a classifier of latents
 //! guides on latents by default and can be pointed at predictions with [`Attribute::reading`],
 //! where it reads them as clean text (`t = 0`). Every guide of a stack shares one differentiable
-//! denoiser pass per update; each attribute adds one classifier pass.
+//! denoiser pass per update; the targets of one attribute ([`Attribute::and`]) share one
+//! classifier pass.
 //!
 //! Guidance is soft: it makes the attribute likely, not certain. It composes with hard
 //! constraints in one stack: the projection keeps every output valid while the gradient moves the
@@ -82,12 +83,13 @@ use diffusion_lm::steer::{Guide, GuideContext};
 
 use crate::ControllerError;
 
-/// `field = value` under a model's attribute classifier (see the module docs).
+/// `field = value` targets under a model's attribute classifier (see the module docs). One
+/// attribute may hold several targets of the same classifier ([`Attribute::and`]); they share one
+/// classifier pass per guidance update.
 pub struct Attribute {
     classifier: Arc<LatentClassifier>,
-    field: usize,
-    value: usize,
-    weight: f64,
+    /// `(field, value, weight)` indices and weights.
+    targets: Vec<(usize, usize, f64)>,
     reads: GuideInput,
 }
 
@@ -111,9 +113,7 @@ impl Attribute {
             .map_err(|e| ControllerError::Attribute(e.to_string()))?;
         Ok(Attribute {
             classifier: Arc::clone(classifier),
-            field: f,
-            value: v,
-            weight,
+            targets: vec![(f, v, weight)],
             reads: classifier.config().reads,
         })
     }
@@ -136,39 +136,79 @@ impl Attribute {
     /// predictions can only guide on predictions, and asking it for the latent is an error.
     pub fn reading(mut self, input: GuideInput) -> Result<Self, ControllerError> {
         if input == GuideInput::Latent && self.classifier.config().reads == GuideInput::Prediction {
-            let (f, v) = self.target();
             return Err(ControllerError::Attribute(format!(
-                "{f}={v}: this classifier was trained on the denoiser's predictions and cannot guide on the noisy latent"
+                "{}: this classifier was trained on the denoiser's predictions and cannot guide on the noisy latent",
+                self.describe()
             )));
         }
         self.reads = input;
         Ok(self)
     }
 
-    /// The field and value this guide steers toward.
+    /// This attribute's targets and `other`'s in one guide, sharing one classifier pass. Both
+    /// must use the same classifier (the same `Arc`) and read the same input.
+    pub fn and(mut self, other: Attribute) -> Result<Self, ControllerError> {
+        if !Arc::ptr_eq(&self.classifier, &other.classifier) || self.reads != other.reads {
+            return Err(ControllerError::Attribute(format!(
+                "{} and {}: targets joined in one attribute must share the classifier and what it reads",
+                self.describe(),
+                other.describe()
+            )));
+        }
+        self.targets.extend(other.targets);
+        Ok(self)
+    }
+
+    /// The field and value of the first target.
     pub fn target(&self) -> (&str, &str) {
-        let f = &self.classifier.config().fields[self.field];
-        (&f.name, &f.values[self.value])
+        let (f, v, _) = self.targets[0];
+        self.names(f, v)
+    }
+
+    /// Every target: field, value and weight.
+    pub fn targets(&self) -> impl Iterator<Item = (&str, &str, f64)> + '_ {
+        self.targets.iter().map(|&(f, v, w)| {
+            let (field, value) = self.names(f, v);
+            (field, value, w)
+        })
+    }
+
+    fn names(&self, f: usize, v: usize) -> (&str, &str) {
+        let spec = &self.classifier.config().fields[f];
+        (&spec.name, &spec.values[v])
+    }
+
+    /// `field=value, field=value`.
+    fn describe(&self) -> String {
+        self.targets()
+            .map(|(f, v, _)| format!("{f}={v}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 }
 
 impl Guide for Attribute {
     fn name(&self) -> String {
-        let (f, v) = self.target();
-        format!("attribute {f}={v}")
+        format!("attribute {}", self.describe())
     }
 
     fn reads(&self) -> GuideInput {
         self.reads
     }
 
+    /// A single target's weight; with several, each target's log-probability is weighted inside
+    /// [`Guide::log_prob`] and this is 1.
     fn weight(&self) -> f64 {
-        self.weight
+        match self.targets.as_slice() {
+            [(_, _, w)] => *w,
+            _ => 1.0,
+        }
     }
 
-    /// The classifier's `log p(field = value | input)`. The time index it is asked at: the
-    /// step's `t` on the latent (as in Diffusion-LM); on the prediction, the latent's noise level
-    /// for a classifier trained on predictions, and 0 (clean text) for one of latents.
+    /// The classifier's `log p(field = value | input)` (summed with the weights over several
+    /// targets), from one classifier pass. The time index it is asked at: the step's `t` on the
+    /// latent (as in Diffusion-LM); on the prediction, the latent's noise level for a classifier
+    /// trained on predictions, and 0 (clean text) for one of latents.
     fn log_prob(&self, input: &Tensor, ctx: &GuideContext) -> diffusion_lm::Result<Tensor> {
         let t = match (self.reads, self.classifier.config().reads) {
             (GuideInput::Latent, _) => ctx.t,
@@ -176,6 +216,19 @@ impl Guide for Attribute {
             (GuideInput::Prediction, GuideInput::Latent) => 0,
         };
         let b = input.dim(0)?;
-        self.classifier.log_prob(input, &vec![t; b], self.field, self.value)
+        let targets: Vec<(usize, usize)> = self.targets.iter().map(|&(f, v, _)| (f, v)).collect();
+        let mut lps = self.classifier.log_probs(input, &vec![t; b], &targets)?;
+        if lps.len() == 1 {
+            return Ok(lps.swap_remove(0));
+        }
+        let mut total: Option<Tensor> = None;
+        for (lp, &(_, _, w)) in lps.iter().zip(&self.targets) {
+            let term = (lp * w)?;
+            total = Some(match total {
+                None => term,
+                Some(acc) => (acc + term)?,
+            });
+        }
+        Ok(total.expect("an attribute has at least one target"))
     }
 }

@@ -274,6 +274,12 @@ impl LatentClassifier {
         let logits = self.forward(x_t, t, &mut Mode::Grad)?.swap_remove(field);
         log_prob_of(&logits, value)
     }
+
+    /// [`LatentClassifier::log_prob`] of several `(field, value)` targets from one pass, in order.
+    pub fn log_probs(&self, x_t: &Tensor, t: &[usize], targets: &[(usize, usize)]) -> Result<Vec<Tensor>> {
+        let logits = self.forward(x_t, t, &mut Mode::Grad)?;
+        targets.iter().map(|&(f, v)| log_prob_of(&logits[f], v)).collect()
+    }
 }
 
 /// `log softmax(logits)[:, value]`, `[B]`.
