@@ -92,6 +92,15 @@ pub enum Error {
 pub type Result<T> = std::result::Result<T, Error>;
 
 impl Error {
+    /// The message of a [`Error::Config`] without its prefix (the display of any other error),
+    /// for readers that put it in a context of their own.
+    pub(crate) fn bare_message(self) -> String {
+        match self {
+            Error::Config(m) => m,
+            other => other.to_string(),
+        }
+    }
+
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.into(),

@@ -275,11 +275,13 @@ impl ControlArgs {
 
     /// The stack these flags build, and their settings written into `cfg`.
     fn stack(&self, cfg: &mut GenerationConfig, model: &Path, device: &candle_core::Device) -> Result<Stack> {
-        self.finishing.apply(cfg);
-        let th = cfg.self_correct.threshold;
-        if !(th > 0.0 && th <= 1.0) {
-            bail!("--self-correct-threshold must be in (0, 1], got {th}");
+        if let Some(th) = self.finishing.self_correct_threshold {
+            if !(th > 0.0 && th <= 1.0) {
+                bail!("--self-correct-threshold must be in (0, 1], got {th}");
+            }
         }
+        self.finishing.apply(cfg);
+        cfg.validate()?;
         let mut stack = Stack::new();
         if !self.attribute.is_empty() {
             let classifier = attributes::load_classifier(model, self.classifier.clone(), device)?;
@@ -535,9 +537,26 @@ fn main() {
             // The reader took what it wanted (`| head`): a normal end.
             return;
         }
-        status!("error: {e:#}");
+        status!("error: {}", error_message(&e));
         std::process::exit(1);
     }
+}
+
+/// The error and its causes on one line, each cause once: library errors already write their
+/// cause into their message (`path: No such file or directory`), and `{:#}` would repeat it.
+fn error_message(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if out.contains(&text) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&text);
+    }
+    out
 }
 
 fn run() -> Result<()> {

@@ -200,6 +200,49 @@ fn generate_with_the_shipped_model_prints_jsonl() {
 }
 
 #[test]
+fn generate_reads_a_config_file_and_flags_override_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("gen.json");
+    std::fs::write(
+        &config,
+        r#"{"steps": 10, "seed": 3, "sampler": "ddim:0.5", "self_correct": {"rounds": 0}}"#,
+    )
+    .unwrap();
+    let config = config.to_str().unwrap();
+    let flags = |seed: &str| {
+        let (ok, out, err) = run(&[
+            "generate",
+            "--samples",
+            "2",
+            "--steps",
+            "10",
+            "--seed",
+            seed,
+            "--sampler",
+            "ddim:0.5",
+            "--self-correct",
+            "0",
+        ]);
+        assert!(ok, "{err}");
+        out
+    };
+    let (ok, from_file, err) = run(&["generate", "--samples", "2", "--config", config]);
+    assert!(ok, "{err}");
+    assert_eq!(from_file, flags("3"), "the file's settings are the flags' settings");
+    let (ok, overridden, err) = run(&["generate", "--samples", "2", "--config", config, "--seed", "4"]);
+    assert!(ok, "{err}");
+    assert_eq!(overridden, flags("4"), "a flag overrides the file");
+    assert_ne!(overridden, from_file, "the seed matters (a test of the test)");
+    // A misspelt field is an error naming it and the file.
+    let bad = dir.path().join("bad.json");
+    std::fs::write(&bad, r#"{"stpes": 10}"#).unwrap();
+    let (ok, _, err) = run(&["generate", "--config", bad.to_str().unwrap()]);
+    assert!(!ok);
+    assert!(err.contains("stpes") && err.contains("bad.json"), "{err}");
+    assert_eq!(err.lines().count(), 1, "{err}");
+}
+
+#[test]
 fn generate_with_a_json_schema_prints_valid_documents() {
     let schema = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples/schemas/restaurant.json");
     let (ok, out, err) = run(&[

@@ -77,9 +77,10 @@ impl std::fmt::Display for GuidanceRule {
 }
 
 impl TryFrom<String> for GuidanceRule {
-    type Error = Error;
-    fn try_from(s: String) -> Result<Self> {
-        s.parse()
+    type Error = String;
+    /// For serde: the bare message, which the config reader puts in its own context.
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse().map_err(|e: Error| e.bare_message())
     }
 }
 

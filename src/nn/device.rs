@@ -116,9 +116,10 @@ impl std::fmt::Display for DeviceSpec {
 }
 
 impl TryFrom<String> for DeviceSpec {
-    type Error = Error;
-    fn try_from(s: String) -> Result<Self> {
-        s.parse()
+    type Error = String;
+    /// For serde: the bare message, which the config reader puts in its own context.
+    fn try_from(s: String) -> std::result::Result<Self, String> {
+        s.parse().map_err(|e: Error| e.bare_message())
     }
 }
 

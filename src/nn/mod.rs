@@ -12,8 +12,7 @@
 //! initialises a model, documents the safetensors tensor names and checks checkpoints.
 
 pub mod device;
-/// Fused CPU/CUDA kernels behind the building blocks. Public for the benches and the GPU
-/// check, not a stable API.
+// Public for the benches and the GPU check; hidden from the docs: not a stable API.
 #[doc(hidden)]
 pub mod kernels;
 
