@@ -209,6 +209,7 @@ pub fn train_classifier(
 
 #[derive(Args)]
 pub struct EvalAttributesArgs {
+    /// Checkpoint directory (default: the shipped model, or $DIFFUSION_LM_MODEL).
     #[arg(long)]
     model: Option<PathBuf>,
     /// The attribute classifier (default: MODEL/classifier).
@@ -224,6 +225,7 @@ pub struct EvalAttributesArgs {
     /// Samples per target (guided), and unguided samples with the same seeds.
     #[arg(long, default_value_t = 50)]
     samples: usize,
+    /// Reverse diffusion steps, respaced from the model's T.
     #[arg(long, default_value_t = 200)]
     steps: usize,
     /// Random seed (a whole number from 0 to 2^64 - 1): the same seed gives the same result.
@@ -234,6 +236,7 @@ pub struct EvalAttributesArgs {
     weight: f64,
     #[command(flatten)]
     guidance: GuidanceArgs,
+    /// Sequences denoised together (the output does not depend on it).
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Self-correction rounds after sampling, guided and unguided alike (see `generate

@@ -364,22 +364,31 @@ struct TrainArgs {
     /// files (and checkpoints trained for it in subdirectories, such as ar/) are removed first.
     #[arg(long)]
     overwrite: bool,
+    /// Vocabulary size of the BPE tokenizer trained on the corpus (PAD included).
     #[arg(long, default_value_t = 2048)]
     vocab_size: usize,
+    /// Sequence length in tokens (longer examples are skipped).
     #[arg(long, default_value_t = 64)]
     seq_len: usize,
+    /// Dimension d of the word embeddings (the diffusion space).
     #[arg(long, default_value_t = 16)]
     embed_dim: usize,
+    /// Width of the transformer.
     #[arg(long, default_value_t = 128)]
     hidden: usize,
+    /// Number of transformer layers.
     #[arg(long, default_value_t = 4)]
     layers: usize,
+    /// Attention heads per layer (must divide --hidden).
     #[arg(long, default_value_t = 4)]
     heads: usize,
+    /// Width of each feed-forward block.
     #[arg(long, default_value_t = 512)]
     ffn_hidden: usize,
+    /// Dropout in training.
     #[arg(long, default_value_t = 0.1)]
     dropout: f32,
+    /// Number of diffusion steps T of the noise schedule.
     #[arg(long, default_value_t = 2000)]
     diffusion_steps: usize,
     #[command(flatten)]
@@ -394,16 +403,22 @@ struct TrainArgs {
 
 #[derive(Args)]
 struct OptArgs {
+    /// Training steps.
     #[arg(long, default_value_t = 10_000)]
     steps: usize,
+    /// Examples per training step.
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// Peak learning rate (AdamW; linear warm-up, then linear decay to 0).
     #[arg(long, default_value_t = 1e-3)]
     lr: f64,
+    /// Warm-up steps of the learning rate.
     #[arg(long, default_value_t = 200)]
     warmup: usize,
+    /// AdamW's decoupled weight decay.
     #[arg(long, default_value_t = 0.0)]
     weight_decay: f64,
+    /// Decay of the exponential moving average of the weights (what the checkpoint stores).
     #[arg(long, default_value_t = 0.999)]
     ema_decay: f64,
     /// Clip the global gradient norm (0 disables).
@@ -412,8 +427,10 @@ struct OptArgs {
     /// Random seed (a whole number from 0 to 2^64 - 1): the same seed gives the same result.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = crate::parse_seed)]
     seed: u64,
+    /// Write a checkpoint and the training state every this many steps.
     #[arg(long, default_value_t = 1000)]
     checkpoint_every: usize,
+    /// Record (and, without a progress bar, print) the losses every this many steps.
     #[arg(long, default_value_t = 50)]
     log_every: usize,
 }
@@ -449,12 +466,16 @@ struct AuxTrainArgs {
     /// Start afresh in the output directory, removing a previous run's files first.
     #[arg(long)]
     overwrite: bool,
+    /// Width of the transformer.
     #[arg(long, default_value_t = 128)]
     hidden: usize,
+    /// Number of transformer layers.
     #[arg(long, default_value_t = 2)]
     layers: usize,
+    /// Attention heads per layer (must divide --hidden).
     #[arg(long, default_value_t = 4)]
     heads: usize,
+    /// Dropout in training.
     #[arg(long, default_value_t = 0.1)]
     dropout: f32,
     #[command(flatten)]
@@ -462,6 +483,7 @@ struct AuxTrainArgs {
     /// `cpu`, `cuda[:N]` or `metal[:N]`.
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
+    /// Print log lines instead of a progress bar.
     #[arg(long)]
     no_progress: bool,
 }
@@ -474,13 +496,16 @@ struct TrainArArgs {
 
 #[derive(Args)]
 struct EvalArgs {
+    /// Checkpoint directory (default: the shipped model, or $DIFFUSION_LM_MODEL).
     #[arg(long)]
     model: Option<PathBuf>,
     /// The autoregressive reference LM (default: MODEL/ar).
     #[arg(long)]
     ar_model: Option<PathBuf>,
+    /// Number of samples to draw and evaluate.
     #[arg(long, default_value_t = 256)]
     samples: usize,
+    /// Reverse diffusion steps, respaced from the model's T.
     #[arg(long, default_value_t = 200)]
     steps: usize,
     /// Random seed (a whole number from 0 to 2^64 - 1): the same seed gives the same result.
@@ -489,6 +514,7 @@ struct EvalArgs {
     /// ddpm, ddim or ddim:ETA.
     #[arg(long, default_value = "ddpm")]
     sampler: SamplerKind,
+    /// Sequences denoised together (the output does not depend on it).
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
     /// Write the samples to this file, one per line.

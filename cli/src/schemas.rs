@@ -31,6 +31,7 @@ pub struct EvalSchemasArgs {
     /// Checkpoint directory for generation (default: the shipped model).
     #[arg(long)]
     pub model: Option<PathBuf>,
+    /// Reverse diffusion steps for the generated documents.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
     /// Random seed (a whole number from 0 to 2^64 - 1): the same seed gives the same result.

@@ -20,7 +20,7 @@
 //! [`set_enabled`] (or `DIFFUSION_LM_FUSED_KERNELS=0` in the environment) turns the kernels off
 //! on CUDA too, e.g. to compare. The kernels record no backward pass: the model calls them when
 //! sampling ([`crate::nn::Mode::Infer`]) and for values that custom ops with their own backward
-//! passes wrap ([`crate::nn::linear`], [`crate::nn::softmax_last`]).
+//! passes wrap ([`crate::nn::linear`], `crate::nn::softmax_last`).
 //!
 //! ```
 //! use candle_core::{Device, Tensor};

@@ -3,7 +3,7 @@
 //! Every block runs in one of three modes ([`Mode`]). All of them compute layer norm and softmax
 //! with candle-nn's fused kernels. Those kernels record no backward pass in candle-nn 0.11, so in
 //! the differentiable modes (`Grad`, `Train`) their output is joined to the graph by a custom op
-//! carrying a hand-written backward pass ([`layer_norm`], [`softmax_last`]): a few whole-tensor
+//! carrying a hand-written backward pass ([`layer_norm`], `softmax_last`): a few whole-tensor
 //! ops instead of the dozens that autograd records for the same function written with elementary
 //! ops (and candle adds two more per graph edge while accumulating gradients). `Train` also
 //! applies dropout with masks drawn from a seeded generator, so training runs are reproducible.
@@ -38,7 +38,7 @@ pub enum Mode<'a> {
 
 impl Mode<'_> {
     /// Whether the pass must record a backward graph (differentiable forms instead of fused kernels).
-    pub fn is_differentiable(&self) -> bool {
+    pub(crate) fn is_differentiable(&self) -> bool {
         !matches!(self, Mode::Infer)
     }
 }
@@ -116,7 +116,7 @@ pub fn dropout(x: &Tensor, p: f32, mode: &mut Mode) -> Result<Tensor> {
 
 /// Softmax over the last dimension, with candle-nn's fused kernel in every mode; differentiable
 /// in `Grad` and `Train` (see the module docs).
-pub fn softmax_last(x: &Tensor, mode: &Mode) -> Result<Tensor> {
+pub(crate) fn softmax_last(x: &Tensor, mode: &Mode) -> Result<Tensor> {
     let x = x.contiguous()?;
     let value = crate::nn::kernels::softmax_last_dim(&x.detach())?;
     if !mode.is_differentiable() || !x.track_op() {
@@ -317,7 +317,7 @@ fn row_sums(t: &Tensor) -> candle_core::Result<Tensor> {
 /// element; it took a fifth of a training step. On a GPU that reduction is one kernel, fewer
 /// launches than the product. A constant `b` (guidance through a loaded model) needs no gradient,
 /// so it is a plain broadcast.
-pub fn add_trailing(x: &Tensor, b: &Tensor, mode: &Mode) -> Result<Tensor> {
+pub(crate) fn add_trailing(x: &Tensor, b: &Tensor, mode: &Mode) -> Result<Tensor> {
     if mode.is_differentiable() && x.device().is_cpu() && b.track_op() {
         Ok((x + expand_leading(b, x)?)?)
     } else {
@@ -326,7 +326,9 @@ pub fn add_trailing(x: &Tensor, b: &Tensor, mode: &Mode) -> Result<Tensor> {
 }
 
 /// `x · g` (elementwise), with `g` shaped like `x`'s trailing dimensions; see [`add_trailing`].
-pub fn mul_trailing(x: &Tensor, g: &Tensor, mode: &Mode) -> Result<Tensor> {
+/// Only the tests use it (the layers scale inside the fused layer norm).
+#[cfg(test)]
+fn mul_trailing(x: &Tensor, g: &Tensor, mode: &Mode) -> Result<Tensor> {
     if mode.is_differentiable() && x.device().is_cpu() && g.track_op() {
         Ok((x * expand_leading(g, x)?)?)
     } else {
@@ -579,7 +581,7 @@ impl Block {
 
 /// Checks a checkpoint's `model_type` and the transformer sizes every model here shares, so a
 /// directory of one kind is not loaded as another and attention heads split the width evenly.
-pub fn check_transformer_config(
+pub(crate) fn check_transformer_config(
     model_type: &str,
     expected: &str,
     hidden: usize,
@@ -664,7 +666,7 @@ impl ParamSpec {
 }
 
 /// Specs of a linear layer `prefix.weight` `[out, in]` and `prefix.bias` `[out]` (PyTorch's init).
-pub fn linear_specs(prefix: &str, inp: usize, out: usize) -> Vec<ParamSpec> {
+pub(crate) fn linear_specs(prefix: &str, inp: usize, out: usize) -> Vec<ParamSpec> {
     let a = 1.0 / (inp as f64).sqrt();
     vec![
         ParamSpec::new(format!("{prefix}.weight"), &[out, inp], Init::Uniform(a)),
@@ -673,7 +675,7 @@ pub fn linear_specs(prefix: &str, inp: usize, out: usize) -> Vec<ParamSpec> {
 }
 
 /// Specs of a layer norm `prefix.weight`, `prefix.bias`.
-pub fn layer_norm_specs(prefix: &str, dim: usize) -> Vec<ParamSpec> {
+pub(crate) fn layer_norm_specs(prefix: &str, dim: usize) -> Vec<ParamSpec> {
     vec![
         ParamSpec::new(format!("{prefix}.weight"), &[dim], Init::Const(1.0)),
         ParamSpec::new(format!("{prefix}.bias"), &[dim], Init::Const(0.0)),
@@ -707,7 +709,7 @@ pub fn init_varmap(specs: &[ParamSpec], rng: &mut StdRng, device: &Device) -> Re
 }
 
 /// Checks a loaded set of tensors against `specs`: every name present with its shape, nothing extra.
-pub fn check_tensors(
+pub(crate) fn check_tensors(
     specs: &[ParamSpec],
     tensors: &std::collections::HashMap<String, Tensor>,
 ) -> std::result::Result<(), String> {

@@ -143,7 +143,7 @@ pub fn read_json<T: DeserializeOwned>(path: &Path) -> Result<T> {
 }
 
 /// Saves named tensors as safetensors, atomically ([`write_atomic`]).
-pub fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
+pub(crate) fn save_tensors(path: &Path, tensors: &HashMap<String, Tensor>) -> Result<()> {
     write_atomic(path, |tmp| {
         candle_core::safetensors::save(tensors, tmp).map_err(|e| Error::io(path, std::io::Error::other(e.to_string())))
     })
@@ -206,7 +206,7 @@ pub fn weights_fingerprint(dir: &Path) -> Result<String> {
 }
 
 /// Checks a directory holds the three checkpoint files and returns its path.
-pub fn require_files(dir: &Path) -> Result<PathBuf> {
+pub(crate) fn require_files(dir: &Path) -> Result<PathBuf> {
     if dir.is_file() {
         return Err(Error::checkpoint(
             dir,
@@ -255,7 +255,7 @@ pub fn load_tokenizer(dir: &Path, vocab_size: usize, pad_id: u32) -> Result<Text
 }
 
 /// Loads `model.safetensors`, checks it against `specs` and returns a var builder over it.
-pub fn load_weights(dir: &Path, specs: &[ParamSpec], device: &Device) -> Result<VarBuilder<'static>> {
+pub(crate) fn load_weights(dir: &Path, specs: &[ParamSpec], device: &Device) -> Result<VarBuilder<'static>> {
     let tensors = load_tensors(dir, WEIGHTS_FILE, device)?;
     check_tensors(specs, &tensors).map_err(|m| Error::checkpoint(dir, format!("{WEIGHTS_FILE}: {m}")))?;
     Ok(VarBuilder::from_tensors(tensors, DType::F32, device))
