@@ -37,6 +37,7 @@ pub mod e2e;
 pub mod engine;
 mod error;
 pub mod generate;
+pub mod masked;
 pub mod nn;
 pub mod scoring;
 pub mod steer;

@@ -5,6 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use diffusion_lm::e2e::E2eOptions;
+use diffusion_lm::masked::{masked_trainer, MaskedConfig, MaskedSampling, Remasking};
 use diffusion_lm::nn::device::{ComputeDtype, DeviceSpec};
 use diffusion_lm::text::corpus::{self, Example};
 use diffusion_lm::train::{diffusion_trainer, TrainConfig};
@@ -53,6 +54,14 @@ enum Command {
     EvalSchemas(schemas::EvalSchemasArgs),
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum EngineArg {
+    /// Diffusion-LM: embeddings in a continuous space, a denoiser predicting x0.
+    Continuous,
+    /// Masked diffusion (MDLM, LLaDA): a bidirectional transformer predicting masked tokens.
+    Masked,
+}
+
 #[derive(Clone, Copy, ValueEnum)]
 enum Format {
     Text,
@@ -76,11 +85,46 @@ struct GenerateArgs {
     sampling: SamplingArgs,
     #[command(flatten)]
     control: ControlArgs,
+    #[command(flatten)]
+    masked: MaskedArgs,
     /// How samples are printed.
     #[arg(long, value_enum, default_value_t = Format::Text, help_heading = "Output")]
     format: Format,
     #[command(flatten)]
     device: DeviceArgs,
+}
+
+/// Settings of the masked engine (models whose config.json says `"model_type": "masked-lm"`).
+#[derive(Args, Clone, Default)]
+#[command(next_help_heading = "Masked engine")]
+struct MaskedArgs {
+    /// Temperature of the token scores; 0 commits the best sequence [default: 1].
+    #[arg(long)]
+    temperature: Option<f32>,
+    /// Which masked positions each step commits first: low-confidence, random, entropy or
+    /// margin [default: low-confidence].
+    #[arg(long)]
+    remasking: Option<Remasking>,
+    /// Commit block by block, left to right (semi-autoregressive) [default: one block].
+    #[arg(long)]
+    block_size: Option<usize>,
+}
+
+impl MaskedArgs {
+    /// The masked-engine flags given.
+    fn given(&self) -> Vec<&'static str> {
+        let mut out = Vec::new();
+        if self.temperature.is_some() {
+            out.push("--temperature");
+        }
+        if self.remasking.is_some() {
+            out.push("--remasking");
+        }
+        if self.block_size.is_some() {
+            out.push("--block-size");
+        }
+        out
+    }
 }
 
 /// The reverse process. Defaults are `GenerationConfig`'s, shown in brackets.
@@ -364,6 +408,14 @@ struct TrainArgs {
     /// files (and checkpoints trained for it in subdirectories, such as ar/) are removed first.
     #[arg(long)]
     overwrite: bool,
+    /// Which engine to train: `continuous` (Diffusion-LM) or `masked` (masked diffusion, as
+    /// LLaDA); --embed-dim and --diffusion-steps apply to the continuous engine only.
+    #[arg(long, value_enum, default_value_t = EngineArg::Continuous)]
+    engine: EngineArg,
+    /// Use this tokenizer.json instead of training a tokenizer on the corpus (e.g.
+    /// models/e2e/tokenizer.json, so two models share one vocabulary).
+    #[arg(long, value_name = "FILE")]
+    tokenizer: Option<PathBuf>,
     /// Vocabulary size of the BPE tokenizer trained on the corpus (PAD included).
     #[arg(long, default_value_t = 2048)]
     vocab_size: usize,
@@ -602,6 +654,16 @@ fn model_dir(arg: Option<PathBuf>) -> PathBuf {
 }
 
 fn generate(a: GenerateArgs) -> Result<()> {
+    let dir = model_dir(a.model.clone());
+    if diffusion_lm::masked::engine_of(&dir)? == diffusion_lm::masked::Engine::Masked {
+        return generate_masked(a, &dir);
+    }
+    if let Some(flag) = a.masked.given().first() {
+        bail!(
+            "{flag} applies to the masked engine; {} holds a continuous model",
+            dir.display()
+        );
+    }
     let mut cfg = match &a.config {
         Some(path) => GenerationConfig::from_file(path)?,
         None => GenerationConfig::default(),
@@ -614,7 +676,6 @@ fn generate(a: GenerateArgs) -> Result<()> {
         cfg.dtype = d;
     }
     diffusion_lm::nn::device::set_tf32(a.device.tf32);
-    let dir = model_dir(a.model);
     let lm = DiffusionLm::load_for(&dir, &cfg)?;
     let stack = a.control.stack(&mut cfg, &dir, lm.device())?;
     Generator::with_config(&lm, cfg)
@@ -629,6 +690,61 @@ fn generate(a: GenerateArgs) -> Result<()> {
             }
             anyhow::Ok(())
         })
+}
+
+/// `generate` with a masked-diffusion model: the hard constraints only, exactly.
+fn generate_masked(a: GenerateArgs, dir: &Path) -> Result<()> {
+    let c = &a.control;
+    let f = &c.finishing;
+    let g = &c.guidance;
+    let continuous_only = [
+        (a.config.is_some(), "--config"),
+        (!c.attribute.is_empty(), "--attribute"),
+        (c.classifier.is_some(), "--classifier"),
+        (g.guide_on.is_some(), "--guide-on"),
+        (g.guidance_steps.is_some(), "--guidance-steps"),
+        (g.guidance_step_size.is_some(), "--guidance-step-size"),
+        (g.guidance_rule.is_some(), "--guidance-rule"),
+        (f.syntax.is_some(), "--syntax"),
+        (f.rewrite_rounds.is_some(), "--rewrite-rounds"),
+        (f.self_correct.is_some(), "--self-correct"),
+        (f.self_correct_threshold.is_some(), "--self-correct-threshold"),
+        (f.mbr.is_some(), "--mbr"),
+        (f.soft_until.is_some(), "--soft-until"),
+        (a.sampling.sampler.is_some(), "--sampler"),
+        (a.sampling.no_clamp, "--no-clamp"),
+        (a.device.dtype.is_some_and(|d| d != ComputeDtype::F32), "--dtype"),
+    ];
+    if let Some((_, flag)) = continuous_only.iter().find(|(given, _)| *given) {
+        bail!(
+            "{flag} applies to the continuous engine; {} holds a masked model",
+            dir.display()
+        );
+    }
+    let device = a.device.device.unwrap_or_default().open()?;
+    let lm = diffusion_lm::masked::MaskedLm::load(dir, &device)?;
+    let defaults = MaskedSampling::default();
+    let cfg = MaskedSampling {
+        steps: a.sampling.steps.unwrap_or(defaults.steps),
+        seed: a.sampling.seed.unwrap_or(defaults.seed),
+        temperature: a.masked.temperature.unwrap_or(defaults.temperature),
+        remasking: a.masked.remasking.unwrap_or(defaults.remasking),
+        block_size: a.masked.block_size,
+        length: a.sampling.seq_len,
+        batch_size: a.sampling.batch_size.unwrap_or(defaults.batch_size),
+    };
+    // Only hard constraints are given (checked above): the generation settings are unused.
+    let stack = c.stack(&mut GenerationConfig::default(), dir, &device)?;
+    let samples = diffusion_lm::masked::MaskedGenerator::with_config(&lm, cfg)
+        .stack(stack)
+        .generate(a.samples)?;
+    for s in samples {
+        match a.format {
+            Format::Text => out(&s.text)?,
+            Format::Jsonl => out(&serde_json::json!({ "text": s.text }).to_string())?,
+        }
+    }
+    Ok(())
 }
 
 /// A seed: a whole number in `0..=u64::MAX` (clap would take `-1` for a flag and say only
@@ -663,38 +779,88 @@ fn train(a: TrainArgs) -> Result<()> {
     );
     check_output(&a.out, a.overwrite)?;
     let resuming = !a.overwrite && a.out.join(diffusion_lm::train::STATE_FILE).exists();
-    let (cfg, tokenizer) = if resuming {
-        let cfg: ModelConfig = diffusion_lm::train::checkpoint::load_config(&a.out)?;
-        let tok = diffusion_lm::train::checkpoint::load_tokenizer(&a.out, cfg.vocab_size, cfg.pad_id)?;
-        status!(
-            "resuming from {} (model settings come from its config.json)",
-            a.out.display()
-        );
-        (cfg, tok)
-    } else {
-        let tok = TextTokenizer::train(texts.iter().copied(), a.vocab_size)?;
-        let cfg = ModelConfig {
-            vocab_size: tok.vocab_size(),
-            pad_id: tok.pad_id(),
-            seq_len: a.seq_len,
-            embed_dim: a.embed_dim,
-            hidden: a.hidden,
-            layers: a.layers,
-            heads: a.heads,
-            ffn_hidden: a.ffn_hidden,
-            dropout: a.dropout,
-            diffusion_steps: a.diffusion_steps,
-            schedule: diffusion_lm::engine::ScheduleKind::Sqrt,
+    let tokenizer = |vocab_size: usize, pad_id: u32| -> Result<TextTokenizer> {
+        if resuming {
+            status!(
+                "resuming from {} (model settings come from its config.json)",
+                a.out.display()
+            );
+            return Ok(diffusion_lm::train::checkpoint::load_tokenizer(
+                &a.out, vocab_size, pad_id,
+            )?);
+        }
+        let tok = match &a.tokenizer {
+            Some(path) => TextTokenizer::load(path)?,
+            None => TextTokenizer::train(texts.iter().copied(), a.vocab_size)?,
         };
-        cfg.validate()?;
         status!("tokenizer: {} tokens", tok.vocab_size());
-        (cfg, tok)
+        Ok(tok)
     };
-    // Only now, with the new run's settings checked, does --overwrite remove the old run.
-    clear_output(&a.out, a.overwrite)?;
-    // The trainer locks --out, refuses one that holds a run's files but no state to resume, and
-    // commits its starting state; the corpus record is written only once it has.
-    let mut trainer = diffusion_trainer(cfg, tokenizer, &texts, a.opt.config(), &a.out, &device)?;
+    match a.engine {
+        EngineArg::Continuous => {
+            let (cfg, tok) = if resuming {
+                let cfg: ModelConfig = diffusion_lm::train::checkpoint::load_config(&a.out)?;
+                let tok = tokenizer(cfg.vocab_size, cfg.pad_id)?;
+                (cfg, tok)
+            } else {
+                let tok = tokenizer(0, 0)?;
+                let cfg = ModelConfig {
+                    vocab_size: tok.vocab_size(),
+                    pad_id: tok.pad_id(),
+                    seq_len: a.seq_len,
+                    embed_dim: a.embed_dim,
+                    hidden: a.hidden,
+                    layers: a.layers,
+                    heads: a.heads,
+                    ffn_hidden: a.ffn_hidden,
+                    dropout: a.dropout,
+                    diffusion_steps: a.diffusion_steps,
+                    schedule: diffusion_lm::engine::ScheduleKind::Sqrt,
+                };
+                cfg.validate()?;
+                (cfg, tok)
+            };
+            // Only now, with the new run's settings checked, does --overwrite remove the old run.
+            clear_output(&a.out, a.overwrite)?;
+            // The trainer locks --out, refuses one that holds a run's files but no state to
+            // resume, and commits its starting state; the corpus record is written only once it
+            // has.
+            let trainer = diffusion_trainer(cfg, tok, &texts, a.opt.config(), &a.out, &device)?;
+            run_training(trainer, &a)
+        }
+        EngineArg::Masked => {
+            let (cfg, tok) = if resuming {
+                let cfg: MaskedConfig = diffusion_lm::train::checkpoint::load_config(&a.out)?;
+                let tok = tokenizer(cfg.vocab_size, cfg.pad_id)?;
+                (cfg, tok)
+            } else {
+                let tok = tokenizer(0, 0)?;
+                let cfg = MaskedConfig {
+                    model_type: diffusion_lm::masked::model::MODEL_TYPE.into(),
+                    vocab_size: tok.vocab_size(),
+                    pad_id: tok.pad_id(),
+                    seq_len: a.seq_len,
+                    hidden: a.hidden,
+                    layers: a.layers,
+                    heads: a.heads,
+                    ffn_hidden: a.ffn_hidden,
+                    dropout: a.dropout,
+                };
+                cfg.validate()?;
+                (cfg, tok)
+            };
+            clear_output(&a.out, a.overwrite)?;
+            let trainer = masked_trainer(cfg, tok, &texts, a.opt.config(), &a.out, &device)?;
+            run_training(trainer, &a)
+        }
+    }
+}
+
+/// Records the corpus next to a started run and trains it to the end.
+fn run_training<O: diffusion_lm::train::Objective>(
+    mut trainer: diffusion_lm::train::Trainer<O>,
+    a: &TrainArgs,
+) -> Result<()> {
     let record = DataRecord {
         // As given (relative to where `train` ran, usually the repository root), so the record
         // stays valid in other clones.

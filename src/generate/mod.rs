@@ -27,7 +27,7 @@ mod mbr;
 mod project;
 mod repair;
 mod rewrite;
-mod seeds;
+pub(crate) mod seeds;
 
 use rand::rngs::StdRng;
 

@@ -157,100 +157,239 @@ pub fn constrained_marginals(
     pad: u32,
     temperature: f32,
 ) -> Option<Vec<f32>> {
-    let n = automaton.num_states();
-    let pad_state = n;
-    let width = n + 1;
-    let neg = f32::NEG_INFINITY;
-    let inv = 1.0 / temperature.max(1e-6);
-    let alive = |p: usize, s: usize| s == pad_state || p as u64 + automaton.distance(s as u32) as u64 <= len as u64;
-    // Per position and group, the log-sum-exp of its tokens' scores.
-    let group_scores: Vec<Vec<Vec<f32>>> = (0..len)
-        .map(|p| {
-            let row = &scores[p * vocab..(p + 1) * vocab];
-            (0..n)
-                .map(|s| {
-                    automaton
-                        .groups(s as u32)
-                        .iter()
-                        .map(|g| group_lse(row, &g.tokens, inv))
-                        .collect()
+    Some(Lattice::new(scores, len, vocab, automaton, pad, temperature)?.marginals())
+}
+
+/// One exact sample from the distribution of [`constrained_marginals`]: a whole sequence drawn
+/// from `p(w) ∝ exp(Σ_p score[p][w_p] / temperature)` over the sequences the constraints allow
+/// (backward messages, then forward sampling). Every sample is accepted by the automaton with a
+/// PAD tail. `None` when no sequence is allowed.
+pub fn sample_sequence(
+    scores: &[f32],
+    len: usize,
+    vocab: usize,
+    automaton: &TokenAutomaton,
+    pad: u32,
+    temperature: f32,
+    rng: &mut impl rand::Rng,
+) -> Option<Vec<u32>> {
+    Some(Lattice::new(scores, len, vocab, automaton, pad, temperature)?.sample(rng))
+}
+
+/// The (position × state) lattice of a score table under an automaton, with its backward
+/// messages: what [`constrained_marginals`] and [`sample_sequence`] share.
+struct Lattice<'a> {
+    scores: &'a [f32],
+    len: usize,
+    vocab: usize,
+    automaton: &'a TokenAutomaton,
+    pad: u32,
+    inv: f32,
+    /// Per position, state and group: the log-sum-exp of the group's tokens' scaled scores.
+    group_scores: Vec<Vec<Vec<f32>>>,
+    /// `beta[p * width + s]`: log of the total weight of completions from state `s` at `p`.
+    beta: Vec<f32>,
+    log_z: f32,
+}
+
+impl<'a> Lattice<'a> {
+    fn new(
+        scores: &'a [f32],
+        len: usize,
+        vocab: usize,
+        automaton: &'a TokenAutomaton,
+        pad: u32,
+        temperature: f32,
+    ) -> Option<Self> {
+        let n = automaton.num_states();
+        let inv = 1.0 / temperature.max(1e-6);
+        let group_scores: Vec<Vec<Vec<f32>>> = (0..len)
+            .map(|p| {
+                let row = &scores[p * vocab..(p + 1) * vocab];
+                (0..n)
+                    .map(|s| {
+                        automaton
+                            .groups(s as u32)
+                            .iter()
+                            .map(|g| group_lse(row, &g.tokens, inv))
+                            .collect()
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut lattice = Lattice {
+            scores,
+            len,
+            vocab,
+            automaton,
+            pad,
+            inv,
+            group_scores,
+            beta: Vec::new(),
+            log_z: f32::NEG_INFINITY,
+        };
+        lattice.backward();
+        (lattice.log_z != f32::NEG_INFINITY).then_some(lattice)
+    }
+
+    fn width(&self) -> usize {
+        self.automaton.num_states() + 1
+    }
+
+    fn pad_state(&self) -> usize {
+        self.automaton.num_states()
+    }
+
+    fn pad_score(&self, p: usize) -> f32 {
+        self.scores[p * self.vocab + self.pad as usize] * self.inv
+    }
+
+    /// Whether the content may end in state `s` (the PAD state always may).
+    fn may_end(&self, s: usize) -> bool {
+        s == self.pad_state() || self.automaton.is_accepting(s as u32)
+    }
+
+    fn backward(&mut self) {
+        let (len, width, neg) = (self.len, self.width(), f32::NEG_INFINITY);
+        let mut beta = vec![neg; (len + 1) * width];
+        for s in 0..width {
+            if self.may_end(s) {
+                beta[len * width + s] = 0.0;
+            }
+        }
+        for p in (0..len).rev() {
+            for s in 0..width {
+                let mut b = neg;
+                if s != self.pad_state() {
+                    for (g, &gs) in self.automaton.groups(s as u32).iter().zip(&self.group_scores[p][s]) {
+                        b = log_add(b, gs + beta[(p + 1) * width + g.to as usize]);
+                    }
+                }
+                if self.may_end(s) {
+                    b = log_add(b, self.pad_score(p) + beta[(p + 1) * width + self.pad_state()]);
+                }
+                beta[p * width + s] = b;
+            }
+        }
+        self.log_z = beta[self.automaton.start() as usize];
+        self.beta = beta;
+    }
+
+    fn marginals(&self) -> Vec<f32> {
+        let (len, vocab, width, neg) = (self.len, self.vocab, self.width(), f32::NEG_INFINITY);
+        let (automaton, pad_state) = (self.automaton, self.pad_state());
+        let alive = |p: usize, s: usize| s == pad_state || p as u64 + automaton.distance(s as u32) as u64 <= len as u64;
+        let mut alpha = vec![neg; (len + 1) * width];
+        alpha[automaton.start() as usize] = 0.0;
+        for p in 0..len {
+            for s in 0..width {
+                let a = alpha[p * width + s];
+                if a == neg || !alive(p, s) {
+                    continue;
+                }
+                if s != pad_state {
+                    for (g, &gs) in automaton.groups(s as u32).iter().zip(&self.group_scores[p][s]) {
+                        let slot = &mut alpha[(p + 1) * width + g.to as usize];
+                        *slot = log_add(*slot, a + gs);
+                    }
+                }
+                if self.may_end(s) {
+                    let slot = &mut alpha[(p + 1) * width + pad_state];
+                    *slot = log_add(*slot, a + self.pad_score(p));
+                }
+            }
+        }
+        let beta = &self.beta;
+        let mut marg = vec![0f32; len * vocab];
+        for p in 0..len {
+            let row = &self.scores[p * vocab..(p + 1) * vocab];
+            let out = &mut marg[p * vocab..(p + 1) * vocab];
+            for s in 0..width {
+                let a = alpha[p * width + s];
+                if a == neg {
+                    continue;
+                }
+                if s != pad_state {
+                    for g in automaton.groups(s as u32) {
+                        let b = beta[(p + 1) * width + g.to as usize];
+                        if b == neg {
+                            continue;
+                        }
+                        let base = a + b - self.log_z;
+                        for &t in &g.tokens {
+                            out[t as usize] += (base + row[t as usize] * self.inv).exp();
+                        }
+                    }
+                }
+                if self.may_end(s) {
+                    let b = beta[(p + 1) * width + pad_state];
+                    if b != neg {
+                        out[self.pad as usize] += (a + b - self.log_z + self.pad_score(p)).exp();
+                    }
+                }
+            }
+        }
+        marg
+    }
+
+    fn sample(&self, rng: &mut impl rand::Rng) -> Vec<u32> {
+        let (width, vocab, neg) = (self.width(), self.vocab, f32::NEG_INFINITY);
+        let pad_state = self.pad_state();
+        let mut ids = Vec::with_capacity(self.len);
+        let mut s = self.automaton.start() as usize;
+        for p in 0..self.len {
+            let next = &self.beta[(p + 1) * width..(p + 2) * width];
+            // Choices from `s`: each group (then a token in it), or PAD; log weights.
+            let groups: &[crate::steer::automaton::TokenGroup] = if s == pad_state {
+                &[]
+            } else {
+                self.automaton.groups(s as u32)
+            };
+            let mut weights: Vec<f32> = groups
+                .iter()
+                .zip(if s == pad_state {
+                    &[][..]
+                } else {
+                    &self.group_scores[p][s][..]
                 })
-                .collect()
-        })
-        .collect();
-    let pad_score = |p: usize| scores[p * vocab + pad as usize] * inv;
-    let mut alpha = vec![neg; (len + 1) * width];
-    alpha[automaton.start() as usize] = 0.0;
-    for p in 0..len {
-        for s in 0..width {
-            let a = alpha[p * width + s];
-            if a == neg || !alive(p, s) {
+                .map(|(g, &gs)| gs + next[g.to as usize])
+                .collect();
+            weights.push(if self.may_end(s) {
+                self.pad_score(p) + next[pad_state]
+            } else {
+                neg
+            });
+            let choice = draw(&weights, rng);
+            if choice == groups.len() {
+                ids.push(self.pad);
+                s = pad_state;
                 continue;
             }
-            if s != pad_state {
-                for (g, &gs) in automaton.groups(s as u32).iter().zip(&group_scores[p][s]) {
-                    let slot = &mut alpha[(p + 1) * width + g.to as usize];
-                    *slot = log_add(*slot, a + gs);
-                }
+            let g = &groups[choice];
+            let row = &self.scores[p * vocab..(p + 1) * vocab];
+            let token_weights: Vec<f32> = g.tokens.iter().map(|&t| row[t as usize] * self.inv).collect();
+            ids.push(g.tokens[draw(&token_weights, rng)]);
+            s = g.to as usize;
+        }
+        ids
+    }
+}
+
+/// An index drawn with probability ∝ `exp(log_weights[i])` (at least one finite weight).
+fn draw(log_weights: &[f32], rng: &mut impl rand::Rng) -> usize {
+    let m = log_weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let w: Vec<f64> = log_weights.iter().map(|&x| ((x - m) as f64).exp()).collect();
+    let total: f64 = w.iter().sum();
+    let mut u = rng.gen::<f64>() * total;
+    let mut last = 0;
+    for (i, &x) in w.iter().enumerate() {
+        if x > 0.0 {
+            last = i;
+            if u < x {
+                return i;
             }
-            if s == pad_state || automaton.is_accepting(s as u32) {
-                let slot = &mut alpha[(p + 1) * width + pad_state];
-                *slot = log_add(*slot, a + pad_score(p));
-            }
+            u -= x;
         }
     }
-    let mut beta = vec![neg; (len + 1) * width];
-    for s in 0..width {
-        if s == pad_state || automaton.is_accepting(s as u32) {
-            beta[len * width + s] = 0.0;
-        }
-    }
-    for p in (0..len).rev() {
-        for s in 0..width {
-            let mut b = neg;
-            if s != pad_state {
-                for (g, &gs) in automaton.groups(s as u32).iter().zip(&group_scores[p][s]) {
-                    b = log_add(b, gs + beta[(p + 1) * width + g.to as usize]);
-                }
-            }
-            if s == pad_state || automaton.is_accepting(s as u32) {
-                b = log_add(b, pad_score(p) + beta[(p + 1) * width + pad_state]);
-            }
-            beta[p * width + s] = b;
-        }
-    }
-    let log_z = beta[automaton.start() as usize];
-    if log_z == neg {
-        return None;
-    }
-    let mut marg = vec![0f32; len * vocab];
-    for p in 0..len {
-        let row = &scores[p * vocab..(p + 1) * vocab];
-        let out = &mut marg[p * vocab..(p + 1) * vocab];
-        for s in 0..width {
-            let a = alpha[p * width + s];
-            if a == neg {
-                continue;
-            }
-            if s != pad_state {
-                for g in automaton.groups(s as u32) {
-                    let b = beta[(p + 1) * width + g.to as usize];
-                    if b == neg {
-                        continue;
-                    }
-                    let base = a + b - log_z;
-                    for &t in &g.tokens {
-                        out[t as usize] += (base + row[t as usize] * inv).exp();
-                    }
-                }
-            }
-            if s == pad_state || automaton.is_accepting(s as u32) {
-                let b = beta[(p + 1) * width + pad_state];
-                if b != neg {
-                    out[pad as usize] += (a + b - log_z + pad_score(p)).exp();
-                }
-            }
-        }
-    }
-    Some(marg)
+    last
 }

@@ -1,0 +1,451 @@
+//! Sampling from a masked-diffusion model under exact constraints.
+//!
+//! A run starts from an all-`[MASK]` sequence (tokens fixed in advance are committed from the
+//! start) and commits tokens over `steps` steps. Each step:
+//!
+//! 1. the denoiser gives log-probabilities at every position;
+//! 2. every position gets token scores: a committed token scores 0 and every other token `−∞`;
+//!    a masked position scores the model's log-probabilities divided by the temperature; the
+//!    constraints' unary rules add their `−∞`s;
+//! 3. over (position × automaton state) of the constraints' product automaton, one whole
+//!    sequence is **sampled** from the scores restricted to the sequences the constraints
+//!    accept ([`sample_sequence`]; the best one, [`best_sequence`], at temperature 0), and the
+//!    per-position marginals are computed by forward–backward ([`constrained_marginals`]);
+//! 4. of the masked positions (of the current block, with [`MaskedSampling::block_size`]),
+//!    the `k` the remasking order ranks first are committed to the sampled sequence's tokens.
+//!
+//! The sampled sequence is valid and agrees with every committed token, so after a commit it
+//! still witnesses a valid completion: no step can commit a token that makes the text
+//! impossible to finish, and the final text is valid at any temperature, with no retries. Each
+//! output is still re-checked by the constraints' independent validators.
+//!
+//! Without hard constraints the positions are independent, as in LLaDA: the marginals are the
+//! softmax of the scores, and the sample draws each position from its own.
+
+use candle_core::{Tensor, D};
+use rand::rngs::StdRng;
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use crate::generate::Sample;
+use crate::masked::model::MaskedLm;
+use crate::nn::Mode;
+use crate::steer::projection::{best_sequence, constrained_marginals, sample_sequence};
+use crate::steer::{ConstraintContext, PreparedStack, Stack};
+use crate::{Error, Result};
+
+/// Which masked positions a step commits first.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Remasking {
+    /// LLaDA's low-confidence remasking: the positions whose sampled token has the highest
+    /// constrained marginal probability.
+    #[default]
+    LowConfidence,
+    /// Uniformly random positions.
+    Random,
+    /// The positions whose constrained marginal has the lowest entropy (Dream).
+    Entropy,
+    /// The positions with the largest gap between their two most probable tokens (Dream).
+    Margin,
+}
+
+impl std::str::FromStr for Remasking {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "low-confidence" => Ok(Remasking::LowConfidence),
+            "random" => Ok(Remasking::Random),
+            "entropy" => Ok(Remasking::Entropy),
+            "margin" => Ok(Remasking::Margin),
+            other => Err(Error::Config(format!(
+                "remasking {other:?}: expected low-confidence, random, entropy or margin"
+            ))),
+        }
+    }
+}
+
+/// Settings of a masked-diffusion run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MaskedSampling {
+    /// Steps over which the tokens are committed (at most the sequence length). Default 64.
+    pub steps: usize,
+    /// Seed: the same seed gives the same text whatever the batch size. Default 0.
+    pub seed: u64,
+    /// Temperature of the token scores; 0 takes the best sequence. Default 1.
+    pub temperature: f32,
+    /// Which positions each step commits first.
+    pub remasking: Remasking,
+    /// Semi-autoregressive blocks: commit the positions block by block, left to right (each
+    /// block gets its share of the steps). `None` (default): one block.
+    pub block_size: Option<usize>,
+    /// Sequence length; `None` (default) is the model's.
+    pub length: Option<usize>,
+    /// How many sequences are denoised together (the output does not depend on it). Default 64.
+    pub batch_size: usize,
+}
+
+impl Default for MaskedSampling {
+    fn default() -> Self {
+        MaskedSampling {
+            steps: 64,
+            seed: 0,
+            temperature: 1.0,
+            remasking: Remasking::LowConfidence,
+            block_size: None,
+            length: None,
+            batch_size: 64,
+        }
+    }
+}
+
+/// Builder for a masked-diffusion run: a model, its settings and a stack of constraints.
+pub struct MaskedGenerator<'m> {
+    lm: &'m MaskedLm,
+    cfg: MaskedSampling,
+    stack: Stack,
+    fixed: Vec<(usize, u32)>,
+}
+
+impl<'m> MaskedGenerator<'m> {
+    /// A generator with the default settings and no constraint.
+    pub fn new(lm: &'m MaskedLm) -> Self {
+        Self::with_config(lm, MaskedSampling::default())
+    }
+
+    /// A generator with these settings.
+    pub fn with_config(lm: &'m MaskedLm, cfg: MaskedSampling) -> Self {
+        MaskedGenerator {
+            lm,
+            cfg,
+            stack: Stack::new(),
+            fixed: Vec::new(),
+        }
+    }
+
+    /// Adds a hard constraint.
+    pub fn constrain(mut self, c: impl crate::steer::Constraint + 'static) -> Self {
+        self.stack = self.stack.constrain(c);
+        self
+    }
+
+    /// Replaces the stack. Guides and repairs are for the continuous engine: a stack holding one
+    /// is refused when generation starts.
+    pub fn stack(mut self, stack: Stack) -> Self {
+        self.stack = stack;
+        self
+    }
+
+    /// Tokens committed before the first step: `(position, token)`.
+    pub fn fixed(mut self, tokens: Vec<(usize, u32)>) -> Self {
+        self.fixed = tokens;
+        self
+    }
+
+    /// Number of steps.
+    pub fn steps(mut self, steps: usize) -> Self {
+        self.cfg.steps = steps;
+        self
+    }
+
+    /// Seed.
+    pub fn seed(mut self, seed: u64) -> Self {
+        self.cfg.seed = seed;
+        self
+    }
+
+    /// Temperature (0: the best sequence).
+    pub fn temperature(mut self, t: f32) -> Self {
+        self.cfg.temperature = t;
+        self
+    }
+
+    /// The commit order.
+    pub fn remasking(mut self, r: Remasking) -> Self {
+        self.cfg.remasking = r;
+        self
+    }
+
+    /// Semi-autoregressive block size.
+    pub fn block_size(mut self, b: usize) -> Self {
+        self.cfg.block_size = Some(b);
+        self
+    }
+
+    /// Batch size.
+    pub fn batch_size(mut self, b: usize) -> Self {
+        self.cfg.batch_size = b.max(1);
+        self
+    }
+
+    fn length(&self) -> usize {
+        self.cfg.length.unwrap_or(self.lm.config.seq_len)
+    }
+
+    fn check(&self) -> Result<PreparedStack> {
+        let len = self.length();
+        if len == 0 || len > self.lm.config.seq_len {
+            return Err(Error::Sampling(format!(
+                "length {len}: must be between 1 and the model's sequence length {}",
+                self.lm.config.seq_len
+            )));
+        }
+        if self.cfg.steps == 0 {
+            return Err(Error::Sampling("steps must be at least 1".into()));
+        }
+        if !(self.cfg.temperature.is_finite() && self.cfg.temperature >= 0.0) {
+            return Err(Error::Config(format!(
+                "temperature must be at least 0, got {}",
+                self.cfg.temperature
+            )));
+        }
+        if self.cfg.block_size == Some(0) {
+            return Err(Error::Config("block size must be at least 1".into()));
+        }
+        if let Some(g) = self.stack.guides().first() {
+            return Err(Error::Config(format!(
+                "{}: guidance is not available on the masked engine",
+                g.name()
+            )));
+        }
+        if let Some(r) = self.stack.repairs().first() {
+            return Err(Error::Config(format!(
+                "{}: repair is not available on the masked engine",
+                r.name()
+            )));
+        }
+        let v = self.lm.config.vocab_size;
+        if let Some(&(p, t)) = self.fixed.iter().find(|&&(p, t)| p >= len || t as usize >= v) {
+            return Err(Error::Sampling(format!(
+                "fixed token {t} at position {p} is outside the {len}-token sequence or the vocabulary"
+            )));
+        }
+        let ctx = ConstraintContext {
+            tokenizer: &self.lm.tokenizer,
+            index: self.lm.token_index(),
+            seq_len: len,
+        };
+        self.stack.prepare(&ctx)
+    }
+
+    /// Generates `n` samples.
+    pub fn generate(&self, n: usize) -> Result<Vec<Sample>> {
+        let prepared = self.check()?;
+        let mut out = Vec::with_capacity(n);
+        for start in (0..n).step_by(self.cfg.batch_size.max(1)) {
+            let indices: Vec<usize> = (start..n.min(start + self.cfg.batch_size.max(1))).collect();
+            for ids in self.run_batch(&prepared, &indices)? {
+                self.stack.check(&ids, &self.lm.tokenizer)?;
+                out.push(Sample {
+                    text: self.lm.tokenizer.decode_content(&ids),
+                    ids,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// The steps of one batch (rows are the samples with these indices).
+    fn run_batch(&self, prepared: &PreparedStack, indices: &[usize]) -> Result<Vec<Vec<u32>>> {
+        let (len, v) = (self.length(), self.lm.config.vocab_size);
+        let mask = self.lm.config.mask_id();
+        let pad = self.lm.config.pad_id;
+        let mut rngs: Vec<StdRng> = indices
+            .iter()
+            .map(|&i| crate::generate::seeds::sample_rng(self.cfg.seed, i))
+            .collect();
+        let mut rows: Vec<Vec<u32>> = vec![vec![mask; len]; indices.len()];
+        for row in &mut rows {
+            for &(p, t) in &self.fixed {
+                row[p] = t;
+            }
+        }
+        let block = self.cfg.block_size.unwrap_or(len).min(len);
+        let blocks: Vec<(usize, usize)> = (0..len).step_by(block).map(|s| (s, (s + block).min(len))).collect();
+        let steps = self.cfg.steps.min(len).max(blocks.len());
+        // Steps per block: as even as possible.
+        let per_block: Vec<usize> = (0..blocks.len())
+            .map(|b| steps / blocks.len() + usize::from(b < steps % blocks.len()))
+            .collect();
+        for (&(lo, hi), &block_steps) in blocks.iter().zip(&per_block) {
+            for k in 0..block_steps {
+                let flat: Vec<u32> = rows.iter().flatten().copied().collect();
+                let ids = Tensor::from_vec(flat, (rows.len(), len), self.lm.device())?;
+                let logits = self.lm.model.forward(&ids, &mut Mode::Infer)?;
+                let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                for (r, row) in rows.iter_mut().enumerate() {
+                    let rng = &mut rngs[r];
+                    let scores = self.scores(prepared, &logp[r * len * v..(r + 1) * len * v], row, len, v);
+                    let (sample, marginals) = self.draw(prepared, &scores, len, v, pad, rng)?;
+                    let open: Vec<usize> = (lo..hi).filter(|&p| row[p] == mask).collect();
+                    let remaining = block_steps - k;
+                    let count = open.len().div_ceil(remaining);
+                    for p in self.order(&open, &sample, &marginals, v, rng).into_iter().take(count) {
+                        row[p] = sample[p];
+                    }
+                }
+            }
+        }
+        // Positions left masked (none unless a block had no steps) take the final sample.
+        for (r, row) in rows.iter_mut().enumerate() {
+            if row.contains(&mask) {
+                let flat: Vec<u32> = row.clone();
+                let ids = Tensor::from_vec(flat, (1, len), self.lm.device())?;
+                let logp = candle_nn::ops::log_softmax(&self.lm.model.forward(&ids, &mut Mode::Infer)?, D::Minus1)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                let scores = self.scores(prepared, &logp, row, len, v);
+                let (sample, _) = self.draw(prepared, &scores, len, v, pad, &mut rngs[r])?;
+                *row = sample;
+            }
+        }
+        Ok(rows)
+    }
+
+    /// One row's token scores: committed positions pinned, masked ones the model's scaled
+    /// log-probabilities, plus the constraints' unary rules.
+    fn scores(&self, prepared: &PreparedStack, logp: &[f32], row: &[u32], len: usize, v: usize) -> Vec<f32> {
+        let mask = self.lm.config.mask_id();
+        let mut scores = vec![f32::NEG_INFINITY; len * v];
+        for p in 0..len {
+            let out = &mut scores[p * v..(p + 1) * v];
+            if row[p] == mask {
+                out.copy_from_slice(&logp[p * v..(p + 1) * v]);
+            } else {
+                out[row[p] as usize] = 0.0;
+            }
+        }
+        prepared.masked(scores)
+    }
+
+    /// A whole valid sequence under the scores (sampled, or the best at temperature 0) and the
+    /// constrained marginals.
+    fn draw(
+        &self,
+        prepared: &PreparedStack,
+        scores: &[f32],
+        len: usize,
+        v: usize,
+        pad: u32,
+        rng: &mut StdRng,
+    ) -> Result<(Vec<u32>, Vec<f32>)> {
+        let unsatisfiable =
+            || Error::Unsatisfiable("no sequence satisfies the constraints and the fixed tokens".into());
+        let t = self.cfg.temperature;
+        if !prepared.has_hard {
+            return Ok(independent(scores, len, v, t, rng));
+        }
+        let automaton = &prepared.automaton;
+        let marginals = constrained_marginals(scores, len, v, automaton, pad, t.max(1e-3)).ok_or_else(unsatisfiable)?;
+        let sample = if t == 0.0 {
+            best_sequence(scores, len, v, automaton, pad).map(|(ids, _)| ids)
+        } else {
+            sample_sequence(scores, len, v, automaton, pad, t, rng)
+        }
+        .ok_or_else(unsatisfiable)?;
+        Ok((sample, marginals))
+    }
+
+    /// The open positions, best first under the remasking order.
+    fn order(&self, open: &[usize], sample: &[u32], marginals: &[f32], v: usize, rng: &mut StdRng) -> Vec<usize> {
+        let key = |p: usize, rng: &mut StdRng| -> f64 {
+            let m = &marginals[p * v..(p + 1) * v];
+            match self.cfg.remasking {
+                Remasking::LowConfidence => m[sample[p] as usize] as f64,
+                Remasking::Random => rng.gen::<f64>(),
+                Remasking::Entropy => -m
+                    .iter()
+                    .filter(|&&x| x > 0.0)
+                    .map(|&x| -(x as f64) * (x as f64).ln())
+                    .sum::<f64>(),
+                Remasking::Margin => {
+                    let (mut a, mut b) = (0f32, 0f32);
+                    for &x in m {
+                        if x > a {
+                            b = a;
+                            a = x;
+                        } else if x > b {
+                            b = x;
+                        }
+                    }
+                    (a - b) as f64
+                }
+            }
+        };
+        let mut keyed: Vec<(f64, usize)> = open.iter().map(|&p| (key(p, rng), p)).collect();
+        // Highest key first; ties by position, so the order does not depend on float ties.
+        keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+        keyed.into_iter().map(|(_, p)| p).collect()
+    }
+}
+
+/// Without constraints: per position, the softmax of `scores / t` and a token drawn from it (the
+/// most probable one at `t = 0`).
+fn independent(scores: &[f32], len: usize, v: usize, t: f32, rng: &mut StdRng) -> (Vec<u32>, Vec<f32>) {
+    let inv = 1.0 / t.max(1e-3);
+    let mut marginals = vec![0f32; len * v];
+    let mut sample = Vec::with_capacity(len);
+    for p in 0..len {
+        let row = &scores[p * v..(p + 1) * v];
+        let out = &mut marginals[p * v..(p + 1) * v];
+        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut total = 0f64;
+        for (o, &x) in out.iter_mut().zip(row) {
+            *o = ((x - m) * inv).exp();
+            total += *o as f64;
+        }
+        for o in out.iter_mut() {
+            *o = (*o as f64 / total) as f32;
+        }
+        let pick = if t == 0.0 {
+            // The first of equal maxima.
+            (0..v).fold(0, |best, i| if row[i] > row[best] { i } else { best })
+        } else {
+            let mut u = rng.gen::<f64>();
+            let mut pick = v - 1;
+            for (i, &q) in out.iter().enumerate() {
+                if u < q as f64 {
+                    pick = i;
+                    break;
+                }
+                u -= q as f64;
+            }
+            pick
+        };
+        sample.push(pick as u32);
+    }
+    (sample, marginals)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::independent;
+    use rand::SeedableRng;
+
+    #[test]
+    fn without_constraints_the_marginals_are_the_softmax() {
+        let (len, v) = (3, 5);
+        let scores: Vec<f32> = (0..len * v).map(|i| ((i * 7 % 11) as f32 - 5.0) / 2.0).collect();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        for t in [0.5f32, 1.0, 2.0] {
+            let (_, m) = independent(&scores, len, v, t, &mut rng);
+            for p in 0..len {
+                let row = &scores[p * v..(p + 1) * v];
+                let z: f32 = row.iter().map(|x| (x / t).exp()).sum();
+                for k in 0..v {
+                    let want = (row[k] / t).exp() / z;
+                    assert!((m[p * v + k] - want).abs() < 1e-6, "t {t}, p {p}, k {k}");
+                }
+            }
+        }
+        // Greedy takes each position's best token.
+        let (ids, _) = independent(&scores, len, v, 0.0, &mut rng);
+        for (p, &id) in ids.iter().enumerate() {
+            let row = &scores[p * v..(p + 1) * v];
+            assert!(row.iter().all(|&x| x <= row[id as usize]));
+        }
+    }
+}

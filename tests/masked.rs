@@ -1,0 +1,183 @@
+//! The masked engine: exact constrained sampling, training, determinism.
+
+mod common;
+
+use candle_core::Device;
+use common::*;
+use diffusion_lm::masked::{masked_trainer, MaskedConfig, MaskedGenerator, MaskedLm, Remasking};
+use diffusion_lm::steer::projection::sample_sequence;
+use diffusion_lm::steer::{Constraint, ConstraintContext, Restriction};
+use diffusion_lm::TextTokenizer;
+use diffusion_lm_controllers::{Infill, Length, Regex};
+use proptest::prelude::*;
+use rand::SeedableRng;
+
+/// A masked model with random weights: its logits are arbitrary, which is what the exactness
+/// property must survive.
+fn random_model(tok: &TextTokenizer, seed: u64) -> MaskedLm {
+    let cfg = MaskedConfig {
+        seq_len: 12,
+        ..MaskedConfig::tiny(tok.vocab_size(), tok.pad_id())
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let vars = diffusion_lm::nn::init_varmap(
+        &diffusion_lm::masked::MaskedDenoiser::param_specs(&cfg),
+        &mut rng,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let weights = vars
+        .data()
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| (k.clone(), v.as_tensor().clone()))
+        .collect();
+    MaskedLm::from_weights(cfg, tok.clone(), weights, &Device::Cpu).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 24, .. ProptestConfig::default() })]
+
+    /// Whatever the logits, the temperature, the commit order and the stack, every output is
+    /// valid (the generator also re-checks each output with the independent validators and
+    /// would fail otherwise; this checks again with the `regex` crate).
+    #[test]
+    fn constrained_sampling_from_random_logits_is_always_valid(
+        seed in 0u64..1000,
+        temperature in prop::sample::select(vec![0.0f32, 0.3, 1.0, 3.0]),
+        order in prop::sample::select(vec![Remasking::LowConfidence, Remasking::Random, Remasking::Entropy, Remasking::Margin]),
+        stack in 0usize..4,
+        block in prop::option::of(1usize..8),
+    ) {
+        let tok = toy_tokenizer();
+        let lm = random_model(&tok, seed);
+        let (pattern, g) = match stack {
+            0 => ("(the|a) [a-z ]+", MaskedGenerator::new(&lm).constrain(Regex::new("(the|a) [a-z ]+").unwrap())),
+            1 => (".*", MaskedGenerator::new(&lm).constrain(Length::between(3, 6).unwrap())),
+            2 => ("the .+ sat .+", MaskedGenerator::new(&lm).constrain(Infill::new("the ___ sat ___").unwrap())),
+            _ => ("[a-z]+ [a-z]+", MaskedGenerator::new(&lm)
+                .constrain(Regex::new("[a-z]+ [a-z]+").unwrap())
+                .constrain(Length::between(2, 4).unwrap())),
+        };
+        let mut g = g.steps(6).seed(seed).temperature(temperature).remasking(order).batch_size(2);
+        if let Some(b) = block {
+            g = g.block_size(b);
+        }
+        let re = regex::Regex::new(&format!("^(?s:{pattern})$")).unwrap();
+        for s in g.generate(3).unwrap() {
+            prop_assert!(re.is_match(&s.text), "{:?} does not match {pattern}", s.text);
+            let pad = tok.pad_id();
+            let end = s.ids.iter().position(|&t| t == pad).unwrap_or(s.ids.len());
+            prop_assert!(s.ids[end..].iter().all(|&t| t == pad), "content after the PAD tail: {:?}", s.ids);
+            if stack == 1 {
+                prop_assert!((3..=6).contains(&end), "{end} tokens");
+            }
+        }
+    }
+
+    /// The lattice sampler alone: random scores, a regex automaton, every sample accepted.
+    #[test]
+    fn sampled_sequences_are_accepted_by_the_automaton(seed in 0u64..1000, temperature in 0.1f32..4.0) {
+        let tok = toy_tokenizer();
+        let index = diffusion_lm::steer::TokenIndex::new(&tok);
+        let regex = Regex::new("(the|my) [a-z]+ (sat|ran)").unwrap();
+        let ctx = ConstraintContext { tokenizer: &tok, index: &index, seq_len: 10 };
+        let Restriction::Automaton(automaton) = regex.restrictions(&ctx).unwrap().remove(0) else {
+            panic!("a regex is an automaton")
+        };
+        let v = tok.vocab_size();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+        let scores: Vec<f32> = (0..10 * v).map(|_| rand::Rng::gen_range(&mut rng, -5.0f32..5.0)).collect();
+        for _ in 0..4 {
+            let ids = sample_sequence(&scores, 10, v, &automaton, tok.pad_id(), temperature, &mut rng).unwrap();
+            let end = ids.iter().position(|&t| t == tok.pad_id()).unwrap_or(ids.len());
+            prop_assert!(automaton.accepts(&ids[..end]));
+            prop_assert!(ids[end..].iter().all(|&t| t == tok.pad_id()));
+        }
+    }
+}
+
+#[test]
+fn guides_repairs_and_bad_settings_are_refused_clearly() {
+    let tok = toy_tokenizer();
+    let lm = random_model(&tok, 1);
+    let err = MaskedGenerator::new(&lm)
+        .steps(0)
+        .generate(1)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("steps must be at least 1"), "{err}");
+    let err = MaskedGenerator::new(&lm)
+        .temperature(-1.0)
+        .generate(1)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("temperature"), "{err}");
+    let err = MaskedGenerator::new(&lm)
+        .constrain(Length::exact(30))
+        .generate(1)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("sequence holds 12"), "{err}");
+    let stack = diffusion_lm::Stack::new().repair(diffusion_lm_controllers::SyntaxTree::json());
+    let err = MaskedGenerator::new(&lm)
+        .stack(stack)
+        .generate(1)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(err.contains("not available on the masked engine"), "{err}");
+}
+
+#[test]
+fn a_tiny_masked_model_learns_and_samples_the_same_on_any_batch_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = toy_tokenizer();
+    let cfg = MaskedConfig {
+        seq_len: 12,
+        hidden: 64,
+        ..MaskedConfig::tiny(tok.vocab_size(), tok.pad_id())
+    };
+    let texts: Vec<&str> = TOY.to_vec();
+    let mut trainer = masked_trainer(
+        cfg.clone(),
+        tok.clone(),
+        &texts,
+        toy_train_config(300),
+        dir.path(),
+        &Device::Cpu,
+    )
+    .unwrap();
+    trainer.run(false).unwrap();
+    let history = &trainer.state().history;
+    let (first, last) = (history[0].values[1], history[history.len() - 1].values[1]);
+    assert!(last < first * 0.5, "masked cross-entropy {first} → {last}");
+    let lm = MaskedLm::load(dir.path(), &Device::Cpu).unwrap();
+    let run = |batch: usize| {
+        MaskedGenerator::new(&lm)
+            .steps(12)
+            .seed(9)
+            .batch_size(batch)
+            .generate(4)
+            .unwrap()
+    };
+    let samples = run(4);
+    assert_eq!(samples, run(1), "the same seed gives the same text on any batch size");
+    // Trained on four sentences, greedy sampling writes one of them.
+    let greedy = MaskedGenerator::new(&lm)
+        .steps(12)
+        .temperature(0.0)
+        .generate(2)
+        .unwrap();
+    for s in &greedy {
+        assert!(TOY.contains(&s.text.trim()), "{:?}", s.text);
+    }
+    assert_eq!(
+        diffusion_lm::masked::engine_of(dir.path()).unwrap(),
+        diffusion_lm::masked::Engine::Masked
+    );
+}
