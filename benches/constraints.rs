@@ -6,7 +6,7 @@ use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use diffusion_lm::nn::Mode;
 use diffusion_lm::steer::projection::best_sequence;
-use diffusion_lm::steer::{ConstraintContext, Controller, PreparedStack};
+use diffusion_lm::steer::{Constraint, ConstraintContext, Stack};
 use diffusion_lm::DiffusionLm;
 use diffusion_lm_controllers::{Grammar, Regex};
 
@@ -27,7 +27,7 @@ pub const PATTERNS: [(&str, &str); 6] = [
 
 pub const GRAMMARS: [&str; 4] = ["json", "arithmetic", "sql_select", "statements"];
 
-type Factory = Box<dyn Fn() -> Box<dyn Controller>>;
+type Factory = Box<dyn Fn() -> Box<dyn Constraint>>;
 
 /// Every benchmarked constraint, built fresh by its factory (so builds can be timed).
 fn constraints() -> Vec<(String, Factory)> {
@@ -87,8 +87,9 @@ fn projection_step(c: &mut Criterion) {
         .unwrap();
     let mut group = c.benchmark_group("projection_batch1");
     for (name, make) in constraints() {
-        let controllers: Vec<Box<dyn Controller>> = vec![make()];
-        let stack = PreparedStack::prepare(&controllers, &ctx).unwrap();
+        let mut constraints = Stack::new();
+        constraints.push_constraint(make());
+        let stack = constraints.prepare(&ctx).unwrap();
         group.bench_function(BenchmarkId::from_parameter(name), |b| {
             b.iter(|| {
                 let row = stack.masked(scores.clone());

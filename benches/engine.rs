@@ -8,9 +8,10 @@ use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use diffusion_lm::generate::guidance_gradient;
 use diffusion_lm::nn::Mode;
 use diffusion_lm::scoring::classifier::LatentClassifier;
-use diffusion_lm::steer::{guidance_gradient, Controller, GuidanceContext};
+use diffusion_lm::steer::{Guide, GuideContext};
 use diffusion_lm::train::{diffusion_trainer, TrainConfig};
 use diffusion_lm::{DiffusionLm, NoiseSchedule, Sampler, SamplerKind};
 use diffusion_lm_controllers::Attribute;
@@ -52,23 +53,21 @@ fn guidance_step(c: &mut Criterion) {
         LatentClassifier::load(DiffusionLm::default_dir().join("classifier"), &Device::Cpu)
             .expect("the shipped classifier in models/e2e/classifier"),
     );
-    let controllers: Vec<Box<dyn Controller>> = vec![Box::new(Attribute::parse(&classifier, "food=Italian").unwrap())];
+    let guides: Vec<Box<dyn Guide>> = vec![Box::new(Attribute::parse(&classifier, "food=Italian").unwrap())];
     let mut group = c.benchmark_group("guidance_step");
     group.sample_size(10);
     for batch in [8usize, 64] {
         let x = Tensor::randn(0f32, 1.0, (batch, cfg.seq_len, cfg.embed_dim), &Device::Cpu).unwrap();
-        let ctx = GuidanceContext {
+        let ctx = GuideContext {
             step: 100,
             num_steps: 200,
             t: 1000,
             latent_t: 995,
             embeddings: lm.model.embeddings(),
-            index: lm.token_index(),
-            denoiser: &lm.model,
         };
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, _| {
-            b.iter(|| guidance_gradient(&controllers, &x, &ctx).unwrap().unwrap())
+            b.iter(|| guidance_gradient(&guides, &lm.model, &x, &ctx).unwrap().unwrap())
         });
     }
     group.finish();

@@ -13,7 +13,7 @@ use std::time::Instant;
 use candle_core::{Device, Tensor};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use diffusion_lm::steer::projection::best_sequence;
-use diffusion_lm::steer::{ConstraintContext, Controller, PreparedStack};
+use diffusion_lm::steer::{ConstraintContext, Stack};
 use diffusion_lm::DiffusionLm;
 use diffusion_lm_controllers::json_schema::suite::SuiteCase;
 use diffusion_lm_controllers::JsonSchema;
@@ -106,8 +106,7 @@ fn real_schemas(_c: &mut Criterion) {
         compile.push(t.elapsed().as_secs_f64() * 1e3);
         compiled += 1;
         let t = Instant::now();
-        let controllers: Vec<Box<dyn Controller>> = vec![Box::new(js)];
-        let Ok(stack) = PreparedStack::prepare(&controllers, &ctx) else {
+        let Ok(stack) = Stack::new().constrain(js).prepare(&ctx) else {
             continue;
         };
         lift.push(t.elapsed().as_secs_f64() * 1e3);
@@ -164,8 +163,10 @@ fn examples(c: &mut Criterion) {
         group.bench_function(BenchmarkId::new("compile", name), |b| {
             b.iter(|| JsonSchema::from_json(&text).unwrap())
         });
-        let controllers: Vec<Box<dyn Controller>> = vec![Box::new(JsonSchema::from_json(&text).unwrap())];
-        let stack = PreparedStack::prepare(&controllers, &ctx).unwrap();
+        let stack = Stack::new()
+            .constrain(JsonSchema::from_json(&text).unwrap())
+            .prepare(&ctx)
+            .unwrap();
         group.bench_function(BenchmarkId::new("projection_step", name), |b| {
             b.iter(|| {
                 let row = stack.masked(scores.clone());
