@@ -283,6 +283,27 @@ impl FinishingArgs {
 }
 
 impl ControlArgs {
+    /// The first flag given that only the continuous engine has, if any.
+    fn continuous_only(&self) -> Option<&'static str> {
+        let (f, g) = (&self.finishing, &self.guidance);
+        [
+            (!self.attribute.is_empty(), "--attribute"),
+            (self.classifier.is_some(), "--classifier"),
+            (g.guide_on.is_some(), "--guide-on"),
+            (g.guidance_steps.is_some(), "--guidance-steps"),
+            (g.guidance_step_size.is_some(), "--guidance-step-size"),
+            (g.guidance_rule.is_some(), "--guidance-rule"),
+            (f.syntax.is_some(), "--syntax"),
+            (f.rewrite_rounds.is_some(), "--rewrite-rounds"),
+            (f.self_correct.is_some(), "--self-correct"),
+            (f.self_correct_threshold.is_some(), "--self-correct-threshold"),
+            (f.mbr.is_some(), "--mbr"),
+            (f.soft_until.is_some(), "--soft-until"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+    }
+
     /// What the controllers and finishing stages of `cfg` do, one line each.
     fn describe(&self, cfg: &GenerationConfig) -> Vec<String> {
         let f = &self.finishing;
@@ -695,27 +716,17 @@ fn generate(a: GenerateArgs) -> Result<()> {
 /// `generate` with a masked-diffusion model: the hard constraints only, exactly.
 fn generate_masked(a: GenerateArgs, dir: &Path) -> Result<()> {
     let c = &a.control;
-    let f = &c.finishing;
-    let g = &c.guidance;
-    let continuous_only = [
+    let engine_flags = [
         (a.config.is_some(), "--config"),
-        (!c.attribute.is_empty(), "--attribute"),
-        (c.classifier.is_some(), "--classifier"),
-        (g.guide_on.is_some(), "--guide-on"),
-        (g.guidance_steps.is_some(), "--guidance-steps"),
-        (g.guidance_step_size.is_some(), "--guidance-step-size"),
-        (g.guidance_rule.is_some(), "--guidance-rule"),
-        (f.syntax.is_some(), "--syntax"),
-        (f.rewrite_rounds.is_some(), "--rewrite-rounds"),
-        (f.self_correct.is_some(), "--self-correct"),
-        (f.self_correct_threshold.is_some(), "--self-correct-threshold"),
-        (f.mbr.is_some(), "--mbr"),
-        (f.soft_until.is_some(), "--soft-until"),
         (a.sampling.sampler.is_some(), "--sampler"),
         (a.sampling.no_clamp, "--no-clamp"),
         (a.device.dtype.is_some_and(|d| d != ComputeDtype::F32), "--dtype"),
     ];
-    if let Some((_, flag)) = continuous_only.iter().find(|(given, _)| *given) {
+    let refused = engine_flags
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+        .or_else(|| c.continuous_only());
+    if let Some(flag) = refused {
         bail!(
             "{flag} applies to the continuous engine; {} holds a masked model",
             dir.display()
@@ -999,21 +1010,31 @@ fn eval(a: EvalArgs) -> Result<()> {
     use diffusion_lm::scoring::eval::{copy_rate, distinct_n, json_stats, EvalReport};
     use std::collections::HashSet;
     let device = a.device.open()?;
-    let dir = model_dir(a.model);
-    let lm = DiffusionLm::load(&dir, &device)?;
-    let ar_dir = a.ar_model.unwrap_or_else(|| dir.join("ar"));
+    let dir = model_dir(a.model.clone());
+    let masked = diffusion_lm::masked::engine_of(&dir)? == diffusion_lm::masked::Engine::Masked;
+    if masked {
+        if let Some(flag) = a.control.continuous_only() {
+            bail!(
+                "{flag} applies to the continuous engine; {} holds a masked model",
+                dir.display()
+            );
+        }
+    }
+    let ar_dir = a.ar_model.clone().unwrap_or_else(|| dir.join("ar"));
     let (ar, ar_tok) = diffusion_lm::scoring::ar::CausalLm::load(&ar_dir, &device).with_context(|| {
         format!(
             "loading the reference LM (train it with `diffusion-lm train-ar --model {}`)",
             dir.display()
         )
     })?;
-    if ar_tok.vocab_size() != lm.tokenizer.vocab_size() {
-        bail!(
-            "the reference LM in {} uses a different tokenizer than the model",
-            ar_dir.display()
-        );
-    }
+    let model_tok = diffusion_lm::train::checkpoint::load_tokenizer(&dir, ar_tok.vocab_size(), ar_tok.pad_id())
+        .with_context(|| {
+            format!(
+                "the reference LM in {} uses a different tokenizer than the model",
+                ar_dir.display()
+            )
+        })?;
+    let pad = model_tok.pad_id();
     let record = read_data_record(&dir)?;
     let (train_ex, heldout_ex) = load_split(&record.corpus, record.json_records, record.heldout)?;
     let training: HashSet<String> = train_ex.iter().map(|e| e.text.trim().to_string()).collect();
@@ -1029,12 +1050,30 @@ fn eval(a: EvalArgs) -> Result<()> {
         ..GenerationConfig::default()
     };
     let stack = a.control.stack(&mut cfg, &dir, &device)?;
-    let controls = a.control.describe(&cfg);
+    let mut controls = a.control.describe(&cfg);
     let started = std::time::Instant::now();
-    let samples = Generator::with_config(&lm, cfg)
-        .stack(stack)
-        .progress(true)
-        .generate(a.samples)?;
+    let (samples, parameters) = if masked {
+        // Self-correction is a continuous-engine stage; its line does not describe this run.
+        controls.retain(|c| !c.starts_with("self-correction"));
+        let lm = diffusion_lm::masked::MaskedLm::load(&dir, &device)?;
+        let sampling = MaskedSampling {
+            steps: a.steps,
+            seed: a.seed,
+            batch_size: a.batch_size,
+            ..MaskedSampling::default()
+        };
+        let samples = diffusion_lm::masked::MaskedGenerator::with_config(&lm, sampling)
+            .stack(stack)
+            .generate(a.samples)?;
+        (samples, lm.parameter_count())
+    } else {
+        let lm = DiffusionLm::load(&dir, &device)?;
+        let samples = Generator::with_config(&lm, cfg)
+            .stack(stack)
+            .progress(true)
+            .generate(a.samples)?;
+        (samples, lm.weights().values().map(|t| t.elem_count()).sum())
+    };
     let seconds_sampling = started.elapsed().as_secs_f64();
     let texts: Vec<&str> = samples.iter().map(|s| s.text.as_str()).collect();
     if let Some(path) = &a.samples_out {
@@ -1044,7 +1083,6 @@ fn eval(a: EvalArgs) -> Result<()> {
     let (sample_ppl, _, _) = ar.perplexity(&ar_tok, &texts, 64, &device)?;
     let (heldout_ppl, heldout_n, _) = ar.perplexity(&ar_tok, &heldout, 64, &device)?;
     let (json_share, json_valid) = json_stats(&texts);
-    let pad = lm.tokenizer.pad_id();
     let mean_tokens = samples
         .iter()
         .map(|s| s.ids.iter().position(|&t| t == pad).unwrap_or(s.ids.len()) as f64)
@@ -1052,7 +1090,7 @@ fn eval(a: EvalArgs) -> Result<()> {
         / samples.len().max(1) as f64;
     let report = EvalReport {
         controls,
-        parameters: lm.weights().values().map(|t| t.elem_count()).sum(),
+        parameters,
         mean_tokens,
         samples: texts.len(),
         steps: a.steps,

@@ -218,6 +218,14 @@ impl MaskedLm {
         self.model.device()
     }
 
+    /// The number of parameters.
+    pub fn parameter_count(&self) -> usize {
+        MaskedDenoiser::param_specs(&self.config)
+            .iter()
+            .map(|s| s.shape.iter().product::<usize>())
+            .sum()
+    }
+
     /// The vocabulary's byte index, built on first use and shared by every constraint.
     pub fn token_index(&self) -> &TokenIndex {
         self.index.get_or_init(|| TokenIndex::new(&self.tokenizer))
