@@ -27,6 +27,7 @@
 //! | the continuous engine: schedule, denoiser, sampler, a loaded model | [`engine`] |
 //! | the steering layer: constraint, guide and repair roles, stack, token index, automata, projection | [`steer`] |
 //! | the generation pipeline and its config | [`generate`] |
+//! | the masked engine (MDLM, LLaDA): model, objective, exact constrained sampler | [`masked`] |
 //! | neural building blocks, fused kernels, devices | [`nn`] |
 //! | training, optimiser, checkpoints | [`train`] |
 //! | tokenizer and corpus readers | [`text`] |
