@@ -49,6 +49,8 @@ proptest! {
         order in prop::sample::select(vec![Remasking::LowConfidence, Remasking::Random, Remasking::Entropy, Remasking::Margin]),
         stack in 0usize..4,
         block in prop::option::of(1usize..8),
+        top_k in prop::option::of(1usize..4),
+        top_p in prop::option::of(0.1f32..1.0),
     ) {
         let tok = toy_tokenizer();
         let lm = random_model(&tok, seed);
@@ -63,6 +65,12 @@ proptest! {
         let mut g = g.steps(6).seed(seed).temperature(temperature).remasking(order).batch_size(2);
         if let Some(b) = block {
             g = g.block_size(b);
+        }
+        if let Some(k) = top_k {
+            g = g.top_k(k);
+        }
+        if let Some(p) = top_p {
+            g = g.top_p(p);
         }
         let re = regex::Regex::new(&format!("^(?s:{pattern})$")).unwrap();
         for s in g.generate(3).unwrap() {

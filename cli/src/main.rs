@@ -108,6 +108,12 @@ struct MaskedArgs {
     /// Commit block by block, left to right (semi-autoregressive) [default: one block].
     #[arg(long)]
     block_size: Option<usize>,
+    /// Keep only the k most probable tokens at each masked position [default: all].
+    #[arg(long)]
+    top_k: Option<usize>,
+    /// Keep only the most probable tokens up to this probability mass (nucleus) [default: all].
+    #[arg(long)]
+    top_p: Option<f32>,
 }
 
 impl MaskedArgs {
@@ -122,6 +128,12 @@ impl MaskedArgs {
         }
         if self.block_size.is_some() {
             out.push("--block-size");
+        }
+        if self.top_k.is_some() {
+            out.push("--top-k");
+        }
+        if self.top_p.is_some() {
+            out.push("--top-p");
         }
         out
     }
@@ -741,6 +753,8 @@ fn generate_masked(a: GenerateArgs, dir: &Path) -> Result<()> {
         temperature: a.masked.temperature.unwrap_or(defaults.temperature),
         remasking: a.masked.remasking.unwrap_or(defaults.remasking),
         block_size: a.masked.block_size,
+        top_k: a.masked.top_k,
+        top_p: a.masked.top_p,
         length: a.sampling.seq_len,
         batch_size: a.sampling.batch_size.unwrap_or(defaults.batch_size),
     };

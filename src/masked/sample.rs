@@ -80,6 +80,12 @@ pub struct MaskedSampling {
     /// Semi-autoregressive blocks: commit the positions block by block, left to right (each
     /// block gets its share of the steps). `None` (default): one block.
     pub block_size: Option<usize>,
+    /// Keep only the `k` most probable tokens at each masked position (before the constraints;
+    /// a step where that leaves no valid sequence uses every token). `None` (default): all.
+    pub top_k: Option<usize>,
+    /// Keep only the smallest set of most probable tokens whose probability reaches `p` at each
+    /// masked position (nucleus; with the same fallback as `top_k`). `None` (default): all.
+    pub top_p: Option<f32>,
     /// Sequence length; `None` (default) is the model's.
     pub length: Option<usize>,
     /// How many sequences are denoised together (the output does not depend on it). Default 64.
@@ -94,6 +100,8 @@ impl Default for MaskedSampling {
             temperature: 1.0,
             remasking: Remasking::LowConfidence,
             block_size: None,
+            top_k: None,
+            top_p: None,
             length: None,
             batch_size: 64,
         }
@@ -167,6 +175,18 @@ impl<'m> MaskedGenerator<'m> {
         self
     }
 
+    /// Top-k truncation of each position's tokens.
+    pub fn top_k(mut self, k: usize) -> Self {
+        self.cfg.top_k = Some(k);
+        self
+    }
+
+    /// Nucleus (top-p) truncation of each position's tokens.
+    pub fn top_p(mut self, p: f32) -> Self {
+        self.cfg.top_p = Some(p);
+        self
+    }
+
     /// Semi-autoregressive block size.
     pub fn block_size(mut self, b: usize) -> Self {
         self.cfg.block_size = Some(b);
@@ -199,6 +219,12 @@ impl<'m> MaskedGenerator<'m> {
                 "temperature must be at least 0, got {}",
                 self.cfg.temperature
             )));
+        }
+        if self.cfg.top_k == Some(0) {
+            return Err(Error::Config("top-k must be at least 1".into()));
+        }
+        if let Some(p) = self.cfg.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
+            return Err(Error::Config(format!("top-p must be in (0, 1], got {p}")));
         }
         if self.cfg.block_size == Some(0) {
             return Err(Error::Config("block size must be at least 1".into()));
@@ -278,8 +304,32 @@ impl<'m> MaskedGenerator<'m> {
                     .to_vec1::<f32>()?;
                 for (r, row) in rows.iter_mut().enumerate() {
                     let rng = &mut rngs[r];
-                    let scores = self.scores(prepared, &logp[r * len * v..(r + 1) * len * v], row, len, v);
-                    let (sample, marginals) = self.draw(prepared, &scores, len, v, pad, rng)?;
+                    let row_logp = &logp[r * len * v..(r + 1) * len * v];
+                    let (sample, marginals) = match self.truncated(row_logp, len, v) {
+                        Some(cut) => {
+                            match self.draw(prepared, &self.scores(prepared, &cut, row, len, v), len, v, pad, rng) {
+                                Ok(drawn) => drawn,
+                                // Truncation left no valid sequence: this step uses every token.
+                                Err(Error::Unsatisfiable(_)) => self.draw(
+                                    prepared,
+                                    &self.scores(prepared, row_logp, row, len, v),
+                                    len,
+                                    v,
+                                    pad,
+                                    rng,
+                                )?,
+                                Err(e) => return Err(e),
+                            }
+                        }
+                        None => self.draw(
+                            prepared,
+                            &self.scores(prepared, row_logp, row, len, v),
+                            len,
+                            v,
+                            pad,
+                            rng,
+                        )?,
+                    };
                     let open: Vec<usize> = (lo..hi).filter(|&p| row[p] == mask).collect();
                     let remaining = block_steps - k;
                     let count = open.len().div_ceil(remaining);
@@ -303,6 +353,37 @@ impl<'m> MaskedGenerator<'m> {
             }
         }
         Ok(rows)
+    }
+
+    /// The log-probabilities with every token outside top-k / top-p at `−∞`, or `None` when
+    /// neither is set.
+    fn truncated(&self, logp: &[f32], len: usize, v: usize) -> Option<Vec<f32>> {
+        if self.cfg.top_k.is_none() && self.cfg.top_p.is_none() {
+            return None;
+        }
+        let mut out = logp.to_vec();
+        let mut order: Vec<usize> = Vec::with_capacity(v);
+        for p in 0..len {
+            let row = &mut out[p * v..(p + 1) * v];
+            order.clear();
+            order.extend(0..v);
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+            let mut keep = self.cfg.top_k.unwrap_or(v).min(v);
+            if let Some(top_p) = self.cfg.top_p {
+                let mut mass = 0f32;
+                for (i, &t) in order.iter().enumerate() {
+                    mass += row[t].exp();
+                    if mass >= top_p {
+                        keep = keep.min(i + 1);
+                        break;
+                    }
+                }
+            }
+            for &t in &order[keep..] {
+                row[t] = f32::NEG_INFINITY;
+            }
+        }
+        Some(out)
     }
 
     /// One row's token scores: committed positions pinned, masked ones the model's scaled
