@@ -185,8 +185,9 @@ struct Lattice<'a> {
     automaton: &'a TokenAutomaton,
     pad: u32,
     inv: f32,
-    /// Per position, state and group: the log-sum-exp of the group's tokens' scaled scores.
-    group_scores: Vec<Vec<Vec<f32>>>,
+    /// `set_scores[p * sets + set]`: the log-sum-exp of a token set's scaled scores at `p`.
+    set_scores: Vec<f32>,
+    sets: usize,
     /// `beta[p * width + s]`: log of the total weight of completions from state `s` at `p`.
     beta: Vec<f32>,
     log_z: f32,
@@ -203,20 +204,21 @@ impl<'a> Lattice<'a> {
     ) -> Option<Self> {
         let n = automaton.num_states();
         let inv = 1.0 / temperature.max(1e-6);
-        let group_scores: Vec<Vec<Vec<f32>>> = (0..len)
-            .map(|p| {
-                let row = &scores[p * vocab..(p + 1) * vocab];
-                (0..n)
-                    .map(|s| {
-                        automaton
-                            .groups(s as u32)
-                            .iter()
-                            .map(|g| group_lse(row, &g.tokens, inv))
-                            .collect()
-                    })
-                    .collect()
-            })
-            .collect();
+        // Groups with the same token list share a set id: one log-sum-exp per position and set.
+        let sets = automaton.num_sets();
+        let mut set_scores = vec![f32::NAN; len * sets];
+        for p in 0..len {
+            let row = &scores[p * vocab..(p + 1) * vocab];
+            let slots = &mut set_scores[p * sets..(p + 1) * sets];
+            for s in 0..n {
+                for g in automaton.groups(s as u32) {
+                    let slot = &mut slots[g.set as usize];
+                    if slot.is_nan() {
+                        *slot = group_lse(row, &g.tokens, inv);
+                    }
+                }
+            }
+        }
         let mut lattice = Lattice {
             scores,
             len,
@@ -224,7 +226,8 @@ impl<'a> Lattice<'a> {
             automaton,
             pad,
             inv,
-            group_scores,
+            set_scores,
+            sets,
             beta: Vec::new(),
             log_z: f32::NEG_INFINITY,
         };
@@ -234,6 +237,10 @@ impl<'a> Lattice<'a> {
 
     fn width(&self) -> usize {
         self.automaton.num_states() + 1
+    }
+
+    fn set_score(&self, p: usize, g: &crate::steer::automaton::TokenGroup) -> f32 {
+        self.set_scores[p * self.sets + g.set as usize]
     }
 
     fn pad_state(&self) -> usize {
@@ -261,7 +268,8 @@ impl<'a> Lattice<'a> {
             for s in 0..width {
                 let mut b = neg;
                 if s != self.pad_state() {
-                    for (g, &gs) in self.automaton.groups(s as u32).iter().zip(&self.group_scores[p][s]) {
+                    for g in self.automaton.groups(s as u32) {
+                        let gs = self.set_score(p, g);
                         b = log_add(b, gs + beta[(p + 1) * width + g.to as usize]);
                     }
                 }
@@ -288,9 +296,9 @@ impl<'a> Lattice<'a> {
                     continue;
                 }
                 if s != pad_state {
-                    for (g, &gs) in automaton.groups(s as u32).iter().zip(&self.group_scores[p][s]) {
+                    for g in automaton.groups(s as u32) {
                         let slot = &mut alpha[(p + 1) * width + g.to as usize];
-                        *slot = log_add(*slot, a + gs);
+                        *slot = log_add(*slot, a + self.set_score(p, g));
                     }
                 }
                 if self.may_end(s) {
@@ -347,12 +355,7 @@ impl<'a> Lattice<'a> {
             };
             let mut weights: Vec<f32> = groups
                 .iter()
-                .zip(if s == pad_state {
-                    &[][..]
-                } else {
-                    &self.group_scores[p][s][..]
-                })
-                .map(|(g, &gs)| gs + next[g.to as usize])
+                .map(|g| self.set_score(p, g) + next[g.to as usize])
                 .collect();
             weights.push(if self.may_end(s) {
                 self.pad_score(p) + next[pad_state]
