@@ -31,7 +31,7 @@ pub struct EvalSchemasArgs {
     /// Checkpoint directory for generation (default: the shipped model).
     #[arg(long)]
     pub model: Option<PathBuf>,
-    /// Reverse diffusion steps for the generated documents.
+    /// Reverse diffusion steps (masked engine: commit steps) for the generated documents.
     #[arg(long, default_value_t = 50)]
     pub steps: usize,
     /// Random seed (a whole number from 0 to 2^64 - 1): the same seed gives the same result.
@@ -123,9 +123,18 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
     if subsets.is_empty() {
         bail!("no schema files under {}", a.dir.display());
     }
+    // The model that generates, of either engine.
+    enum Model {
+        Continuous(DiffusionLm),
+        Masked(diffusion_lm::masked::MaskedLm),
+    }
     let lm = if a.generate > 0 {
         let dir = a.model.clone().unwrap_or_else(DiffusionLm::default_dir);
-        Some(DiffusionLm::load(&dir, &candle_core::Device::Cpu)?)
+        let cpu = candle_core::Device::Cpu;
+        Some(match diffusion_lm::masked::engine_of(&dir)? {
+            diffusion_lm::masked::Engine::Masked => Model::Masked(diffusion_lm::masked::MaskedLm::load(&dir, &cpu)?),
+            diffusion_lm::masked::Engine::Continuous => Model::Continuous(DiffusionLm::load(&dir, &cpu)?),
+        })
     } else {
         None
     };
@@ -190,12 +199,19 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
             if let (Some(lm), Some(js)) = (&lm, r.compiled) {
                 t.gen_schemas += 1;
                 let start = Instant::now();
-                let out = Generator::new(lm)
-                    .constrain(js)
-                    .self_correct(0, 0.3)
-                    .steps(a.steps)
-                    .seed(a.seed)
-                    .generate(a.generate);
+                let out = match lm {
+                    Model::Continuous(lm) => Generator::new(lm)
+                        .constrain(js)
+                        .self_correct(0, 0.3)
+                        .steps(a.steps)
+                        .seed(a.seed)
+                        .generate(a.generate),
+                    Model::Masked(lm) => diffusion_lm::masked::MaskedGenerator::new(lm)
+                        .constrain(js)
+                        .steps(a.steps)
+                        .seed(a.seed)
+                        .generate(a.generate),
+                };
                 t.gen_secs += start.elapsed().as_secs_f64();
                 match out {
                     Ok(docs) => {
