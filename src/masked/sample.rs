@@ -289,6 +289,7 @@ impl<'m> MaskedGenerator<'m> {
         }
         let block = self.cfg.block_size.unwrap_or(len).min(len);
         let blocks: Vec<(usize, usize)> = (0..len).step_by(block).map(|s| (s, (s + block).min(len))).collect();
+        // Every block gets at least one step, and its last step commits what is left.
         let steps = self.cfg.steps.min(len).max(blocks.len());
         // Steps per block: as even as possible.
         let per_block: Vec<usize> = (0..blocks.len())
@@ -337,19 +338,6 @@ impl<'m> MaskedGenerator<'m> {
                         row[p] = sample[p];
                     }
                 }
-            }
-        }
-        // Positions left masked (none unless a block had no steps) take the final sample.
-        for (r, row) in rows.iter_mut().enumerate() {
-            if row.contains(&mask) {
-                let flat: Vec<u32> = row.clone();
-                let ids = Tensor::from_vec(flat, (1, len), self.lm.device())?;
-                let logp = candle_nn::ops::log_softmax(&self.lm.model.forward(&ids, &mut Mode::Infer)?, D::Minus1)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?;
-                let scores = self.scores(prepared, &logp, row, len, v);
-                let (sample, _) = self.draw(prepared, &scores, len, v, pad, &mut rngs[r])?;
-                *row = sample;
             }
         }
         Ok(rows)
