@@ -607,6 +607,8 @@ struct EvalArgs {
     samples_out: Option<PathBuf>,
     #[command(flatten)]
     control: ControlArgs,
+    #[command(flatten)]
+    masked_args: MaskedArgs,
     /// `cpu`, `cuda[:N]` or `metal[:N]`.
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
@@ -1070,11 +1072,17 @@ fn eval(a: EvalArgs) -> Result<()> {
         // Self-correction is a continuous-engine stage; its line does not describe this run.
         controls.retain(|c| !c.starts_with("self-correction"));
         let lm = diffusion_lm::masked::MaskedLm::load(&dir, &device)?;
+        let defaults = MaskedSampling::default();
         let sampling = MaskedSampling {
             steps: a.steps,
             seed: a.seed,
             batch_size: a.batch_size,
-            ..MaskedSampling::default()
+            temperature: a.masked_args.temperature.unwrap_or(defaults.temperature),
+            remasking: a.masked_args.remasking.unwrap_or(defaults.remasking),
+            block_size: a.masked_args.block_size,
+            top_k: a.masked_args.top_k,
+            top_p: a.masked_args.top_p,
+            ..defaults
         };
         let samples = diffusion_lm::masked::MaskedGenerator::with_config(&lm, sampling)
             .stack(stack)
