@@ -17,7 +17,9 @@
 //! The sampled sequence is valid and agrees with every committed token, so after a commit it
 //! still witnesses a valid completion: no step can commit a token that makes the text
 //! impossible to finish, and the final text is valid at any temperature, with no retries. Each
-//! output is still re-checked by the constraints' independent validators.
+//! output is still re-checked by the constraints' independent validators; what the automata
+//! cannot express (repeated free-form JSON keys, `uniqueItems` over unbounded items) is left to
+//! that check, and a sample that fails it is redrawn with fresh noise (up to 3 times).
 //!
 //! Without hard constraints the positions are independent, as in LLaDA: the marginals are the
 //! softmax of the scores, and the sample draws each position from its own.
@@ -33,6 +35,10 @@ use crate::nn::Mode;
 use crate::steer::projection::{best_sequence, constrained_marginals, sample_sequence};
 use crate::steer::{ConstraintContext, PreparedStack, Stack};
 use crate::{Error, Result};
+
+/// Redraws of a sample that fails a constraint's independent check (only what an automaton
+/// cannot express can fail it), as the continuous engine's default.
+const MAX_REDRAWS: usize = 3;
 
 /// Which masked positions a step commits first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -261,8 +267,22 @@ impl<'m> MaskedGenerator<'m> {
         let mut out = Vec::with_capacity(n);
         for start in (0..n).step_by(self.cfg.batch_size.max(1)) {
             let indices: Vec<usize> = (start..n.min(start + self.cfg.batch_size.max(1))).collect();
-            for ids in self.run_batch(&prepared, &indices)? {
-                self.stack.check(&ids, &self.lm.tokenizer)?;
+            let rows = self.run_batch(&prepared, &indices, self.cfg.seed)?;
+            for (&index, mut ids) in indices.iter().zip(rows) {
+                // What the automata cannot express (repeated free-form JSON keys, say) is left to
+                // the independent check: a sample that fails it is redrawn with fresh noise.
+                let mut attempt = 0;
+                while let Err(e) = self.stack.check(&ids, &self.lm.tokenizer) {
+                    attempt += 1;
+                    if attempt > MAX_REDRAWS {
+                        return Err(e);
+                    }
+                    let seed = crate::generate::seeds::derive(
+                        self.cfg.seed,
+                        crate::generate::seeds::Stream::Attempt(attempt as u64),
+                    );
+                    ids = self.run_batch(&prepared, &[index], seed)?.remove(0);
+                }
                 out.push(Sample {
                     text: self.lm.tokenizer.decode_content(&ids),
                     ids,
@@ -272,14 +292,14 @@ impl<'m> MaskedGenerator<'m> {
         Ok(out)
     }
 
-    /// The steps of one batch (rows are the samples with these indices).
-    fn run_batch(&self, prepared: &PreparedStack, indices: &[usize]) -> Result<Vec<Vec<u32>>> {
+    /// The steps of one batch (rows are the samples with these indices), under `seed`.
+    fn run_batch(&self, prepared: &PreparedStack, indices: &[usize], seed: u64) -> Result<Vec<Vec<u32>>> {
         let (len, v) = (self.length(), self.lm.config.vocab_size);
         let mask = self.lm.config.mask_id();
         let pad = self.lm.config.pad_id;
         let mut rngs: Vec<StdRng> = indices
             .iter()
-            .map(|&i| crate::generate::seeds::sample_rng(self.cfg.seed, i))
+            .map(|&i| crate::generate::seeds::sample_rng(seed, i))
             .collect();
         let mut rows: Vec<Vec<u32>> = vec![vec![mask; len]; indices.len()];
         for row in &mut rows {
