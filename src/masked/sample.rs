@@ -7,12 +7,14 @@
 //! 2. every position gets token scores: a committed token scores 0 and every other token `−∞`;
 //!    a masked position scores the model's log-probabilities divided by the temperature; the
 //!    constraints' unary rules add their `−∞`s;
-//! 3. over (position × automaton state) of the constraints' product automaton, one whole
-//!    sequence is **sampled** from the scores restricted to the sequences the constraints
-//!    accept ([`sample_sequence`]; the best one, [`best_sequence`], at temperature 0), and the
-//!    per-position marginals are computed by forward–backward ([`constrained_marginals`]);
+//! 3. over (position × automaton state) of the constraints' product automaton, a [`Lattice`]
+//!    holds the distribution of whole sequences under the scores restricted to the sequences the
+//!    constraints accept; one sequence is **sampled** from it (the best one, [`best_sequence`],
+//!    at temperature 0);
 //! 4. of the masked positions (of the current block, with [`MaskedSampling::block_size`]),
 //!    the `k` the remasking order ranks first are committed to the sampled sequence's tokens.
+//!    The order's confidence is the lattice's constrained marginal (at the sampling
+//!    temperature; at temperature 0, at temperature 1, the model's own distribution).
 //!
 //! The sampled sequence is valid and agrees with every committed token, so after a commit it
 //! still witnesses a valid completion: no step can commit a token that makes the text
@@ -32,7 +34,8 @@ use serde::{Deserialize, Serialize};
 use crate::generate::Sample;
 use crate::masked::model::MaskedLm;
 use crate::nn::Mode;
-use crate::steer::projection::{best_sequence, constrained_marginals, sample_sequence};
+use crate::steer::lattice::Lattice;
+use crate::steer::projection::best_sequence;
 use crate::steer::{ConstraintContext, PreparedStack, Stack};
 use crate::{Error, Result};
 
@@ -296,7 +299,6 @@ impl<'m> MaskedGenerator<'m> {
     fn run_batch(&self, prepared: &PreparedStack, indices: &[usize], seed: u64) -> Result<Vec<Vec<u32>>> {
         let (len, v) = (self.length(), self.lm.config.vocab_size);
         let mask = self.lm.config.mask_id();
-        let pad = self.lm.config.pad_id;
         let mut rngs: Vec<StdRng> = indices
             .iter()
             .map(|&i| crate::generate::seeds::sample_rng(seed, i))
@@ -326,35 +328,24 @@ impl<'m> MaskedGenerator<'m> {
                 for (r, row) in rows.iter_mut().enumerate() {
                     let rng = &mut rngs[r];
                     let row_logp = &logp[r * len * v..(r + 1) * len * v];
-                    let (sample, marginals) = match self.truncated(row_logp, len, v) {
-                        Some(cut) => {
-                            match self.draw(prepared, &self.scores(prepared, &cut, row, len, v), len, v, pad, rng) {
-                                Ok(drawn) => drawn,
-                                // Truncation left no valid sequence: this step uses every token.
-                                Err(Error::Unsatisfiable(_)) => self.draw(
-                                    prepared,
-                                    &self.scores(prepared, row_logp, row, len, v),
-                                    len,
-                                    v,
-                                    pad,
-                                    rng,
-                                )?,
-                                Err(e) => return Err(e),
-                            }
-                        }
-                        None => self.draw(
-                            prepared,
-                            &self.scores(prepared, row_logp, row, len, v),
-                            len,
-                            v,
-                            pad,
-                            rng,
-                        )?,
-                    };
                     let open: Vec<usize> = (lo..hi).filter(|&p| row[p] == mask).collect();
+                    let (sample, keys) = match self.truncated(row_logp, len, v) {
+                        Some(cut) => match self.draw(prepared, &self.scores(prepared, &cut, row, len, v), &open, rng) {
+                            Ok(drawn) => drawn,
+                            // Truncation left no valid sequence: this step uses every token.
+                            Err(Error::Unsatisfiable(_)) => {
+                                self.draw(prepared, &self.scores(prepared, row_logp, row, len, v), &open, rng)?
+                            }
+                            Err(e) => return Err(e),
+                        },
+                        None => self.draw(prepared, &self.scores(prepared, row_logp, row, len, v), &open, rng)?,
+                    };
                     let remaining = block_steps - k;
                     let count = open.len().div_ceil(remaining);
-                    for p in self.order(&open, &sample, &marginals, v, rng).into_iter().take(count) {
+                    // Highest key first; ties by position, so the order does not depend on float ties.
+                    let mut keyed: Vec<(f64, usize)> = keys.into_iter().zip(open).collect();
+                    keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                    for &(_, p) in keyed.iter().take(count) {
                         row[p] = sample[p];
                     }
                 }
@@ -410,64 +401,65 @@ impl<'m> MaskedGenerator<'m> {
         prepared.masked(scores)
     }
 
-    /// A whole valid sequence under the scores (sampled, or the best at temperature 0) and the
-    /// constrained marginals.
-    fn draw(
-        &self,
-        prepared: &PreparedStack,
-        scores: &[f32],
-        len: usize,
-        v: usize,
-        pad: u32,
-        rng: &mut StdRng,
-    ) -> Result<(Vec<u32>, Vec<f32>)> {
+    /// A whole valid sequence under the scores (sampled, or the best at temperature 0) and, for
+    /// each open position, its key under the remasking order (higher commits first).
+    fn draw(&self, prepared: &PreparedStack, scores: &[f32], open: &[usize], rng: &mut StdRng) -> Result<(Vec<u32>, Vec<f64>)> {
+        let (len, v, pad) = (self.length(), self.lm.config.vocab_size, self.lm.config.pad_id);
         let unsatisfiable =
             || Error::Unsatisfiable("no sequence satisfies the constraints and the fixed tokens".into());
         let t = self.cfg.temperature;
+        let remasking = self.cfg.remasking;
         if !prepared.has_hard {
-            return Ok(independent(scores, len, v, t, rng));
+            let (sample, marginals) = independent(scores, len, v, t, rng);
+            let keys = open
+                .iter()
+                .map(|&p| key(remasking, &marginals[p * v..(p + 1) * v], sample[p], || rng.gen::<f64>()))
+                .collect();
+            return Ok((sample, keys));
         }
         let automaton = &prepared.automaton;
-        let marginals = constrained_marginals(scores, len, v, automaton, pad, t.max(1e-3)).ok_or_else(unsatisfiable)?;
+        // The distribution at the sampling temperature; at 0 (the best sequence), confidence
+        // comes from the model's own distribution (temperature 1), as in LLaDA and Dream.
+        let lattice = Lattice::new(scores, len, v, automaton, pad, if t == 0.0 { 1.0 } else { t }).ok_or_else(unsatisfiable)?;
         let sample = if t == 0.0 {
-            best_sequence(scores, len, v, automaton, pad).map(|(ids, _)| ids)
+            best_sequence(scores, len, v, automaton, pad).map(|(ids, _)| ids).ok_or_else(unsatisfiable)?
         } else {
-            sample_sequence(scores, len, v, automaton, pad, t, rng)
-        }
-        .ok_or_else(unsatisfiable)?;
-        Ok((sample, marginals))
-    }
-
-    /// The open positions, best first under the remasking order.
-    fn order(&self, open: &[usize], sample: &[u32], marginals: &[f32], v: usize, rng: &mut StdRng) -> Vec<usize> {
-        let key = |p: usize, rng: &mut StdRng| -> f64 {
-            let m = &marginals[p * v..(p + 1) * v];
-            match self.cfg.remasking {
-                Remasking::LowConfidence => m[sample[p] as usize] as f64,
+            lattice.sample(rng)
+        };
+        let keys = open
+            .iter()
+            .map(|&p| match remasking {
+                Remasking::LowConfidence => lattice.marginal(p, sample[p]) as f64,
                 Remasking::Random => rng.gen::<f64>(),
-                Remasking::Entropy => -m
-                    .iter()
-                    .filter(|&&x| x > 0.0)
-                    .map(|&x| -(x as f64) * (x as f64).ln())
-                    .sum::<f64>(),
-                Remasking::Margin => {
-                    let (mut a, mut b) = (0f32, 0f32);
-                    for &x in m {
-                        if x > a {
-                            b = a;
-                            a = x;
-                        } else if x > b {
-                            b = x;
-                        }
-                    }
-                    (a - b) as f64
+                Remasking::Entropy | Remasking::Margin => key(remasking, &lattice.marginal_row(p), sample[p], || 0.0),
+            })
+            .collect();
+        Ok((sample, keys))
+    }
+}
+
+/// A position's key under the remasking order, from its marginal row (`random` draws it).
+fn key(remasking: Remasking, m: &[f32], sampled: u32, random: impl FnOnce() -> f64) -> f64 {
+    match remasking {
+        Remasking::LowConfidence => m[sampled as usize] as f64,
+        Remasking::Random => random(),
+        Remasking::Entropy => -m
+            .iter()
+            .filter(|&&x| x > 0.0)
+            .map(|&x| -(x as f64) * (x as f64).ln())
+            .sum::<f64>(),
+        Remasking::Margin => {
+            let (mut a, mut b) = (0f32, 0f32);
+            for &x in m {
+                if x > a {
+                    b = a;
+                    a = x;
+                } else if x > b {
+                    b = x;
                 }
             }
-        };
-        let mut keyed: Vec<(f64, usize)> = open.iter().map(|&p| (key(p, rng), p)).collect();
-        // Highest key first; ties by position, so the order does not depend on float ties.
-        keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-        keyed.into_iter().map(|(_, p)| p).collect()
+            (a - b) as f64
+        }
     }
 }
 

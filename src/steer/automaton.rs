@@ -40,6 +40,15 @@ pub struct TokenGroup {
     pub set: u32,
 }
 
+/// A group as the lattice's passes read it.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Edge {
+    pub(crate) to: u32,
+    pub(crate) set: u32,
+    /// Fewest tokens from `to` to acceptance.
+    pub(crate) distance: u32,
+}
+
 /// A deterministic automaton over content tokens.
 #[derive(Debug, Clone)]
 pub struct TokenAutomaton {
@@ -50,6 +59,12 @@ pub struct TokenAutomaton {
     distance: Vec<u32>,
     /// Number of distinct token lists among the groups.
     num_sets: usize,
+    /// Per state, its groups as compact `(to, set, distance of to)` records (same order as
+    /// `groups`): what the lattice's passes read.
+    edges: Vec<Edge>,
+    edge_start: Vec<u32>,
+    /// How the lattice weighs the token sets, planned on first use.
+    plan: std::sync::OnceLock<crate::steer::lattice::SetPlan>,
 }
 
 impl TokenAutomaton {
@@ -141,13 +156,7 @@ impl TokenAutomaton {
                 g
             })
             .collect();
-        TokenAutomaton {
-            start,
-            accepting,
-            groups,
-            distance,
-            num_sets: sets.len(),
-        }
+        Self::assemble(start, accepting, groups, distance, sets.len())
     }
 
     /// The automaton that accepts any content (every non-PAD token, any length).
@@ -155,13 +164,42 @@ impl TokenAutomaton {
         let tokens: Vec<u32> = (0..index.vocab_size() as u32)
             .filter(|&t| !index.bytes(t).is_empty())
             .collect();
-        TokenAutomaton {
-            start: 0,
-            accepting: vec![true],
-            groups: vec![vec![TokenGroup { to: 0, tokens, set: 0 }]],
-            distance: vec![0],
-            num_sets: 1,
+        Self::assemble(0, vec![true], vec![vec![TokenGroup { to: 0, tokens, set: 0 }]], vec![0], 1)
+    }
+
+    fn assemble(
+        start: u32,
+        accepting: Vec<bool>,
+        groups: Vec<Vec<TokenGroup>>,
+        distance: Vec<u32>,
+        num_sets: usize,
+    ) -> Self {
+        let mut edges = Vec::with_capacity(groups.iter().map(Vec::len).sum());
+        let mut edge_start = Vec::with_capacity(groups.len() + 1);
+        for gs in &groups {
+            edge_start.push(edges.len() as u32);
+            edges.extend(gs.iter().map(|g| Edge {
+                to: g.to,
+                set: g.set,
+                distance: distance[g.to as usize],
+            }));
         }
+        edge_start.push(edges.len() as u32);
+        TokenAutomaton {
+            start,
+            accepting,
+            groups,
+            distance,
+            num_sets,
+            edges,
+            edge_start,
+            plan: Default::default(),
+        }
+    }
+
+    /// The groups leaving `s` as compact records, in the order of [`Self::groups`].
+    pub(crate) fn edges(&self, s: u32) -> &[Edge] {
+        &self.edges[self.edge_start[s as usize] as usize..self.edge_start[s as usize + 1] as usize]
     }
 
     /// The number of states.
@@ -198,6 +236,11 @@ impl TokenAutomaton {
     /// Number of distinct token lists among the groups (ids `0..num_sets`).
     pub fn num_sets(&self) -> usize {
         self.num_sets
+    }
+
+    /// The plan by which the lattice computes every set's weight (made once, on first use).
+    pub(crate) fn set_plan(&self) -> &crate::steer::lattice::SetPlan {
+        self.plan.get_or_init(|| crate::steer::lattice::SetPlan::new(self))
     }
 
     /// Total number of (state, token) transitions.

@@ -6,6 +6,7 @@
 //! | composing them: [`Stack`], [`PreparedStack`] | [`stack`] |
 //! | the vocabulary's byte trie, shared by every constraint | [`token_index`] |
 //! | token automata (grouped transitions, intersection) | [`automaton`] |
+//! | the exact distribution of accepted sequences (sample, marginals) | [`lattice`] |
 //! | exact projection of token scores onto a constraint set | [`projection`] |
 //!
 //! A constraint sees only the tokenizer, the token index and the sequence length; the engine
@@ -13,6 +14,7 @@
 //! engine that scores tokens.
 
 pub mod automaton;
+pub mod lattice;
 pub mod projection;
 pub mod roles;
 pub mod stack;

@@ -1,0 +1,1072 @@
+//! Forward–backward over (position × automaton state): the exact distribution of token sequences
+//! that a constraint automaton accepts, under per-position token scores.
+//!
+//! Given scores `score[p][w]` (disallowed tokens at `−∞`) and a temperature `T`, a [`Lattice`]
+//! represents
+//!
+//! ```text
+//! p(w) ∝ exp(Σ_p score[p][w_p] / T)   over the sequences whose content the automaton accepts
+//!                                      and whose tail is PAD
+//! ```
+//!
+//! and answers three questions about it: one exact sample ([`Lattice::sample`]), the marginal
+//! probability of one token at one position ([`Lattice::marginal`]), and a position's whole
+//! marginal row ([`Lattice::marginal_row`]).
+//!
+//! # How it is computed, and what it costs
+//!
+//! Tokens enter the lattice only through *token sets*: the automaton groups the tokens leaving a
+//! state by destination, and groups with the same token list share a set id. Per position, each
+//! set's total weight `E[p][set] = Σ_{t ∈ set} exp((score[p][t] − max_p) / T)` is computed once;
+//! the forward and backward passes then cost one multiply-add per live (state, group), not per
+//! token. Three things keep it cheap:
+//!
+//! * **Linear space.** The passes run on `f64` weights rescaled at each position, not on
+//!   log-sum-exps, so a transition costs a multiply-add instead of an `exp` and a `ln`.
+//! * **Live states only.** The forward pass follows only the states reachable from the start
+//!   that can still reach acceptance in the positions left; the backward pass visits only those.
+//!   Once most positions are committed (a committed position scores its token 0 and every other
+//!   `−∞`), only the few states consistent with them stay live.
+//! * **Sets from sets.** Large token sets are often near-copies of each other ("any token
+//!   without a quote", "any token without a quote or a backslash"). Once per automaton, each set
+//!   is planned as the cheapest of: its own tokens, the union of all sets minus a few, or an
+//!   earlier set plus and minus a few. A position's set weights then cost the sum of those
+//!   differences, not the sum of the set sizes. A difference that cancels to within `1e-9` of
+//!   its terms is recomputed from the set's own tokens, so a set with no allowed token weighs
+//!   exactly 0.
+//!
+//! Committed positions (one finite score) take a set lookup per set instead of the `vocab` `exp`s
+//! of a free position. A position's marginal row costs its live groups plus the planned
+//! differences; one token's marginal costs its live groups plus a binary search per live set.
+//!
+//! Weights that underflow `f64` after rescaling (scores hundreds of nats below their row's best,
+//! as at temperatures near 0) drop out of the linear passes. When that leaves no sequence at all,
+//! the lattice is recomputed in log space, exactly, which is slower; otherwise the dropped
+//! sequences had relative probability below `1e-300`. Either way a sample only ever takes
+//! transitions with a positive weight, so every sample is accepted.
+//!
+//! ```
+//! use diffusion_lm::{TextTokenizer, steer::{automaton::TokenAutomaton, token_index::TokenIndex, lattice::Lattice}};
+//! use rand::SeedableRng;
+//! let tok = TextTokenizer::train(["aaa bbb", "ab ba"].into_iter(), 300).unwrap();
+//! let index = TokenIndex::new(&tok);
+//! let only_a = TokenAutomaton::from_byte_automaton(&index, 0u8, |_, b| (b == b'a').then_some(1), |s| s == 1, 100).unwrap();
+//! let (len, v) = (4, tok.vocab_size());
+//! let scores = vec![0f32; len * v]; // every token equally likely before the constraint
+//! let lattice = Lattice::new(&scores, len, v, &only_a, tok.pad_id(), 1.0).unwrap();
+//! let ids = lattice.sample(&mut rand::rngs::StdRng::seed_from_u64(0));
+//! let content: Vec<u32> = ids.iter().copied().take_while(|&t| t != tok.pad_id()).collect();
+//! assert!(only_a.accepts(&content));
+//! // Position 0 must start the content: PAD there is impossible.
+//! assert_eq!(lattice.marginal(0, tok.pad_id()), 0.0);
+//! let row = lattice.marginal_row(1);
+//! assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4);
+//! ```
+
+use crate::steer::automaton::{Edge, TokenAutomaton, TokenGroup};
+
+/// The distribution of accepted sequences under token scores (see the [module docs](self)).
+pub struct Lattice<'a> {
+    inner: Inner<'a>,
+}
+
+enum Inner<'a> {
+    Linear(Linear<'a>),
+    /// The exact log-space fallback, with its marginals computed up front.
+    Log(LogLattice<'a>, Vec<f32>),
+}
+
+impl<'a> Lattice<'a> {
+    /// The lattice of `scores` (`len × vocab`, row-major) under `automaton`, at `temperature`
+    /// (floored at `1e-6`). `None` when no accepted sequence has a finite score.
+    pub fn new(
+        scores: &'a [f32],
+        len: usize,
+        vocab: usize,
+        automaton: &'a TokenAutomaton,
+        pad: u32,
+        temperature: f32,
+    ) -> Option<Self> {
+        debug_assert_eq!(scores.len(), len * vocab);
+        if let Some(l) = Linear::new(scores, len, vocab, automaton, pad, temperature) {
+            return Some(Lattice { inner: Inner::Linear(l) });
+        }
+        let log = LogLattice::new(scores, len, vocab, automaton, pad, temperature)?;
+        let marginals = log.marginals();
+        Some(Lattice {
+            inner: Inner::Log(log, marginals),
+        })
+    }
+
+    /// The sequence length.
+    pub fn len(&self) -> usize {
+        match &self.inner {
+            Inner::Linear(l) => l.len,
+            Inner::Log(l, _) => l.len,
+        }
+    }
+
+    /// Whether the sequence is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// One exact sample: a whole sequence, accepted by the automaton with a PAD tail.
+    pub fn sample(&self, rng: &mut impl rand::Rng) -> Vec<u32> {
+        match &self.inner {
+            Inner::Linear(l) => l.sample(rng),
+            Inner::Log(l, _) => l.sample(rng),
+        }
+    }
+
+    /// The probability that position `p` holds `token`.
+    pub fn marginal(&self, p: usize, token: u32) -> f32 {
+        match &self.inner {
+            Inner::Linear(l) => l.marginal(p, token),
+            Inner::Log(l, m) => m[p * l.vocab + token as usize],
+        }
+    }
+
+    /// Position `p`'s marginal distribution over the vocabulary.
+    pub fn marginal_row(&self, p: usize) -> Vec<f32> {
+        match &self.inner {
+            Inner::Linear(l) => l.marginal_row(p),
+            Inner::Log(l, m) => m[p * l.vocab..(p + 1) * l.vocab].to_vec(),
+        }
+    }
+
+    /// Every position's marginal row (`len × vocab`).
+    pub fn marginals(&self) -> Vec<f32> {
+        match &self.inner {
+            Inner::Linear(l) => (0..l.len).flat_map(|p| l.marginal_row(p)).collect(),
+            Inner::Log(_, m) => m.clone(),
+        }
+    }
+
+    /// Whether the exact log-space fallback is in use (weights underflowed in linear space).
+    pub fn is_log_space(&self) -> bool {
+        matches!(self.inner, Inner::Log(..))
+    }
+}
+
+/// How each token set's weight is computed from a row of token weights: once per automaton.
+#[derive(Debug, Clone)]
+pub(crate) struct SetPlan {
+    /// The tokens of each set id, sorted.
+    tokens: Vec<Vec<u32>>,
+    /// Every token of any set, sorted.
+    union: Vec<u32>,
+    uses_union: bool,
+    /// In evaluation order: a step's base is computed before it.
+    steps: Vec<PlanStep>,
+}
+
+#[derive(Debug, Clone)]
+struct PlanStep {
+    set: u32,
+    base: Base,
+    add: Vec<u32>,
+    remove: Vec<u32>,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Base {
+    Empty,
+    Union,
+    Set(u32),
+}
+
+/// Above this many sets, a set is compared only with the earlier sets nearest in size, so that
+/// planning stays near-linear.
+const PLAN_CANDIDATES: usize = 256;
+
+impl SetPlan {
+    pub(crate) fn new(automaton: &TokenAutomaton) -> Self {
+        let mut tokens: Vec<Option<&[u32]>> = vec![None; automaton.num_sets()];
+        for s in 0..automaton.num_states() {
+            for g in automaton.groups(s as u32) {
+                tokens[g.set as usize].get_or_insert(&g.tokens);
+            }
+        }
+        let tokens: Vec<Vec<u32>> = tokens.into_iter().map(|t| t.unwrap_or(&[]).to_vec()).collect();
+        let mut union: Vec<u32> = tokens.iter().flatten().copied().collect();
+        union.sort_unstable();
+        union.dedup();
+        let mut order: Vec<u32> = (0..tokens.len() as u32).collect();
+        order.sort_by_key(|&s| std::cmp::Reverse(tokens[s as usize].len()));
+        let mut steps = Vec::with_capacity(order.len());
+        for (i, &set) in order.iter().enumerate() {
+            let a = &tokens[set as usize];
+            let mut best = (a.len(), Base::Empty);
+            if union.len() - a.len() < best.0 {
+                best = (union.len() - a.len(), Base::Union);
+            }
+            // Earlier sets are at least as large; the nearest in size come last.
+            for &prev in order[..i].iter().rev().take(PLAN_CANDIDATES) {
+                let b = &tokens[prev as usize];
+                if b.len() - a.len() >= best.0 {
+                    break;
+                }
+                if let Some(d) = symmetric_difference_below(a, b, best.0) {
+                    best = (d, Base::Set(prev));
+                }
+            }
+            let (add, remove) = match best.1 {
+                Base::Empty => (a.clone(), Vec::new()),
+                Base::Union => (Vec::new(), minus(&union, a)),
+                Base::Set(b) => (minus(a, &tokens[b as usize]), minus(&tokens[b as usize], a)),
+            };
+            steps.push(PlanStep {
+                set,
+                base: best.1,
+                add,
+                remove,
+            });
+        }
+        let uses_union = steps.iter().any(|s| matches!(s.base, Base::Union));
+        SetPlan {
+            tokens,
+            union,
+            uses_union,
+            steps,
+        }
+    }
+
+    /// The sorted tokens of set `set`.
+    fn tokens(&self, set: u32) -> &[u32] {
+        &self.tokens[set as usize]
+    }
+
+    /// `out[set] = Σ_{t ∈ set} e[t]` for every set.
+    fn weigh(&self, e: &[f32], out: &mut [f64]) {
+        let sum = |ts: &[u32]| ts.iter().map(|&t| e[t as usize] as f64).sum::<f64>();
+        let union = if self.uses_union { sum(&self.union) } else { 0.0 };
+        for st in &self.steps {
+            let base = match st.base {
+                Base::Empty => 0.0,
+                Base::Union => union,
+                Base::Set(b) => out[b as usize],
+            };
+            let up = base + sum(&st.add);
+            out[st.set as usize] = if st.remove.is_empty() {
+                up
+            } else {
+                let v = up - sum(&st.remove);
+                // Cancellation: recompute exactly (an all-zero set must weigh exactly 0).
+                if v <= 1e-9 * up {
+                    sum(&self.tokens[st.set as usize])
+                } else {
+                    v
+                }
+            };
+        }
+    }
+
+    /// `acc[t] += Σ_{sets ∋ t} w[set]`, through the plan (clamping cancellation below 0 is left
+    /// to the caller).
+    fn spread(&self, w: &[f64], acc: &mut [f64]) {
+        let mut k = w.to_vec();
+        let mut k_union = 0.0;
+        // Children before parents: a set's coefficient covers its base's tokens too.
+        for st in self.steps.iter().rev() {
+            let ks = k[st.set as usize];
+            if ks == 0.0 {
+                continue;
+            }
+            for &t in &st.add {
+                acc[t as usize] += ks;
+            }
+            for &t in &st.remove {
+                acc[t as usize] -= ks;
+            }
+            match st.base {
+                Base::Empty => {}
+                Base::Union => k_union += ks,
+                Base::Set(b) => k[b as usize] += ks,
+            }
+        }
+        if k_union != 0.0 {
+            for &t in &self.union {
+                acc[t as usize] += k_union;
+            }
+        }
+    }
+}
+
+/// `|a △ b|` when it is below `limit` (both sorted).
+fn symmetric_difference_below(a: &[u32], b: &[u32], limit: usize) -> Option<usize> {
+    let (mut i, mut j, mut d) = (0, 0, 0);
+    while i < a.len() && j < b.len() {
+        match a[i].cmp(&b[j]) {
+            std::cmp::Ordering::Equal => {
+                i += 1;
+                j += 1;
+            }
+            std::cmp::Ordering::Less => {
+                d += 1;
+                i += 1;
+            }
+            std::cmp::Ordering::Greater => {
+                d += 1;
+                j += 1;
+            }
+        }
+        if d >= limit {
+            return None;
+        }
+    }
+    d += a.len() - i + b.len() - j;
+    (d < limit).then_some(d)
+}
+
+/// `a \ b` (both sorted).
+fn minus(a: &[u32], b: &[u32]) -> Vec<u32> {
+    a.iter().copied().filter(|t| b.binary_search(t).is_err()).collect()
+}
+
+/// What a position's scores allow.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Row {
+    /// Exactly one finite score: the token is committed.
+    Fixed(u32),
+    /// Several finite scores; their weights are in `e`.
+    Free,
+    /// No finite score.
+    Empty,
+}
+
+/// The linear-space lattice (see the module docs).
+struct Linear<'a> {
+    len: usize,
+    vocab: usize,
+    pad: u32,
+    automaton: &'a TokenAutomaton,
+    plan: &'a SetPlan,
+    rows: Vec<Row>,
+    /// `e[p * vocab + t] = exp((score − max_p) / T)` on free rows.
+    e: Vec<f32>,
+    sets: usize,
+    /// `set_w[p * sets + set]`: the set's total weight at `p`.
+    set_w: Vec<f64>,
+    /// PAD's weight at each position.
+    pad_w: Vec<f64>,
+    width: usize,
+    /// Rescaled forward and backward weights, `(len + 1) × width`.
+    alpha: Vec<f64>,
+    beta: Vec<f64>,
+    /// Per position, the states with a positive forward weight that can still finish.
+    active: Vec<Vec<u32>>,
+}
+
+impl<'a> Linear<'a> {
+    fn new(
+        scores: &[f32],
+        len: usize,
+        vocab: usize,
+        automaton: &'a TokenAutomaton,
+        pad: u32,
+        temperature: f32,
+    ) -> Option<Self> {
+        let inv = 1.0 / temperature.max(1e-6);
+        let plan = automaton.set_plan();
+        let sets = automaton.num_sets();
+        let mut rows = Vec::with_capacity(len);
+        let mut e = vec![0f32; len * vocab];
+        let mut set_w = vec![0f64; len * sets];
+        let mut pad_w = vec![0f64; len];
+        for p in 0..len {
+            let row = &scores[p * vocab..(p + 1) * vocab];
+            let (mut finite, mut first, mut max) = (0usize, 0u32, f32::NEG_INFINITY);
+            for (t, &x) in row.iter().enumerate() {
+                if x > f32::NEG_INFINITY {
+                    if finite == 0 {
+                        first = t as u32;
+                    }
+                    finite += 1;
+                    max = max.max(x);
+                }
+            }
+            let w = &mut set_w[p * sets..(p + 1) * sets];
+            rows.push(match finite {
+                0 => Row::Empty,
+                1 => {
+                    // Set membership of the committed token is looked up when the forward pass
+                    // first meets the set (NaN: not yet); later passes read only what it met.
+                    w.fill(f64::NAN);
+                    pad_w[p] = if first == pad { 1.0 } else { 0.0 };
+                    Row::Fixed(first)
+                }
+                _ => {
+                    let out = &mut e[p * vocab..(p + 1) * vocab];
+                    for (o, &x) in out.iter_mut().zip(row) {
+                        *o = ((x - max) * inv).exp();
+                    }
+                    plan.weigh(out, w);
+                    pad_w[p] = out[pad as usize] as f64;
+                    Row::Free
+                }
+            });
+        }
+        let width = automaton.num_states() + 1;
+        let mut lattice = Linear {
+            len,
+            vocab,
+            pad,
+            automaton,
+            plan,
+            rows,
+            e,
+            sets,
+            set_w,
+            pad_w,
+            width,
+            alpha: vec![0.0; (len + 1) * width],
+            beta: vec![0.0; (len + 1) * width],
+            active: vec![Vec::new(); len + 1],
+        };
+        (lattice.forward() && lattice.backward()).then_some(lattice)
+    }
+
+    fn pad_state(&self) -> usize {
+        self.width - 1
+    }
+
+    /// Whether the content may end in lattice state `s` (the PAD state always may).
+    fn may_end(&self, s: usize) -> bool {
+        s == self.pad_state() || self.automaton.is_accepting(s as u32)
+    }
+
+    fn edges(&self, s: usize) -> &'a [Edge] {
+        if s == self.width - 1 {
+            &[]
+        } else {
+            self.automaton.edges(s as u32)
+        }
+    }
+
+    fn set_weight(&self, p: usize, set: u32) -> f64 {
+        self.set_w[p * self.sets + set as usize]
+    }
+
+    /// Forward weights from the start over live states; false when no sequence survives.
+    fn forward(&mut self) -> bool {
+        let (len, width, pad_state) = (self.len, self.width, self.pad_state());
+        let start = self.automaton.start() as usize;
+        if self.automaton.distance(start as u32) as usize > len && len > 0 {
+            return false;
+        }
+        self.alpha[start] = 1.0;
+        self.active[0].push(start as u32);
+        for p in 0..len {
+            let (here, next) = self.alpha.split_at_mut((p + 1) * width);
+            let here = &here[p * width..];
+            let next = &mut next[..width];
+            let mut reached = Vec::new();
+            let remaining = len - p - 1;
+            for &s in &self.active[p] {
+                let a = here[s as usize];
+                let s = s as usize;
+                let edges: &[Edge] = if s == pad_state {
+                    &[]
+                } else {
+                    self.automaton.edges(s as u32)
+                };
+                let set_w = &mut self.set_w[p * self.sets..(p + 1) * self.sets];
+                for g in edges {
+                    let mut w = set_w[g.set as usize];
+                    if w.is_nan() {
+                        let Row::Fixed(t) = self.rows[p] else { unreachable!("only committed rows are lazy") };
+                        w = if self.plan.tokens(g.set).binary_search(&t).is_ok() { 1.0 } else { 0.0 };
+                        set_w[g.set as usize] = w;
+                    }
+                    if w == 0.0 || g.distance as usize > remaining {
+                        continue;
+                    }
+                    let slot = &mut next[g.to as usize];
+                    if *slot == 0.0 {
+                        reached.push(g.to);
+                    }
+                    *slot += a * w;
+                }
+                if s == pad_state || self.automaton.is_accepting(s as u32) {
+                    let w = self.pad_w[p];
+                    if w > 0.0 {
+                        let slot = &mut next[pad_state];
+                        if *slot == 0.0 {
+                            reached.push(pad_state as u32);
+                        }
+                        *slot += a * w;
+                    }
+                }
+            }
+            // Products that underflowed to 0 after being reached are not live.
+            reached.retain(|&s| next[s as usize] > 0.0);
+            let max = reached.iter().map(|&s| next[s as usize]).fold(0.0, f64::max);
+            if max == 0.0 {
+                return false;
+            }
+            for &s in &reached {
+                next[s as usize] /= max;
+            }
+            self.active[p + 1] = reached;
+        }
+        self.active[len].iter().any(|&s| self.may_end(s as usize))
+    }
+
+    /// Backward weights over the live states; false when no sequence survives.
+    fn backward(&mut self) -> bool {
+        let (len, width) = (self.len, self.width);
+        for &s in &self.active[len] {
+            if self.may_end(s as usize) {
+                self.beta[len * width + s as usize] = 1.0;
+            }
+        }
+        for p in (0..len).rev() {
+            let mut max = 0f64;
+            for i in 0..self.active[p].len() {
+                let s = self.active[p][i] as usize;
+                let next = &self.beta[(p + 1) * width..(p + 2) * width];
+                let set_w = &self.set_w[p * self.sets..(p + 1) * self.sets];
+                let mut b = 0.0;
+                for g in self.edges(s) {
+                    b += set_w[g.set as usize] * next[g.to as usize];
+                }
+                if self.may_end(s) {
+                    b += self.pad_w[p] * next[self.pad_state()];
+                }
+                self.beta[p * width + s] = b;
+                max = max.max(b);
+            }
+            if max == 0.0 {
+                return false;
+            }
+            for &s in &self.active[p] {
+                self.beta[p * width + s as usize] /= max;
+            }
+        }
+        true
+    }
+
+    fn sample(&self, rng: &mut impl rand::Rng) -> Vec<u32> {
+        let (width, pad_state) = (self.width, self.pad_state());
+        let mut ids = Vec::with_capacity(self.len);
+        let mut s = self.automaton.start() as usize;
+        let mut weights = Vec::new();
+        for p in 0..self.len {
+            let next = &self.beta[(p + 1) * width..(p + 2) * width];
+            let groups = self.edges(s);
+            weights.clear();
+            weights.extend(groups.iter().map(|g| self.set_weight(p, g.set) * next[g.to as usize]));
+            weights.push(if self.may_end(s) {
+                self.pad_w[p] * next[pad_state]
+            } else {
+                0.0
+            });
+            let choice = draw_linear(&weights, rng);
+            if choice == groups.len() {
+                ids.push(self.pad);
+                s = pad_state;
+                continue;
+            }
+            let g = &groups[choice];
+            ids.push(match self.rows[p] {
+                Row::Fixed(t) => t,
+                _ => {
+                    let tokens = self.plan.tokens(g.set);
+                    let e = &self.e[p * self.vocab..(p + 1) * self.vocab];
+                    weights.clear();
+                    weights.extend(tokens.iter().map(|&t| e[t as usize] as f64));
+                    tokens[draw_linear(&weights, rng)]
+                }
+            });
+            s = g.to as usize;
+        }
+        ids
+    }
+
+    /// Per set, the weight of passing through it at `p` (forward × backward), PAD's, and the
+    /// total that normalises them.
+    fn passage(&self, p: usize) -> (Vec<f64>, f64, f64) {
+        let width = self.width;
+        let next = &self.beta[(p + 1) * width..(p + 2) * width];
+        let mut w = vec![0f64; self.sets];
+        let mut w_pad = 0.0;
+        for &s in &self.active[p] {
+            let s = s as usize;
+            let a = self.alpha[p * width + s];
+            if self.beta[p * width + s] == 0.0 {
+                continue;
+            }
+            for g in self.edges(s) {
+                w[g.set as usize] += a * next[g.to as usize];
+            }
+            if self.may_end(s) {
+                w_pad += a * next[self.pad_state()];
+            }
+        }
+        let total = w
+            .iter()
+            .enumerate()
+            .filter(|(_, &x)| x > 0.0)
+            .map(|(set, &x)| x * self.set_weight(p, set as u32))
+            .sum::<f64>()
+            + w_pad * self.pad_w[p];
+        (w, w_pad, total)
+    }
+
+    fn marginal(&self, p: usize, token: u32) -> f32 {
+        match self.rows[p] {
+            Row::Fixed(t) => f32::from(t == token),
+            Row::Empty => 0.0,
+            Row::Free => {
+                let e = self.e[p * self.vocab + token as usize] as f64;
+                if e == 0.0 {
+                    return 0.0;
+                }
+                let (w, w_pad, total) = self.passage(p);
+                let mut m = if token == self.pad { w_pad } else { 0.0 };
+                for (set, &x) in w.iter().enumerate() {
+                    if x > 0.0 && self.plan.tokens(set as u32).binary_search(&token).is_ok() {
+                        m += x;
+                    }
+                }
+                (e * m / total) as f32
+            }
+        }
+    }
+
+    fn marginal_row(&self, p: usize) -> Vec<f32> {
+        let mut out = vec![0f32; self.vocab];
+        match self.rows[p] {
+            Row::Fixed(t) => out[t as usize] = 1.0,
+            Row::Empty => {}
+            Row::Free => {
+                let (w, w_pad, total) = self.passage(p);
+                let mut acc = vec![0f64; self.vocab];
+                self.plan.spread(&w, &mut acc);
+                acc[self.pad as usize] += w_pad;
+                let e = &self.e[p * self.vocab..(p + 1) * self.vocab];
+                for ((o, &a), &e) in out.iter_mut().zip(&acc).zip(e) {
+                    *o = (e as f64 * a.max(0.0) / total) as f32;
+                }
+            }
+        }
+        out
+    }
+}
+
+/// An index drawn with probability ∝ `weights[i]` (at least one positive weight).
+fn draw_linear(weights: &[f64], rng: &mut impl rand::Rng) -> usize {
+    let total: f64 = weights.iter().sum();
+    let mut u = rng.gen::<f64>() * total;
+    let mut last = 0;
+    for (i, &x) in weights.iter().enumerate() {
+        if x > 0.0 {
+            last = i;
+            if u < x {
+                return i;
+            }
+            u -= x;
+        }
+    }
+    last
+}
+
+fn log_add(a: f32, b: f32) -> f32 {
+    if a == f32::NEG_INFINITY {
+        return b;
+    }
+    if b == f32::NEG_INFINITY {
+        return a;
+    }
+    let m = a.max(b);
+    m + ((a - m).exp() + (b - m).exp()).ln()
+}
+
+/// Log-sum-exp of `row[t] / temperature` over `tokens`.
+fn group_lse(row: &[f32], tokens: &[u32], inv_temp: f32) -> f32 {
+    let mut m = f32::NEG_INFINITY;
+    for &t in tokens {
+        m = m.max(row[t as usize] * inv_temp);
+    }
+    if m == f32::NEG_INFINITY {
+        return m;
+    }
+    let s: f32 = tokens.iter().map(|&t| (row[t as usize] * inv_temp - m).exp()).sum();
+    m + s.ln()
+}
+
+/// The log-space lattice: exact at any temperature, used when the linear one underflows.
+struct LogLattice<'a> {
+    scores: &'a [f32],
+    len: usize,
+    vocab: usize,
+    automaton: &'a TokenAutomaton,
+    pad: u32,
+    inv: f32,
+    /// `set_scores[p * sets + set]`: the log-sum-exp of a token set's scaled scores at `p`.
+    set_scores: Vec<f32>,
+    sets: usize,
+    /// `beta[p * width + s]`: log of the total weight of completions from state `s` at `p`.
+    beta: Vec<f32>,
+    log_z: f32,
+}
+
+impl<'a> LogLattice<'a> {
+    fn new(
+        scores: &'a [f32],
+        len: usize,
+        vocab: usize,
+        automaton: &'a TokenAutomaton,
+        pad: u32,
+        temperature: f32,
+    ) -> Option<Self> {
+        let n = automaton.num_states();
+        let inv = 1.0 / temperature.max(1e-6);
+        // Groups with the same token list share a set id: one log-sum-exp per position and set.
+        let sets = automaton.num_sets();
+        let mut set_scores = vec![f32::NAN; len * sets];
+        for p in 0..len {
+            let row = &scores[p * vocab..(p + 1) * vocab];
+            let slots = &mut set_scores[p * sets..(p + 1) * sets];
+            for s in 0..n {
+                for g in automaton.groups(s as u32) {
+                    let slot = &mut slots[g.set as usize];
+                    if slot.is_nan() {
+                        *slot = group_lse(row, &g.tokens, inv);
+                    }
+                }
+            }
+        }
+        let mut lattice = LogLattice {
+            scores,
+            len,
+            vocab,
+            automaton,
+            pad,
+            inv,
+            set_scores,
+            sets,
+            beta: Vec::new(),
+            log_z: f32::NEG_INFINITY,
+        };
+        lattice.backward();
+        (lattice.log_z != f32::NEG_INFINITY).then_some(lattice)
+    }
+
+    fn width(&self) -> usize {
+        self.automaton.num_states() + 1
+    }
+
+    fn set_score(&self, p: usize, g: &TokenGroup) -> f32 {
+        self.set_scores[p * self.sets + g.set as usize]
+    }
+
+    fn pad_state(&self) -> usize {
+        self.automaton.num_states()
+    }
+
+    fn pad_score(&self, p: usize) -> f32 {
+        self.scores[p * self.vocab + self.pad as usize] * self.inv
+    }
+
+    /// Whether the content may end in state `s` (the PAD state always may).
+    fn may_end(&self, s: usize) -> bool {
+        s == self.pad_state() || self.automaton.is_accepting(s as u32)
+    }
+
+    fn backward(&mut self) {
+        let (len, width, neg) = (self.len, self.width(), f32::NEG_INFINITY);
+        let mut beta = vec![neg; (len + 1) * width];
+        for s in 0..width {
+            if self.may_end(s) {
+                beta[len * width + s] = 0.0;
+            }
+        }
+        for p in (0..len).rev() {
+            for s in 0..width {
+                let mut b = neg;
+                if s != self.pad_state() {
+                    for g in self.automaton.groups(s as u32) {
+                        let gs = self.set_score(p, g);
+                        b = log_add(b, gs + beta[(p + 1) * width + g.to as usize]);
+                    }
+                }
+                if self.may_end(s) {
+                    b = log_add(b, self.pad_score(p) + beta[(p + 1) * width + self.pad_state()]);
+                }
+                beta[p * width + s] = b;
+            }
+        }
+        self.log_z = beta[self.automaton.start() as usize];
+        self.beta = beta;
+    }
+
+    fn marginals(&self) -> Vec<f32> {
+        let (len, vocab, width, neg) = (self.len, self.vocab, self.width(), f32::NEG_INFINITY);
+        let (automaton, pad_state) = (self.automaton, self.pad_state());
+        let alive = |p: usize, s: usize| s == pad_state || p as u64 + automaton.distance(s as u32) as u64 <= len as u64;
+        let mut alpha = vec![neg; (len + 1) * width];
+        alpha[automaton.start() as usize] = 0.0;
+        for p in 0..len {
+            for s in 0..width {
+                let a = alpha[p * width + s];
+                if a == neg || !alive(p, s) {
+                    continue;
+                }
+                if s != pad_state {
+                    for g in automaton.groups(s as u32) {
+                        let slot = &mut alpha[(p + 1) * width + g.to as usize];
+                        *slot = log_add(*slot, a + self.set_score(p, g));
+                    }
+                }
+                if self.may_end(s) {
+                    let slot = &mut alpha[(p + 1) * width + pad_state];
+                    *slot = log_add(*slot, a + self.pad_score(p));
+                }
+            }
+        }
+        let beta = &self.beta;
+        let mut marg = vec![0f32; len * vocab];
+        for p in 0..len {
+            let row = &self.scores[p * vocab..(p + 1) * vocab];
+            let out = &mut marg[p * vocab..(p + 1) * vocab];
+            for s in 0..width {
+                let a = alpha[p * width + s];
+                if a == neg {
+                    continue;
+                }
+                if s != pad_state {
+                    for g in automaton.groups(s as u32) {
+                        let b = beta[(p + 1) * width + g.to as usize];
+                        if b == neg {
+                            continue;
+                        }
+                        let base = a + b - self.log_z;
+                        for &t in &g.tokens {
+                            out[t as usize] += (base + row[t as usize] * self.inv).exp();
+                        }
+                    }
+                }
+                if self.may_end(s) {
+                    let b = beta[(p + 1) * width + pad_state];
+                    if b != neg {
+                        out[self.pad as usize] += (a + b - self.log_z + self.pad_score(p)).exp();
+                    }
+                }
+            }
+        }
+        marg
+    }
+
+    fn sample(&self, rng: &mut impl rand::Rng) -> Vec<u32> {
+        let (width, vocab, neg) = (self.width(), self.vocab, f32::NEG_INFINITY);
+        let pad_state = self.pad_state();
+        let mut ids = Vec::with_capacity(self.len);
+        let mut s = self.automaton.start() as usize;
+        for p in 0..self.len {
+            let next = &self.beta[(p + 1) * width..(p + 2) * width];
+            // Choices from `s`: each group (then a token in it), or PAD; log weights.
+            let groups: &[TokenGroup] = if s == pad_state {
+                &[]
+            } else {
+                self.automaton.groups(s as u32)
+            };
+            let mut weights: Vec<f32> = groups
+                .iter()
+                .map(|g| self.set_score(p, g) + next[g.to as usize])
+                .collect();
+            weights.push(if self.may_end(s) {
+                self.pad_score(p) + next[pad_state]
+            } else {
+                neg
+            });
+            let choice = draw(&weights, rng);
+            if choice == groups.len() {
+                ids.push(self.pad);
+                s = pad_state;
+                continue;
+            }
+            let g = &groups[choice];
+            let row = &self.scores[p * vocab..(p + 1) * vocab];
+            let token_weights: Vec<f32> = g.tokens.iter().map(|&t| row[t as usize] * self.inv).collect();
+            ids.push(g.tokens[draw(&token_weights, rng)]);
+            s = g.to as usize;
+        }
+        ids
+    }
+}
+
+/// An index drawn with probability ∝ `exp(log_weights[i])` (at least one finite weight).
+fn draw(log_weights: &[f32], rng: &mut impl rand::Rng) -> usize {
+    let m = log_weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let w: Vec<f64> = log_weights.iter().map(|&x| ((x - m) as f64).exp()).collect();
+    let total: f64 = w.iter().sum();
+    let mut u = rng.gen::<f64>() * total;
+    let mut last = 0;
+    for (i, &x) in w.iter().enumerate() {
+        if x > 0.0 {
+            last = i;
+            if u < x {
+                return i;
+            }
+            u -= x;
+        }
+    }
+    last
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    /// A random automaton over `vocab` tokens (token 0 is PAD and never a content token), with
+    /// large overlapping sets so that the plan uses unions and differences.
+    fn random_automaton(rng: &mut impl Rng, states: usize, vocab: usize) -> TokenAutomaton {
+        let accepting: Vec<bool> = (0..states).map(|s| s == states - 1 || rng.gen_bool(0.3)).collect();
+        let edges = (0..states)
+            .map(|_| {
+                let mut out = Vec::new();
+                for t in 1..vocab as u32 {
+                    if rng.gen_bool(0.7) {
+                        out.push((t, rng.gen_range(0..states as u32)));
+                    }
+                }
+                out
+            })
+            .collect();
+        TokenAutomaton::from_edges(0, accepting, edges)
+    }
+
+    fn random_scores(rng: &mut impl Rng, len: usize, vocab: usize, fixed: &[usize]) -> Vec<f32> {
+        let mut scores: Vec<f32> = (0..len * vocab)
+            .map(|_| if rng.gen_bool(0.1) { f32::NEG_INFINITY } else { rng.gen_range(-6.0..2.0) })
+            .collect();
+        for &p in fixed {
+            let keep = rng.gen_range(0..vocab);
+            for t in 0..vocab {
+                scores[p * vocab + t] = if t == keep { 0.0 } else { f32::NEG_INFINITY };
+            }
+        }
+        scores
+    }
+
+    #[test]
+    fn linear_marginals_match_the_log_space_ones() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        let mut compared = 0;
+        for case in 0..60 {
+            let (len, vocab) = (rng.gen_range(1..9), rng.gen_range(3..24));
+            let states = rng.gen_range(1..6);
+            let a = random_automaton(&mut rng, states, vocab);
+            let fixed: Vec<usize> = (0..len).filter(|_| rng.gen_bool(0.3)).collect();
+            let scores = random_scores(&mut rng, len, vocab, &fixed);
+            let t = [0.5f32, 1.0, 2.0][case % 3];
+            let log = LogLattice::new(&scores, len, vocab, &a, 0, t);
+            let lin = Linear::new(&scores, len, vocab, &a, 0, t);
+            assert_eq!(log.is_some(), lin.is_some(), "case {case}: satisfiability differs");
+            let (Some(log), Some(lin)) = (log, lin) else { continue };
+            let want = log.marginals();
+            for p in 0..len {
+                let row = lin.marginal_row(p);
+                for tok in 0..vocab {
+                    let w = want[p * vocab + tok];
+                    assert!((row[tok] - w).abs() < 1e-4, "case {case} p {p} t {tok}: row {} vs {w}", row[tok]);
+                    let one = lin.marginal(p, tok as u32);
+                    assert!((one - w).abs() < 1e-4, "case {case} p {p} t {tok}: one {one} vs {w}");
+                }
+            }
+            compared += 1;
+        }
+        assert!(compared > 20, "only {compared} satisfiable cases");
+    }
+
+    #[test]
+    fn the_plan_weighs_every_set_exactly() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(3);
+        for _ in 0..20 {
+            let vocab = rng.gen_range(4..64);
+            let states = rng.gen_range(2..8);
+            let a = random_automaton(&mut rng, states, vocab);
+            let plan = SetPlan::new(&a);
+            let e: Vec<f32> = (0..vocab).map(|_| if rng.gen_bool(0.2) { 0.0 } else { rng.gen() }).collect();
+            let mut w = vec![0f64; a.num_sets()];
+            plan.weigh(&e, &mut w);
+            for (set, &got) in w.iter().enumerate() {
+                let want: f64 = plan.tokens(set as u32).iter().map(|&t| e[t as usize] as f64).sum();
+                assert!((got - want).abs() <= 1e-9 * want.max(1.0), "set {set}: {got} vs {want}");
+                if want == 0.0 {
+                    assert_eq!(got, 0.0, "an all-zero set must weigh exactly 0");
+                }
+            }
+            let coef: Vec<f64> = (0..a.num_sets()).map(|_| rng.gen()).collect();
+            let mut acc = vec![0f64; vocab];
+            plan.spread(&coef, &mut acc);
+            for (t, &got) in acc.iter().enumerate() {
+                let want: f64 = (0..a.num_sets())
+                    .filter(|&s| plan.tokens(s as u32).contains(&(t as u32)))
+                    .map(|s| coef[s])
+                    .sum();
+                assert!((got - want).abs() < 1e-9, "token {t}: {got} vs {want}");
+            }
+        }
+    }
+
+    #[test]
+    fn samples_follow_the_exact_distribution() {
+        // Enumerate every sequence of a tiny lattice, weigh the accepted ones, and compare with
+        // the frequencies of 40,000 samples.
+        let (len, vocab, t) = (3, 4, 0.8);
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let mut tried = 0;
+        let (a, scores, exact, z) = loop {
+            tried += 1;
+            assert!(tried < 100, "no random case with several allowed sequences");
+            let a = random_automaton(&mut rng, 3, vocab);
+            let scores = random_scores(&mut rng, len, vocab, &[1]);
+            let mut exact = std::collections::HashMap::new();
+            let mut z = 0f64;
+            for code in 0..vocab.pow(len as u32) {
+                let w: Vec<u32> = (0..len).map(|p| ((code / vocab.pow(p as u32)) % vocab) as u32).collect();
+                let content: Vec<u32> = w.iter().copied().take_while(|&x| x != 0).collect();
+                let ok = w[content.len()..].iter().all(|&x| x == 0) && a.accepts(&content);
+                let s: f32 = (0..len).map(|p| scores[p * vocab + w[p] as usize]).sum();
+                if ok && s > f32::NEG_INFINITY {
+                    let x = ((s / t) as f64).exp();
+                    z += x;
+                    exact.insert(w, x);
+                }
+            }
+            if exact.len() >= 4 {
+                break (a, scores, exact, z);
+            }
+        };
+        let lattice = Lattice::new(&scores, len, vocab, &a, 0, t).expect("satisfiable");
+        let n = 40_000;
+        let mut counts = std::collections::HashMap::new();
+        for _ in 0..n {
+            let w = lattice.sample(&mut rng);
+            assert!(exact.contains_key(&w), "sampled {w:?}, which is not an allowed sequence");
+            *counts.entry(w).or_insert(0usize) += 1;
+        }
+        for (w, x) in &exact {
+            let (p, f) = (x / z, *counts.get(w).unwrap_or(&0) as f64 / n as f64);
+            assert!((p - f).abs() < 4.0 * (p * (1.0 - p) / n as f64).sqrt() + 1e-3, "{w:?}: exact {p}, sampled {f}");
+        }
+    }
+
+    #[test]
+    fn near_zero_temperature_falls_back_to_log_space_and_stays_exact() {
+        // Two tokens; the automaton allows only token 2, which scores 1000 nats below token 1:
+        // in linear space at T = 1 its weight underflows, so the log-space lattice answers.
+        let edges = vec![vec![(2u32, 1u32)], vec![]];
+        let a = TokenAutomaton::from_edges(0, vec![false, true], edges);
+        let (len, vocab) = (1, 3);
+        let scores = vec![f32::NEG_INFINITY, 0.0, -1000.0];
+        let l = Lattice::new(&scores, len, vocab, &a, 0, 1.0).expect("a valid sequence exists");
+        assert!(l.is_log_space());
+        assert_eq!(l.sample(&mut rand::rngs::StdRng::seed_from_u64(0)), vec![2]);
+        assert!((l.marginal(0, 2) - 1.0).abs() < 1e-6);
+    }
+}
