@@ -47,7 +47,7 @@ fn constraints() -> Vec<(String, Factory)> {
 }
 
 fn load() -> DiffusionLm {
-    diffusion_lm::tune_allocator();
+    diffusion_lm::tune_runtime();
     DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu).expect("the shipped model in models/e2e")
 }
 

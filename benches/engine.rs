@@ -17,7 +17,7 @@ use diffusion_lm::{DiffusionLm, NoiseSchedule, Sampler, SamplerKind};
 use diffusion_lm_controllers::Attribute;
 
 fn load() -> DiffusionLm {
-    diffusion_lm::tune_allocator();
+    diffusion_lm::tune_runtime();
     DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu).expect("the shipped model in models/e2e")
 }
 

@@ -19,7 +19,7 @@ use diffusion_lm_controllers::json_schema::suite::SuiteCase;
 use diffusion_lm_controllers::JsonSchema;
 
 fn load() -> DiffusionLm {
-    diffusion_lm::tune_allocator();
+    diffusion_lm::tune_runtime();
     DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu).expect("the shipped model in models/e2e")
 }
 

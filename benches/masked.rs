@@ -22,7 +22,7 @@ use rand::SeedableRng;
 const TEMPLATE: &str = r"[A-Z][A-Za-z ]+ is a (pub|restaurant|coffee shop)[a-z ,]* near [A-Z][A-Za-z ]+\.";
 
 fn load() -> MaskedLm {
-    diffusion_lm::tune_allocator();
+    diffusion_lm::tune_runtime();
     let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("models/e2e-masked");
     MaskedLm::load(dir, &Device::Cpu).expect("the shipped masked model in models/e2e-masked")
 }

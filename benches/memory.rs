@@ -18,7 +18,7 @@ fn peak_rss_mib() -> f64 {
 }
 
 fn child(samples: usize, batch: usize) {
-    diffusion_lm::tune_allocator();
+    diffusion_lm::tune_runtime();
     let before = peak_rss_mib();
     let lm = DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu).expect("shipped model");
     let started = std::time::Instant::now();

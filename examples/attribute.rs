@@ -20,7 +20,7 @@ use diffusion_lm_controllers::{Attribute, JsonSchema};
 const SCHEMA: &str = include_str!("schemas/restaurant.json");
 
 fn main() -> Result<()> {
-    diffusion_lm::tune_allocator();
+    diffusion_lm::tune_runtime();
     let mut args = std::env::args().skip(1);
     let spec = args.next().unwrap_or_else(|| "food=Italian".into());
     let n: usize = common::positional(&mut args, "N", 6)?;

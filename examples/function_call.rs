@@ -33,7 +33,7 @@ fn book_table(args: &BookTable) -> String {
 }
 
 fn main() -> Result<()> {
-    diffusion_lm::tune_allocator();
+    diffusion_lm::tune_runtime();
     let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(4);
     let schema = JsonSchema::from_json(SCHEMA)?;
     let lm = DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu)?;

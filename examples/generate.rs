@@ -9,7 +9,7 @@ use candle_core::Device;
 use diffusion_lm::{DiffusionLm, Generator};
 
 fn main() -> Result<()> {
-    diffusion_lm::tune_allocator();
+    diffusion_lm::tune_runtime();
     let mut args = std::env::args().skip(1);
     let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5);
     let seed: u64 = args.next().map(|s| s.parse()).transpose()?.unwrap_or(0);

@@ -825,7 +825,7 @@ fn kernels(
 }
 
 fn main() -> Result<()> {
-    diffusion_lm::tune_allocator();
+    diffusion_lm::tune_runtime();
     let args = parse_args()?;
     let gpu = diffusion_lm::nn::device::parse_device(&args.device)?;
     let mut rep = Report {

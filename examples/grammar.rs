@@ -16,7 +16,7 @@ use diffusion_lm::{DiffusionLm, Generator};
 use diffusion_lm_controllers::Grammar;
 
 fn main() -> Result<()> {
-    diffusion_lm::tune_allocator();
+    diffusion_lm::tune_runtime();
     let mut args = std::env::args().skip(1);
     let files: Vec<String> = match args.next() {
         Some(f) => vec![f],

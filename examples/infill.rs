@@ -10,7 +10,7 @@ use diffusion_lm::{DiffusionLm, Generator};
 use diffusion_lm_controllers::{Infill, Length};
 
 fn main() -> Result<()> {
-    diffusion_lm::tune_allocator();
+    diffusion_lm::tune_runtime();
     let mut args = std::env::args().skip(1);
     let template = args.next().unwrap_or_else(|| "The Eagle ___ riverside ___".into());
     let n: usize = args.next().map(|s| s.parse()).transpose()?.unwrap_or(5);

@@ -13,7 +13,7 @@ use diffusion_lm_controllers::JsonSchema;
 const SCHEMA: &str = include_str!("schemas/restaurant.json");
 
 fn main() -> Result<()> {
-    diffusion_lm::tune_allocator();
+    diffusion_lm::tune_runtime();
     let n: usize = std::env::args().nth(1).map(|s| s.parse()).transpose()?.unwrap_or(6);
     let schema = JsonSchema::from_json(SCHEMA)?;
     let lm = DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu)?;

@@ -10,7 +10,7 @@ use diffusion_lm::{DiffusionLm, Generator};
 use diffusion_lm_controllers::JsonSchema;
 
 fn main() -> Result<()> {
-    diffusion_lm::tune_allocator();
+    diffusion_lm::tune_runtime();
     let mut args = std::env::args().skip(1);
     let Some(path) = args.next() else {
         bail!("usage: json_schema SCHEMA.json [N] [STEPS]");

@@ -22,7 +22,13 @@ fn main() -> anyhow::Result<()> {
     let lm = MaskedLm::load(dir, &Device::Cpu).with_context(|| format!("loading {dir}"))?;
     let (len, mask) = (lm.config.seq_len, lm.config.mask_id());
     let mut ids = vec![mask; len];
-    for (k, text) in ["The Eagle is a pub near Burger King.", "Green Man serves cheap French food."].iter().enumerate() {
+    for (k, text) in [
+        "The Eagle is a pub near Burger King.",
+        "Green Man serves cheap French food.",
+    ]
+    .iter()
+    .enumerate()
+    {
         let mut row = lm.tokenizer.encode_padded(text, len)?;
         for (p, t) in row.iter_mut().enumerate() {
             if (p + k) % 3 == 0 {

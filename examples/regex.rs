@@ -10,7 +10,7 @@ use diffusion_lm::{DiffusionLm, Generator};
 use diffusion_lm_controllers::Regex;
 
 fn main() -> Result<()> {
-    diffusion_lm::tune_allocator();
+    diffusion_lm::tune_runtime();
     let mut args = std::env::args().skip(1);
     let pattern = args
         .next()

@@ -19,7 +19,7 @@ use diffusion_lm::{DiffusionLm, Generator};
 use diffusion_lm_controllers::{Regex, SyntaxTree};
 
 fn main() -> Result<()> {
-    diffusion_lm::tune_allocator();
+    diffusion_lm::tune_runtime();
     let mut args = std::env::args().skip(1);
     let n: usize = common::positional(&mut args, "N", 32)?;
     let steps: usize = common::positional(&mut args, "STEPS", 100)?;

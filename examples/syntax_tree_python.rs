@@ -21,7 +21,7 @@ use diffusion_lm_controllers::syntax_tree::PYTHON_ADD_TWO;
 use diffusion_lm_controllers::SyntaxTree;
 
 fn main() -> Result<()> {
-    diffusion_lm::tune_allocator();
+    diffusion_lm::tune_runtime();
     let mut args = std::env::args().skip(1);
     let n: usize = common::positional(&mut args, "N", 64)?;
     let steps: usize = common::positional(&mut args, "STEPS", 100)?;

@@ -644,7 +644,7 @@ fn load_split(paths: &[PathBuf], json_records: bool, heldout: f64) -> Result<(Ve
 }
 
 fn main() {
-    diffusion_lm::tune_allocator();
+    diffusion_lm::tune_runtime();
     if let Err(e) = run() {
         if output::is_closed_pipe(&e) {
             // The reader took what it wanted (`| head`): a normal end.

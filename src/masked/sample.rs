@@ -403,7 +403,13 @@ impl<'m> MaskedGenerator<'m> {
 
     /// A whole valid sequence under the scores (sampled, or the best at temperature 0) and, for
     /// each open position, its key under the remasking order (higher commits first).
-    fn draw(&self, prepared: &PreparedStack, scores: &[f32], open: &[usize], rng: &mut StdRng) -> Result<(Vec<u32>, Vec<f64>)> {
+    fn draw(
+        &self,
+        prepared: &PreparedStack,
+        scores: &[f32],
+        open: &[usize],
+        rng: &mut StdRng,
+    ) -> Result<(Vec<u32>, Vec<f64>)> {
         let (len, v, pad) = (self.length(), self.lm.config.vocab_size, self.lm.config.pad_id);
         let unsatisfiable =
             || Error::Unsatisfiable("no sequence satisfies the constraints and the fixed tokens".into());
@@ -413,16 +419,23 @@ impl<'m> MaskedGenerator<'m> {
             let (sample, marginals) = independent(scores, len, v, t, rng);
             let keys = open
                 .iter()
-                .map(|&p| key(remasking, &marginals[p * v..(p + 1) * v], sample[p], || rng.gen::<f64>()))
+                .map(|&p| {
+                    key(remasking, &marginals[p * v..(p + 1) * v], sample[p], || {
+                        rng.gen::<f64>()
+                    })
+                })
                 .collect();
             return Ok((sample, keys));
         }
         let automaton = &prepared.automaton;
         // The distribution at the sampling temperature; at 0 (the best sequence), confidence
         // comes from the model's own distribution (temperature 1), as in LLaDA and Dream.
-        let lattice = Lattice::new(scores, len, v, automaton, pad, if t == 0.0 { 1.0 } else { t }).ok_or_else(unsatisfiable)?;
+        let lattice =
+            Lattice::new(scores, len, v, automaton, pad, if t == 0.0 { 1.0 } else { t }).ok_or_else(unsatisfiable)?;
         let sample = if t == 0.0 {
-            best_sequence(scores, len, v, automaton, pad).map(|(ids, _)| ids).ok_or_else(unsatisfiable)?
+            best_sequence(scores, len, v, automaton, pad)
+                .map(|(ids, _)| ids)
+                .ok_or_else(unsatisfiable)?
         } else {
             lattice.sample(rng)
         };

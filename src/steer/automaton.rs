@@ -164,7 +164,13 @@ impl TokenAutomaton {
         let tokens: Vec<u32> = (0..index.vocab_size() as u32)
             .filter(|&t| !index.bytes(t).is_empty())
             .collect();
-        Self::assemble(0, vec![true], vec![vec![TokenGroup { to: 0, tokens, set: 0 }]], vec![0], 1)
+        Self::assemble(
+            0,
+            vec![true],
+            vec![vec![TokenGroup { to: 0, tokens, set: 0 }]],
+            vec![0],
+            1,
+        )
     }
 
     fn assemble(

@@ -17,9 +17,10 @@
 //!
 //! Tokens enter the lattice only through *token sets*: the automaton groups the tokens leaving a
 //! state by destination, and groups with the same token list share a set id. Per position, each
-//! set's total weight `E[p][set] = Σ_{t ∈ set} exp((score[p][t] − max_p) / T)` is computed once;
-//! the forward and backward passes then cost one multiply-add per live (state, group), not per
-//! token. Three things keep it cheap:
+//! set's total weight `E[p][set] = Σ_{t ∈ set} exp((score[p][t] − max_p) / T)` is computed once
+//! (`max_p`: the best score at `p` among the tokens of any set and PAD; no other token can be
+//! drawn, so no other token's `exp` is taken). The forward and backward passes then cost one
+//! multiply-add per live (state, group), not per token. Three things keep it cheap:
 //!
 //! * **Linear space.** The passes run on `f64` weights rescaled at each position, not on
 //!   log-sum-exps, so a transition costs a multiply-add instead of an `exp` and a `ln`.
@@ -35,15 +36,17 @@
 //!   its terms is recomputed from the set's own tokens, so a set with no allowed token weighs
 //!   exactly 0.
 //!
-//! Committed positions (one finite score) take a set lookup per set instead of the `vocab` `exp`s
-//! of a free position. A position's marginal row costs its live groups plus the planned
-//! differences; one token's marginal costs its live groups plus a binary search per live set.
+//! A committed position (one finite score) costs no `exp`: each set the forward pass meets there
+//! is weighed by one binary search for the committed token. A position's marginal row costs its
+//! live groups plus the planned differences; one token's marginal costs its live groups plus a
+//! binary search per live set.
 //!
-//! Weights that underflow `f64` after rescaling (scores hundreds of nats below their row's best,
-//! as at temperatures near 0) drop out of the linear passes. When that leaves no sequence at all,
-//! the lattice is recomputed in log space, exactly, which is slower; otherwise the dropped
-//! sequences had relative probability below `1e-300`. Either way a sample only ever takes
-//! transitions with a positive weight, so every sample is accepted.
+//! Token weights are `f32`, so a token more than about 87 nats (times `T`) below `max_p` weighs
+//! 0; set and path weights are `f64`, rescaled at every position. What underflows drops out of
+//! the linear passes: at temperature 1 such sequences are negligible, but near temperature 0 it
+//! can leave no sequence at all, and then the lattice is recomputed in log space, exactly, which
+//! is slower. Either way a sample only ever takes transitions with a positive weight, so every
+//! sample is accepted.
 //!
 //! ```
 //! use diffusion_lm::{TextTokenizer, steer::{automaton::TokenAutomaton, token_index::TokenIndex, lattice::Lattice}};
@@ -89,7 +92,9 @@ impl<'a> Lattice<'a> {
     ) -> Option<Self> {
         debug_assert_eq!(scores.len(), len * vocab);
         if let Some(l) = Linear::new(scores, len, vocab, automaton, pad, temperature) {
-            return Some(Lattice { inner: Inner::Linear(l) });
+            return Some(Lattice {
+                inner: Inner::Linear(l),
+            });
         }
         let log = LogLattice::new(scores, len, vocab, automaton, pad, temperature)?;
         let marginals = log.marginals();
@@ -343,7 +348,8 @@ struct Linear<'a> {
     automaton: &'a TokenAutomaton,
     plan: &'a SetPlan,
     rows: Vec<Row>,
-    /// `e[p * vocab + t] = exp((score − max_p) / T)` on free rows.
+    /// `e[p * vocab + t] = exp((score − max_p) / T)` on free rows, for the tokens of some set
+    /// and PAD (0 elsewhere); `max_p` is the best of those scores.
     e: Vec<f32>,
     sets: usize,
     /// `set_w[p * sets + set]`: the set's total weight at `p`.
@@ -376,14 +382,16 @@ impl<'a> Linear<'a> {
         let mut pad_w = vec![0f64; len];
         for p in 0..len {
             let row = &scores[p * vocab..(p + 1) * vocab];
-            let (mut finite, mut first, mut max) = (0usize, 0u32, f32::NEG_INFINITY);
+            let (mut finite, mut first) = (0usize, 0u32);
             for (t, &x) in row.iter().enumerate() {
                 if x > f32::NEG_INFINITY {
                     if finite == 0 {
                         first = t as u32;
                     }
                     finite += 1;
-                    max = max.max(x);
+                    if finite > 1 {
+                        break;
+                    }
                 }
             }
             let w = &mut set_w[p * sets..(p + 1) * sets];
@@ -397,9 +405,18 @@ impl<'a> Linear<'a> {
                     Row::Fixed(first)
                 }
                 _ => {
+                    // Only tokens of some set, and PAD, can be drawn: weigh those, relative to
+                    // the best of them (which keeps the weights that matter from underflowing).
                     let out = &mut e[p * vocab..(p + 1) * vocab];
-                    for (o, &x) in out.iter_mut().zip(row) {
-                        *o = ((x - max) * inv).exp();
+                    let best = plan
+                        .union
+                        .iter()
+                        .map(|&t| row[t as usize])
+                        .fold(row[pad as usize], f32::max);
+                    if best > f32::NEG_INFINITY {
+                        for &t in plan.union.iter().chain([&pad]) {
+                            out[t as usize] = ((row[t as usize] - best) * inv).exp();
+                        }
                     }
                     plan.weigh(out, w);
                     pad_w[p] = out[pad as usize] as f64;
@@ -475,8 +492,14 @@ impl<'a> Linear<'a> {
                 for g in edges {
                     let mut w = set_w[g.set as usize];
                     if w.is_nan() {
-                        let Row::Fixed(t) = self.rows[p] else { unreachable!("only committed rows are lazy") };
-                        w = if self.plan.tokens(g.set).binary_search(&t).is_ok() { 1.0 } else { 0.0 };
+                        let Row::Fixed(t) = self.rows[p] else {
+                            unreachable!("only committed rows are lazy")
+                        };
+                        w = if self.plan.tokens(g.set).binary_search(&t).is_ok() {
+                            1.0
+                        } else {
+                            0.0
+                        };
                         set_w[g.set as usize] = w;
                     }
                     if w == 0.0 || g.distance as usize > remaining {
@@ -941,7 +964,13 @@ mod tests {
 
     fn random_scores(rng: &mut impl Rng, len: usize, vocab: usize, fixed: &[usize]) -> Vec<f32> {
         let mut scores: Vec<f32> = (0..len * vocab)
-            .map(|_| if rng.gen_bool(0.1) { f32::NEG_INFINITY } else { rng.gen_range(-6.0..2.0) })
+            .map(|_| {
+                if rng.gen_bool(0.1) {
+                    f32::NEG_INFINITY
+                } else {
+                    rng.gen_range(-6.0..2.0)
+                }
+            })
             .collect();
         for &p in fixed {
             let keep = rng.gen_range(0..vocab);
@@ -972,7 +1001,11 @@ mod tests {
                 let row = lin.marginal_row(p);
                 for tok in 0..vocab {
                     let w = want[p * vocab + tok];
-                    assert!((row[tok] - w).abs() < 1e-4, "case {case} p {p} t {tok}: row {} vs {w}", row[tok]);
+                    assert!(
+                        (row[tok] - w).abs() < 1e-4,
+                        "case {case} p {p} t {tok}: row {} vs {w}",
+                        row[tok]
+                    );
                     let one = lin.marginal(p, tok as u32);
                     assert!((one - w).abs() < 1e-4, "case {case} p {p} t {tok}: one {one} vs {w}");
                 }
@@ -990,7 +1023,9 @@ mod tests {
             let states = rng.gen_range(2..8);
             let a = random_automaton(&mut rng, states, vocab);
             let plan = SetPlan::new(&a);
-            let e: Vec<f32> = (0..vocab).map(|_| if rng.gen_bool(0.2) { 0.0 } else { rng.gen() }).collect();
+            let e: Vec<f32> = (0..vocab)
+                .map(|_| if rng.gen_bool(0.2) { 0.0 } else { rng.gen() })
+                .collect();
             let mut w = vec![0f64; a.num_sets()];
             plan.weigh(&e, &mut w);
             for (set, &got) in w.iter().enumerate() {
@@ -1028,7 +1063,9 @@ mod tests {
             let mut exact = std::collections::HashMap::new();
             let mut z = 0f64;
             for code in 0..vocab.pow(len as u32) {
-                let w: Vec<u32> = (0..len).map(|p| ((code / vocab.pow(p as u32)) % vocab) as u32).collect();
+                let w: Vec<u32> = (0..len)
+                    .map(|p| ((code / vocab.pow(p as u32)) % vocab) as u32)
+                    .collect();
                 let content: Vec<u32> = w.iter().copied().take_while(|&x| x != 0).collect();
                 let ok = w[content.len()..].iter().all(|&x| x == 0) && a.accepts(&content);
                 let s: f32 = (0..len).map(|p| scores[p * vocab + w[p] as usize]).sum();
@@ -1047,20 +1084,26 @@ mod tests {
         let mut counts = std::collections::HashMap::new();
         for _ in 0..n {
             let w = lattice.sample(&mut rng);
-            assert!(exact.contains_key(&w), "sampled {w:?}, which is not an allowed sequence");
+            assert!(
+                exact.contains_key(&w),
+                "sampled {w:?}, which is not an allowed sequence"
+            );
             *counts.entry(w).or_insert(0usize) += 1;
         }
         for (w, x) in &exact {
             let (p, f) = (x / z, *counts.get(w).unwrap_or(&0) as f64 / n as f64);
-            assert!((p - f).abs() < 4.0 * (p * (1.0 - p) / n as f64).sqrt() + 1e-3, "{w:?}: exact {p}, sampled {f}");
+            assert!(
+                (p - f).abs() < 4.0 * (p * (1.0 - p) / n as f64).sqrt() + 1e-3,
+                "{w:?}: exact {p}, sampled {f}"
+            );
         }
     }
 
     #[test]
     fn near_zero_temperature_falls_back_to_log_space_and_stays_exact() {
-        // Two tokens; the automaton allows only token 2, which scores 1000 nats below token 1:
-        // in linear space at T = 1 its weight underflows, so the log-space lattice answers.
-        let edges = vec![vec![(2u32, 1u32)], vec![]];
+        // The content must start with token 2, which scores 1000 nats below token 1 (drawable
+        // later): in linear space at T = 1 its weight underflows, so the log-space lattice answers.
+        let edges = vec![vec![(2u32, 1u32)], vec![(1, 1)]];
         let a = TokenAutomaton::from_edges(0, vec![false, true], edges);
         let (len, vocab) = (1, 3);
         let scores = vec![f32::NEG_INFINITY, 0.0, -1000.0];

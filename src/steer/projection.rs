@@ -152,4 +152,3 @@ pub fn sample_sequence(
 ) -> Option<Vec<u32>> {
     Some(Lattice::new(scores, len, vocab, automaton, pad, temperature)?.sample(rng))
 }
-
