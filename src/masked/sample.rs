@@ -29,6 +29,7 @@
 use candle_core::{Tensor, D};
 use rand::rngs::StdRng;
 use rand::Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::generate::Sample;
@@ -325,30 +326,37 @@ impl<'m> MaskedGenerator<'m> {
                 let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?
                     .flatten_all()?
                     .to_vec1::<f32>()?;
-                for (r, row) in rows.iter_mut().enumerate() {
-                    let rng = &mut rngs[r];
-                    let row_logp = &logp[r * len * v..(r + 1) * len * v];
-                    let open: Vec<usize> = (lo..hi).filter(|&p| row[p] == mask).collect();
-                    let (sample, keys) = match self.truncated(row_logp, len, v) {
-                        Some(cut) => match self.draw(prepared, &self.scores(prepared, &cut, row, len, v), &open, rng) {
-                            Ok(drawn) => drawn,
-                            // Truncation left no valid sequence: this step uses every token.
-                            Err(Error::Unsatisfiable(_)) => {
-                                self.draw(prepared, &self.scores(prepared, row_logp, row, len, v), &open, rng)?
+                // Each row's draw is its own work with its own random stream: rows run in
+                // parallel, and the result does not depend on how they are scheduled.
+                let remaining = block_steps - k;
+                rows.par_iter_mut().zip(rngs.par_iter_mut()).enumerate().try_for_each(
+                    |(r, (row, rng))| -> Result<()> {
+                        let row_logp = &logp[r * len * v..(r + 1) * len * v];
+                        let open: Vec<usize> = (lo..hi).filter(|&p| row[p] == mask).collect();
+                        let (sample, keys) = match self.truncated(row_logp, len, v) {
+                            Some(cut) => {
+                                match self.draw(prepared, &self.scores(prepared, &cut, row, len, v), &open, rng) {
+                                    Ok(drawn) => drawn,
+                                    // Truncation left no valid sequence: this step uses every token.
+                                    Err(Error::Unsatisfiable(_)) => {
+                                        self.draw(prepared, &self.scores(prepared, row_logp, row, len, v), &open, rng)?
+                                    }
+                                    Err(e) => return Err(e),
+                                }
                             }
-                            Err(e) => return Err(e),
-                        },
-                        None => self.draw(prepared, &self.scores(prepared, row_logp, row, len, v), &open, rng)?,
-                    };
-                    let remaining = block_steps - k;
-                    let count = open.len().div_ceil(remaining);
-                    // Highest key first; ties by position, so the order does not depend on float ties.
-                    let mut keyed: Vec<(f64, usize)> = keys.into_iter().zip(open).collect();
-                    keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                    for &(_, p) in keyed.iter().take(count) {
-                        row[p] = sample[p];
-                    }
-                }
+                            None => self.draw(prepared, &self.scores(prepared, row_logp, row, len, v), &open, rng)?,
+                        };
+                        let count = open.len().div_ceil(remaining);
+                        // Highest key first; ties by position, so the order does not depend on
+                        // float ties.
+                        let mut keyed: Vec<(f64, usize)> = keys.into_iter().zip(open).collect();
+                        keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                        for &(_, p) in keyed.iter().take(count) {
+                            row[p] = sample[p];
+                        }
+                        Ok(())
+                    },
+                )?;
             }
         }
         Ok(rows)

@@ -45,8 +45,6 @@ pub struct TokenGroup {
 pub(crate) struct Edge {
     pub(crate) to: u32,
     pub(crate) set: u32,
-    /// Fewest tokens from `to` to acceptance.
-    pub(crate) distance: u32,
 }
 
 /// A deterministic automaton over content tokens.
@@ -59,10 +57,13 @@ pub struct TokenAutomaton {
     distance: Vec<u32>,
     /// Number of distinct token lists among the groups.
     num_sets: usize,
-    /// Per state, its groups as compact `(to, set, distance of to)` records (same order as
+    /// Per state, its groups as compact `(to, set)` records (same order as
     /// `groups`): what the lattice's passes read.
     edges: Vec<Edge>,
     edge_start: Vec<u32>,
+    /// Per token, the state each state moves to on it (`u32::MAX`: none), made on first use:
+    /// what the lattice reads at a committed position instead of every group.
+    columns: std::sync::OnceLock<Vec<std::sync::OnceLock<Box<[u32]>>>>,
     /// How the lattice weighs the token sets, planned on first use.
     plan: std::sync::OnceLock<crate::steer::lattice::SetPlan>,
 }
@@ -184,11 +185,7 @@ impl TokenAutomaton {
         let mut edge_start = Vec::with_capacity(groups.len() + 1);
         for gs in &groups {
             edge_start.push(edges.len() as u32);
-            edges.extend(gs.iter().map(|g| Edge {
-                to: g.to,
-                set: g.set,
-                distance: distance[g.to as usize],
-            }));
+            edges.extend(gs.iter().map(|g| Edge { to: g.to, set: g.set }));
         }
         edge_start.push(edges.len() as u32);
         TokenAutomaton {
@@ -199,7 +196,31 @@ impl TokenAutomaton {
             num_sets,
             edges,
             edge_start,
+            columns: Default::default(),
             plan: Default::default(),
+        }
+    }
+
+    /// The state each state moves to on `token` (`u32::MAX`: none), computed once per token.
+    pub(crate) fn column(&self, token: u32) -> &[u32] {
+        let columns = self.columns.get_or_init(|| {
+            let top = self.groups.iter().flatten().filter_map(|g| g.tokens.last()).max();
+            (0..top.map_or(0, |&t| t as usize + 1))
+                .map(|_| std::sync::OnceLock::new())
+                .collect()
+        });
+        match columns.get(token as usize) {
+            Some(cell) => cell.get_or_init(|| {
+                self.groups
+                    .iter()
+                    .map(|gs| {
+                        gs.iter()
+                            .find(|g| g.tokens.binary_search(&token).is_ok())
+                            .map_or(u32::MAX, |g| g.to)
+                    })
+                    .collect()
+            }),
+            None => &[],
         }
     }
 

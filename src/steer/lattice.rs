@@ -362,6 +362,17 @@ struct Linear<'a> {
     beta: Vec<f64>,
     /// Per position, the states with a positive forward weight that can still finish.
     active: Vec<Vec<u32>>,
+    /// Per free position, the weight of passing through each set there.
+    passage: Vec<Option<Passage>>,
+}
+
+/// The weight of the sequences that pass through each token set (and PAD) at a position, and
+/// the position's total: a token's marginal is its weight times the passage of the sets
+/// holding it, over the total.
+struct Passage {
+    sets: Vec<f64>,
+    pad: f64,
+    total: f64,
 }
 
 impl<'a> Linear<'a> {
@@ -398,9 +409,7 @@ impl<'a> Linear<'a> {
             rows.push(match finite {
                 0 => Row::Empty,
                 1 => {
-                    // Set membership of the committed token is looked up when the forward pass
-                    // first meets the set (NaN: not yet); later passes read only what it met.
-                    w.fill(f64::NAN);
+                    // The passes follow the token's transition column instead of the sets.
                     pad_w[p] = if first == pad { 1.0 } else { 0.0 };
                     Row::Fixed(first)
                 }
@@ -440,6 +449,7 @@ impl<'a> Linear<'a> {
             alpha: vec![0.0; (len + 1) * width],
             beta: vec![0.0; (len + 1) * width],
             active: vec![Vec::new(); len + 1],
+            passage: (0..len).map(|_| None).collect(),
         };
         (lattice.forward() && lattice.backward()).then_some(lattice)
     }
@@ -480,45 +490,52 @@ impl<'a> Linear<'a> {
             let next = &mut next[..width];
             let mut reached = Vec::new();
             let remaining = len - p - 1;
-            for &s in &self.active[p] {
-                let a = here[s as usize];
-                let s = s as usize;
-                let edges: &[Edge] = if s == pad_state {
-                    &[]
-                } else {
-                    self.automaton.edges(s as u32)
-                };
-                let set_w = &mut self.set_w[p * self.sets..(p + 1) * self.sets];
-                for g in edges {
-                    let mut w = set_w[g.set as usize];
-                    if w.is_nan() {
-                        let Row::Fixed(t) = self.rows[p] else {
-                            unreachable!("only committed rows are lazy")
-                        };
-                        w = if self.plan.tokens(g.set).binary_search(&t).is_ok() {
-                            1.0
-                        } else {
-                            0.0
-                        };
-                        set_w[g.set as usize] = w;
-                    }
-                    if w == 0.0 || g.distance as usize > remaining {
-                        continue;
-                    }
-                    let slot = &mut next[g.to as usize];
-                    if *slot == 0.0 {
-                        reached.push(g.to);
-                    }
-                    *slot += a * w;
+            let mut reach = |to: u32, x: f64| {
+                let slot = &mut next[to as usize];
+                if *slot == 0.0 {
+                    reached.push(to);
                 }
-                if s == pad_state || self.automaton.is_accepting(s as u32) {
-                    let w = self.pad_w[p];
-                    if w > 0.0 {
-                        let slot = &mut next[pad_state];
-                        if *slot == 0.0 {
-                            reached.push(pad_state as u32);
+                *slot += x;
+            };
+            if let Row::Fixed(t) = self.rows[p] {
+                let column = if t == self.pad {
+                    &[][..]
+                } else {
+                    self.automaton.column(t)
+                };
+                for &s in &self.active[p] {
+                    let a = here[s as usize];
+                    if let Some(&to) = column.get(s as usize) {
+                        if to != u32::MAX && self.automaton.distance(to) as usize <= remaining {
+                            reach(to, a);
                         }
-                        *slot += a * w;
+                    }
+                    if t == self.pad && (s as usize == pad_state || self.automaton.is_accepting(s)) {
+                        reach(pad_state as u32, a);
+                    }
+                }
+            } else {
+                // Branch-free accumulation; the states reached are collected afterwards.
+                let set_w = &self.set_w[p * self.sets..(p + 1) * self.sets];
+                for &s in &self.active[p] {
+                    let a = here[s as usize];
+                    let s = s as usize;
+                    if s != pad_state {
+                        for g in self.automaton.edges(s as u32) {
+                            next[g.to as usize] += a * set_w[g.set as usize];
+                        }
+                    }
+                    if s == pad_state || self.automaton.is_accepting(s as u32) {
+                        next[pad_state] += a * self.pad_w[p];
+                    }
+                }
+                for (to, x) in next.iter_mut().enumerate() {
+                    if *x > 0.0 {
+                        if to == pad_state || self.automaton.distance(to as u32) as usize <= remaining {
+                            reached.push(to as u32);
+                        } else {
+                            *x = 0.0;
+                        }
                     }
                 }
             }
@@ -546,16 +563,44 @@ impl<'a> Linear<'a> {
         }
         for p in (0..len).rev() {
             let mut max = 0f64;
+            // On a free row the same loop gathers each set's passage weight (forward × backward
+            // through it), which the marginals need.
+            let free = self.rows[p] == Row::Free;
+            let mut passing = if free { vec![0f64; self.sets] } else { Vec::new() };
+            let mut pad_passing = 0.0;
             for i in 0..self.active[p].len() {
                 let s = self.active[p][i] as usize;
+                let a = self.alpha[p * width + s];
                 let next = &self.beta[(p + 1) * width..(p + 2) * width];
                 let set_w = &self.set_w[p * self.sets..(p + 1) * self.sets];
                 let mut b = 0.0;
-                for g in self.edges(s) {
-                    b += set_w[g.set as usize] * next[g.to as usize];
+                if let Row::Fixed(t) = self.rows[p] {
+                    if t == self.pad {
+                        if self.may_end(s) {
+                            b = next[self.pad_state()];
+                        }
+                    } else if let Some(&to) = self.automaton.column(t).get(s).filter(|&&to| to != u32::MAX) {
+                        b = next[to as usize];
+                    }
+                    self.beta[p * width + s] = b;
+                    max = max.max(b);
+                    continue;
+                }
+                if free {
+                    for g in self.edges(s) {
+                        let x = next[g.to as usize];
+                        b += set_w[g.set as usize] * x;
+                        passing[g.set as usize] += a * x;
+                    }
+                } else {
+                    for g in self.edges(s) {
+                        b += set_w[g.set as usize] * next[g.to as usize];
+                    }
                 }
                 if self.may_end(s) {
-                    b += self.pad_w[p] * next[self.pad_state()];
+                    let x = next[self.pad_state()];
+                    b += self.pad_w[p] * x;
+                    pad_passing += a * x;
                 }
                 self.beta[p * width + s] = b;
                 max = max.max(b);
@@ -565,6 +610,21 @@ impl<'a> Linear<'a> {
             }
             for &s in &self.active[p] {
                 self.beta[p * width + s as usize] /= max;
+            }
+            if free {
+                let set_w = &self.set_w[p * self.sets..(p + 1) * self.sets];
+                let total = passing
+                    .iter()
+                    .zip(set_w)
+                    .filter(|(&x, _)| x > 0.0)
+                    .map(|(&x, &w)| x * w)
+                    .sum::<f64>()
+                    + pad_passing * self.pad_w[p];
+                self.passage[p] = Some(Passage {
+                    sets: passing,
+                    pad: pad_passing,
+                    total,
+                });
             }
         }
         true
@@ -577,6 +637,16 @@ impl<'a> Linear<'a> {
         let mut weights = Vec::new();
         for p in 0..self.len {
             let next = &self.beta[(p + 1) * width..(p + 2) * width];
+            if let Row::Fixed(t) = self.rows[p] {
+                // The only way on: the committed token (a positive backward weight says so).
+                ids.push(t);
+                s = if t == self.pad {
+                    pad_state
+                } else {
+                    self.automaton.column(t)[s] as usize
+                };
+                continue;
+            }
             let groups = self.edges(s);
             weights.clear();
             weights.extend(groups.iter().map(|g| self.set_weight(p, g.set) * next[g.to as usize]));
@@ -607,36 +677,6 @@ impl<'a> Linear<'a> {
         ids
     }
 
-    /// Per set, the weight of passing through it at `p` (forward × backward), PAD's, and the
-    /// total that normalises them.
-    fn passage(&self, p: usize) -> (Vec<f64>, f64, f64) {
-        let width = self.width;
-        let next = &self.beta[(p + 1) * width..(p + 2) * width];
-        let mut w = vec![0f64; self.sets];
-        let mut w_pad = 0.0;
-        for &s in &self.active[p] {
-            let s = s as usize;
-            let a = self.alpha[p * width + s];
-            if self.beta[p * width + s] == 0.0 {
-                continue;
-            }
-            for g in self.edges(s) {
-                w[g.set as usize] += a * next[g.to as usize];
-            }
-            if self.may_end(s) {
-                w_pad += a * next[self.pad_state()];
-            }
-        }
-        let total = w
-            .iter()
-            .enumerate()
-            .filter(|(_, &x)| x > 0.0)
-            .map(|(set, &x)| x * self.set_weight(p, set as u32))
-            .sum::<f64>()
-            + w_pad * self.pad_w[p];
-        (w, w_pad, total)
-    }
-
     fn marginal(&self, p: usize, token: u32) -> f32 {
         match self.rows[p] {
             Row::Fixed(t) => f32::from(t == token),
@@ -646,8 +686,15 @@ impl<'a> Linear<'a> {
                 if e == 0.0 {
                     return 0.0;
                 }
-                let (w, w_pad, total) = self.passage(p);
-                let mut m = if token == self.pad { w_pad } else { 0.0 };
+                let Some(Passage {
+                    sets: w,
+                    pad: w_pad,
+                    total,
+                }) = &self.passage[p]
+                else {
+                    return 0.0;
+                };
+                let mut m = if token == self.pad { *w_pad } else { 0.0 };
                 for (set, &x) in w.iter().enumerate() {
                     if x > 0.0 && self.plan.tokens(set as u32).binary_search(&token).is_ok() {
                         m += x;
@@ -664,9 +711,16 @@ impl<'a> Linear<'a> {
             Row::Fixed(t) => out[t as usize] = 1.0,
             Row::Empty => {}
             Row::Free => {
-                let (w, w_pad, total) = self.passage(p);
+                let Some(Passage {
+                    sets: w,
+                    pad: w_pad,
+                    total,
+                }) = &self.passage[p]
+                else {
+                    return out;
+                };
                 let mut acc = vec![0f64; self.vocab];
-                self.plan.spread(&w, &mut acc);
+                self.plan.spread(w, &mut acc);
                 acc[self.pad as usize] += w_pad;
                 let e = &self.e[p * self.vocab..(p + 1) * self.vocab];
                 for ((o, &a), &e) in out.iter_mut().zip(&acc).zip(e) {
