@@ -5,16 +5,16 @@
 //!
 //! 1. the denoiser gives log-probabilities at every position;
 //! 2. every position gets token scores: a committed token scores 0 and every other token `−∞`;
-//!    a masked position scores the model's log-probabilities divided by the temperature; the
-//!    constraints' unary rules add their `−∞`s;
+//!    a masked position scores the model's log-probabilities; the constraints' unary rules add
+//!    their `−∞`s;
 //! 3. over (position × automaton state) of the constraints' product automaton, a [`Lattice`]
-//!    holds the distribution of whole sequences under the scores restricted to the sequences the
-//!    constraints accept; one sequence is **sampled** from it (the best one, [`best_sequence`],
-//!    at temperature 0);
+//!    holds the distribution of whole sequences under the scores, at the temperature, restricted
+//!    to the sequences the constraints accept; one sequence is **sampled** from it (the best one,
+//!    [`best_sequence`], at temperature 0);
 //! 4. of the masked positions (of the current block, with [`MaskedSampling::block_size`]),
 //!    the `k` the remasking order ranks first are committed to the sampled sequence's tokens.
-//!    The order's confidence is the lattice's constrained marginal (at the sampling
-//!    temperature; at temperature 0, at temperature 1, the model's own distribution).
+//!    The order's confidence is the lattice's constrained marginal at the sampling temperature
+//!    (at temperature 0: the constrained marginal at temperature 1).
 //!
 //! The sampled sequence is valid and agrees with every committed token, so after a commit it
 //! still witnesses a valid completion: no step can commit a token that makes the text
@@ -484,10 +484,11 @@ fn key(remasking: Remasking, m: &[f32], sampled: u32, random: impl FnOnce() -> f
     }
 }
 
-/// Without constraints: per position, the softmax of `scores / t` and a token drawn from it (the
-/// most probable one at `t = 0`).
+/// Without constraints: per position, the softmax of `scores / t` and a token drawn from it (at
+/// `t = 0`, the most probable token, and the softmax of the scores themselves).
 fn independent(scores: &[f32], len: usize, v: usize, t: f32, rng: &mut StdRng) -> (Vec<u32>, Vec<f32>) {
-    let inv = 1.0 / t.max(1e-3);
+    // At temperature 0 the token is the best one and the marginals are the model's (T = 1).
+    let inv = if t == 0.0 { 1.0 } else { 1.0 / t };
     let mut marginals = vec![0f32; len * v];
     let mut sample = Vec::with_capacity(len);
     for p in 0..len {

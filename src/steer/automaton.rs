@@ -144,6 +144,10 @@ impl TokenAutomaton {
                         by_dst.entry(d).or_default().push(t);
                     }
                 }
+                // Set ids in destination order, so that they (and the lattice's summation order)
+                // do not depend on the hash map's per-process seed.
+                let mut by_dst: Vec<(u32, Vec<u32>)> = by_dst.into_iter().collect();
+                by_dst.sort_unstable_by_key(|&(to, _)| to);
                 let mut g: Vec<TokenGroup> = by_dst
                     .into_iter()
                     .map(|(to, mut tokens)| {

@@ -32,21 +32,25 @@
 //!   without a quote", "any token without a quote or a backslash"). Once per automaton, each set
 //!   is planned as the cheapest of: its own tokens, the union of all sets minus a few, or an
 //!   earlier set plus and minus a few. A position's set weights then cost the sum of those
-//!   differences, not the sum of the set sizes. A difference that cancels to within `1e-9` of
-//!   its terms is recomputed from the set's own tokens, so a set with no allowed token weighs
-//!   exactly 0.
+//!   differences, not the sum of the set sizes. An exact count of each set's positive weights
+//!   goes along, so a set with none weighs exactly 0, and a difference that cancelled to within
+//!   `1e-9` of the terms it came from is summed again from the set's own tokens.
 //!
-//! A committed position (one finite score) costs no `exp`: each set the forward pass meets there
-//! is weighed by one binary search for the committed token. A position's marginal row costs its
-//! live groups plus the planned differences; one token's marginal costs its live groups plus a
-//! binary search per live set.
+//! A committed position (one finite score) costs no `exp` and no set weight: the passes follow
+//! the committed token's transition column (each state's next state on that token, made once per
+//! token and automaton). A position's marginal row costs its live groups plus the planned
+//! differences (a token whose sum cancelled is summed again); one token's marginal costs a
+//! binary search per live set. The forward pass on a free position ends with a scan of every
+//! state.
 //!
-//! Token weights are `f32`, so a token more than about 87 nats (times `T`) below `max_p` weighs
-//! 0; set and path weights are `f64`, rescaled at every position. What underflows drops out of
-//! the linear passes: at temperature 1 such sequences are negligible, but near temperature 0 it
-//! can leave no sequence at all, and then the lattice is recomputed in log space, exactly, which
-//! is slower. Either way a sample only ever takes transitions with a positive weight, so every
-//! sample is accepted.
+//! Scores must be finite or `−∞`; NaN and `+∞` count as `−∞`. Token weights are `f32`, so a
+//! token more than about 100 nats (times `T`) below `max_p` weighs 0; set and path weights are
+//! `f64`, rescaled at every position. What underflows drops out of the linear passes: at
+//! temperature 1 such sequences are negligible, but near temperature 0 (below about 0.01 with a
+//! trained model) it can leave no sequence at all, or a position's total can underflow, and then
+//! the lattice is recomputed in log space, exactly, which is slower (every marginal is computed
+//! up front). Either way a sample only takes transitions and tokens with a positive weight, so
+//! every sample is accepted.
 //!
 //! ```
 //! use diffusion_lm::{TextTokenizer, steer::{automaton::TokenAutomaton, token_index::TokenIndex, lattice::Lattice}};
@@ -96,7 +100,12 @@ impl<'a> Lattice<'a> {
                 inner: Inner::Linear(l),
             });
         }
-        let log = LogLattice::new(scores, len, vocab, automaton, pad, temperature)?;
+        // The exact fallback, on a copy where NaN and +∞ are −∞ as the linear lattice takes them.
+        let cleaned: Vec<f32> = scores
+            .iter()
+            .map(|&x| if x.is_finite() { x } else { f32::NEG_INFINITY })
+            .collect();
+        let log = LogLattice::new(cleaned, len, vocab, automaton, pad, temperature)?;
         let marginals = log.marginals();
         Some(Lattice {
             inner: Inner::Log(log, marginals),
@@ -242,34 +251,55 @@ impl SetPlan {
         &self.tokens[set as usize]
     }
 
-    /// `out[set] = Σ_{t ∈ set} e[t]` for every set.
+    /// `out[set] = Σ_{t ∈ set} e[t]` for every set. Along with each value go the magnitude of
+    /// the terms it was computed from and the exact count of its positive weights: a set with
+    /// none weighs exactly 0, and one whose value cancelled to within `1e-9` of its terms is
+    /// summed again from its own tokens.
     fn weigh(&self, e: &[f32], out: &mut [f64]) {
-        let sum = |ts: &[u32]| ts.iter().map(|&t| e[t as usize] as f64).sum::<f64>();
-        let union = if self.uses_union { sum(&self.union) } else { 0.0 };
+        let sum = |ts: &[u32]| {
+            let (mut s, mut n) = (0f64, 0i64);
+            for &t in ts {
+                let x = e[t as usize] as f64;
+                s += x;
+                n += i64::from(x > 0.0);
+            }
+            (s, n)
+        };
+        let sets = out.len();
+        let mut magnitude = vec![0f64; sets];
+        let mut count = vec![0i64; sets];
+        let (union, union_count) = if self.uses_union { sum(&self.union) } else { (0.0, 0) };
         for st in &self.steps {
-            let base = match st.base {
-                Base::Empty => 0.0,
-                Base::Union => union,
-                Base::Set(b) => out[b as usize],
+            let (base, base_magnitude, base_count) = match st.base {
+                Base::Empty => (0.0, 0.0, 0),
+                Base::Union => (union, union, union_count),
+                Base::Set(b) => (out[b as usize], magnitude[b as usize], count[b as usize]),
             };
-            let up = base + sum(&st.add);
-            out[st.set as usize] = if st.remove.is_empty() {
-                up
+            let (added, added_count) = sum(&st.add);
+            let (removed, removed_count) = if st.remove.is_empty() {
+                (0.0, 0)
             } else {
-                let v = up - sum(&st.remove);
-                // Cancellation: recompute exactly (an all-zero set must weigh exactly 0).
-                if v <= 1e-9 * up {
-                    sum(&self.tokens[st.set as usize])
-                } else {
-                    v
-                }
+                sum(&st.remove)
+            };
+            let set = st.set as usize;
+            count[set] = base_count + added_count - removed_count;
+            let value = base + added - removed;
+            let terms = base_magnitude + added + removed;
+            (out[set], magnitude[set]) = if count[set] == 0 {
+                (0.0, 0.0)
+            } else if removed > 0.0 && value <= 1e-9 * terms {
+                let exact = sum(&self.tokens[set]).0;
+                (exact, exact)
+            } else {
+                (value, terms)
             };
         }
     }
 
-    /// `acc[t] += Σ_{sets ∋ t} w[set]`, through the plan (clamping cancellation below 0 is left
-    /// to the caller).
-    fn spread(&self, w: &[f64], acc: &mut [f64]) {
+    /// `acc[t] += Σ_{sets ∋ t} w[set]` (`w ≥ 0`) through the plan, and `magnitude[t]` the sum of
+    /// the terms added or subtracted there: where `acc` cancelled to within `1e-9` of it, the
+    /// caller sums again.
+    fn spread(&self, w: &[f64], acc: &mut [f64], magnitude: &mut [f64]) {
         let mut k = w.to_vec();
         let mut k_union = 0.0;
         // Children before parents: a set's coefficient covers its base's tokens too.
@@ -280,9 +310,11 @@ impl SetPlan {
             }
             for &t in &st.add {
                 acc[t as usize] += ks;
+                magnitude[t as usize] += ks;
             }
             for &t in &st.remove {
                 acc[t as usize] -= ks;
+                magnitude[t as usize] += ks;
             }
             match st.base {
                 Base::Empty => {}
@@ -293,6 +325,7 @@ impl SetPlan {
         if k_union != 0.0 {
             for &t in &self.union {
                 acc[t as usize] += k_union;
+                magnitude[t as usize] += k_union;
             }
         }
     }
@@ -366,9 +399,9 @@ struct Linear<'a> {
     passage: Vec<Option<Passage>>,
 }
 
-/// The weight of the sequences that pass through each token set (and PAD) at a position, and
-/// the position's total: a token's marginal is its weight times the passage of the sets
-/// holding it, over the total.
+/// Per token set (and PAD) at a position, the forward weight into it times the backward weight
+/// out of it, and the position's total: a token's marginal is its own weight times the passage
+/// of the sets holding it, over the total.
 struct Passage {
     sets: Vec<f64>,
     pad: f64,
@@ -395,7 +428,7 @@ impl<'a> Linear<'a> {
             let row = &scores[p * vocab..(p + 1) * vocab];
             let (mut finite, mut first) = (0usize, 0u32);
             for (t, &x) in row.iter().enumerate() {
-                if x > f32::NEG_INFINITY {
+                if x.is_finite() {
                     if finite == 0 {
                         first = t as u32;
                     }
@@ -417,15 +450,16 @@ impl<'a> Linear<'a> {
                     // Only tokens of some set, and PAD, can be drawn: weigh those, relative to
                     // the best of them (which keeps the weights that matter from underflowing).
                     let out = &mut e[p * vocab..(p + 1) * vocab];
-                    let best = plan
-                        .union
-                        .iter()
-                        .map(|&t| row[t as usize])
-                        .fold(row[pad as usize], f32::max);
-                    if best > f32::NEG_INFINITY {
-                        for &t in plan.union.iter().chain([&pad]) {
-                            out[t as usize] = ((row[t as usize] - best) * inv).exp();
-                        }
+                    let drawable = || {
+                        plan.union
+                            .iter()
+                            .copied()
+                            .chain([pad])
+                            .filter(|&t| row[t as usize].is_finite())
+                    };
+                    let best = drawable().map(|t| row[t as usize]).fold(f32::NEG_INFINITY, f32::max);
+                    for t in drawable() {
+                        out[t as usize] = ((row[t as usize] - best) * inv).exp();
                     }
                     plan.weigh(out, w);
                     pad_w[p] = out[pad as usize] as f64;
@@ -620,6 +654,10 @@ impl<'a> Linear<'a> {
                     .map(|(&x, &w)| x * w)
                     .sum::<f64>()
                     + pad_passing * self.pad_w[p];
+                if !(total > 0.0 && total.is_finite()) {
+                    // The rescaled weights underflowed: the log-space lattice answers instead.
+                    return false;
+                }
                 self.passage[p] = Some(Passage {
                     sets: passing,
                     pad: pad_passing,
@@ -694,13 +732,7 @@ impl<'a> Linear<'a> {
                 else {
                     return 0.0;
                 };
-                let mut m = if token == self.pad { *w_pad } else { 0.0 };
-                for (set, &x) in w.iter().enumerate() {
-                    if x > 0.0 && self.plan.tokens(set as u32).binary_search(&token).is_ok() {
-                        m += x;
-                    }
-                }
-                (e * m / total) as f32
+                (e * self.passing_of(w, *w_pad, token) / total) as f32
             }
         }
     }
@@ -720,15 +752,35 @@ impl<'a> Linear<'a> {
                     return out;
                 };
                 let mut acc = vec![0f64; self.vocab];
-                self.plan.spread(w, &mut acc);
+                let mut magnitude = vec![0f64; self.vocab];
+                self.plan.spread(w, &mut acc, &mut magnitude);
                 acc[self.pad as usize] += w_pad;
                 let e = &self.e[p * self.vocab..(p + 1) * self.vocab];
-                for ((o, &a), &e) in out.iter_mut().zip(&acc).zip(e) {
-                    *o = (e as f64 * a.max(0.0) / total) as f32;
+                for (t, o) in out.iter_mut().enumerate() {
+                    if e[t] == 0.0 {
+                        continue;
+                    }
+                    let mut a = acc[t];
+                    if a <= 1e-9 * magnitude[t] {
+                        // Cancelled: sum the passages of the sets holding `t` directly.
+                        a = self.passing_of(w, *w_pad, t as u32);
+                    }
+                    *o = (e[t] as f64 * a / total) as f32;
                 }
             }
         }
         out
+    }
+
+    /// `Σ` of the passage weights of the sets holding `token` (and PAD's, for PAD).
+    fn passing_of(&self, w: &[f64], w_pad: f64, token: u32) -> f64 {
+        let mut m = if token == self.pad { w_pad } else { 0.0 };
+        for (set, &x) in w.iter().enumerate() {
+            if x > 0.0 && self.plan.tokens(set as u32).binary_search(&token).is_ok() {
+                m += x;
+            }
+        }
+        m
     }
 }
 
@@ -775,7 +827,7 @@ fn group_lse(row: &[f32], tokens: &[u32], inv_temp: f32) -> f32 {
 
 /// The log-space lattice: exact at any temperature, used when the linear one underflows.
 struct LogLattice<'a> {
-    scores: &'a [f32],
+    scores: Vec<f32>,
     len: usize,
     vocab: usize,
     automaton: &'a TokenAutomaton,
@@ -791,7 +843,7 @@ struct LogLattice<'a> {
 
 impl<'a> LogLattice<'a> {
     fn new(
-        scores: &'a [f32],
+        scores: Vec<f32>,
         len: usize,
         vocab: usize,
         automaton: &'a TokenAutomaton,
@@ -828,7 +880,7 @@ impl<'a> LogLattice<'a> {
             log_z: f32::NEG_INFINITY,
         };
         lattice.backward();
-        (lattice.log_z != f32::NEG_INFINITY).then_some(lattice)
+        lattice.log_z.is_finite().then_some(lattice)
     }
 
     fn width(&self) -> usize {
@@ -1045,8 +1097,8 @@ mod tests {
             let a = random_automaton(&mut rng, states, vocab);
             let fixed: Vec<usize> = (0..len).filter(|_| rng.gen_bool(0.3)).collect();
             let scores = random_scores(&mut rng, len, vocab, &fixed);
-            let t = [0.5f32, 1.0, 2.0][case % 3];
-            let log = LogLattice::new(&scores, len, vocab, &a, 0, t);
+            let t = [0.25f32, 0.5, 1.0, 2.0][case % 4];
+            let log = LogLattice::new(scores.clone(), len, vocab, &a, 0, t);
             let lin = Linear::new(&scores, len, vocab, &a, 0, t);
             assert_eq!(log.is_some(), lin.is_some(), "case {case}: satisfiability differs");
             let (Some(log), Some(lin)) = (log, lin) else { continue };
@@ -1091,7 +1143,7 @@ mod tests {
             }
             let coef: Vec<f64> = (0..a.num_sets()).map(|_| rng.gen()).collect();
             let mut acc = vec![0f64; vocab];
-            plan.spread(&coef, &mut acc);
+            plan.spread(&coef, &mut acc, &mut vec![0f64; vocab]);
             for (t, &got) in acc.iter().enumerate() {
                 let want: f64 = (0..a.num_sets())
                     .filter(|&s| plan.tokens(s as u32).contains(&(t as u32)))
@@ -1151,6 +1203,66 @@ mod tests {
                 "{w:?}: exact {p}, sampled {f}"
             );
         }
+    }
+
+    #[test]
+    fn a_set_with_no_allowed_token_weighs_exactly_zero() {
+        // Tokens: 0 PAD, 1 q, 2 a, 3 and 4 r. Sets: {q}, A = {a, r, r} (planned as the union
+        // minus {q}), B = {r, r} (planned as A minus {a}). With q at weight 1, a at 1.5e-9 and
+        // the r's at 0, B's difference leaves rounding error; it must still weigh exactly 0.
+        let edges = vec![
+            vec![(1u32, 1u32), (3, 3), (4, 3)],
+            vec![(2, 2), (3, 2), (4, 2)],
+            vec![],
+            vec![(1, 2)],
+        ];
+        let a = TokenAutomaton::from_edges(0, vec![false, false, true, false], edges);
+        let plan = SetPlan::new(&a);
+        let e = [0.0, 1.0, 1.5e-9, 0.0, 0.0];
+        let mut w = vec![0f64; a.num_sets()];
+        plan.weigh(&e, &mut w);
+        for set in 0..a.num_sets() {
+            let tokens = plan.tokens(set as u32);
+            let want: f64 = tokens.iter().map(|&t| e[t as usize] as f64).sum();
+            if want == 0.0 {
+                assert_eq!(w[set], 0.0, "set {tokens:?}");
+            }
+        }
+        // The only valid sequence takes q, then a.
+        let ln = |x: f32| if x > 0.0 { x.ln() } else { f32::NEG_INFINITY };
+        let scores: Vec<f32> = [e, e].concat().into_iter().map(ln).collect();
+        let l = Lattice::new(&scores, 2, 5, &a, 0, 1.0).unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        for _ in 0..100 {
+            assert_eq!(l.sample(&mut rng), vec![1, 2]);
+        }
+    }
+
+    #[test]
+    fn nan_and_infinite_scores_count_as_disallowed() {
+        // From state 0: token 2 to state 1 (not accepting), tokens 1 and 3 to state 2 (accepting).
+        let edges = vec![vec![(2u32, 1u32), (1, 2), (3, 2)], vec![(1, 2)], vec![]];
+        let a = TokenAutomaton::from_edges(0, vec![false, false, true], edges);
+        for scores in [
+            [f32::NEG_INFINITY, f32::NAN, 0.0, 0.0],
+            [f32::NEG_INFINITY, f32::INFINITY, 0.0, 0.0],
+        ] {
+            let l = Lattice::new(&scores, 1, 4, &a, 0, 1.0).unwrap();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+            for _ in 0..50 {
+                assert_eq!(l.sample(&mut rng), vec![3], "scores {scores:?}");
+            }
+        }
+        // Only a NaN where the content must go: nothing is allowed.
+        assert!(Lattice::new(
+            &[f32::NEG_INFINITY, f32::NAN, f32::NEG_INFINITY, f32::NAN],
+            1,
+            4,
+            &a,
+            0,
+            1.0
+        )
+        .is_none());
     }
 
     #[test]
