@@ -1030,19 +1030,7 @@ impl<'a> LogLattice<'a> {
 fn draw(log_weights: &[f32], rng: &mut impl rand::Rng) -> usize {
     let m = log_weights.iter().copied().fold(f32::NEG_INFINITY, f32::max);
     let w: Vec<f64> = log_weights.iter().map(|&x| ((x - m) as f64).exp()).collect();
-    let total: f64 = w.iter().sum();
-    let mut u = rng.gen::<f64>() * total;
-    let mut last = 0;
-    for (i, &x) in w.iter().enumerate() {
-        if x > 0.0 {
-            last = i;
-            if u < x {
-                return i;
-            }
-            u -= x;
-        }
-    }
-    last
+    draw_linear(&w, rng)
 }
 
 #[cfg(test)]
