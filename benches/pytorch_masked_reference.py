@@ -40,55 +40,11 @@ import torch.nn as nn
 import torch.nn.functional as F
 from safetensors.torch import load_file
 
+import sys
 
-class Attention(nn.Module):
-    """`nn::SelfAttention`, bidirectional: fused qkv projection, q scaled before q kᵀ."""
-
-    def __init__(self, hidden, heads):
-        super().__init__()
-        self.qkv = nn.Linear(hidden, 3 * hidden)
-        self.out = nn.Linear(hidden, hidden)
-        self.heads = heads
-
-    def forward(self, x):
-        b, l, h = x.shape
-        hd = h // self.heads
-        q, k, v = self.qkv(x).reshape(b, l, 3, self.heads, hd).permute(2, 0, 3, 1, 4)
-        # As the Rust code (CPU path): the scale multiplies q, not the scores.
-        probs = torch.softmax((q * (1.0 / math.sqrt(hd))) @ k.transpose(-1, -2), dim=-1)
-        return self.out((probs @ v).transpose(1, 2).reshape(b, l, h))
-
-
-class Ffn(nn.Module):
-    def __init__(self, hidden, ffn):
-        super().__init__()
-        self.fc1 = nn.Linear(hidden, ffn)
-        self.fc2 = nn.Linear(ffn, hidden)
-
-    def forward(self, x):
-        return self.fc2(F.relu(self.fc1(x)))
-
-
-class Block(nn.Module):
-    """`nn::Block`: `x + attn(norm1(x))`, then `x + ffn(norm2(x))` (dropout only in training)."""
-
-    def __init__(self, hidden, heads, ffn, dropout):
-        super().__init__()
-        self.norm1 = nn.LayerNorm(hidden, eps=1e-5)
-        self.attn = Attention(hidden, heads)
-        self.norm2 = nn.LayerNorm(hidden, eps=1e-5)
-        self.ffn = Ffn(hidden, ffn)
-        self.drop = nn.Dropout(dropout)
-
-    def forward(self, x):
-        x = x + self.drop(self.attn(self.norm1(x)))
-        return x + self.drop(self.ffn(self.norm2(x)))
-
-
-class Bias(nn.Module):
-    def __init__(self, n):
-        super().__init__()
-        self.bias = nn.Parameter(torch.zeros(n))
+# The blocks are the continuous reference's (same `nn::Block`, same tensor names).
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from pytorch_reference import Bias, Block  # noqa: E402
 
 
 class MaskedDenoiser(nn.Module):
