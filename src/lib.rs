@@ -28,6 +28,7 @@
 //! | the steering layer: constraint, guide and repair roles, stack, token index, automata, projection | [`steer`] |
 //! | the generation pipeline and its config | [`generate`] |
 //! | the masked engine (MDLM, LLaDA): model, objective, exact constrained sampler | [`masked`] |
+//! | pretrained LLaDA, Dream and DiffuCoder snapshots on the masked engine | [`pretrained`] |
 //! | neural building blocks, fused kernels, devices | [`nn`] |
 //! | training, optimiser, checkpoints | [`train`] |
 //! | tokenizer and corpus readers | [`text`] |
@@ -40,6 +41,7 @@ mod error;
 pub mod generate;
 pub mod masked;
 pub mod nn;
+pub mod pretrained;
 pub mod scoring;
 pub mod steer;
 pub mod text;

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use diffusion_lm::e2e::E2eOptions;
-use diffusion_lm::masked::{masked_trainer, MaskedConfig, MaskedSampling, Remasking};
+use diffusion_lm::masked::{masked_trainer, MaskedConfig, MaskedModel, MaskedSampling, Remasking};
 use diffusion_lm::nn::device::{ComputeDtype, DeviceSpec};
 use diffusion_lm::text::corpus::{self, Example};
 use diffusion_lm::train::{diffusion_trainer, TrainConfig};
@@ -94,10 +94,25 @@ struct GenerateArgs {
     device: DeviceArgs,
 }
 
-/// Settings of the masked engine (models whose config.json says `"model_type": "masked-lm"`).
+/// Settings of the masked engine (models whose config.json says `"model_type": "masked-lm"`,
+/// and pretrained LLaDA / Dream snapshots).
 #[derive(Args, Clone, Default)]
 #[command(next_help_heading = "Masked engine")]
 struct MaskedArgs {
+    /// A prompt (pretrained snapshots): context the generation follows, never constrained. With
+    /// the snapshot's chat template it is sent as the user's message.
+    #[arg(long)]
+    prompt: Option<String>,
+    /// A system message in front of the prompt (chat templates only).
+    #[arg(long, requires = "prompt")]
+    system: Option<String>,
+    /// Send the prompt as it is, without the chat template.
+    #[arg(long, requires = "prompt")]
+    raw_prompt: bool,
+    /// Classifier-free guidance scale with a prompt (LLaDA's cfg_scale; a second forward pass
+    /// per step) [default: 0, off].
+    #[arg(long)]
+    cfg_scale: Option<f32>,
     /// Temperature of the token scores; 0 commits the best sequence [default: 1].
     #[arg(long)]
     temperature: Option<f32>,
@@ -120,6 +135,12 @@ impl MaskedArgs {
     /// The masked-engine flags given.
     fn given(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
+        if self.prompt.is_some() {
+            out.push("--prompt");
+        }
+        if self.cfg_scale.is_some() {
+            out.push("--cfg-scale");
+        }
         if self.temperature.is_some() {
             out.push("--temperature");
         }
@@ -690,8 +711,11 @@ fn model_dir(arg: Option<PathBuf>) -> PathBuf {
 
 fn generate(a: GenerateArgs) -> Result<()> {
     let dir = model_dir(a.model.clone());
-    if diffusion_lm::masked::engine_of(&dir)? == diffusion_lm::masked::Engine::Masked {
-        return generate_masked(a, &dir);
+    match diffusion_lm::masked::engine_of(&dir)? {
+        diffusion_lm::masked::Engine::Masked | diffusion_lm::masked::Engine::Pretrained => {
+            return generate_masked(a, &dir)
+        }
+        diffusion_lm::masked::Engine::Continuous => {}
     }
     if let Some(flag) = a.masked.given().first() {
         bail!(
@@ -727,14 +751,16 @@ fn generate(a: GenerateArgs) -> Result<()> {
         })
 }
 
-/// `generate` with a masked-diffusion model: the hard constraints only, exactly.
+/// `generate` with a masked-diffusion model (trained here or a pretrained snapshot): the hard
+/// constraints only, exactly.
 fn generate_masked(a: GenerateArgs, dir: &Path) -> Result<()> {
     let c = &a.control;
+    let pretrained = diffusion_lm::masked::engine_of(dir)? == diffusion_lm::masked::Engine::Pretrained;
     let engine_flags = [
         (a.config.is_some(), "--config"),
         (a.sampling.sampler.is_some(), "--sampler"),
         (a.sampling.no_clamp, "--no-clamp"),
-        (a.device.dtype.is_some_and(|d| d != ComputeDtype::F32), "--dtype"),
+        (!pretrained && a.device.dtype.is_some_and(|d| d != ComputeDtype::F32), "--dtype"),
     ];
     let refused = engine_flags
         .into_iter()
@@ -746,8 +772,32 @@ fn generate_masked(a: GenerateArgs, dir: &Path) -> Result<()> {
             dir.display()
         );
     }
+    if !pretrained {
+        if let Some(flag) = [(a.masked.prompt.is_some(), "--prompt"), (a.masked.cfg_scale.is_some(), "--cfg-scale")]
+            .into_iter()
+            .find_map(|(given, flag)| given.then_some(flag))
+        {
+            bail!(
+                "{flag} applies to pretrained snapshots (LLaDA, Dream); {} holds a masked model trained without prompts",
+                dir.display()
+            );
+        }
+    }
     let device = a.device.device.unwrap_or_default().open()?;
-    let lm = diffusion_lm::masked::MaskedLm::load(dir, &device)?;
+    diffusion_lm::nn::device::set_tf32(a.device.tf32);
+    let (lm, prompt): (Box<dyn MaskedModel>, Vec<u32>) = if pretrained {
+        let dtype = a.device.dtype.unwrap_or_default().dtype();
+        status!("loading {} ({dtype:?})", dir.display());
+        let lm = diffusion_lm::pretrained::PretrainedLm::load(dir, &device, dtype)?;
+        let prompt = match &a.masked.prompt {
+            None => Vec::new(),
+            Some(text) if a.masked.raw_prompt => lm.tokenizer().encode(text)?,
+            Some(text) => lm.prompt(text, a.masked.system.as_deref())?,
+        };
+        (Box::new(lm), prompt)
+    } else {
+        (Box::new(diffusion_lm::masked::MaskedLm::load(dir, &device)?), Vec::new())
+    };
     let defaults = MaskedSampling::default();
     let cfg = MaskedSampling {
         steps: a.sampling.steps.unwrap_or(defaults.steps),
@@ -758,12 +808,14 @@ fn generate_masked(a: GenerateArgs, dir: &Path) -> Result<()> {
         top_k: a.masked.top_k,
         top_p: a.masked.top_p,
         length: a.sampling.seq_len,
+        cfg_scale: a.masked.cfg_scale.unwrap_or(defaults.cfg_scale),
         batch_size: a.sampling.batch_size.unwrap_or(defaults.batch_size),
     };
     // Only hard constraints are given (checked above): the generation settings are unused.
     let stack = c.stack(&mut GenerationConfig::default(), dir, &device)?;
-    let samples = diffusion_lm::masked::MaskedGenerator::with_config(&lm, cfg)
+    let samples = diffusion_lm::masked::MaskedGenerator::with_config(lm.as_ref(), cfg)
         .stack(stack)
+        .prompt(prompt)
         .generate(a.samples)?;
     for s in samples {
         match a.format {

@@ -126,13 +126,18 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
     // The model that generates, of either engine.
     enum Model {
         Continuous(DiffusionLm),
-        Masked(diffusion_lm::masked::MaskedLm),
+        Masked(Box<dyn diffusion_lm::masked::MaskedModel>),
     }
     let lm = if a.generate > 0 {
         let dir = a.model.clone().unwrap_or_else(DiffusionLm::default_dir);
         let cpu = candle_core::Device::Cpu;
         Some(match diffusion_lm::masked::engine_of(&dir)? {
-            diffusion_lm::masked::Engine::Masked => Model::Masked(diffusion_lm::masked::MaskedLm::load(&dir, &cpu)?),
+            diffusion_lm::masked::Engine::Masked => {
+                Model::Masked(Box::new(diffusion_lm::masked::MaskedLm::load(&dir, &cpu)?))
+            }
+            diffusion_lm::masked::Engine::Pretrained => Model::Masked(Box::new(
+                diffusion_lm::pretrained::PretrainedLm::load(&dir, &cpu, candle_core::DType::F32)?,
+            )),
             diffusion_lm::masked::Engine::Continuous => Model::Continuous(DiffusionLm::load(&dir, &cpu)?),
         })
     } else {
@@ -206,7 +211,7 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
                         .steps(a.steps)
                         .seed(a.seed)
                         .generate(a.generate),
-                    Model::Masked(lm) => diffusion_lm::masked::MaskedGenerator::new(lm)
+                    Model::Masked(lm) => diffusion_lm::masked::MaskedGenerator::new(lm.as_ref())
                         .constrain(js)
                         .steps(a.steps)
                         .seed(a.seed)

@@ -9,7 +9,9 @@
 //! state), so every committed token keeps the text completable (see [`sample`]).
 //!
 //! A checkpoint is a directory like the continuous engine's (`config.json`, `model.safetensors`,
-//! `tokenizer.json`); its config says `"model_type": "masked-lm"` ([`engine_of`]).
+//! `tokenizer.json`); its config says `"model_type": "masked-lm"` ([`engine_of`]). The sampler
+//! runs any [`MaskedModel`]: the models trained here ([`MaskedLm`]) and the pretrained LLaDA and
+//! Dream checkpoints ([`crate::pretrained::PretrainedLm`]).
 
 pub mod model;
 pub mod sample;
@@ -19,6 +21,35 @@ pub use sample::{MaskedGenerator, MaskedSampling, Remasking};
 
 use std::path::Path;
 
+use candle_core::{Device, Tensor};
+
+use crate::steer::TokenIndex;
+use crate::TextTokenizer;
+
+/// What the masked sampler needs of a model: scores for every position of a partly masked
+/// sequence, and the ids and vocabulary around them.
+pub trait MaskedModel: Send + Sync {
+    /// Scores `[B, L, V]` for ids `[B, L]` (`[MASK]` allowed): row `i` scores the token at
+    /// position `i` (a model whose outputs are shifted, like Dream, aligns them here).
+    fn logits(&self, ids: &Tensor) -> crate::Result<Tensor>;
+    /// `V`: the width of the scores.
+    fn vocab_size(&self) -> usize;
+    /// The `[MASK]` input id.
+    fn mask_id(&self) -> u32;
+    /// The token that fills the tail of a generation (PAD, or the end-of-text token).
+    fn pad_id(&self) -> u32;
+    /// The longest sequence (prompt and generation together) the model takes, if limited.
+    fn max_len(&self) -> Option<usize>;
+    /// The generation length when none is asked for.
+    fn default_length(&self) -> usize;
+    /// The tokenizer.
+    fn tokenizer(&self) -> &TextTokenizer;
+    /// The vocabulary's byte index (built once, shared by every constraint).
+    fn token_index(&self) -> &TokenIndex;
+    /// Where the model runs.
+    fn device(&self) -> &Device;
+}
+
 /// Which engine a checkpoint directory holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Engine {
@@ -26,23 +57,38 @@ pub enum Engine {
     Continuous,
     /// The masked engine: [`MaskedLm`].
     Masked,
+    /// A pretrained masked diffusion LLM (LLaDA, Dream, DiffuCoder) on the masked engine:
+    /// [`crate::pretrained::PretrainedLm`].
+    Pretrained,
 }
 
 /// The engine of the checkpoint in `dir`, from its `config.json`'s `model_type` (absent for the
-/// continuous engine).
+/// continuous engine; `llada` or `Dream` for a pretrained snapshot).
 pub fn engine_of(dir: impl AsRef<Path>) -> crate::Result<Engine> {
     #[derive(serde::Deserialize)]
     struct Probe {
         model_type: Option<String>,
     }
-    let dir = crate::train::checkpoint::require_files(dir.as_ref())?;
+    let dir = dir.as_ref();
+    if dir.is_dir() && dir.join("config.json").is_file() {
+        let probe: Probe = crate::train::checkpoint::load_config(dir)?;
+        if let Some(t) = probe.model_type.as_deref() {
+            if crate::pretrained::Architecture::from_model_type(t).is_some() {
+                // A Hugging Face snapshot: its own loader checks its files.
+                return Ok(Engine::Pretrained);
+            }
+        }
+    }
+    let dir = crate::train::checkpoint::require_files(dir)?;
     let probe: Probe = crate::train::checkpoint::load_config(&dir)?;
     match probe.model_type.as_deref() {
         None => Ok(Engine::Continuous),
         Some(model::MODEL_TYPE) => Ok(Engine::Masked),
         Some(other) => Err(crate::Error::checkpoint(
             &dir,
-            format!("config.json: model_type {other:?} is not a generator (expected none or \"masked-lm\")"),
+            format!(
+                "config.json: model_type {other:?} is not a generator (expected none, \"masked-lm\", \"llada\" or \"Dream\")"
+            ),
         )),
     }
 }

@@ -232,6 +232,36 @@ impl MaskedLm {
     }
 }
 
+impl super::MaskedModel for MaskedLm {
+    fn logits(&self, ids: &Tensor) -> Result<Tensor> {
+        self.model.forward(ids, &mut Mode::Infer)
+    }
+    fn vocab_size(&self) -> usize {
+        self.config.vocab_size
+    }
+    fn mask_id(&self) -> u32 {
+        self.config.mask_id()
+    }
+    fn pad_id(&self) -> u32 {
+        self.config.pad_id
+    }
+    fn max_len(&self) -> Option<usize> {
+        Some(self.config.seq_len)
+    }
+    fn default_length(&self) -> usize {
+        self.config.seq_len
+    }
+    fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+    fn token_index(&self) -> &TokenIndex {
+        MaskedLm::token_index(self)
+    }
+    fn device(&self) -> &Device {
+        self.model.device()
+    }
+}
+
 /// The masked-diffusion objective (MDLM, LLaDA): per sequence a masking ratio `t ~ U(0, 1]`,
 /// every token masked with probability `t`, and the cross-entropy of the masked tokens weighted
 /// by `1/t`, averaged over all positions (an upper bound on the negative log-likelihood).

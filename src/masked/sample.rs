@@ -33,8 +33,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use crate::generate::Sample;
-use crate::masked::model::MaskedLm;
-use crate::nn::Mode;
+use crate::masked::MaskedModel;
 use crate::steer::lattice::Lattice;
 use crate::steer::projection::best_sequence;
 use crate::steer::{ConstraintContext, PreparedStack, Stack};
@@ -96,8 +95,13 @@ pub struct MaskedSampling {
     /// Keep only the smallest set of most probable tokens whose probability reaches `p` at each
     /// masked position (nucleus; with the same fallback as `top_k`). `None` (default): all.
     pub top_p: Option<f32>,
-    /// Sequence length; `None` (default) is the model's.
+    /// Length of the generated span; `None` (default) is the model's (its sequence length, or
+    /// 128 tokens for a pretrained model).
     pub length: Option<usize>,
+    /// Classifier-free guidance (LLaDA): with a prompt and a scale `w > 0`, the scores are
+    /// `u + (w + 1)(c − u)`, `c` with the prompt and `u` with the prompt masked (a second
+    /// forward pass per step). Default 0: off.
+    pub cfg_scale: f32,
     /// How many sequences are denoised together (the output does not depend on it). Default 64.
     pub batch_size: usize,
 }
@@ -113,6 +117,7 @@ impl Default for MaskedSampling {
             top_k: None,
             top_p: None,
             length: None,
+            cfg_scale: 0.0,
             batch_size: 64,
         }
     }
@@ -120,26 +125,47 @@ impl Default for MaskedSampling {
 
 /// Builder for a masked-diffusion run: a model, its settings and a stack of constraints.
 pub struct MaskedGenerator<'m> {
-    lm: &'m MaskedLm,
+    lm: &'m dyn MaskedModel,
     cfg: MaskedSampling,
     stack: Stack,
     fixed: Vec<(usize, u32)>,
+    prompt: Vec<u32>,
 }
 
 impl<'m> MaskedGenerator<'m> {
     /// A generator with the default settings and no constraint.
-    pub fn new(lm: &'m MaskedLm) -> Self {
+    pub fn new(lm: &'m dyn MaskedModel) -> Self {
         Self::with_config(lm, MaskedSampling::default())
     }
 
     /// A generator with these settings.
-    pub fn with_config(lm: &'m MaskedLm, cfg: MaskedSampling) -> Self {
+    pub fn with_config(lm: &'m dyn MaskedModel, cfg: MaskedSampling) -> Self {
         MaskedGenerator {
             lm,
             cfg,
             stack: Stack::new(),
             fixed: Vec::new(),
+            prompt: Vec::new(),
         }
+    }
+
+    /// Prompt tokens: context prepended to the generated span at every step, never constrained
+    /// and not part of the output.
+    pub fn prompt(mut self, ids: Vec<u32>) -> Self {
+        self.prompt = ids;
+        self
+    }
+
+    /// Length of the generated span in tokens.
+    pub fn length(mut self, len: usize) -> Self {
+        self.cfg.length = Some(len);
+        self
+    }
+
+    /// Classifier-free guidance scale (0: off).
+    pub fn cfg_scale(mut self, w: f32) -> Self {
+        self.cfg.cfg_scale = w;
+        self
     }
 
     /// Adds a hard constraint.
@@ -155,7 +181,7 @@ impl<'m> MaskedGenerator<'m> {
         self
     }
 
-    /// Tokens committed before the first step: `(position, token)`.
+    /// Tokens committed before the first step: `(position in the generated span, token)`.
     pub fn fixed(mut self, tokens: Vec<(usize, u32)>) -> Self {
         self.fixed = tokens;
         self
@@ -209,16 +235,31 @@ impl<'m> MaskedGenerator<'m> {
         self
     }
 
-    fn length(&self) -> usize {
-        self.cfg.length.unwrap_or(self.lm.config.seq_len)
+    fn span(&self) -> usize {
+        self.cfg.length.unwrap_or_else(|| self.lm.default_length())
     }
 
     fn check(&self) -> Result<PreparedStack> {
-        let len = self.length();
-        if len == 0 || len > self.lm.config.seq_len {
+        let len = self.span();
+        if len == 0 {
+            return Err(Error::Sampling("the generated length must be at least 1 token".into()));
+        }
+        if let Some(max) = self.lm.max_len().filter(|&m| self.prompt.len() + len > m) {
             return Err(Error::Sampling(format!(
-                "length {len}: must be between 1 and the model's sequence length {}",
-                self.lm.config.seq_len
+                "prompt ({} tokens) and generation ({len}) exceed the model's sequence length {max}",
+                self.prompt.len()
+            )));
+        }
+        if !(self.cfg.cfg_scale.is_finite() && self.cfg.cfg_scale >= 0.0) {
+            return Err(Error::Config(format!(
+                "the classifier-free guidance scale must be at least 0, got {}",
+                self.cfg.cfg_scale
+            )));
+        }
+        let (v, mask) = (self.lm.vocab_size(), self.lm.mask_id());
+        if let Some(&t) = self.prompt.iter().find(|&&t| t as usize >= v || t == mask) {
+            return Err(Error::Sampling(format!(
+                "prompt token {t} is the mask token or outside the vocabulary of {v}"
             )));
         }
         if self.cfg.steps == 0 {
@@ -251,14 +292,13 @@ impl<'m> MaskedGenerator<'m> {
                 r.name()
             )));
         }
-        let v = self.lm.config.vocab_size;
         if let Some(&(p, t)) = self.fixed.iter().find(|&&(p, t)| p >= len || t as usize >= v) {
             return Err(Error::Sampling(format!(
                 "fixed token {t} at position {p} is outside the {len}-token sequence or the vocabulary"
             )));
         }
         let ctx = ConstraintContext {
-            tokenizer: &self.lm.tokenizer,
+            tokenizer: self.lm.tokenizer(),
             index: self.lm.token_index(),
             seq_len: len,
         };
@@ -276,7 +316,7 @@ impl<'m> MaskedGenerator<'m> {
                 // What the automata cannot express (repeated free-form JSON keys, say) is left to
                 // the independent check: a sample that fails it is redrawn with fresh noise.
                 let mut attempt = 0;
-                while let Err(e) = self.stack.check(&ids, &self.lm.tokenizer) {
+                while let Err(e) = self.stack.check(&ids, self.lm.tokenizer()) {
                     attempt += 1;
                     if attempt > MAX_REDRAWS {
                         return Err(e);
@@ -288,7 +328,7 @@ impl<'m> MaskedGenerator<'m> {
                     ids = self.run_batch(&prepared, &[index], seed)?.remove(0);
                 }
                 out.push(Sample {
-                    text: self.lm.tokenizer.decode_content(&ids),
+                    text: self.lm.tokenizer().decode_content(&ids),
                     ids,
                 });
             }
@@ -298,8 +338,8 @@ impl<'m> MaskedGenerator<'m> {
 
     /// The steps of one batch (rows are the samples with these indices), under `seed`.
     fn run_batch(&self, prepared: &PreparedStack, indices: &[usize], seed: u64) -> Result<Vec<Vec<u32>>> {
-        let (len, v) = (self.length(), self.lm.config.vocab_size);
-        let mask = self.lm.config.mask_id();
+        let (len, v) = (self.span(), self.lm.vocab_size());
+        let mask = self.lm.mask_id();
         let mut rngs: Vec<StdRng> = indices
             .iter()
             .map(|&i| crate::generate::seeds::sample_rng(seed, i))
@@ -320,12 +360,7 @@ impl<'m> MaskedGenerator<'m> {
             .collect();
         for (&(lo, hi), &block_steps) in blocks.iter().zip(&per_block) {
             for k in 0..block_steps {
-                let flat: Vec<u32> = rows.iter().flatten().copied().collect();
-                let ids = Tensor::from_vec(flat, (rows.len(), len), self.lm.device())?;
-                let logits = self.lm.model.forward(&ids, &mut Mode::Infer)?;
-                let logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?
-                    .flatten_all()?
-                    .to_vec1::<f32>()?;
+                let logp = self.log_probs(&rows)?;
                 // Each row's draw is its own work with its own random stream: rows run in
                 // parallel, and the result does not depend on how they are scheduled.
                 let remaining = block_steps - k;
@@ -362,6 +397,25 @@ impl<'m> MaskedGenerator<'m> {
         Ok(rows)
     }
 
+    /// The model's log-probabilities `[rows, span, V]` (flattened, f32) for the generated span
+    /// of each row, with the prompt in front (and classifier-free guidance when asked).
+    fn log_probs(&self, rows: &[Vec<u32>]) -> Result<Vec<f32>> {
+        let (p, len) = (self.prompt.len(), self.span());
+        let device = self.lm.device();
+        let ids_with = |prompt: &[u32]| -> Result<Tensor> {
+            let flat: Vec<u32> = rows.iter().flat_map(|r| prompt.iter().chain(r)).copied().collect();
+            Ok(Tensor::from_vec(flat, (rows.len(), p + len), device)?)
+        };
+        let span = |logits: Tensor| -> Result<Tensor> { Ok(logits.narrow(1, p, len)?.to_dtype(candle_core::DType::F32)?) };
+        let mut logits = span(self.lm.logits(&ids_with(&self.prompt)?)?)?;
+        if self.cfg.cfg_scale > 0.0 && p > 0 {
+            let masked_prompt = vec![self.lm.mask_id(); p];
+            let un = span(self.lm.logits(&ids_with(&masked_prompt)?)?)?;
+            logits = (&un + ((logits - &un)? * (self.cfg.cfg_scale as f64 + 1.0))?)?;
+        }
+        Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?.flatten_all()?.to_vec1::<f32>()?)
+    }
+
     /// The log-probabilities with every token outside top-k / top-p at `−∞`, or `None` when
     /// neither is set.
     fn truncated(&self, logp: &[f32], len: usize, v: usize) -> Option<Vec<f32>> {
@@ -396,7 +450,7 @@ impl<'m> MaskedGenerator<'m> {
     /// One row's token scores: committed positions pinned, masked ones the model's scaled
     /// log-probabilities, plus the constraints' unary rules.
     fn scores(&self, prepared: &PreparedStack, logp: &[f32], row: &[u32], len: usize, v: usize) -> Vec<f32> {
-        let mask = self.lm.config.mask_id();
+        let mask = self.lm.mask_id();
         let mut scores = vec![f32::NEG_INFINITY; len * v];
         for p in 0..len {
             let out = &mut scores[p * v..(p + 1) * v];
@@ -418,7 +472,7 @@ impl<'m> MaskedGenerator<'m> {
         open: &[usize],
         rng: &mut StdRng,
     ) -> Result<(Vec<u32>, Vec<f64>)> {
-        let (len, v, pad) = (self.length(), self.lm.config.vocab_size, self.lm.config.pad_id);
+        let (len, v, pad) = (self.span(), self.lm.vocab_size(), self.lm.pad_id());
         let unsatisfiable =
             || Error::Unsatisfiable("no sequence satisfies the constraints and the fixed tokens".into());
         let t = self.cfg.temperature;

@@ -61,12 +61,19 @@ impl TokenIndex {
     /// Indexes every token of `tokenizer`. PAD (and any other special token) gets an empty byte
     /// string and is left out of the trie: it never appears inside content.
     pub fn new(tokenizer: &TextTokenizer) -> Self {
+        Self::with_vocab_size(tokenizer, tokenizer.vocab_size())
+    }
+
+    /// Indexes `vocab_size` ids: a model's output layer can be wider than its tokenizer (LLaDA
+    /// pads it to 126,464 rows); ids the tokenizer does not know get an empty byte string, like
+    /// special tokens, and so are never content.
+    pub fn with_vocab_size(tokenizer: &TextTokenizer, vocab_size: usize) -> Self {
         let map = char_to_byte();
-        let vocab = tokenizer.vocab_size();
-        let mut bytes = vec![Vec::new(); vocab];
+        let special = tokenizer.special_ids();
+        let mut bytes = vec![Vec::new(); vocab_size];
         for (id, slot) in bytes.iter_mut().enumerate() {
             let id = id as u32;
-            if id == tokenizer.pad_id() {
+            if id == tokenizer.pad_id() || special.binary_search(&id).is_ok() {
                 continue;
             }
             if let Some(text) = tokenizer.id_to_token(id) {

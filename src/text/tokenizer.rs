@@ -79,9 +79,33 @@ impl TextTokenizer {
         Ok(TextTokenizer { inner, pad_id })
     }
 
-    /// Loads a `tokenizer.json`.
+    /// Loads a `tokenizer.json` with a `[PAD]` token.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let path = path.as_ref();
+        let inner = Self::read(path)?;
+        let tok = Self::from_tokenizer(inner).map_err(|e| named(path, e))?;
+        tok.check_encodes().map_err(|e| named(path, e))?;
+        Ok(tok)
+    }
+
+    /// Loads the `tokenizer.json` of a pretrained checkpoint whose end-of-text token `end_id`
+    /// plays the part of PAD: it fills the tail of a generation, and the content of a sequence
+    /// is what comes before it.
+    pub fn load_pretrained(path: impl AsRef<Path>, end_id: u32) -> Result<Self> {
+        let path = path.as_ref();
+        let inner = Self::read(path)?;
+        if inner.id_to_token(end_id).is_none() {
+            return Err(Error::Tokenizer(format!(
+                "{}: the end-of-text id {end_id} is not in the vocabulary",
+                path.display()
+            )));
+        }
+        let tok = TextTokenizer { inner, pad_id: end_id };
+        tok.check_encodes().map_err(|e| named(path, e))?;
+        Ok(tok)
+    }
+
+    fn read(path: &Path) -> Result<Tokenizer> {
         if !path.exists() {
             return Err(Error::Tokenizer(format!("{} does not exist", path.display())));
         }
@@ -91,7 +115,7 @@ impl TextTokenizer {
         // any panic left into an error naming the file.
         serde_json::from_str::<serde::de::IgnoredAny>(&text)
             .map_err(|e| Error::Tokenizer(format!("{}: invalid JSON: {e}", path.display())))?;
-        let inner = std::panic::catch_unwind(|| Tokenizer::from_str(&text))
+        std::panic::catch_unwind(|| Tokenizer::from_str(&text))
             .map_err(|panic| {
                 Error::Tokenizer(format!(
                     "{}: not a valid tokenizer file: {}",
@@ -99,16 +123,27 @@ impl TextTokenizer {
                     panic_message(&panic)
                 ))
             })?
-            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
-        let named = |e: Error| match e {
-            Error::Tokenizer(m) => Error::Tokenizer(format!("{}: {m}", path.display())),
-            e => e,
-        };
-        let tok = Self::from_tokenizer(inner).map_err(named)?;
-        // A pipeline that loads but cannot encode ordinary text is refused here, not at the
-        // first sample.
-        tok.encode("The Eagle is a pub. {\"a\": [1, 2.5]} ☃").map_err(named)?;
-        Ok(tok)
+            .map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))
+    }
+
+    /// A pipeline that loads but cannot encode ordinary text is refused at load time, not at
+    /// the first sample.
+    fn check_encodes(&self) -> Result<()> {
+        self.encode("The Eagle is a pub. {\"a\": [1, 2.5]} ☃").map(|_| ())
+    }
+
+    /// Ids of the special added tokens (PAD, end of text, chat markers, `[MASK]`, ...): they
+    /// never stand for content text.
+    pub fn special_ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .inner
+            .get_added_tokens_decoder()
+            .into_iter()
+            .filter(|(_, t)| t.special)
+            .map(|(id, _)| id)
+            .collect();
+        ids.sort_unstable();
+        ids
     }
 
     /// Saves as `tokenizer.json`.
@@ -172,6 +207,13 @@ impl TextTokenizer {
     /// The text of one token (byte-level symbols), for debugging.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
+    }
+}
+
+fn named(path: &Path, e: Error) -> Error {
+    match e {
+        Error::Tokenizer(m) => Error::Tokenizer(format!("{}: {m}", path.display())),
+        e => e,
     }
 }
 

@@ -1,0 +1,250 @@
+//! Pretrained masked diffusion LLMs from a local Hugging Face snapshot: LLaDA ([`llada`]),
+//! Dream and DiffuCoder ([`dream`]), run by the masked engine's exact constrained sampler
+//! ([`crate::masked::MaskedGenerator`]).
+//!
+//! A snapshot directory holds `config.json` (whose `model_type` names the architecture), the
+//! weights (`model.safetensors`, or shards with `model.safetensors.index.json`; memory-mapped,
+//! [`snapshot`]), `tokenizer.json`, and for Instruct models a chat template in
+//! `tokenizer_config.json` ([`chat`]). The weights are converted to the compute dtype (f32, bf16
+//! or f16) as they are read.
+//!
+//! The prompt is context: it is prepended to the generated span at every step and never
+//! constrained; the constraints hold on the generated span, whose tail is filled with the
+//! end-of-text token.
+//!
+//! ```no_run
+//! use diffusion_lm::masked::MaskedGenerator;
+//! use diffusion_lm::pretrained::PretrainedLm;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let device = candle_core::Device::Cpu;
+//! let lm = PretrainedLm::load("/models/LLaDA-8B-Instruct", &device, candle_core::DType::BF16)?;
+//! let prompt = lm.prompt("Name a French city.", None)?;
+//! for s in MaskedGenerator::new(&lm).prompt(prompt).length(32).steps(32).block_size(32).generate(1)? {
+//!     println!("{}", s.text);
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! Costs: every step runs the whole transformer over prompt and span (no key/value cache), so a
+//! generation of `L` tokens in `K` steps costs `K` forward passes over `prompt + L` tokens. On
+//! a CPU an 8B model in f32 needs 32 GB of memory and seconds per step; use a GPU.
+
+pub mod chat;
+pub mod dream;
+mod layers;
+pub mod llada;
+pub mod snapshot;
+
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::masked::MaskedModel;
+use crate::steer::TokenIndex;
+use crate::{Error, Result, TextTokenizer};
+
+pub use chat::{ChatTemplate, Message};
+pub use dream::{Dream, DreamConfig};
+pub use llada::{Llada, LladaConfig};
+pub use snapshot::Snapshot;
+
+/// The architectures a snapshot can hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Architecture {
+    /// LLaDA (`model_type` `llada`).
+    Llada,
+    /// Dream and DiffuCoder (`model_type` `Dream`).
+    Dream,
+}
+
+impl Architecture {
+    /// The architecture of a `config.json` `model_type`, if supported.
+    pub fn from_model_type(t: &str) -> Option<Self> {
+        if t.eq_ignore_ascii_case(llada::MODEL_TYPE) {
+            Some(Architecture::Llada)
+        } else if t.eq_ignore_ascii_case(dream::MODEL_TYPE) {
+            Some(Architecture::Dream)
+        } else {
+            None
+        }
+    }
+}
+
+enum Net {
+    Llada(Llada),
+    Dream(Dream),
+}
+
+/// A pretrained masked diffusion LLM loaded from a snapshot directory.
+pub struct PretrainedLm {
+    dir: PathBuf,
+    arch: Architecture,
+    net: Net,
+    tokenizer: TextTokenizer,
+    index: OnceLock<TokenIndex>,
+    chat: Option<ChatTemplate>,
+    vocab: usize,
+    mask_id: u32,
+    eos_id: u32,
+    max_len: usize,
+    dtype: DType,
+    device: Device,
+}
+
+impl PretrainedLm {
+    /// Loads the snapshot in `dir` onto `device`, computing in `dtype` (f32, bf16 or f16).
+    pub fn load(dir: impl AsRef<Path>, device: &Device, dtype: DType) -> Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
+            return Err(Error::Config(format!("dtype {dtype:?}: expected f32, bf16 or f16")));
+        }
+        let config_path = dir.join("config.json");
+        if !config_path.is_file() {
+            return Err(Error::checkpoint(&dir, "config.json is missing"));
+        }
+        let raw: serde_json::Value = crate::train::checkpoint::read_json(&config_path)?;
+        let model_type = raw.get("model_type").and_then(|t| t.as_str()).unwrap_or("");
+        let arch = Architecture::from_model_type(model_type).ok_or_else(|| {
+            Error::checkpoint(
+                &dir,
+                format!("config.json: model_type {model_type:?} is not a supported pretrained model (llada, Dream)"),
+            )
+        })?;
+        let parse = |e: serde_json::Error| Error::checkpoint(&dir, format!("config.json: {e}"));
+        let invalid = |e: Error| Error::checkpoint(&dir, format!("config.json: {}", e.bare_message()));
+        let snapshot = Snapshot::open(&dir)?;
+        let (specs, vocab, mask_id, eos_id, max_len) = match arch {
+            Architecture::Llada => {
+                let c: LladaConfig = serde_json::from_value(raw.clone()).map_err(parse)?;
+                c.validate().map_err(invalid)?;
+                let max = raw.get("max_sequence_length").and_then(|v| v.as_u64()).unwrap_or(4096);
+                (c.tensors(), c.embedding_rows(), c.mask_token_id, c.eos_token_id, max)
+            }
+            Architecture::Dream => {
+                let c: DreamConfig = serde_json::from_value(raw.clone()).map_err(parse)?;
+                c.validate().map_err(invalid)?;
+                let max = raw.get("max_position_embeddings").and_then(|v| v.as_u64()).unwrap_or(32768);
+                (c.tensors(), c.vocab_size, c.mask_token_id, c.eos_token_id, max)
+            }
+        };
+        snapshot.check(&specs)?;
+        let tokenizer = TextTokenizer::load_pretrained(dir.join("tokenizer.json"), eos_id)?;
+        if tokenizer.vocab_size() > vocab {
+            return Err(Error::checkpoint(
+                &dir,
+                format!(
+                    "tokenizer.json has {} tokens, more than the model's {vocab} output rows",
+                    tokenizer.vocab_size()
+                ),
+            ));
+        }
+        let chat = ChatTemplate::from_dir(&dir)?;
+        let vb = snapshot.var_builder(dtype, device);
+        let net = match arch {
+            Architecture::Llada => Net::Llada(Llada::new(vb, &serde_json::from_value(raw).map_err(parse)?)?),
+            Architecture::Dream => Net::Dream(Dream::new(vb, &serde_json::from_value(raw).map_err(parse)?)?),
+        };
+        Ok(PretrainedLm {
+            dir,
+            arch,
+            net,
+            tokenizer,
+            index: OnceLock::new(),
+            chat,
+            vocab,
+            mask_id,
+            eos_id,
+            max_len: max_len as usize,
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    /// The snapshot directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Which architecture.
+    pub fn architecture(&self) -> Architecture {
+        self.arch
+    }
+
+    /// The compute dtype.
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// The end-of-text id, which fills the tail of every generation.
+    pub fn eos_id(&self) -> u32 {
+        self.eos_id
+    }
+
+    /// The chat template of `tokenizer_config.json`, if the snapshot has one.
+    pub fn chat_template(&self) -> Option<&ChatTemplate> {
+        self.chat.as_ref()
+    }
+
+    /// The model's raw outputs `[B, L, V]` (for Dream, output `i` scores token `i + 1`).
+    pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        match &self.net {
+            Net::Llada(m) => m.forward(ids),
+            Net::Dream(m) => m.forward(ids),
+        }
+    }
+
+    /// The prompt's token ids: with a chat template, `text` (and `system`, if given) as chat
+    /// messages followed by the assistant's turn; without one, `text` as it is.
+    pub fn prompt(&self, text: &str, system: Option<&str>) -> Result<Vec<u32>> {
+        let rendered = match &self.chat {
+            Some(t) => {
+                let mut messages = Vec::new();
+                if let Some(s) = system {
+                    messages.push(Message::system(s));
+                }
+                messages.push(Message::user(text));
+                t.render(&messages, true)?
+            }
+            None => match system {
+                Some(s) => format!("{s}\n\n{text}"),
+                None => text.to_string(),
+            },
+        };
+        self.tokenizer.encode(&rendered)
+    }
+}
+
+impl MaskedModel for PretrainedLm {
+    fn logits(&self, ids: &Tensor) -> Result<Tensor> {
+        match &self.net {
+            Net::Llada(m) => m.forward(ids),
+            Net::Dream(m) => m.aligned(ids),
+        }
+    }
+    fn vocab_size(&self) -> usize {
+        self.vocab
+    }
+    fn mask_id(&self) -> u32 {
+        self.mask_id
+    }
+    fn pad_id(&self) -> u32 {
+        self.eos_id
+    }
+    fn max_len(&self) -> Option<usize> {
+        Some(self.max_len)
+    }
+    fn default_length(&self) -> usize {
+        128
+    }
+    fn tokenizer(&self) -> &TextTokenizer {
+        &self.tokenizer
+    }
+    fn token_index(&self) -> &TokenIndex {
+        self.index
+            .get_or_init(|| TokenIndex::with_vocab_size(&self.tokenizer, self.vocab))
+    }
+    fn device(&self) -> &Device {
+        &self.device
+    }
+}
