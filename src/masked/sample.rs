@@ -368,7 +368,12 @@ impl<'m> MaskedGenerator<'m> {
                     |(r, (row, rng))| -> Result<()> {
                         let row_logp = &logp[r * len * v..(r + 1) * len * v];
                         let open: Vec<usize> = (lo..hi).filter(|&p| row[p] == mask).collect();
-                        let (sample, keys) = match self.truncated(row_logp, len, v) {
+                        let cut = self.truncated(row_logp, row, len, v);
+                        let (sample, keys) = if !prepared.has_hard {
+                            // Positions are independent: only the open ones need their softmax.
+                            self.draw_independent(cut.as_deref().unwrap_or(row_logp), row, &open, rng)
+                        } else {
+                            match cut {
                             Some(cut) => {
                                 match self.draw(prepared, &self.scores(prepared, &cut, row, len, v), &open, rng) {
                                     Ok(drawn) => drawn,
@@ -380,6 +385,7 @@ impl<'m> MaskedGenerator<'m> {
                                 }
                             }
                             None => self.draw(prepared, &self.scores(prepared, row_logp, row, len, v), &open, rng)?,
+                            }
                         };
                         let count = open.len().div_ceil(remaining);
                         // Highest key first; ties by position, so the order does not depend on
@@ -416,35 +422,58 @@ impl<'m> MaskedGenerator<'m> {
         Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?.flatten_all()?.to_vec1::<f32>()?)
     }
 
-    /// The log-probabilities with every token outside top-k / top-p at `−∞`, or `None` when
-    /// neither is set.
-    fn truncated(&self, logp: &[f32], len: usize, v: usize) -> Option<Vec<f32>> {
+    /// The log-probabilities with every token outside top-k / top-p at `−∞` at the masked
+    /// positions of `row` (committed ones are pinned anyway), or `None` when neither is set.
+    fn truncated(&self, logp: &[f32], row: &[u32], len: usize, v: usize) -> Option<Vec<f32>> {
         if self.cfg.top_k.is_none() && self.cfg.top_p.is_none() {
             return None;
         }
+        let mask = self.lm.mask_id();
         let mut out = logp.to_vec();
-        let mut order: Vec<usize> = Vec::with_capacity(v);
-        for p in 0..len {
-            let row = &mut out[p * v..(p + 1) * v];
-            order.clear();
-            order.extend(0..v);
-            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
-            let mut keep = self.cfg.top_k.unwrap_or(v).min(v);
-            if let Some(top_p) = self.cfg.top_p {
-                let mut mass = 0f32;
-                for (i, &t) in order.iter().enumerate() {
-                    mass += row[t].exp();
-                    if mass >= top_p {
-                        keep = keep.min(i + 1);
-                        break;
-                    }
-                }
+        let mut order: Vec<u32> = Vec::with_capacity(v);
+        for p in (0..len).filter(|&p| row[p] == mask) {
+            let scores = &mut out[p * v..(p + 1) * v];
+            let keep = keep_count(scores, self.cfg.top_k, self.cfg.top_p, &mut order);
+            // `order[..keep]` are the kept tokens (best first, ties by id); the rest go.
+            let mut kept = vec![false; v];
+            for &t in &order[..keep] {
+                kept[t as usize] = true;
             }
-            for &t in &order[keep..] {
-                row[t] = f32::NEG_INFINITY;
+            for (x, k) in scores.iter_mut().zip(kept) {
+                if !k {
+                    *x = f32::NEG_INFINITY;
+                }
             }
         }
         Some(out)
+    }
+
+    /// Without constraints: at every open position, a token drawn from the softmax of its scores
+    /// at the temperature (the best one at temperature 0), and its remasking key.
+    fn draw_independent(&self, logp: &[f32], row: &[u32], open: &[usize], rng: &mut StdRng) -> (Vec<u32>, Vec<f64>) {
+        let (len, v) = (self.span(), self.lm.vocab_size());
+        let t = self.cfg.temperature;
+        let mut sample = row.to_vec();
+        let mut marginals = vec![0f32; open.len() * v];
+        let mut next = 0;
+        for p in 0..len {
+            // One uniform per position, open or not, so the random stream does not depend on
+            // which positions are open.
+            let u = if t == 0.0 { 0.0 } else { rng.gen::<f64>() };
+            if open.get(next) != Some(&p) {
+                continue;
+            }
+            let out = &mut marginals[next * v..(next + 1) * v];
+            sample[p] = softmax_draw(&logp[p * v..(p + 1) * v], t, u, out);
+            next += 1;
+        }
+        let remasking = self.cfg.remasking;
+        let keys = open
+            .iter()
+            .enumerate()
+            .map(|(i, &p)| key(remasking, &marginals[i * v..(i + 1) * v], sample[p], || rng.gen::<f64>()))
+            .collect();
+        (sample, keys)
     }
 
     /// One row's token scores: committed positions pinned, masked ones the model's scaled
@@ -477,18 +506,6 @@ impl<'m> MaskedGenerator<'m> {
             || Error::Unsatisfiable("no sequence satisfies the constraints and the fixed tokens".into());
         let t = self.cfg.temperature;
         let remasking = self.cfg.remasking;
-        if !prepared.has_hard {
-            let (sample, marginals) = independent(scores, len, v, t, rng);
-            let keys = open
-                .iter()
-                .map(|&p| {
-                    key(remasking, &marginals[p * v..(p + 1) * v], sample[p], || {
-                        rng.gen::<f64>()
-                    })
-                })
-                .collect();
-            return Ok((sample, keys));
-        }
         let automaton = &prepared.automaton;
         // The distribution at the sampling temperature; at 0 (the best sequence), confidence
         // comes from the model's own distribution (temperature 1), as in LLaDA and Dream.
@@ -538,71 +555,117 @@ fn key(remasking: Remasking, m: &[f32], sampled: u32, random: impl FnOnce() -> f
     }
 }
 
-/// Without constraints: per position, the softmax of `scores / t` and a token drawn from it (at
-/// `t = 0`, the most probable token, and the softmax of the scores themselves).
-fn independent(scores: &[f32], len: usize, v: usize, t: f32, rng: &mut StdRng) -> (Vec<u32>, Vec<f32>) {
-    // At temperature 0 the token is the best one and the marginals are the model's (T = 1).
+/// The softmax of `scores / t` into `out` (of the scores themselves at `t = 0`) and the token
+/// the uniform `u` picks from it (at `t = 0`, the first of the best tokens).
+fn softmax_draw(scores: &[f32], t: f32, u: f64, out: &mut [f32]) -> u32 {
     let inv = if t == 0.0 { 1.0 } else { 1.0 / t };
-    let mut marginals = vec![0f32; len * v];
-    let mut sample = Vec::with_capacity(len);
-    for p in 0..len {
-        let row = &scores[p * v..(p + 1) * v];
-        let out = &mut marginals[p * v..(p + 1) * v];
-        let m = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut total = 0f64;
-        for (o, &x) in out.iter_mut().zip(row) {
-            *o = ((x - m) * inv).exp();
-            total += *o as f64;
-        }
-        for o in out.iter_mut() {
-            *o = (*o as f64 / total) as f32;
-        }
-        let pick = if t == 0.0 {
-            // The first of equal maxima.
-            (0..v).fold(0, |best, i| if row[i] > row[best] { i } else { best })
-        } else {
-            let mut u = rng.gen::<f64>();
-            let mut pick = v - 1;
-            for (i, &q) in out.iter().enumerate() {
-                if u < q as f64 {
-                    pick = i;
-                    break;
-                }
-                u -= q as f64;
-            }
-            pick
-        };
-        sample.push(pick as u32);
+    let m = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+    let mut total = 0f64;
+    for (o, &x) in out.iter_mut().zip(scores) {
+        *o = ((x - m) * inv).exp();
+        total += *o as f64;
     }
-    (sample, marginals)
+    for o in out.iter_mut() {
+        *o = (*o as f64 / total) as f32;
+    }
+    if t == 0.0 {
+        return (0..scores.len()).fold(0, |best, i| if scores[i] > scores[best] { i } else { best }) as u32;
+    }
+    let mut u = u;
+    for (i, &q) in out.iter().enumerate() {
+        if u < q as f64 {
+            return i as u32;
+        }
+        u -= q as f64;
+    }
+    (scores.len() - 1) as u32
+}
+
+/// How many tokens top-k / top-p keep at a position, with `order` filled so that its first that
+/// many entries are the kept tokens, best first (ties by id). Costs a selection over the
+/// vocabulary and a sort of the kept tokens, not a sort of the vocabulary.
+fn keep_count(scores: &[f32], top_k: Option<usize>, top_p: Option<f32>, order: &mut Vec<u32>) -> usize {
+    let v = scores.len();
+    let better = |a: &u32, b: &u32| scores[*b as usize].total_cmp(&scores[*a as usize]).then(a.cmp(b));
+    order.clear();
+    order.extend(0..v as u32);
+    let mut keep = top_k.unwrap_or(v).min(v);
+    let Some(top_p) = top_p else {
+        if keep < v {
+            order.select_nth_unstable_by(keep, better);
+        }
+        order[..keep].sort_unstable_by(better);
+        return keep;
+    };
+    // Top-p: sort a prefix of candidates large enough to reach the mass (grown as needed).
+    let mut head = keep.min(1024).max(1);
+    loop {
+        if head < v {
+            order.select_nth_unstable_by(head, better);
+        }
+        order[..head].sort_unstable_by(better);
+        let mut mass = 0f32;
+        for (i, &tok) in order[..head].iter().enumerate() {
+            mass += scores[tok as usize].exp();
+            if mass >= top_p {
+                keep = keep.min(i + 1);
+                return keep;
+            }
+        }
+        if head >= keep.min(v) {
+            return keep;
+        }
+        head = (head * 8).min(keep).min(v);
+    }
 }
 
 #[cfg(test)]
 mod tests {
-    use super::independent;
-    use rand::SeedableRng;
+    use super::{keep_count, softmax_draw};
 
     #[test]
     fn without_constraints_the_marginals_are_the_softmax() {
-        let (len, v) = (3, 5);
-        let scores: Vec<f32> = (0..len * v).map(|i| ((i * 7 % 11) as f32 - 5.0) / 2.0).collect();
-        let mut rng = rand::rngs::StdRng::seed_from_u64(1);
+        let v = 5;
+        let scores: Vec<f32> = (0..v).map(|i| ((i * 7 % 11) as f32 - 5.0) / 2.0).collect();
+        let mut m = vec![0f32; v];
         for t in [0.5f32, 1.0, 2.0] {
-            let (_, m) = independent(&scores, len, v, t, &mut rng);
-            for p in 0..len {
-                let row = &scores[p * v..(p + 1) * v];
-                let z: f32 = row.iter().map(|x| (x / t).exp()).sum();
-                for k in 0..v {
-                    let want = (row[k] / t).exp() / z;
-                    assert!((m[p * v + k] - want).abs() < 1e-6, "t {t}, p {p}, k {k}");
-                }
+            softmax_draw(&scores, t, 0.3, &mut m);
+            let z: f32 = scores.iter().map(|x| (x / t).exp()).sum();
+            for k in 0..v {
+                let want = (scores[k] / t).exp() / z;
+                assert!((m[k] - want).abs() < 1e-6, "t {t}, k {k}");
             }
         }
-        // Greedy takes each position's best token.
-        let (ids, _) = independent(&scores, len, v, 0.0, &mut rng);
-        for (p, &id) in ids.iter().enumerate() {
-            let row = &scores[p * v..(p + 1) * v];
-            assert!(row.iter().all(|&x| x <= row[id as usize]));
+        // Greedy takes the best token.
+        let best = softmax_draw(&scores, 0.0, 0.0, &mut m) as usize;
+        assert!(scores.iter().all(|&x| x <= scores[best]));
+    }
+
+    #[test]
+    fn top_k_and_top_p_keep_what_a_full_sort_keeps() {
+        let v = 3000;
+        // Log-probabilities with ties.
+        let raw: Vec<f32> = (0..v).map(|i| ((i * 7919 % 97) as f32) / 9.0).collect();
+        let z: f32 = raw.iter().map(|x| x.exp()).sum::<f32>().ln();
+        let scores: Vec<f32> = raw.iter().map(|x| x - z).collect();
+        let mut sorted: Vec<u32> = (0..v as u32).collect();
+        sorted.sort_by(|&a, &b| scores[b as usize].total_cmp(&scores[a as usize]).then(a.cmp(&b)));
+        let mut order = Vec::new();
+        for (k, p) in [(Some(5), None), (None, Some(0.5f32)), (Some(40), Some(0.9)), (None, Some(0.999)), (None, Some(1.0))] {
+            let keep = keep_count(&scores, k, p, &mut order);
+            let mut want = k.unwrap_or(v);
+            if let Some(p) = p {
+                let mut mass = 0f32;
+                for (i, &t) in sorted.iter().enumerate() {
+                    mass += scores[t as usize].exp();
+                    if mass >= p {
+                        want = want.min(i + 1);
+                        break;
+                    }
+                }
+            }
+            assert_eq!(keep, want, "top-k {k:?} top-p {p:?}");
+            assert_eq!(&order[..keep], &sorted[..keep], "top-k {k:?} top-p {p:?}");
         }
     }
 }

@@ -49,6 +49,9 @@ pub use dream::{Dream, DreamConfig};
 pub use llada::{Llada, LladaConfig};
 pub use snapshot::Snapshot;
 
+/// End-of-turn tokens of the chat formats (LLaMA 3 / LLaDA, ChatML / Qwen2 / Dream).
+const END_OF_TURN: [&str; 2] = ["<|eot_id|>", "<|im_end|>"];
+
 /// The architectures a snapshot can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Architecture {
@@ -130,6 +133,10 @@ impl PretrainedLm {
         };
         snapshot.check(&specs)?;
         let tokenizer = TextTokenizer::load_pretrained(dir.join("tokenizer.json"), eos_id)?;
+        // An Instruct model ends its turn with an end-of-turn token before the end-of-text
+        // tail: the answer stops there too.
+        let stops: Vec<u32> = END_OF_TURN.iter().filter_map(|t| tokenizer.token_id(t)).collect();
+        let tokenizer = tokenizer.with_stops(stops);
         if tokenizer.vocab_size() > vocab {
             return Err(Error::checkpoint(
                 &dir,

@@ -34,6 +34,8 @@ pub const PAD_TOKEN: &str = "[PAD]";
 pub struct TextTokenizer {
     inner: Tokenizer,
     pad_id: u32,
+    /// Other tokens that end the content (a chat model's end of turn).
+    stops: Vec<u32>,
 }
 
 fn tk_err(e: impl std::fmt::Display) -> Error {
@@ -76,7 +78,11 @@ impl TextTokenizer {
         let pad_id = inner
             .token_to_id(PAD_TOKEN)
             .ok_or_else(|| Error::Tokenizer(format!("the vocabulary has no {PAD_TOKEN} token")))?;
-        Ok(TextTokenizer { inner, pad_id })
+        Ok(TextTokenizer {
+            inner,
+            pad_id,
+            stops: Vec::new(),
+        })
     }
 
     /// Loads a `tokenizer.json` with a `[PAD]` token.
@@ -100,7 +106,11 @@ impl TextTokenizer {
                 path.display()
             )));
         }
-        let tok = TextTokenizer { inner, pad_id: end_id };
+        let tok = TextTokenizer {
+            inner,
+            pad_id: end_id,
+            stops: Vec::new(),
+        };
         tok.check_encodes().map_err(|e| named(path, e))?;
         Ok(tok)
     }
@@ -198,10 +208,25 @@ impl TextTokenizer {
             .unwrap_or_default()
     }
 
-    /// Decodes the content of a fixed-length sequence: the tokens before its first PAD.
+    /// Decodes the content of a fixed-length sequence: the tokens before its first PAD (or
+    /// other stop token, see [`TextTokenizer::with_stops`]).
     pub fn decode_content(&self, ids: &[u32]) -> String {
-        let end = ids.iter().position(|&i| i == self.pad_id).unwrap_or(ids.len());
+        let end = ids
+            .iter()
+            .position(|&i| i == self.pad_id || self.stops.contains(&i))
+            .unwrap_or(ids.len());
         self.decode(&ids[..end])
+    }
+
+    /// Adds tokens that end the content like PAD does (a chat model's end-of-turn token).
+    pub fn with_stops(mut self, ids: impl IntoIterator<Item = u32>) -> Self {
+        self.stops.extend(ids);
+        self
+    }
+
+    /// The id of a token given by its text (e.g. `<|eot_id|>`), if the vocabulary has it.
+    pub fn token_id(&self, token: &str) -> Option<u32> {
+        self.inner.token_to_id(token)
     }
 
     /// The text of one token (byte-level symbols), for debugging.
