@@ -31,6 +31,9 @@ Architectures (written from the public modeling code, not imported from it):
 Modes:
 
     python3 benches/pytorch_pretrained_reference.py make-fixtures tests/fixtures/pretrained
+    python3 benches/pytorch_pretrained_reference.py make-random /tmp/dream-1b --arch dream \
+        --tokenizer PATH/tokenizer.json --hidden 1024 --layers 4 --heads 16 --kv-heads 2 --ffn 2816 \
+        [--vocab 152064] [--seed S] [--dtype bf16|f32] [--shards 2] [--reference]
     python3 benches/pytorch_pretrained_reference.py check tests/fixtures/pretrained/llada-tiny
     python3 benches/pytorch_pretrained_reference.py time --arch dream --hidden 896 --layers 24 \
         --heads 14 --kv-heads 2 --ffn 4864 --vocab 151936 --seq 256 --batch 1 --threads 8 --reps 5
@@ -54,6 +57,23 @@ false, plus the real special tokens of the model in the real order), tokenizer_c
 special_tokens_map.json, generation_config.json, reference.safetensors (`input_ids` int64 [2, 12],
 `logits` f32 [2, 12, V] computed here in float32 from the bf16 weights upcast) and
 chat_reference.json.
+
+`make-random OUT --arch llada|dream --tokenizer T ...`: a random-weight snapshot at any size in the
+same layout as the fixtures: config.json with the fixture's field set and these sizes
+(`torch_dtype` from `--dtype`), tokenizer.json copied from T, tokenizer_config.json /
+special_tokens_map.json / generation_config.json as the fixture writes them (Dream: plus vocab.json
+and merges.txt when T is a BPE), `added_tokens_decoder` = T's added tokens. vocab_size (LLaDA: and
+embedding_size) = `--vocab`, else T's size rounded up to a multiple of 128 (pass `--vocab 126464` /
+`152064` for the real sizes: the real paddings are not that round-up). mask / eos (= pad) ids, and
+LLaDA's bos `<|startoftext|>`, are looked up by text in T (LLaDA `<|mdm_mask|>` / `<|endoftext|>`,
+Dream `<|mask|>` / `<|endoftext|>`); a missing one is an error, a missing chat-template token only a
+warning. Weights: the fixtures' init (`init_value`, same generator stream as `init_weights`; default
+seeds 1234 / 4321 as the fixtures), drawn tensor by tensor without building the module, in
+`--shards` files (layers split evenly, embeddings in the first, norm + head in the last;
+`--shards 1`: one `model.safetensors`, no index), each shard written as soon as it is complete. With
+the fixture sizes and tokenizer it reproduces the fixture files byte for byte. `--reference` also
+writes reference.safetensors (`input_ids` [1, 16] with mask positions, float32 raw logits) and
+chat_reference.json, so `check OUT` works on it.
 
 Weight init of the fixtures: embeddings N(0, 0.5), projection matrices N(0, 1/fan_in) (std
 ~0.18 at hidden 32, not 0.02: with std 0.02 the attention scores of a 32-wide model are ~1e-2,
@@ -523,18 +543,25 @@ def dump_json(path, obj):
         f.write("\n")
 
 
+def init_value(name, shape, g, bias_std):
+    """The float32 init of one parameter (see the module docstring), drawn from generator `g`;
+    in place on the one draw, so a 152064 x 1024 embedding costs one float32 buffer."""
+    x = torch.randn(shape, generator=g)
+    if name.endswith("norm.weight") or name.endswith("ln_f.weight"):
+        return x.mul_(0.1).add_(1.0)
+    if name.endswith(".bias"):
+        return x.mul_(bias_std)
+    if "wte" in name or "embed_tokens" in name:
+        return x.mul_(0.5)
+    return x.div_(math.sqrt(shape[1]))  # [out, in]
+
+
 def init_weights(model, seed, bias_std):
+    """`init_value` over `named_parameters()` in order, one generator seeded with `seed`."""
     g = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for name, p in model.named_parameters():
-            if name.endswith("norm.weight") or name.endswith("ln_f.weight"):
-                p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
-            elif name.endswith(".bias"):
-                p.copy_(bias_std * torch.randn(p.shape, generator=g))
-            elif "wte" in name or "embed_tokens" in name:
-                p.copy_(0.5 * torch.randn(p.shape, generator=g))
-            else:  # [out, in]
-                p.copy_(torch.randn(p.shape, generator=g) / math.sqrt(p.shape[1]))
+            p.copy_(init_value(name, tuple(p.shape), g, bias_std))
 
 
 def write_sharded(model, out_dir, first_shard):
@@ -597,22 +624,9 @@ def ids_of(tok, text):
     return tok.encode(text, add_special_tokens=False).ids
 
 
-def make_llada(out_dir):
-    os.makedirs(out_dir, exist_ok=True)
-    specials = [
-        ("<|startoftext|>", True),
-        ("<|endoftext|>", True),
-        ("<|mdm_mask|>", True),
-        ("<|start_header_id|>", True),
-        ("<|end_header_id|>", True),
-        ("<|eot_id|>", True),
-    ]
-    tok = train_tokenizer(420, specials)
-    tok.save(os.path.join(out_dir, "tokenizer.json"))
-    tid = tok.token_to_id
-    vocab = round_up(tok.get_vocab_size(with_added_tokens=True))
-    bos, eos, mask = tid("<|startoftext|>"), tid("<|endoftext|>"), tid("<|mdm_mask|>")
-    cfg = {
+def llada_config(vocab, eos, mask, hidden, layers, heads, kv_heads, ffn, torch_dtype="bfloat16"):
+    """config.json of `GSAI-ML/LLaDA-8B-*` (every field of the real one) with these sizes / ids."""
+    return {
         "activation_type": "silu",
         "alibi": False,
         "alibi_bias_max": 8.0,
@@ -628,7 +642,7 @@ def make_llada(out_dir):
         "bias_for_layer_norm": False,
         "block_group_size": 1,
         "block_type": "llama",
-        "d_model": 32,
+        "d_model": hidden,
         "embedding_dropout": 0.0,
         "embedding_size": vocab,
         "eos_token_id": eos,
@@ -644,13 +658,13 @@ def make_llada(out_dir):
         "layer_norm_with_affine": True,
         "mask_token_id": mask,
         "max_sequence_length": 4096,
-        "mlp_hidden_size": 48,
+        "mlp_hidden_size": ffn,
         "mlp_ratio": 4,
         "model_type": "llada",
         "multi_query_attention": None,
-        "n_heads": 4,
-        "n_kv_heads": 4,
-        "n_layers": 2,
+        "n_heads": heads,
+        "n_kv_heads": kv_heads,
+        "n_layers": layers,
         "pad_token_id": eos,
         "precision": "amp_bf16",
         "residual_dropout": 0.0,
@@ -659,20 +673,24 @@ def make_llada(out_dir):
         "rope_full_precision": True,
         "rope_theta": 500000.0,
         "scale_logits": False,
-        "torch_dtype": "bfloat16",
+        "torch_dtype": torch_dtype,
         "transformers_version": "4.46.3",
         "use_cache": False,
         "vocab_size": vocab,
         "weight_tying": False,
     }
-    dump_json(os.path.join(out_dir, "config.json"), cfg)
+
+
+def write_llada_tokenizer_files(out_dir, eos, added_decoder):
+    """generation_config.json, special_tokens_map.json, tokenizer_config.json of LLaDA; returns
+    the special tokens map."""
     dump_json(os.path.join(out_dir, "generation_config.json"),
               {"_from_model_config": True, "eos_token_id": eos, "pad_token_id": eos,
                "transformers_version": "4.46.3", "use_cache": False})
     special_map = {"bos_token": "<|startoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>"}
     dump_json(os.path.join(out_dir, "special_tokens_map.json"), special_map)
     dump_json(os.path.join(out_dir, "tokenizer_config.json"), {
-        "added_tokens_decoder": added_tokens_decoder(tok, specials),
+        "added_tokens_decoder": added_decoder,
         "bos_token": "<|startoftext|>",
         "chat_template": LLADA_CHAT_TEMPLATE,
         "clean_up_tokenization_spaces": False,
@@ -683,6 +701,36 @@ def make_llada(out_dir):
         "pad_token": "<|endoftext|>",
         "tokenizer_class": "PreTrainedTokenizerFast",
     })
+    return special_map
+
+
+# Tokens the LLaDA / Dream tokenizer_config.json and chat templates name (besides the ids in
+# config.json); `make-random` warns when the given tokenizer lacks one.
+LLADA_TEMPLATE_TOKENS = ["<|startoftext|>", "<|endoftext|>", "<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"]
+DREAM_ADDITIONAL = ["<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
+                    "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
+                    "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+DREAM_TEMPLATE_TOKENS = ["<|beginoftext|>", "<|endoftext|>", "<|mask|>"] + DREAM_ADDITIONAL
+
+
+def make_llada(out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    specials = [
+        ("<|startoftext|>", True),
+        ("<|endoftext|>", True),
+        ("<|mdm_mask|>", True),
+        ("<|start_header_id|>", True),
+        ("<|end_header_id|>", True),
+        ("<|eot_id|>", True),
+    ]
+    tok = train_tokenizer(420, specials)
+    tok.save(os.path.join(out_dir, "tokenizer.json"))
+    tid = tok.token_to_id
+    vocab = round_up(tok.get_vocab_size(with_added_tokens=True))
+    bos, eos, mask = tid("<|startoftext|>"), tid("<|endoftext|>"), tid("<|mdm_mask|>")
+    cfg = llada_config(vocab, eos, mask, hidden=32, layers=2, heads=4, kv_heads=4, ffn=48)
+    dump_json(os.path.join(out_dir, "config.json"), cfg)
+    special_map = write_llada_tokenizer_files(out_dir, eos, added_tokens_decoder(tok, specials))
 
     torch.manual_seed(0)
     model = LLaDA(cfg)
@@ -702,30 +750,9 @@ def make_llada(out_dir):
     return cfg, input_ids, logits
 
 
-def make_dream(out_dir):
-    os.makedirs(out_dir, exist_ok=True)
-    # Qwen2.5 added tokens 151643..151664 in order, then Dream's 151665 / 151666.
-    specials = [(t, True) for t in [
-        "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
-        "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
-        "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]]
-    specials += [("<tool_call>", False), ("</tool_call>", False)]
-    specials += [(t, False) for t in [
-        "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"]]
-    specials += [("<|beginoftext|>", True), ("<|mask|>", True)]
-    tok = train_tokenizer(440, specials)
-    tok.save(os.path.join(out_dir, "tokenizer.json"))
-    # The real snapshot ships the slow DreamTokenizer files; write them too (same BPE).
-    bpe = json.loads(tok.to_str())["model"]
-    dump_json(os.path.join(out_dir, "vocab.json"), bpe["vocab"])
-    with open(os.path.join(out_dir, "merges.txt"), "w") as f:
-        f.write("#version: 0.2\n")
-        for m in bpe["merges"]:
-            f.write((m if isinstance(m, str) else " ".join(m)) + "\n")
-    tid = tok.token_to_id
-    vocab = round_up(tok.get_vocab_size(with_added_tokens=True))
-    eot, mask = tid("<|endoftext|>"), tid("<|mask|>")
-    cfg = {
+def dream_config(vocab, eot, mask, hidden, layers, heads, kv_heads, ffn, torch_dtype="bfloat16"):
+    """config.json of `Dream-org/Dream-v0-*-7B` (every field of the real one) with these sizes / ids."""
+    return {
         "architectures": ["DreamModel"],
         "attention_dropout": 0.0,
         "auto_map": {
@@ -735,43 +762,53 @@ def make_dream(out_dir):
         "bos_token_id": eot,
         "eos_token_id": eot,
         "hidden_act": "silu",
-        "hidden_size": 32,
+        "hidden_size": hidden,
         "initializer_range": 0.02,
-        "intermediate_size": 48,
+        "intermediate_size": ffn,
         "mask_token_id": mask,
         "max_position_embeddings": 131072,
         "max_window_layers": 28,
         "model_type": "Dream",
-        "num_attention_heads": 4,
-        "num_hidden_layers": 2,
-        "num_key_value_heads": 2,
+        "num_attention_heads": heads,
+        "num_hidden_layers": layers,
+        "num_key_value_heads": kv_heads,
         "pad_token_id": eot,
         "rms_norm_eps": 1e-06,
         "rope_scaling": None,
         "rope_theta": 1000000.0,
         "sliding_window": None,
         "tie_word_embeddings": False,
-        "torch_dtype": "bfloat16",
+        "torch_dtype": torch_dtype,
         "transformers_version": "4.46.2",
         "use_cache": False,
         "use_sliding_window": False,
         "vocab_size": vocab,
     }
-    dump_json(os.path.join(out_dir, "config.json"), cfg)
+
+
+def write_dream_tokenizer_files(out_dir, tok, eot, added_decoder):
+    """vocab.json + merges.txt (the real snapshot ships the slow DreamTokenizer files too; written
+    when the tokenizer is a BPE), generation_config.json, special_tokens_map.json,
+    tokenizer_config.json of Dream; returns the special tokens map."""
+    bpe = json.loads(tok.to_str())["model"]
+    if bpe.get("type") == "BPE":
+        dump_json(os.path.join(out_dir, "vocab.json"), bpe["vocab"])
+        with open(os.path.join(out_dir, "merges.txt"), "w") as f:
+            f.write("#version: 0.2\n")
+            for m in bpe["merges"]:
+                f.write((m if isinstance(m, str) else " ".join(m)) + "\n")
     dump_json(os.path.join(out_dir, "generation_config.json"), {
         "_from_model_config": True, "alg": "origin", "alg_temp": None, "bos_token_id": eot,
         "eos_token_id": eot, "eps": 0.001, "mask_token_id": None, "output_history": False,
         "pad_token_id": eot, "steps": 512, "temperature": 0.0, "top_k": None, "top_p": None,
         "transformers_version": "4.46.2"})
-    additional = ["<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>", "<|box_start|>",
-                  "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>", "<|vision_end|>",
-                  "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]
+    additional = list(DREAM_ADDITIONAL)
     special_map = {"bos_token": "<|beginoftext|>", "eos_token": "<|endoftext|>", "pad_token": "<|endoftext|>",
                    "mask_token": "<|mask|>", "additional_special_tokens": additional}
     dump_json(os.path.join(out_dir, "special_tokens_map.json"), special_map)
     dump_json(os.path.join(out_dir, "tokenizer_config.json"), {
         "add_prefix_space": False,
-        "added_tokens_decoder": added_tokens_decoder(tok, specials),
+        "added_tokens_decoder": added_decoder,
         "additional_special_tokens": additional,
         "auto_map": {"AutoTokenizer": ["tokenization_dream.DreamTokenizer", None]},
         "bos_token": "<|beginoftext|>",
@@ -786,6 +823,28 @@ def make_dream(out_dir):
         "tokenizer_class": "DreamTokenizer",
         "unk_token": None,
     })
+    return special_map
+
+
+def make_dream(out_dir):
+    os.makedirs(out_dir, exist_ok=True)
+    # Qwen2.5 added tokens 151643..151664 in order, then Dream's 151665 / 151666.
+    specials = [(t, True) for t in [
+        "<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|object_ref_start|>", "<|object_ref_end|>",
+        "<|box_start|>", "<|box_end|>", "<|quad_start|>", "<|quad_end|>", "<|vision_start|>",
+        "<|vision_end|>", "<|vision_pad|>", "<|image_pad|>", "<|video_pad|>"]]
+    specials += [("<tool_call>", False), ("</tool_call>", False)]
+    specials += [(t, False) for t in [
+        "<|fim_prefix|>", "<|fim_middle|>", "<|fim_suffix|>", "<|fim_pad|>", "<|repo_name|>", "<|file_sep|>"]]
+    specials += [("<|beginoftext|>", True), ("<|mask|>", True)]
+    tok = train_tokenizer(440, specials)
+    tok.save(os.path.join(out_dir, "tokenizer.json"))
+    tid = tok.token_to_id
+    vocab = round_up(tok.get_vocab_size(with_added_tokens=True))
+    eot, mask = tid("<|endoftext|>"), tid("<|mask|>")
+    cfg = dream_config(vocab, eot, mask, hidden=32, layers=2, heads=4, kv_heads=2, ffn=48)
+    dump_json(os.path.join(out_dir, "config.json"), cfg)
+    special_map = write_dream_tokenizer_files(out_dir, tok, eot, added_tokens_decoder(tok, specials))
 
     torch.manual_seed(0)
     model = Dream(cfg)
@@ -814,6 +873,158 @@ def cmd_make_fixtures(out_root):
         size = sum(os.path.getsize(os.path.join(d, f)) for f in os.listdir(d))
         print(f"{d}: vocab {cfg['vocab_size']}, input_ids {ids.tolist()}, logits {tuple(logits.shape)} "
               f"|max| {logits.abs().max():.4f}, {size} bytes")
+
+
+# ----------------------------------------------------------------------------------------------
+# make-random: random weights at any size, real layout, a given tokenizer
+# ----------------------------------------------------------------------------------------------
+
+
+def param_specs(cfg):
+    """[(name, shape)] in `named_parameters()` order (the order `init_weights` draws in), from
+    the module built on the meta device: no memory, no init."""
+    with torch.device("meta"):
+        model = build(cfg)
+    return [(n, tuple(p.shape)) for n, p in model.named_parameters()]
+
+
+def shard_of(name, n_layers, n_shards):
+    """Layers split in `n_shards` contiguous runs (the first n_layers % n_shards one longer);
+    embeddings in the first shard, final norm and output head in the last. Two shards of a
+    two-layer model: embeddings + layer 0 | layer 1 + norm + head, as the fixtures."""
+    for key in (".blocks.", ".layers."):
+        if key in name:
+            i = int(name.split(key, 1)[1].split(".", 1)[0])
+            base, extra = divmod(n_layers, n_shards)
+            # first `extra` shards hold base + 1 layers
+            if i < extra * (base + 1):
+                return i // (base + 1)
+            return extra + (i - extra * (base + 1)) // base
+    if "wte" in name or "embed_tokens" in name:
+        return 0
+    return n_shards - 1
+
+
+def write_random_weights(cfg, out_dir, seed, bias_std, dtype, n_shards):
+    """Draws every tensor with `init_value` (same generator stream as `init_weights` on the
+    module), converts it to `dtype` at once and writes each shard as soon as it is complete:
+    peak memory is one shard plus one float32 tensor. `n_shards` 1 writes `model.safetensors`
+    (no index), as transformers does for a single file."""
+    specs = param_specs(cfg)
+    n_layers = cfg.get("n_layers", cfg.get("num_hidden_layers"))
+    names = (["model.safetensors"] if n_shards == 1 else
+             [f"model-{i + 1:05d}-of-{n_shards:05d}.safetensors" for i in range(n_shards)])
+    g = torch.Generator().manual_seed(seed)
+    weight_map, total, params = {}, 0, 0
+    cur, cur_idx = {}, 0
+
+    def flush():
+        save_file(cur, os.path.join(out_dir, names[cur_idx]), metadata={"format": "pt"})
+        weight_map.update({k: names[cur_idx] for k in cur})
+
+    for name, shape in specs:
+        s = shard_of(name, n_layers, n_shards)
+        assert s >= cur_idx, (name, s, cur_idx)
+        while s > cur_idx:
+            flush()
+            cur, cur_idx = {}, cur_idx + 1
+        x = init_value(name, shape, g, bias_std)
+        t = x if dtype == torch.float32 else x.to(dtype)
+        del x
+        cur[name] = t.contiguous()
+        total += t.numel() * t.element_size()
+        params += t.numel()
+    flush()
+    del cur
+    assert set(weight_map.values()) == set(names), "a shard came out empty"
+    if n_shards > 1:
+        dump_json(
+            os.path.join(out_dir, "model.safetensors.index.json"),
+            {"metadata": {"total_size": total}, "weight_map": dict(sorted(weight_map.items()))},
+        )
+    return params, total
+
+
+def cmd_make_random(a):
+    from tokenizers import Tokenizer
+
+    torch.use_deterministic_algorithms(True)
+    t0 = time.perf_counter()
+    if a.hidden % a.heads or a.heads % a.kv_heads or (a.hidden // a.heads) % 2:
+        raise SystemExit(f"--hidden {a.hidden} / --heads {a.heads} / --kv-heads {a.kv_heads}: need hidden "
+                         "divisible by heads, heads by kv-heads, and an even head dim (RoPE)")
+    if not 1 <= a.shards <= max(a.layers, 1):
+        raise SystemExit(f"--shards {a.shards}: need 1 <= shards <= layers ({a.layers})")
+    tok = Tokenizer.from_file(a.tokenizer)
+    ids = tok.get_vocab(with_added_tokens=True)
+    n_ids = max(tok.get_vocab_size(with_added_tokens=True), max(ids.values()) + 1)
+    vocab = a.vocab if a.vocab is not None else round_up(n_ids)
+    if vocab < n_ids:
+        raise SystemExit(f"--vocab {vocab} < {n_ids}: the tokenizer {a.tokenizer} has ids up to {n_ids - 1}")
+
+    def need(text, role):
+        i = tok.token_to_id(text)
+        if i is None:
+            raise SystemExit(f"{a.tokenizer}: no token {text!r} ({a.arch} {role}); a {a.arch} snapshot needs it")
+        return i
+
+    if a.arch == "llada":
+        mask, eos, bos = need("<|mdm_mask|>", "mask_token_id"), need("<|endoftext|>", "eos/pad"), \
+            need("<|startoftext|>", "bos_token")
+        named = LLADA_TEMPLATE_TOKENS
+    else:
+        mask, eos = need("<|mask|>", "mask_token_id"), need("<|endoftext|>", "bos/eos/pad")
+        bos = None
+        named = DREAM_TEMPLATE_TOKENS
+    missing = [t for t in named if tok.token_to_id(t) is None]
+    if missing:
+        print(f"warning: {a.tokenizer} lacks {missing}, which tokenizer_config.json / the chat template name; "
+              "they are written as in the fixtures and would encode as plain text", file=sys.stderr)
+
+    out = a.out_dir
+    os.makedirs(out, exist_ok=True)
+    for f in os.listdir(out):  # stale files of an earlier run with another shard count
+        if (f.startswith("model") and f.endswith(".safetensors")) or f in (
+                "model.safetensors.index.json", "reference.safetensors", "chat_reference.json",
+                "vocab.json", "merges.txt"):
+            os.remove(os.path.join(out, f))
+    with open(a.tokenizer, "rb") as src, open(os.path.join(out, "tokenizer.json"), "wb") as dst:
+        dst.write(src.read())
+    # added_tokens_decoder mirrors tokenizer.json's added tokens, as transformers writes it.
+    added = {str(i): {"content": t.content, "lstrip": t.lstrip, "normalized": t.normalized, "rstrip": t.rstrip,
+                      "single_word": t.single_word, "special": t.special}
+             for i, t in sorted(tok.get_added_tokens_decoder().items())}
+    torch_dtype = {"bf16": "bfloat16", "f32": "float32"}[a.dtype]
+    sizes = dict(hidden=a.hidden, layers=a.layers, heads=a.heads, kv_heads=a.kv_heads, ffn=a.ffn,
+                 torch_dtype=torch_dtype)
+    if a.arch == "llada":
+        cfg = llada_config(vocab, eos, mask, **sizes)
+        special_map = write_llada_tokenizer_files(out, eos, added)
+        template, seed, bias_std = LLADA_CHAT_TEMPLATE, 1234, 0.0
+    else:
+        cfg = dream_config(vocab, eos, mask, **sizes)
+        special_map = write_dream_tokenizer_files(out, tok, eos, added)
+        template, seed, bias_std = DREAM_CHAT_TEMPLATE, 4321, 0.1
+    if a.seed is not None:
+        seed = a.seed
+    dump_json(os.path.join(out, "config.json"), cfg)
+    dtype = {"bf16": torch.bfloat16, "f32": torch.float32}[a.dtype]
+    params, total = write_random_weights(cfg, out, seed, bias_std, dtype, a.shards)
+    t1 = time.perf_counter()
+    print(f"{out}: {a.arch}, vocab {vocab} (tokenizer {n_ids} ids), mask {mask}, eos {eos}"
+          + (f", bos {bos}" if bos is not None else "")
+          + f", hidden {a.hidden}, layers {a.layers}, heads {a.heads}/{a.kv_heads}, ffn {a.ffn}, seed {seed}, "
+          f"{params} params, {total} bytes {a.dtype} in {a.shards} shard(s), {t1 - t0:.1f} s")
+    if a.reference:
+        prefix = [bos] if bos is not None else []
+        row = prefix + ids_of(tok, "The quick brown fox jumps over the lazy dog.")
+        row = (row + [mask] * 16)[:16]
+        row[-6:] = [mask] * 6
+        row[3] = mask
+        logits = write_reference(out, torch.tensor([row], dtype=torch.int64))
+        write_chat_reference(out, tok, template, special_map)
+        print(f"  reference.safetensors: input_ids {row}, logits {tuple(logits.shape)} "
+              f"|max| {logits.abs().max():.4f}; chat_reference.json; {time.perf_counter() - t1:.1f} s")
 
 
 # ----------------------------------------------------------------------------------------------
@@ -953,6 +1164,19 @@ def main():
     sub = p.add_subparsers(dest="cmd", required=True)
     mf = sub.add_parser("make-fixtures")
     mf.add_argument("out_dir")
+    mr = sub.add_parser("make-random", help="random weights, real layout, a given tokenizer.json")
+    mr.add_argument("out_dir")
+    mr.add_argument("--arch", choices=["llada", "dream"], required=True)
+    mr.add_argument("--tokenizer", required=True, help="tokenizer.json to copy and look the special ids up in")
+    for name in ("hidden", "layers", "heads", "kv-heads", "ffn"):
+        mr.add_argument(f"--{name}", type=int, required=True)
+    mr.add_argument("--vocab", type=int, default=None,
+                    help="vocab_size (LLaDA: and embedding_size); default tokenizer size rounded up to 128")
+    mr.add_argument("--seed", type=int, default=None, help="init seed (default as the fixtures: 1234 / 4321)")
+    mr.add_argument("--dtype", choices=["bf16", "f32"], default="bf16")
+    mr.add_argument("--shards", type=int, default=2)
+    mr.add_argument("--reference", action="store_true",
+                    help="also write reference.safetensors (input_ids [1, 16], float32 logits) and chat_reference.json")
     ck = sub.add_parser("check")
     ck.add_argument("snapshot", nargs="+")
     ck.add_argument("--tol", type=float, default=1e-5, help="max relative error before exiting 1")
@@ -968,6 +1192,8 @@ def main():
     a = p.parse_args()
     if a.cmd == "make-fixtures":
         cmd_make_fixtures(a.out_dir)
+    elif a.cmd == "make-random":
+        cmd_make_random(a)
     elif a.cmd == "check":
         worst = max(cmd_check(s, not a.no_numpy) for s in a.snapshot)
         sys.exit(0 if worst <= a.tol else 1)

@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example pretrained_timing -- SNAPSHOT [--length 256] [--steps 64]
-//!     [--forward 128,256,512] [--dtype f32] [--reps 3] [--no-constraints]
+//!     [--forward 128,256,512] [--dtype f32] [--reps 3] [--no-constraints] [--no-draws]
 //! ```
 //!
 //! With random weights the draws see near-uniform scores, the hardest case for a lattice (every
@@ -38,7 +38,12 @@ fn main() -> Result<()> {
     let dtype = diffusion_lm::nn::device::parse_dtype(opt("--dtype").map_or("f32", |s| s.as_str()))?;
     let t = Instant::now();
     let lm = PretrainedLm::load(dir, &Device::Cpu, dtype)?;
-    println!("load: {:.0} ms ({:?}, vocabulary {})", ms(t), lm.architecture(), lm.vocab_size());
+    println!(
+        "load: {:.0} ms ({:?}, vocabulary {})",
+        ms(t),
+        lm.architecture(),
+        lm.vocab_size()
+    );
 
     if let Some(lengths) = opt("--forward") {
         for l in lengths.split(',') {
@@ -63,7 +68,9 @@ fn main() -> Result<()> {
     println!(
         "token index: {:.0} ms ({} content tokens of {}, {} trie nodes)",
         ms(t),
-        (0..index.vocab_size() as u32).filter(|&i| !index.bytes(i).is_empty()).count(),
+        (0..index.vocab_size() as u32)
+            .filter(|&i| !index.bytes(i).is_empty())
+            .count(),
         index.vocab_size(),
         index.trie_size()
     );
@@ -106,6 +113,9 @@ fn main() -> Result<()> {
                 prepared.automaton.num_states()
             );
         }
+        if args.iter().any(|a| a == "--no-draws") {
+            continue;
+        }
         // One run: `steps` steps committing len/steps tokens each (low confidence); each
         // step's draw timed alone (scores in hand, as after the forward pass).
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
@@ -115,24 +125,26 @@ fn main() -> Result<()> {
         while row.contains(&mask) {
             let logp = log_probs(&row)?;
             let t = Instant::now();
-            let mut scores = vec![f32::NEG_INFINITY; len * v];
-            for p in 0..len {
-                if row[p] == mask {
-                    scores[p * v..(p + 1) * v].copy_from_slice(&logp[p * v..(p + 1) * v]);
-                } else {
-                    scores[p * v + row[p] as usize] = 0.0;
-                }
-            }
             let open: Vec<usize> = (0..len).filter(|&p| row[p] == mask).collect();
+            // As the sampler: without constraints the open positions' softmax from the
+            // log-probabilities; with them the score table (committed tokens pinned) and the lattice.
             let (sample, keys): (Vec<u32>, Vec<f32>) = if prepared.has_hard {
+                let mut scores = vec![f32::NEG_INFINITY; len * v];
+                for p in 0..len {
+                    if row[p] == mask {
+                        scores[p * v..(p + 1) * v].copy_from_slice(&logp[p * v..(p + 1) * v]);
+                    } else {
+                        scores[p * v + row[p] as usize] = 0.0;
+                    }
+                }
                 let scores = prepared.masked(scores);
-                let lattice = Lattice::new(&scores, len, v, &prepared.automaton, pad, 1.0)
-                    .context("no valid sequence")?;
+                let lattice =
+                    Lattice::new(&scores, len, v, &prepared.automaton, pad, 1.0).context("no valid sequence")?;
                 let s = lattice.sample(&mut rng);
                 let keys = open.iter().map(|&p| lattice.marginal(p, s[p])).collect();
                 (s, keys)
             } else {
-                independent(&scores, len, v, &open, &mut rng)
+                independent(&logp, len, v, &open, &mut rng)
             };
             let took = ms(t);
             if count == 0 {

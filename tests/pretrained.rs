@@ -12,7 +12,9 @@ use diffusion_lm::pretrained::{Architecture, Message, PretrainedLm};
 use diffusion_lm_controllers::{JsonSchema, Regex};
 
 fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/pretrained").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/pretrained")
+        .join(name)
 }
 
 fn load(name: &str) -> PretrainedLm {
@@ -27,9 +29,19 @@ fn parity(name: &str, dtype: DType) -> f32 {
     let want = &reference["logits"];
     let got = lm.forward(&ids).unwrap().to_dtype(DType::F32).unwrap();
     assert_eq!(got.dims(), want.dims());
-    let err = (got - want).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let err = (got - want)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
-    eprintln!("{name} {dtype:?}: max abs error {err:.3e}, relative {:.3e}", err / scale);
+    eprintln!(
+        "{name} {dtype:?}: max abs error {err:.3e}, relative {:.3e}",
+        err / scale
+    );
     err / scale
 }
 
@@ -61,7 +73,10 @@ fn architectures_ids_and_the_mask_token_come_from_the_config() {
     assert_eq!(llada.architecture(), Architecture::Llada);
     let dream = load("dream-tiny");
     assert_eq!(dream.architecture(), Architecture::Dream);
-    for (lm, mask, eos) in [(&llada, "<|mdm_mask|>", "<|endoftext|>"), (&dream, "<|mask|>", "<|endoftext|>")] {
+    for (lm, mask, eos) in [
+        (&llada, "<|mdm_mask|>", "<|endoftext|>"),
+        (&dream, "<|mask|>", "<|endoftext|>"),
+    ] {
         let tok = lm.tokenizer();
         assert_eq!(tok.encode(mask).unwrap(), vec![lm.mask_id()], "{mask}");
         assert_eq!(tok.encode(eos).unwrap(), vec![lm.eos_id()], "{eos}");
@@ -88,7 +103,14 @@ fn dream_scores_position_i_with_output_i_minus_1_and_llada_does_not_shift() {
     let llada = load("llada-tiny");
     let raw = llada.forward(&ids).unwrap();
     let aligned = llada.logits(&ids).unwrap();
-    let diff = (raw - aligned).unwrap().abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
+    let diff = (raw - aligned)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
     assert_eq!(diff, 0.0);
 }
 
@@ -115,7 +137,10 @@ fn chat_templates_render_as_transformers_does() {
         // The prompt the library builds from a user message is the rendered template, encoded.
         let user = reference["user_only"]["messages"][0]["content"].as_str().unwrap();
         let ids = lm.prompt(user, None).unwrap();
-        let want = lm.tokenizer().encode(reference["user_only"]["rendered"].as_str().unwrap()).unwrap();
+        let want = lm
+            .tokenizer()
+            .encode(reference["user_only"]["rendered"].as_str().unwrap())
+            .unwrap();
         assert_eq!(ids, want);
         let expected: Vec<u32> = reference["input_ids"]
             .as_array()
@@ -125,7 +150,11 @@ fn chat_templates_render_as_transformers_does() {
             .collect();
         let system = reference["messages"][0]["content"].as_str().unwrap();
         let text = reference["messages"][1]["content"].as_str().unwrap();
-        assert_eq!(lm.prompt(text, Some(system)).unwrap(), expected, "{name}: token ids of the rendered chat");
+        assert_eq!(
+            lm.prompt(text, Some(system)).unwrap(),
+            expected,
+            "{name}: token ids of the rendered chat"
+        );
     }
 }
 
@@ -155,19 +184,29 @@ fn sharded_loading_and_its_errors_name_the_file_and_tensor() {
     let dir = copy_fixture("llada-tiny");
     std::fs::remove_file(dir.path().join("model-00002-of-00002.safetensors")).unwrap();
     let e = load_err(dir.path());
-    assert!(e.contains("model-00002-of-00002.safetensors") && e.contains("missing"), "{e}");
+    assert!(
+        e.contains("model-00002-of-00002.safetensors") && e.contains("missing"),
+        "{e}"
+    );
 
     // A config whose sizes disagree with the weights: the tensor and its file are named.
     let dir = copy_fixture("dream-tiny");
     let path = dir.path().join("config.json");
-    let text = std::fs::read_to_string(&path).unwrap().replace("\"intermediate_size\": 48", "\"intermediate_size\": 64");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"intermediate_size\": 48", "\"intermediate_size\": 64");
     std::fs::write(&path, text).unwrap();
     let e = load_err(dir.path());
-    assert!(e.contains("mlp.gate_proj.weight") && e.contains(".safetensors") && e.contains("[64, 32]"), "{e}");
+    assert!(
+        e.contains("mlp.gate_proj.weight") && e.contains(".safetensors") && e.contains("[64, 32]"),
+        "{e}"
+    );
 
     let dir = copy_fixture("dream-tiny");
     let path = dir.path().join("config.json");
-    let text = std::fs::read_to_string(&path).unwrap().replace("\"Dream\"", "\"mamba\"");
+    let text = std::fs::read_to_string(&path)
+        .unwrap()
+        .replace("\"Dream\"", "\"mamba\"");
     std::fs::write(&path, text).unwrap();
     let e = load_err(dir.path());
     assert!(e.contains("mamba") && e.contains("config.json"), "{e}");
@@ -208,7 +247,8 @@ fn constrained_generation_after_a_prompt_is_valid_and_ends_with_eos() {
             .generate(2)
             .unwrap();
         for s in &samples {
-            let doc: serde_json::Value = serde_json::from_str(&s.text).unwrap_or_else(|e| panic!("{name}: {:?}: {e}", s.text));
+            let doc: serde_json::Value =
+                serde_json::from_str(&s.text).unwrap_or_else(|e| panic!("{name}: {:?}: {e}", s.text));
             assert!(jsonschema::is_valid(&schema, &doc), "{name}: {}", s.text);
         }
     }

@@ -760,7 +760,10 @@ fn generate_masked(a: GenerateArgs, dir: &Path) -> Result<()> {
         (a.config.is_some(), "--config"),
         (a.sampling.sampler.is_some(), "--sampler"),
         (a.sampling.no_clamp, "--no-clamp"),
-        (!pretrained && a.device.dtype.is_some_and(|d| d != ComputeDtype::F32), "--dtype"),
+        (
+            !pretrained && a.device.dtype.is_some_and(|d| d != ComputeDtype::F32),
+            "--dtype",
+        ),
     ];
     let refused = engine_flags
         .into_iter()
@@ -773,9 +776,12 @@ fn generate_masked(a: GenerateArgs, dir: &Path) -> Result<()> {
         );
     }
     if !pretrained {
-        if let Some(flag) = [(a.masked.prompt.is_some(), "--prompt"), (a.masked.cfg_scale.is_some(), "--cfg-scale")]
-            .into_iter()
-            .find_map(|(given, flag)| given.then_some(flag))
+        if let Some(flag) = [
+            (a.masked.prompt.is_some(), "--prompt"),
+            (a.masked.cfg_scale.is_some(), "--cfg-scale"),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
         {
             bail!(
                 "{flag} applies to pretrained snapshots (LLaDA, Dream); {} holds a masked model trained without prompts",
@@ -796,7 +802,10 @@ fn generate_masked(a: GenerateArgs, dir: &Path) -> Result<()> {
         };
         (Box::new(lm), prompt)
     } else {
-        (Box::new(diffusion_lm::masked::MaskedLm::load(dir, &device)?), Vec::new())
+        (
+            Box::new(diffusion_lm::masked::MaskedLm::load(dir, &device)?),
+            Vec::new(),
+        )
     };
     let defaults = MaskedSampling::default();
     let cfg = MaskedSampling {

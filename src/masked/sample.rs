@@ -374,17 +374,22 @@ impl<'m> MaskedGenerator<'m> {
                             self.draw_independent(cut.as_deref().unwrap_or(row_logp), row, &open, rng)
                         } else {
                             match cut {
-                            Some(cut) => {
-                                match self.draw(prepared, &self.scores(prepared, &cut, row, len, v), &open, rng) {
-                                    Ok(drawn) => drawn,
-                                    // Truncation left no valid sequence: this step uses every token.
-                                    Err(Error::Unsatisfiable(_)) => {
-                                        self.draw(prepared, &self.scores(prepared, row_logp, row, len, v), &open, rng)?
+                                Some(cut) => {
+                                    match self.draw(prepared, &self.scores(prepared, &cut, row, len, v), &open, rng) {
+                                        Ok(drawn) => drawn,
+                                        // Truncation left no valid sequence: this step uses every token.
+                                        Err(Error::Unsatisfiable(_)) => self.draw(
+                                            prepared,
+                                            &self.scores(prepared, row_logp, row, len, v),
+                                            &open,
+                                            rng,
+                                        )?,
+                                        Err(e) => return Err(e),
                                     }
-                                    Err(e) => return Err(e),
                                 }
-                            }
-                            None => self.draw(prepared, &self.scores(prepared, row_logp, row, len, v), &open, rng)?,
+                                None => {
+                                    self.draw(prepared, &self.scores(prepared, row_logp, row, len, v), &open, rng)?
+                                }
                             }
                         };
                         let count = open.len().div_ceil(remaining);
@@ -412,14 +417,17 @@ impl<'m> MaskedGenerator<'m> {
             let flat: Vec<u32> = rows.iter().flat_map(|r| prompt.iter().chain(r)).copied().collect();
             Ok(Tensor::from_vec(flat, (rows.len(), p + len), device)?)
         };
-        let span = |logits: Tensor| -> Result<Tensor> { Ok(logits.narrow(1, p, len)?.to_dtype(candle_core::DType::F32)?) };
+        let span =
+            |logits: Tensor| -> Result<Tensor> { Ok(logits.narrow(1, p, len)?.to_dtype(candle_core::DType::F32)?) };
         let mut logits = span(self.lm.logits(&ids_with(&self.prompt)?)?)?;
         if self.cfg.cfg_scale > 0.0 && p > 0 {
             let masked_prompt = vec![self.lm.mask_id(); p];
             let un = span(self.lm.logits(&ids_with(&masked_prompt)?)?)?;
             logits = (&un + ((logits - &un)? * (self.cfg.cfg_scale as f64 + 1.0))?)?;
         }
-        Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?.flatten_all()?.to_vec1::<f32>()?)
+        Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?
+            .flatten_all()?
+            .to_vec1::<f32>()?)
     }
 
     /// The log-probabilities with every token outside top-k / top-p at `−∞` at the masked
@@ -471,7 +479,11 @@ impl<'m> MaskedGenerator<'m> {
         let keys = open
             .iter()
             .enumerate()
-            .map(|(i, &p)| key(remasking, &marginals[i * v..(i + 1) * v], sample[p], || rng.gen::<f64>()))
+            .map(|(i, &p)| {
+                key(remasking, &marginals[i * v..(i + 1) * v], sample[p], || {
+                    rng.gen::<f64>()
+                })
+            })
             .collect();
         (sample, keys)
     }
@@ -651,7 +663,13 @@ mod tests {
         let mut sorted: Vec<u32> = (0..v as u32).collect();
         sorted.sort_by(|&a, &b| scores[b as usize].total_cmp(&scores[a as usize]).then(a.cmp(&b)));
         let mut order = Vec::new();
-        for (k, p) in [(Some(5), None), (None, Some(0.5f32)), (Some(40), Some(0.9)), (None, Some(0.999)), (None, Some(1.0))] {
+        for (k, p) in [
+            (Some(5), None),
+            (None, Some(0.5f32)),
+            (Some(40), Some(0.9)),
+            (None, Some(0.999)),
+            (None, Some(1.0)),
+        ] {
             let keep = keep_count(&scores, k, p, &mut order);
             let mut want = k.unwrap_or(v);
             if let Some(p) = p {

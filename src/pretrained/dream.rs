@@ -107,7 +107,10 @@ impl DreamConfig {
                  the heads must divide the width and the key/value heads the heads"
             )));
         }
-        for (name, id) in [("mask_token_id", self.mask_token_id), ("eos_token_id", self.eos_token_id)] {
+        for (name, id) in [
+            ("mask_token_id", self.mask_token_id),
+            ("eos_token_id", self.eos_token_id),
+        ] {
             if id as usize >= self.vocab_size {
                 return Err(Error::Config(format!(
                     "Dream config: {name} {id} is outside the vocabulary of {}",
@@ -221,8 +224,12 @@ impl Dream {
         let mut x = self.embed_tokens.forward(ids)?;
         for l in &self.layers {
             let n = l.input_layernorm.forward(&x)?;
-            let q = self.rope.apply(&layers::split_heads(&l.q_proj.forward(&n)?, s.heads, s.head_dim)?)?;
-            let k = self.rope.apply(&layers::split_heads(&l.k_proj.forward(&n)?, s.kv_heads, s.head_dim)?)?;
+            let q = self
+                .rope
+                .apply(&layers::split_heads(&l.q_proj.forward(&n)?, s.heads, s.head_dim)?)?;
+            let k = self
+                .rope
+                .apply(&layers::split_heads(&l.k_proj.forward(&n)?, s.kv_heads, s.head_dim)?)?;
             let v = layers::split_heads(&l.v_proj.forward(&n)?, s.kv_heads, s.head_dim)?;
             let att = layers::merge_heads(&layers::attention(&q, &k, &v, s)?)?;
             x = (x + l.o_proj.forward(&att)?)?;

@@ -155,7 +155,10 @@ impl LladaConfig {
                 self.kv_heads()
             )));
         }
-        for (name, id) in [("mask_token_id", self.mask_token_id), ("eos_token_id", self.eos_token_id)] {
+        for (name, id) in [
+            ("mask_token_id", self.mask_token_id),
+            ("eos_token_id", self.eos_token_id),
+        ] {
             if id as usize >= self.embedding_rows() {
                 return Err(Error::Config(format!(
                     "LLaDA config: {name} {id} is outside the {} embedding rows",
@@ -275,8 +278,12 @@ impl Llada {
         let mut x = self.wte.forward(ids)?;
         for b in &self.blocks {
             let n = b.attn_norm.forward(&x)?;
-            let q = self.rope.apply(&layers::split_heads(&b.q_proj.forward(&n)?, s.heads, s.head_dim)?)?;
-            let k = self.rope.apply(&layers::split_heads(&b.k_proj.forward(&n)?, s.kv_heads, s.head_dim)?)?;
+            let q = self
+                .rope
+                .apply(&layers::split_heads(&b.q_proj.forward(&n)?, s.heads, s.head_dim)?)?;
+            let k = self
+                .rope
+                .apply(&layers::split_heads(&b.k_proj.forward(&n)?, s.kv_heads, s.head_dim)?)?;
             let v = layers::split_heads(&b.v_proj.forward(&n)?, s.kv_heads, s.head_dim)?;
             let att = layers::merge_heads(&layers::attention(&q, &k, &v, s)?)?;
             x = (x + b.attn_out.forward(&att)?)?;

@@ -127,7 +127,10 @@ impl PretrainedLm {
             Architecture::Dream => {
                 let c: DreamConfig = serde_json::from_value(raw.clone()).map_err(parse)?;
                 c.validate().map_err(invalid)?;
-                let max = raw.get("max_position_embeddings").and_then(|v| v.as_u64()).unwrap_or(32768);
+                let max = raw
+                    .get("max_position_embeddings")
+                    .and_then(|v| v.as_u64())
+                    .unwrap_or(32768);
                 (c.tensors(), c.vocab_size, c.mask_token_id, c.eos_token_id, max)
             }
         };

@@ -73,7 +73,10 @@ impl Snapshot {
             let index: Index = crate::train::checkpoint::read_json(&index_path)?;
             let files: BTreeSet<String> = index.weight_map.values().cloned().collect();
             if files.is_empty() {
-                return Err(Error::checkpoint(&dir, format!("{INDEX_FILE}: the weight_map is empty")));
+                return Err(Error::checkpoint(
+                    &dir,
+                    format!("{INDEX_FILE}: the weight_map is empty"),
+                ));
             }
             for f in &files {
                 if !dir.join(f).is_file() {
@@ -190,14 +193,7 @@ impl Snapshot {
 }
 
 impl SimpleBackend for Snapshot {
-    fn get(
-        &self,
-        s: Shape,
-        name: &str,
-        _: candle_nn::Init,
-        dtype: DType,
-        dev: &Device,
-    ) -> candle_core::Result<Tensor> {
+    fn get(&self, s: Shape, name: &str, _: candle_nn::Init, dtype: DType, dev: &Device) -> candle_core::Result<Tensor> {
         let t = self.load(name, dtype, dev)?;
         if t.shape() != &s {
             candle_core::bail!(
