@@ -70,37 +70,65 @@ pub struct TokenAutomaton {
 
 impl TokenAutomaton {
     /// Lifts a byte automaton to tokens. Fails when more than `max_states` states are reachable.
-    pub fn from_byte_automaton<S: Copy + Eq + Hash>(
+    ///
+    /// One trie walk per reachable state; the walks of the states waiting in the queue run in
+    /// parallel, a few at a time, and their results are numbered in queue order, so the states
+    /// get the same numbers as a one-at-a-time breadth-first search would give them.
+    pub fn from_byte_automaton<S: Copy + Eq + Hash + Send + Sync>(
         index: &TokenIndex,
         start: S,
-        step: impl Fn(S, u8) -> Option<S>,
+        step: impl Fn(S, u8) -> Option<S> + Sync,
         accepting: impl Fn(S) -> bool,
         max_states: usize,
     ) -> Result<Self> {
+        use rayon::prelude::*;
         let mut ids: HashMap<S, u32> = HashMap::from([(start, 0)]);
         let mut states = vec![start];
         let mut edges: Vec<Vec<(u32, u32)>> = Vec::new(); // per state: (token, dst)
         let mut queue = VecDeque::from([0u32]);
-        while let Some(s) = queue.pop_front() {
-            let mut out = Vec::new();
-            index.walk(states[s as usize], &step, |token, dst| {
-                let next = ids.len() as u32;
-                let id = *ids.entry(dst).or_insert_with(|| {
-                    states.push(dst);
-                    queue.push_back(next);
-                    next
-                });
-                out.push((token, id));
-            });
-            if states.len() > max_states {
-                return Err(Error::Constraint(format!(
-                    "the constraint's token automaton exceeds {max_states} states; simplify it or raise the limit"
-                )));
+        // Enough walks at once to keep every thread busy, few enough to bound the memory of
+        // their results (up to a vocabulary's worth of edges each).
+        let chunk = 2 * rayon::current_num_threads();
+        while !queue.is_empty() {
+            let batch: Vec<u32> = queue.drain(..chunk.min(queue.len())).collect();
+            let walked: Vec<Vec<(u32, S)>> = batch
+                .par_iter()
+                .map(|&s| {
+                    let mut out = Vec::new();
+                    index.walk(states[s as usize], &step, |token, dst| out.push((token, dst)));
+                    out
+                })
+                .collect();
+            for (s, found) in batch.into_iter().zip(walked) {
+                let mut out = Vec::with_capacity(found.len());
+                // Consecutive tokens often lead to the same state: skip the hash lookup then.
+                let mut last: Option<(S, u32)> = None;
+                for (token, dst) in found {
+                    let id = match last {
+                        Some((d, id)) if d == dst => id,
+                        _ => {
+                            let next = ids.len() as u32;
+                            let id = *ids.entry(dst).or_insert_with(|| {
+                                states.push(dst);
+                                queue.push_back(next);
+                                next
+                            });
+                            last = Some((dst, id));
+                            id
+                        }
+                    };
+                    out.push((token, id));
+                }
+                if states.len() > max_states {
+                    return Err(Error::Constraint(format!(
+                        "the constraint's token automaton exceeds {max_states} states; simplify it or raise the limit"
+                    )));
+                }
+                if edges.len() <= s as usize {
+                    edges.resize(s as usize + 1, Vec::new());
+                }
+                edges[s as usize] = out;
             }
-            if edges.len() <= s as usize {
-                edges.resize(s as usize + 1, Vec::new());
-            }
-            edges[s as usize] = out;
         }
         edges.resize(states.len(), Vec::new());
         let accepting = states.iter().map(|&s| accepting(s)).collect();

@@ -152,8 +152,16 @@ impl PreparedStack {
             has_hard,
         };
         if has_hard {
-            let zeros = stack.masked(vec![0.0; len * vocab]);
-            if crate::steer::projection::best_sequence(&zeros, len, vocab, &stack.automaton, pad).is_none() {
+            // Without a unary rule the automaton alone decides: a shortest accepted sequence
+            // fits or not. With one, a best sequence under all-zero scores exists or not.
+            let satisfiable = match &stack.mask {
+                None => stack.automaton.min_tokens().is_some_and(|k| k <= len),
+                Some(_) => {
+                    let zeros = stack.masked(vec![0.0; len * vocab]);
+                    crate::steer::projection::best_sequence(&zeros, len, vocab, &stack.automaton, pad).is_some()
+                }
+            };
+            if !satisfiable {
                 let names: Vec<String> = constraints.iter().map(|c| c.name()).collect();
                 return Err(Error::Unsatisfiable(format!(
                     "no sequence of {len} tokens satisfies all of: {}",
