@@ -4,7 +4,7 @@
 //!
 //! ```text
 //! cargo run --release --example pretrained_timing -- SNAPSHOT [--length 256] [--steps 64]
-//!     [--forward 128,256,512] [--dtype f32] [--reps 3] [--no-constraints] [--no-draws]
+//!     [--forward 128,256,512] [--dtype f32] [--reps 3] [--no-constraints] [--no-draws] [--only NAME]
 //! ```
 //!
 //! With random weights the draws see near-uniform scores, the hardest case for a lattice (every
@@ -103,7 +103,11 @@ fn main() -> Result<()> {
         index,
         seq_len: len,
     };
+    let only = opt("--only");
     for (name, stack) in stacks {
+        if only.is_some_and(|o| !name.contains(o.as_str())) {
+            continue;
+        }
         let t = Instant::now();
         let prepared = stack.prepare(&ctx)?;
         let build = ms(t);

@@ -461,19 +461,20 @@ impl<'m> MaskedGenerator<'m> {
     fn draw_independent(&self, logp: &[f32], row: &[u32], open: &[usize], rng: &mut StdRng) -> (Vec<u32>, Vec<f64>) {
         let (len, v) = (self.span(), self.lm.vocab_size());
         let t = self.cfg.temperature;
-        let mut sample = row.to_vec();
+        // One uniform per position, open or not, so the random stream does not depend on which
+        // positions are open; then the open positions' softmaxes, in parallel.
+        let uniforms: Vec<f64> = (0..len)
+            .map(|_| if t == 0.0 { 0.0 } else { rng.gen::<f64>() })
+            .collect();
         let mut marginals = vec![0f32; open.len() * v];
-        let mut next = 0;
-        for p in 0..len {
-            // One uniform per position, open or not, so the random stream does not depend on
-            // which positions are open.
-            let u = if t == 0.0 { 0.0 } else { rng.gen::<f64>() };
-            if open.get(next) != Some(&p) {
-                continue;
-            }
-            let out = &mut marginals[next * v..(next + 1) * v];
-            sample[p] = softmax_draw(&logp[p * v..(p + 1) * v], t, u, out);
-            next += 1;
+        let picks: Vec<u32> = marginals
+            .par_chunks_mut(v)
+            .zip(open.par_iter())
+            .map(|(out, &p)| softmax_draw(&logp[p * v..(p + 1) * v], t, uniforms[p], out))
+            .collect();
+        let mut sample = row.to_vec();
+        for (&p, &tok) in open.iter().zip(&picks) {
+            sample[p] = tok;
         }
         let remasking = self.cfg.remasking;
         let keys = open

@@ -70,6 +70,8 @@
 //! assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-4);
 //! ```
 
+use rayon::prelude::*;
+
 use crate::steer::automaton::{Edge, TokenAutomaton, TokenGroup};
 
 /// The distribution of accepted sequences under token scores (see the [module docs](self)).
@@ -420,53 +422,56 @@ impl<'a> Linear<'a> {
         let inv = 1.0 / temperature.max(1e-6);
         let plan = automaton.set_plan();
         let sets = automaton.num_sets();
-        let mut rows = Vec::with_capacity(len);
         let mut e = vec![0f32; len * vocab];
-        let mut set_w = vec![0f64; len * sets];
-        let mut pad_w = vec![0f64; len];
-        for p in 0..len {
-            let row = &scores[p * vocab..(p + 1) * vocab];
-            let (mut finite, mut first) = (0usize, 0u32);
-            for (t, &x) in row.iter().enumerate() {
-                if x.is_finite() {
-                    if finite == 0 {
-                        first = t as u32;
-                    }
-                    finite += 1;
-                    if finite > 1 {
-                        break;
+        // (A stride of at least 1, so that every position gets its slice even with no set.)
+        let stride = sets.max(1);
+        let mut set_w = vec![0f64; len * stride];
+        // Positions are weighed independently: in parallel, each into its own slices.
+        let weighed: Vec<(Row, f64)> = e
+            .par_chunks_mut(vocab)
+            .zip(set_w.par_chunks_mut(stride))
+            .enumerate()
+            .map(|(p, (out, w))| {
+                let row = &scores[p * vocab..(p + 1) * vocab];
+                let (mut finite, mut first) = (0usize, 0u32);
+                for (t, &x) in row.iter().enumerate() {
+                    if x.is_finite() {
+                        if finite == 0 {
+                            first = t as u32;
+                        }
+                        finite += 1;
+                        if finite > 1 {
+                            break;
+                        }
                     }
                 }
-            }
-            let w = &mut set_w[p * sets..(p + 1) * sets];
-            rows.push(match finite {
-                0 => Row::Empty,
-                1 => {
+                match finite {
+                    0 => (Row::Empty, 0.0),
                     // The passes follow the token's transition column instead of the sets.
-                    pad_w[p] = if first == pad { 1.0 } else { 0.0 };
-                    Row::Fixed(first)
-                }
-                _ => {
-                    // Only tokens of some set, and PAD, can be drawn: weigh those, relative to
-                    // the best of them (which keeps the weights that matter from underflowing).
-                    let out = &mut e[p * vocab..(p + 1) * vocab];
-                    let drawable = || {
-                        plan.union
-                            .iter()
-                            .copied()
-                            .chain([pad])
-                            .filter(|&t| row[t as usize].is_finite())
-                    };
-                    let best = drawable().map(|t| row[t as usize]).fold(f32::NEG_INFINITY, f32::max);
-                    for t in drawable() {
-                        out[t as usize] = ((row[t as usize] - best) * inv).exp();
+                    1 => (Row::Fixed(first), if first == pad { 1.0 } else { 0.0 }),
+                    _ => {
+                        // Only tokens of some set, and PAD, can be drawn: weigh those, relative
+                        // to the best of them (which keeps the weights that matter from
+                        // underflowing).
+                        let drawable = || {
+                            plan.union
+                                .iter()
+                                .copied()
+                                .chain([pad])
+                                .filter(|&t| row[t as usize].is_finite())
+                        };
+                        let best = drawable().map(|t| row[t as usize]).fold(f32::NEG_INFINITY, f32::max);
+                        for t in drawable() {
+                            out[t as usize] = ((row[t as usize] - best) * inv).exp();
+                        }
+                        plan.weigh(out, &mut w[..sets]);
+                        (Row::Free, out[pad as usize] as f64)
                     }
-                    plan.weigh(out, w);
-                    pad_w[p] = out[pad as usize] as f64;
-                    Row::Free
                 }
-            });
-        }
+            })
+            .collect();
+        let (rows, pad_w): (Vec<Row>, Vec<f64>) = weighed.into_iter().unzip();
+        set_w.truncate(len * sets);
         let width = automaton.num_states() + 1;
         let mut lattice = Linear {
             len,
