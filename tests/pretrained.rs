@@ -213,6 +213,40 @@ fn sharded_loading_and_its_errors_name_the_file_and_tensor() {
 }
 
 #[test]
+fn a_snapshot_with_only_the_slow_qwen2_tokenizer_encodes_as_transformers_does() {
+    // Dream's snapshots ship `tokenization_dream.py` (Qwen2's slow tokenizer) with vocab.json and
+    // merges.txt; the reference ids come from transformers' slow `Qwen2Tokenizer`.
+    let dir = copy_fixture("dream-tiny");
+    std::fs::remove_file(dir.path().join("tokenizer.json")).unwrap();
+    let lm = PretrainedLm::load(dir.path(), &Device::Cpu, DType::F32).unwrap();
+    let reference: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixture("dream-tiny").join("slow_tokenizer_reference.json")).unwrap(),
+    )
+    .unwrap();
+    let cases = reference["cases"].as_array().unwrap();
+    assert!(cases.len() >= 10);
+    for case in cases {
+        let text = case["text"].as_str().unwrap();
+        let want: Vec<u32> = case["ids"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_u64().unwrap() as u32)
+            .collect();
+        assert_eq!(lm.tokenizer().encode(text).unwrap(), want, "{text:?}");
+    }
+    assert_eq!(lm.tokenizer().encode("<|mask|>").unwrap(), vec![lm.mask_id()]);
+    let e = {
+        let dir = copy_fixture("dream-tiny");
+        for f in ["tokenizer.json", "merges.txt"] {
+            std::fs::remove_file(dir.path().join(f)).unwrap();
+        }
+        load_err(dir.path())
+    };
+    assert!(e.contains("no tokenizer"), "{e}");
+}
+
+#[test]
 fn constrained_generation_after_a_prompt_is_valid_and_ends_with_eos() {
     for name in ["llada-tiny", "dream-tiny"] {
         let lm = load(name);

@@ -34,6 +34,7 @@ pub mod dream;
 mod layers;
 pub mod llada;
 pub mod snapshot;
+mod tokenizer;
 
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
@@ -135,7 +136,7 @@ impl PretrainedLm {
             }
         };
         snapshot.check(&specs)?;
-        let tokenizer = TextTokenizer::load_pretrained(dir.join("tokenizer.json"), eos_id)?;
+        let tokenizer = tokenizer::load(&dir, eos_id)?;
         // An Instruct model ends its turn with an end-of-turn token before the end-of-text
         // tail: the answer stops there too.
         let stops: Vec<u32> = END_OF_TURN.iter().filter_map(|t| tokenizer.token_id(t)).collect();

@@ -99,11 +99,21 @@ impl TextTokenizer {
     /// is what comes before it.
     pub fn load_pretrained(path: impl AsRef<Path>, end_id: u32) -> Result<Self> {
         let path = path.as_ref();
-        let inner = Self::read(path)?;
+        if !path.exists() {
+            return Err(Error::Tokenizer(format!("{} does not exist", path.display())));
+        }
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        Self::pretrained_from_json(&text, path, end_id)
+    }
+
+    /// A pretrained tokenizer from the text of a `tokenizer.json` (`origin` names it in errors),
+    /// with `end_id` in the part of PAD (see [`TextTokenizer::load_pretrained`]).
+    pub(crate) fn pretrained_from_json(text: &str, origin: &Path, end_id: u32) -> Result<Self> {
+        let inner = Self::parse(text, origin)?;
         if inner.id_to_token(end_id).is_none() {
             return Err(Error::Tokenizer(format!(
                 "{}: the end-of-text id {end_id} is not in the vocabulary",
-                path.display()
+                origin.display()
             )));
         }
         let tok = TextTokenizer {
@@ -111,7 +121,7 @@ impl TextTokenizer {
             pad_id: end_id,
             stops: Vec::new(),
         };
-        tok.check_encodes().map_err(|e| named(path, e))?;
+        tok.check_encodes().map_err(|e| named(origin, e))?;
         Ok(tok)
     }
 
@@ -120,12 +130,16 @@ impl TextTokenizer {
             return Err(Error::Tokenizer(format!("{} does not exist", path.display())));
         }
         let text = std::fs::read_to_string(path).map_err(|e| Error::Tokenizer(format!("{}: {e}", path.display())))?;
+        Self::parse(&text, path)
+    }
+
+    fn parse(text: &str, path: &Path) -> Result<Tokenizer> {
         // The `tokenizers` crate panics on some malformed files (a syntax error inside
         // `decoder`, an incomplete `Precompiled` normalizer): check the syntax here, and turn
         // any panic left into an error naming the file.
-        serde_json::from_str::<serde::de::IgnoredAny>(&text)
+        serde_json::from_str::<serde::de::IgnoredAny>(text)
             .map_err(|e| Error::Tokenizer(format!("{}: invalid JSON: {e}", path.display())))?;
-        std::panic::catch_unwind(|| Tokenizer::from_str(&text))
+        std::panic::catch_unwind(|| Tokenizer::from_str(text))
             .map_err(|panic| {
                 Error::Tokenizer(format!(
                     "{}: not a valid tokenizer file: {}",
