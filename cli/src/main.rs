@@ -129,6 +129,10 @@ struct MaskedArgs {
     /// Keep only the most probable tokens up to this probability mass (nucleus) [default: all].
     #[arg(long)]
     top_p: Option<f32>,
+    /// Parallel decoding (Fast-dLLM): each step also commits every position at least this
+    /// confident, and --steps becomes an upper bound [default: off].
+    #[arg(long)]
+    confidence_threshold: Option<f32>,
 }
 
 impl MaskedArgs {
@@ -155,6 +159,9 @@ impl MaskedArgs {
         }
         if self.top_p.is_some() {
             out.push("--top-p");
+        }
+        if self.confidence_threshold.is_some() {
+            out.push("--confidence-threshold");
         }
         out
     }
@@ -818,14 +825,18 @@ fn generate_masked(a: GenerateArgs, dir: &Path) -> Result<()> {
         top_p: a.masked.top_p,
         length: a.sampling.seq_len,
         cfg_scale: a.masked.cfg_scale.unwrap_or(defaults.cfg_scale),
+        confidence_threshold: a.masked.confidence_threshold,
         batch_size: a.sampling.batch_size.unwrap_or(defaults.batch_size),
     };
     // Only hard constraints are given (checked above): the generation settings are unused.
     let stack = c.stack(&mut GenerationConfig::default(), dir, &device)?;
-    let samples = diffusion_lm::masked::MaskedGenerator::with_config(lm.as_ref(), cfg)
+    let generator = diffusion_lm::masked::MaskedGenerator::with_config(lm.as_ref(), cfg)
         .stack(stack)
-        .prompt(prompt)
-        .generate(a.samples)?;
+        .prompt(prompt);
+    let samples = generator.generate(a.samples)?;
+    if a.masked.confidence_threshold.is_some() {
+        status!("{} forward passes", generator.forward_passes());
+    }
     for s in samples {
         match a.format {
             Format::Text => out(&s.text)?,
@@ -1143,11 +1154,17 @@ fn eval(a: EvalArgs) -> Result<()> {
             block_size: a.masked_args.block_size,
             top_k: a.masked_args.top_k,
             top_p: a.masked_args.top_p,
+            confidence_threshold: a.masked_args.confidence_threshold,
             ..defaults
         };
-        let samples = diffusion_lm::masked::MaskedGenerator::with_config(&lm, sampling)
-            .stack(stack)
-            .generate(a.samples)?;
+        let generator = diffusion_lm::masked::MaskedGenerator::with_config(&lm, sampling).stack(stack);
+        let samples = generator.generate(a.samples)?;
+        status!(
+            "{} forward passes of batch {} ({:.1} per batch)",
+            generator.forward_passes(),
+            a.batch_size,
+            generator.forward_passes() as f64 / a.samples.div_ceil(a.batch_size.max(1)) as f64
+        );
         (samples, lm.parameter_count())
     } else {
         let lm = DiffusionLm::load(&dir, &device)?;

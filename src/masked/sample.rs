@@ -102,6 +102,11 @@ pub struct MaskedSampling {
     /// `u + (w + 1)(c − u)`, `c` with the prompt and `u` with the prompt masked (a second
     /// forward pass per step). Default 0: off.
     pub cfg_scale: f32,
+    /// Parallel decoding (Fast-dLLM): besides the positions the schedule commits, each step
+    /// also commits every open position whose confidence (its sampled token's constrained
+    /// marginal) is at least this, and a block ends as soon as it is committed: `steps` becomes
+    /// an upper bound. Low-confidence remasking only. `None` (default): off.
+    pub confidence_threshold: Option<f32>,
     /// How many sequences are denoised together (the output does not depend on it). Default 64.
     pub batch_size: usize,
 }
@@ -118,6 +123,7 @@ impl Default for MaskedSampling {
             top_p: None,
             length: None,
             cfg_scale: 0.0,
+            confidence_threshold: None,
             batch_size: 64,
         }
     }
@@ -130,6 +136,8 @@ pub struct MaskedGenerator<'m> {
     stack: Stack,
     fixed: Vec<(usize, u32)>,
     prompt: Vec<u32>,
+    /// Forward passes run so far (each serves every row of a batch).
+    passes: std::sync::atomic::AtomicUsize,
 }
 
 impl<'m> MaskedGenerator<'m> {
@@ -146,7 +154,20 @@ impl<'m> MaskedGenerator<'m> {
             stack: Stack::new(),
             fixed: Vec::new(),
             prompt: Vec::new(),
+            passes: Default::default(),
         }
+    }
+
+    /// Parallel decoding: also commit every position at least this confident (see
+    /// [`MaskedSampling::confidence_threshold`]).
+    pub fn confidence_threshold(mut self, tau: f32) -> Self {
+        self.cfg.confidence_threshold = Some(tau);
+        self
+    }
+
+    /// The forward passes run by this generator so far (one per step per batch).
+    pub fn forward_passes(&self) -> usize {
+        self.passes.load(std::sync::atomic::Ordering::Relaxed)
     }
 
     /// Prompt tokens: context prepended to the generated span at every step, never constrained
@@ -249,6 +270,18 @@ impl<'m> MaskedGenerator<'m> {
                 "prompt ({} tokens) and generation ({len}) exceed the model's sequence length {max}",
                 self.prompt.len()
             )));
+        }
+        if let Some(tau) = self.cfg.confidence_threshold {
+            if !(tau > 0.0 && tau <= 1.0) {
+                return Err(Error::Config(format!(
+                    "the confidence threshold must be in (0, 1], got {tau}"
+                )));
+            }
+            if self.cfg.remasking != Remasking::LowConfidence {
+                return Err(Error::Config(
+                    "a confidence threshold needs low-confidence remasking (its keys are the confidences)".into(),
+                ));
+            }
         }
         if !(self.cfg.cfg_scale.is_finite() && self.cfg.cfg_scale >= 0.0) {
             return Err(Error::Config(format!(
@@ -360,7 +393,12 @@ impl<'m> MaskedGenerator<'m> {
             .collect();
         for (&(lo, hi), &block_steps) in blocks.iter().zip(&per_block) {
             for k in 0..block_steps {
+                // With a confidence threshold a block can finish early.
+                if self.cfg.confidence_threshold.is_some() && !rows.iter().any(|r| r[lo..hi].contains(&mask)) {
+                    break;
+                }
                 let logp = self.log_probs(&rows)?;
+                self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 // Each row's draw is its own work with its own random stream: rows run in
                 // parallel, and the result does not depend on how they are scheduled.
                 let remaining = block_steps - k;
@@ -368,6 +406,9 @@ impl<'m> MaskedGenerator<'m> {
                     |(r, (row, rng))| -> Result<()> {
                         let row_logp = &logp[r * len * v..(r + 1) * len * v];
                         let open: Vec<usize> = (lo..hi).filter(|&p| row[p] == mask).collect();
+                        if open.is_empty() && self.cfg.confidence_threshold.is_some() {
+                            return Ok(());
+                        }
                         let cut = self.truncated(row_logp, row, len, v);
                         let (sample, keys) = if !prepared.has_hard {
                             // Positions are independent: only the open ones need their softmax.
@@ -392,7 +433,12 @@ impl<'m> MaskedGenerator<'m> {
                                 }
                             }
                         };
-                        let count = open.len().div_ceil(remaining);
+                        let mut count = open.len().div_ceil(remaining);
+                        if let Some(tau) = self.cfg.confidence_threshold {
+                            // Fast-dLLM's parallel decoding: every position at least this
+                            // confident is committed too. They all come from one valid sequence.
+                            count = count.max(keys.iter().filter(|&&k| k >= tau as f64).count());
+                        }
                         // Highest key first; ties by position, so the order does not depend on
                         // float ties.
                         let mut keyed: Vec<(f64, usize)> = keys.into_iter().zip(open).collect();
