@@ -202,6 +202,20 @@ fn sharded_loading_and_its_errors_name_the_file_and_tensor() {
         "{e}"
     );
 
+    // A tensor stored as integers: named with its file.
+    let dir = copy_fixture("llada-tiny");
+    let shard = dir.path().join("model-00001-of-00002.safetensors");
+    let mut tensors = candle_core::safetensors::load(&shard, &Device::Cpu).unwrap();
+    let name = "model.transformer.wte.weight";
+    let as_int = tensors[name].to_dtype(DType::I64).unwrap();
+    tensors.insert(name.to_string(), as_int);
+    candle_core::safetensors::save(&tensors, &shard).unwrap();
+    let e = load_err(dir.path());
+    assert!(
+        e.contains(name) && e.contains("model-00001-of-00002.safetensors") && e.contains("I64"),
+        "{e}"
+    );
+
     let dir = copy_fixture("dream-tiny");
     let path = dir.path().join("config.json");
     let text = std::fs::read_to_string(&path)
