@@ -814,16 +814,22 @@ fn generate_masked(a: GenerateArgs, dir: &Path) -> Result<()> {
             Vec::new(),
         )
     };
-    let defaults = MaskedSampling::default();
+    // Pretrained models default to their reference sampler's settings (LLaDA's: 128 tokens in
+    // 128 steps, blocks of 32, greedy).
+    let defaults = if pretrained {
+        diffusion_lm::pretrained::PretrainedLm::reference_sampling()
+    } else {
+        MaskedSampling::default()
+    };
     let cfg = MaskedSampling {
         steps: a.sampling.steps.unwrap_or(defaults.steps),
         seed: a.sampling.seed.unwrap_or(defaults.seed),
         temperature: a.masked.temperature.unwrap_or(defaults.temperature),
         remasking: a.masked.remasking.unwrap_or(defaults.remasking),
-        block_size: a.masked.block_size,
+        block_size: a.masked.block_size.or(defaults.block_size),
         top_k: a.masked.top_k,
         top_p: a.masked.top_p,
-        length: a.sampling.seq_len,
+        length: a.sampling.seq_len.or(defaults.length),
         cfg_scale: a.masked.cfg_scale.unwrap_or(defaults.cfg_scale),
         confidence_threshold: a.masked.confidence_threshold,
         batch_size: a.sampling.batch_size.unwrap_or(defaults.batch_size),

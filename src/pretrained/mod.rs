@@ -192,6 +192,19 @@ impl PretrainedLm {
         self.eos_id
     }
 
+    /// The settings of LLaDA's reference sampler: 128 tokens in 128 steps, blocks of 32,
+    /// low-confidence remasking, temperature 0 (the CLI's defaults for pretrained snapshots).
+    pub fn reference_sampling() -> crate::masked::MaskedSampling {
+        crate::masked::MaskedSampling {
+            steps: 128,
+            temperature: 0.0,
+            block_size: Some(32),
+            length: Some(128),
+            batch_size: 8,
+            ..Default::default()
+        }
+    }
+
     /// The chat template of `tokenizer_config.json`, if the snapshot has one.
     pub fn chat_template(&self) -> Option<&ChatTemplate> {
         self.chat.as_ref()
