@@ -261,6 +261,28 @@ fn a_snapshot_with_only_the_slow_qwen2_tokenizer_encodes_as_transformers_does() 
 }
 
 #[test]
+fn a_tokenizer_that_is_not_byte_level_is_refused_for_constraints_only() {
+    let dir = copy_fixture("llada-tiny");
+    let path = dir.path().join("tokenizer.json");
+    let mut tok: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    tok["decoder"] = serde_json::json!({"type": "Fuse"});
+    std::fs::write(&path, tok.to_string()).unwrap();
+    let lm = PretrainedLm::load(dir.path(), &Device::Cpu, DType::F32).unwrap();
+    assert_eq!(
+        MaskedGenerator::new(&lm).length(4).steps(2).generate(1).unwrap().len(),
+        1
+    );
+    let e = MaskedGenerator::new(&lm)
+        .length(4)
+        .constrain(Regex::new("[a-z]+").unwrap())
+        .generate(1)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("byte-level"), "{e}");
+}
+
+#[test]
 fn constrained_generation_after_a_prompt_is_valid_and_ends_with_eos() {
     for name in ["llada-tiny", "dream-tiny"] {
         let lm = load(name);

@@ -48,6 +48,10 @@ pub trait MaskedModel: Send + Sync {
     fn token_index(&self) -> &TokenIndex;
     /// Where the model runs.
     fn device(&self) -> &Device;
+    /// Why hard constraints cannot run on this model, if they cannot (default: they can).
+    fn constraint_support(&self) -> crate::Result<()> {
+        Ok(())
+    }
 }
 
 /// Which engine a checkpoint directory holds.

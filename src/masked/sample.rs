@@ -330,6 +330,9 @@ impl<'m> MaskedGenerator<'m> {
                 "fixed token {t} at position {p} is outside the {len}-token sequence or the vocabulary"
             )));
         }
+        if !self.stack.is_empty() {
+            self.lm.constraint_support()?;
+        }
         let ctx = ConstraintContext {
             tokenizer: self.lm.tokenizer(),
             index: self.lm.token_index(),

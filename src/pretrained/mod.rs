@@ -271,4 +271,14 @@ impl MaskedModel for PretrainedLm {
     fn device(&self) -> &Device {
         &self.device
     }
+    fn constraint_support(&self) -> Result<()> {
+        if self.tokenizer.is_byte_level() {
+            return Ok(());
+        }
+        Err(Error::Config(format!(
+            "{}: the tokenizer is not a byte-level BPE, so the token index cannot read its tokens' \
+             bytes; hard constraints need one (LLaDA, Dream and DiffuCoder use one)",
+            self.dir.display()
+        )))
+    }
 }

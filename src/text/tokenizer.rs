@@ -238,6 +238,15 @@ impl TextTokenizer {
         self
     }
 
+    /// Whether tokens are byte-level BPE symbols (GPT-2's byte-to-unicode map, which the token
+    /// index reads): the decoder is `ByteLevel`, alone or in a sequence.
+    pub fn is_byte_level(&self) -> bool {
+        self.inner
+            .get_decoder()
+            .and_then(|d| serde_json::to_string(d).ok())
+            .is_some_and(|json| json.contains("\"ByteLevel\""))
+    }
+
     /// The id of a token given by its text (e.g. `<|eot_id|>`), if the vocabulary has it.
     pub fn token_id(&self, token: &str) -> Option<u32> {
         self.inner.token_to_id(token)
