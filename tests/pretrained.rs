@@ -261,6 +261,32 @@ fn a_snapshot_with_only_the_slow_qwen2_tokenizer_encodes_as_transformers_does() 
 }
 
 #[test]
+fn sampling_never_commits_the_mask_an_end_of_turn_or_an_unknown_row() {
+    for name in ["llada-tiny", "dream-tiny"] {
+        let lm = load(name);
+        let eot = lm
+            .tokenizer()
+            .token_id("<|eot_id|>")
+            .or_else(|| lm.tokenizer().token_id("<|im_end|>"))
+            .unwrap();
+        let known = lm.tokenizer().vocab_size() as u32;
+        // No prompt: Dream reads position 0 from its begin-of-text token.
+        for s in MaskedGenerator::new(&lm)
+            .length(24)
+            .steps(8)
+            .temperature(2.0)
+            .seed(5)
+            .generate(8)
+            .unwrap()
+        {
+            for &t in &s.ids {
+                assert!(t != lm.mask_id() && t != eot && t < known, "{name}: {t} in {:?}", s.ids);
+            }
+        }
+    }
+}
+
+#[test]
 fn a_tokenizer_that_is_not_byte_level_is_refused_for_constraints_only() {
     let dir = copy_fixture("llada-tiny");
     let path = dir.path().join("tokenizer.json");

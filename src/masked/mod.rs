@@ -48,6 +48,21 @@ pub trait MaskedModel: Send + Sync {
     fn token_index(&self) -> &TokenIndex;
     /// Where the model runs.
     fn device(&self) -> &Device;
+    /// Tokens that end an answer before the tail (a chat model's end of turn): their
+    /// probability is moved to the tail token, which is how the constraints' automata end a
+    /// text (default: none).
+    fn end_tokens(&self) -> &[u32] {
+        &[]
+    }
+    /// Tokens never to commit (beyond the mask token; default: none).
+    fn banned_tokens(&self) -> &[u32] {
+        &[]
+    }
+    /// The prompt used when none is given (Dream reads position 0's scores from a prompt
+    /// position; default: empty).
+    fn default_prompt(&self) -> Vec<u32> {
+        Vec::new()
+    }
     /// Why hard constraints cannot run on this model, if they cannot (default: they can).
     fn constraint_support(&self) -> crate::Result<()> {
         Ok(())

@@ -460,7 +460,14 @@ impl<'m> MaskedGenerator<'m> {
     /// The model's log-probabilities `[rows, span, V]` (flattened, f32) for the generated span
     /// of each row, with the prompt in front (and classifier-free guidance when asked).
     fn log_probs(&self, rows: &[Vec<u32>]) -> Result<Vec<f32>> {
-        let (p, len) = (self.prompt.len(), self.span());
+        let default_prompt;
+        let prompt: &[u32] = if self.prompt.is_empty() {
+            default_prompt = self.lm.default_prompt();
+            &default_prompt
+        } else {
+            &self.prompt
+        };
+        let (p, len) = (prompt.len(), self.span());
         let device = self.lm.device();
         let ids_with = |prompt: &[u32]| -> Result<Tensor> {
             let flat: Vec<u32> = rows.iter().flat_map(|r| prompt.iter().chain(r)).copied().collect();
@@ -468,15 +475,41 @@ impl<'m> MaskedGenerator<'m> {
         };
         let span =
             |logits: Tensor| -> Result<Tensor> { Ok(logits.narrow(1, p, len)?.to_dtype(candle_core::DType::F32)?) };
-        let mut logits = span(self.lm.logits(&ids_with(&self.prompt)?)?)?;
+        let mut logits = span(self.lm.logits(&ids_with(prompt)?)?)?;
         if self.cfg.cfg_scale > 0.0 && p > 0 {
             let masked_prompt = vec![self.lm.mask_id(); p];
             let un = span(self.lm.logits(&ids_with(&masked_prompt)?)?)?;
             logits = (&un + ((logits - &un)? * (self.cfg.cfg_scale as f64 + 1.0))?)?;
         }
-        Ok(candle_nn::ops::log_softmax(&logits, D::Minus1)?
+        let mut logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?
             .flatten_all()?
-            .to_vec1::<f32>()?)
+            .to_vec1::<f32>()?;
+        let v = self.lm.vocab_size();
+        let (mask, tail, ends, banned) = (
+            self.lm.mask_id(),
+            self.lm.pad_id() as usize,
+            self.lm.end_tokens(),
+            self.lm.banned_tokens(),
+        );
+        for row in logp.chunks_mut(v) {
+            // An answer that ends with an end-of-turn token ends with the tail under the
+            // constraints (which cannot draw special tokens): the tail gets that probability.
+            for &e in ends {
+                let (a, b) = (row[tail], row[e as usize]);
+                let m = a.max(b);
+                if m > f32::NEG_INFINITY {
+                    row[tail] = m + ((a - m).exp() + (b - m).exp()).ln();
+                }
+                row[e as usize] = f32::NEG_INFINITY;
+            }
+            // The mask is an input, never an output.
+            for &t in banned.iter().chain([&mask]) {
+                if let Some(x) = row.get_mut(t as usize) {
+                    *x = f32::NEG_INFINITY;
+                }
+            }
+        }
+        Ok(logp)
     }
 
     /// The log-probabilities with every token outside top-k / top-p at `−∞` at the masked

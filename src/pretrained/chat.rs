@@ -80,15 +80,29 @@ impl ChatTemplate {
         Ok(ChatTemplate { env, tokens })
     }
 
-    /// The template of `tokenizer_config.json` in `dir`, if it has one. `chat_template` may be a
-    /// string or a list of named templates (the one named `default` is used).
+    /// The chat template of the snapshot in `dir`, if it has one: `chat_template.jinja`, else
+    /// the `chat_template` field of `tokenizer_config.json` (a string, or a list of named
+    /// templates, of which the one named `default` is used). The special-token strings come
+    /// from `tokenizer_config.json`, else `special_tokens_map.json`.
     pub fn from_dir(dir: &Path) -> Result<Option<Self>> {
         let path = dir.join("tokenizer_config.json");
-        if !path.exists() {
-            return Ok(None);
-        }
-        let config: serde_json::Value = crate::train::checkpoint::read_json(&path)?;
-        let template = match config.get("chat_template") {
+        let config: serde_json::Value = if path.exists() {
+            crate::train::checkpoint::read_json(&path)?
+        } else {
+            serde_json::Value::Null
+        };
+        // Recent `transformers` saves the template in its own file, which wins over the field.
+        let jinja = dir.join("chat_template.jinja");
+        let from_file = if jinja.is_file() {
+            Some(std::fs::read_to_string(&jinja).map_err(|e| Error::io(&jinja, e))?)
+        } else {
+            None
+        };
+        let template = match from_file
+            .map(serde_json::Value::String)
+            .as_ref()
+            .or(config.get("chat_template"))
+        {
             Some(serde_json::Value::String(s)) => s.clone(),
             Some(serde_json::Value::Array(list)) => {
                 let named = list
@@ -102,10 +116,17 @@ impl ChatTemplate {
             }
             _ => return Ok(None),
         };
+        let map_path = dir.join("special_tokens_map.json");
+        let map: serde_json::Value = if map_path.is_file() {
+            crate::train::checkpoint::read_json(&map_path)?
+        } else {
+            serde_json::Value::Null
+        };
         let mut tokens = BTreeMap::new();
         for key in ["bos_token", "eos_token", "pad_token", "unk_token", "mask_token"] {
-            // A string, or an AddedToken object with a `content` field.
-            let text = match config.get(key) {
+            // A string, or an AddedToken object with a `content` field; from
+            // tokenizer_config.json, else special_tokens_map.json.
+            let text = match config.get(key).filter(|v| !v.is_null()).or(map.get(key)) {
                 Some(serde_json::Value::String(s)) => Some(s.clone()),
                 Some(v) => v.get("content").and_then(|c| c.as_str()).map(str::to_string),
                 None => None,
@@ -116,7 +137,7 @@ impl ChatTemplate {
         }
         ChatTemplate::new(&template, tokens)
             .map(Some)
-            .map_err(|e| Error::checkpoint(dir, format!("tokenizer_config.json: {}", e.bare_message())))
+            .map_err(|e| Error::checkpoint(dir, format!("chat template: {}", e.bare_message())))
     }
 
     /// The prompt text for `messages`; with `add_generation_prompt`, ending where the

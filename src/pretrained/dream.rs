@@ -209,7 +209,7 @@ impl Dream {
             layers,
             norm: RmsNorm::new(d, eps, m.pp("norm"))?,
             lm_head,
-            rope: Rope::new(cfg.rope_theta, d / cfg.num_attention_heads),
+            rope: Rope::new(cfg.rope_theta, d / cfg.num_attention_heads, false),
         })
     }
 

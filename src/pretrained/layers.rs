@@ -34,14 +34,17 @@ impl RmsNorm {
 pub(crate) struct Rope {
     theta: f64,
     head_dim: usize,
+    /// Rotate in f32 whatever the compute dtype (LLaDA's `rope_full_precision`).
+    full_precision: bool,
     cache: std::sync::Mutex<Option<(usize, DType, Tensor, Tensor)>>,
 }
 
 impl Rope {
-    pub(crate) fn new(theta: f64, head_dim: usize) -> Self {
+    pub(crate) fn new(theta: f64, head_dim: usize, full_precision: bool) -> Self {
         Rope {
             theta,
             head_dim,
+            full_precision,
             cache: std::sync::Mutex::new(None),
         }
     }
@@ -77,6 +80,11 @@ impl Rope {
     /// Rotates `x` `[B, heads, L, head_dim]` by its positions.
     pub(crate) fn apply(&self, x: &Tensor) -> Result<Tensor> {
         let (_, _, len, _) = x.dims4()?;
+        if self.full_precision && x.dtype() != DType::F32 {
+            let (cos, sin) = self.tables(len, DType::F32, x.device())?;
+            let rotated = candle_nn::rotary_emb::rope(&x.to_dtype(DType::F32)?.contiguous()?, &cos, &sin)?;
+            return Ok(rotated.to_dtype(x.dtype())?);
+        }
         let (cos, sin) = self.tables(len, x.dtype(), x.device())?;
         Ok(candle_nn::rotary_emb::rope(&x.contiguous()?, &cos, &sin)?)
     }
@@ -92,14 +100,15 @@ pub(crate) struct AttentionSizes {
 
 /// Full (bidirectional) scaled dot-product attention of `q` `[B, heads, L, d]` over `k`, `v`
 /// `[B, kv_heads, L, d]`; each key/value head serves `heads / kv_heads` query heads. The scores
-/// and their softmax are taken in f32.
+/// (queries and keys cast up first) and their softmax are taken in f32.
 pub(crate) fn attention(q: &Tensor, k: &Tensor, v: &Tensor, sizes: AttentionSizes) -> Result<Tensor> {
     let (b, h, l, d) = q.dims4()?;
     let group = sizes.heads / sizes.kv_heads;
     let dtype = q.dtype();
     // [B, kv, group, L, d] view of the queries, so each key/value head is used without a copy.
-    let q = q.reshape((b, sizes.kv_heads, group * l, d))?;
-    let scores = (q.matmul(&k.t()?)?.to_dtype(DType::F32)? * (1.0 / (d as f64).sqrt()))?;
+    let q = q.reshape((b, sizes.kv_heads, group * l, d))?.to_dtype(DType::F32)?;
+    let k = k.to_dtype(DType::F32)?;
+    let scores = (q.matmul(&k.t()?)? * (1.0 / (d as f64).sqrt()))?;
     let probs = candle_nn::ops::softmax_last_dim(&scores)?.to_dtype(dtype)?;
     let out = probs.matmul(&v.contiguous()?)?; // [B, kv, group·L, d]
     Ok(out.reshape((b, h, l, d))?)

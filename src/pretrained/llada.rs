@@ -87,6 +87,18 @@ pub struct LladaConfig {
     /// Must be false (no norm on the input embeddings).
     #[serde(default)]
     pub input_emb_norm: bool,
+    /// Rotate queries and keys in f32 whatever the compute dtype.
+    #[serde(default = "yes")]
+    pub rope_full_precision: bool,
+    /// Must be `"silu"` (with the `llama` block: SwiGLU).
+    #[serde(default)]
+    pub activation_type: Option<String>,
+    /// Must be false or null: norm biases are not read.
+    #[serde(default)]
+    pub bias_for_layer_norm: Option<bool>,
+    /// Must be 1.
+    #[serde(default)]
+    pub block_group_size: Option<usize>,
 }
 
 fn default_mlp_ratio() -> usize {
@@ -141,6 +153,15 @@ impl LladaConfig {
         }
         if self.input_emb_norm {
             return unsupported("input_emb_norm");
+        }
+        if self.activation_type.as_deref().is_some_and(|a| a != "silu") {
+            return unsupported(&format!("activation_type {:?} (only \"silu\")", self.activation_type));
+        }
+        if self.bias_for_layer_norm == Some(true) || (self.bias_for_layer_norm.is_none() && self.include_bias) {
+            return unsupported("norm biases (bias_for_layer_norm)");
+        }
+        if self.block_group_size.is_some_and(|g| g != 1) {
+            return unsupported(&format!("block_group_size {:?}", self.block_group_size));
         }
         if self.d_model == 0 || self.n_heads == 0 || self.d_model % self.n_heads != 0 {
             return Err(Error::Config(format!(
@@ -263,7 +284,7 @@ impl Llada {
             blocks,
             ln_f: RmsNorm::new(d, cfg.rms_norm_eps, t.pp("ln_f"))?,
             ff_out,
-            rope: Rope::new(cfg.rope_theta, d / cfg.n_heads),
+            rope: Rope::new(cfg.rope_theta, d / cfg.n_heads, cfg.rope_full_precision),
         })
     }
 

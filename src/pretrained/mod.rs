@@ -50,8 +50,9 @@ pub use dream::{Dream, DreamConfig};
 pub use llada::{Llada, LladaConfig};
 pub use snapshot::Snapshot;
 
-/// End-of-turn tokens of the chat formats (LLaMA 3 / LLaDA, ChatML / Qwen2 / Dream).
-const END_OF_TURN: [&str; 2] = ["<|eot_id|>", "<|im_end|>"];
+/// Tokens that end an answer before the end-of-text tail: the end of turn of the chat formats
+/// (LLaMA 3 / LLaDA, ChatML / Qwen2 / Dream) and DiffuCoder's padding.
+const END_OF_TURN: [&str; 3] = ["<|eot_id|>", "<|im_end|>", "<|dlm_pad|>"];
 
 /// The architectures a snapshot can hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -91,6 +92,9 @@ pub struct PretrainedLm {
     vocab: usize,
     mask_id: u32,
     eos_id: u32,
+    stops: Vec<u32>,
+    banned: Vec<u32>,
+    bos_id: Option<u32>,
     max_len: usize,
     dtype: DType,
     device: Device,
@@ -139,8 +143,16 @@ impl PretrainedLm {
         let tokenizer = tokenizer::load(&dir, eos_id)?;
         // An Instruct model ends its turn with an end-of-turn token before the end-of-text
         // tail: the answer stops there too.
-        let stops: Vec<u32> = END_OF_TURN.iter().filter_map(|t| tokenizer.token_id(t)).collect();
-        let tokenizer = tokenizer.with_stops(stops);
+        let stops: Vec<u32> = END_OF_TURN
+            .iter()
+            .filter_map(|t| tokenizer.token_id(t))
+            .filter(|&t| t != eos_id && (t as usize) < vocab)
+            .collect();
+        let tokenizer = tokenizer.with_stops(stops.clone());
+        // Output rows the tokenizer has no token for (LLaDA pads its 126,464 rows) are never
+        // committed.
+        let banned: Vec<u32> = (tokenizer.vocab_size() as u32..vocab as u32).collect();
+        let bos = raw.get("bos_token_id").and_then(|v| v.as_u64()).map(|v| v as u32);
         if tokenizer.vocab_size() > vocab {
             return Err(Error::checkpoint(
                 &dir,
@@ -166,6 +178,9 @@ impl PretrainedLm {
             vocab,
             mask_id,
             eos_id,
+            stops,
+            banned,
+            bos_id: bos,
             max_len: max_len as usize,
             dtype,
             device: device.clone(),
@@ -270,6 +285,20 @@ impl MaskedModel for PretrainedLm {
     }
     fn device(&self) -> &Device {
         &self.device
+    }
+    fn end_tokens(&self) -> &[u32] {
+        &self.stops
+    }
+    fn banned_tokens(&self) -> &[u32] {
+        &self.banned
+    }
+    fn default_prompt(&self) -> Vec<u32> {
+        // Dream's score for position 0 is the output at a prompt position: without a prompt,
+        // the begin-of-text token (its config's `bos_token_id`, else end of text) stands in.
+        match self.arch {
+            Architecture::Dream => vec![self.bos_id.unwrap_or(self.eos_id)],
+            Architecture::Llada => Vec::new(),
+        }
     }
     fn constraint_support(&self) -> Result<()> {
         if self.tokenizer.is_byte_level() {

@@ -156,16 +156,11 @@ impl TextTokenizer {
         self.encode("The Eagle is a pub. {\"a\": [1, 2.5]} ☃").map(|_| ())
     }
 
-    /// Ids of the special added tokens (PAD, end of text, chat markers, `[MASK]`, ...): they
-    /// never stand for content text.
+    /// Ids of the added tokens (PAD, end of text, chat markers, `[MASK]`, tool-call and
+    /// fill-in-the-middle markers, ...): they never stand for content text, even those not
+    /// marked special (ordinary tokens can still spell the same characters).
     pub fn special_ids(&self) -> Vec<u32> {
-        let mut ids: Vec<u32> = self
-            .inner
-            .get_added_tokens_decoder()
-            .into_iter()
-            .filter(|(_, t)| t.special)
-            .map(|(id, _)| id)
-            .collect();
+        let mut ids: Vec<u32> = self.inner.get_added_tokens_decoder().into_keys().collect();
         ids.sort_unstable();
         ids
     }
