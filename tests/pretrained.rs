@@ -112,6 +112,25 @@ fn dream_scores_position_i_with_output_i_minus_1_and_llada_does_not_shift() {
         .to_scalar::<f32>()
         .unwrap();
     assert_eq!(diff, 0.0);
+    // The scores of the span only (the output layer skips the prompt) are the same rows.
+    for lm in [&llada, &dream] {
+        let ids = Tensor::new(&[[5u32, 9, 17, lm.mask_id(), 17, lm.mask_id()]], &Device::Cpu).unwrap();
+        let all = lm.logits(&ids).unwrap();
+        for from in [0usize, 1, 4, 5] {
+            let part = lm.logits_from(&ids, from).unwrap();
+            let want = all.narrow(1, from, 6 - from).unwrap();
+            assert_eq!(part.dims(), want.dims());
+            let d = (part - want)
+                .unwrap()
+                .abs()
+                .unwrap()
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            assert!(d.iter().all(|&x| x < 1e-5), "from {from}");
+        }
+    }
 }
 
 #[test]

@@ -32,6 +32,12 @@ pub trait MaskedModel: Send + Sync {
     /// Scores `[B, L, V]` for ids `[B, L]` (`[MASK]` allowed): row `i` scores the token at
     /// position `i` (a model whose outputs are shifted, like Dream, aligns them here).
     fn logits(&self, ids: &Tensor) -> crate::Result<Tensor>;
+    /// The scores of positions `from..L` only, `[B, L − from, V]` (the sampler reads the
+    /// generated span after the prompt; a model can skip its output layer on the prompt).
+    fn logits_from(&self, ids: &Tensor, from: usize) -> crate::Result<Tensor> {
+        let l = ids.dim(1)?;
+        Ok(self.logits(ids)?.narrow(1, from, l - from)?)
+    }
     /// `V`: the width of the scores.
     fn vocab_size(&self) -> usize;
     /// The `[MASK]` input id.

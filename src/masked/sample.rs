@@ -474,11 +474,11 @@ impl<'m> MaskedGenerator<'m> {
             Ok(Tensor::from_vec(flat, (rows.len(), p + len), device)?)
         };
         let span =
-            |logits: Tensor| -> Result<Tensor> { Ok(logits.narrow(1, p, len)?.to_dtype(candle_core::DType::F32)?) };
-        let mut logits = span(self.lm.logits(&ids_with(prompt)?)?)?;
+            |ids: &Tensor| -> Result<Tensor> { Ok(self.lm.logits_from(ids, p)?.to_dtype(candle_core::DType::F32)?) };
+        let mut logits = span(&ids_with(prompt)?)?;
         if self.cfg.cfg_scale > 0.0 && p > 0 {
             let masked_prompt = vec![self.lm.mask_id(); p];
-            let un = span(self.lm.logits(&ids_with(&masked_prompt)?)?)?;
+            let un = span(&ids_with(&masked_prompt)?)?;
             logits = (&un + ((logits - &un)? * (self.cfg.cfg_scale as f64 + 1.0))?)?;
         }
         let mut logp = candle_nn::ops::log_softmax(&logits, D::Minus1)?

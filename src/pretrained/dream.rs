@@ -220,6 +220,11 @@ impl Dream {
 
     /// The raw outputs `[B, L, vocab_size]` for ids `[B, L]`: output `i` scores token `i + 1`.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        self.outputs(ids, 0, ids.dim(1)?)
+    }
+
+    /// Raw outputs `lo..hi` only (the output layer runs on those rows alone).
+    fn outputs(&self, ids: &Tensor, lo: usize, hi: usize) -> Result<Tensor> {
         let s = self.cfg.sizes();
         let mut x = self.embed_tokens.forward(ids)?;
         for l in &self.layers {
@@ -236,6 +241,7 @@ impl Dream {
             let m = l.post_attention_layernorm.forward(&x)?;
             x = (&x + layers::swiglu(&m, &l.gate_proj, &l.up_proj, &l.down_proj)?)?;
         }
+        let x = x.narrow(1, lo, hi - lo)?;
         Ok(self.lm_head.forward(&self.norm.forward(&x)?)?)
     }
 
@@ -243,6 +249,17 @@ impl Dream {
     /// output 0, as in Dream's sampler, and position 0 is always part of the prompt there).
     pub fn aligned(&self, ids: &Tensor) -> Result<Tensor> {
         shift_right(&self.forward(ids)?)
+    }
+
+    /// The aligned scores of positions `from..L` only.
+    pub fn aligned_from(&self, ids: &Tensor, from: usize) -> Result<Tensor> {
+        let l = ids.dim(1)?;
+        match from.min(l) {
+            // Row 0 is output 0: the shift of every output.
+            0 => self.aligned(ids),
+            // Rows from..L are outputs from−1..L−1.
+            f => self.outputs(ids, f - 1, l - 1),
+        }
     }
 }
 

@@ -295,6 +295,12 @@ impl Llada {
 
     /// Logits `[B, L, embedding_size]` for ids `[B, L]`.
     pub fn forward(&self, ids: &Tensor) -> Result<Tensor> {
+        self.forward_from(ids, 0)
+    }
+
+    /// The logits of positions `from..L` only (the output layer, the widest matrix product,
+    /// runs on those rows alone).
+    pub fn forward_from(&self, ids: &Tensor, from: usize) -> Result<Tensor> {
         let s = self.cfg.sizes();
         let mut x = self.wte.forward(ids)?;
         for b in &self.blocks {
@@ -311,6 +317,8 @@ impl Llada {
             let m = b.ff_norm.forward(&x)?;
             x = (&x + layers::swiglu(&m, &b.ff_proj, &b.up_proj, &b.ff_out)?)?;
         }
+        let l = x.dim(1)?;
+        let x = x.narrow(1, from.min(l), l - from.min(l))?;
         let logits = self.ff_out.forward(&self.ln_f.forward(&x)?)?;
         if self.cfg.scale_logits {
             return Ok((logits * (1.0 / (self.cfg.d_model as f64).sqrt()))?);

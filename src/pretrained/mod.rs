@@ -261,6 +261,12 @@ impl MaskedModel for PretrainedLm {
             Net::Dream(m) => m.aligned(ids),
         }
     }
+    fn logits_from(&self, ids: &Tensor, from: usize) -> Result<Tensor> {
+        match &self.net {
+            Net::Llada(m) => m.forward_from(ids, from),
+            Net::Dream(m) => m.aligned_from(ids, from),
+        }
+    }
     fn vocab_size(&self) -> usize {
         self.vocab
     }
