@@ -6,6 +6,9 @@
 #                                                # (GPU_ONLY=1: skip the CPU timings)
 #   bash benches/gpu_run.sh train DIR SECONDS [train options...]
 #   bash benches/gpu_run.sh classifier DIR SECONDS [train-classifier options...]
+#   bash benches/gpu_run.sh pretrained DIR       # LLaDA-8B / Dream-7B sizes, random bf16 weights:
+#                                                # forward vs PyTorch, constrained draws, and the
+#                                                # masked engine's text on cuda:0 against the CPU's
 #
 # DIR holds gpu_check.xz and diffusion-lm.xz (the `cuda` builds, compressed with xz; .gz works
 # too). Run from the repository root: the binaries are started through benches/gpu/device-run.sh
@@ -15,6 +18,7 @@
 #   train: train.txt and the checkpoint's small files under e2e/ (the optimizer state stays).
 #   classifier: classifier.txt and the classifier's config, weights, tokenizer and training record
 #     under classifier/ (a classifier of the shipped model, reading its predictions).
+#   pretrained: pretrained.txt (needs benches/gpu/pretrained/*/tokenizer.json, see benches/gpu/README.md).
 set -uo pipefail
 MODE=${1:?check or train}
 DIR=${2:?folder with the binaries}
@@ -97,8 +101,30 @@ classifier)
     ls -la "$OUT/classifier"
   } 2>&1 | tee "$OUT/classifier.txt"
   ;;
+pretrained)
+  {
+    nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv
+    for arch in llada-8b dream-7b; do
+      echo "== $arch: candle, bf16, random weights =="
+      run_bin "$DIR/pretrained_timing" "benches/gpu/pretrained/$arch" --random-weights --device cuda:0 \
+        --dtype bf16 --forward 128,256,512 --reps 5 --length 256 --steps 64
+      echo "== $arch: PyTorch eager, bf16 =="
+      PYTHONUNBUFFERED=1 python3 benches/pytorch_pretrained_reference.py time --preset "$arch" \
+        --device cuda --dtype bf16 --seqs 128,256,512 --reps 5
+    done
+    echo "== the masked engine's text: cuda:0 against the CPU, same seeds =="
+    for dev in cpu cuda:0; do
+      run_bin "$DIR/diffusion-lm" generate --model models/e2e-masked --device "$dev" --samples 16 --seed 3 \
+        --schema examples/schemas/restaurant.json > "/tmp/masked-$dev.txt"
+      run_bin "$DIR/diffusion-lm" generate --model models/e2e-masked --device "$dev" --samples 16 --seed 3 \
+        >> "/tmp/masked-$dev.txt"
+    done
+    if cmp -s /tmp/masked-cpu.txt /tmp/masked-cuda:0.txt; then echo "identical (32 samples)"; else
+      echo "DIFFERENT:"; diff /tmp/masked-cpu.txt /tmp/masked-cuda:0.txt | head -20; fi
+  } 2>&1 | tee "$OUT/pretrained.txt"
+  ;;
 *)
-  echo "unknown mode $MODE (check, train or classifier)"
+  echo "unknown mode $MODE (check, train, classifier or pretrained)"
   exit 2
   ;;
 esac

@@ -4,7 +4,15 @@
 //!
 //! ```text
 //! cargo run --release --example pretrained_timing -- SNAPSHOT [--length 256] [--steps 64]
-//!     [--forward 128,256,512] [--dtype f32] [--reps 3] [--no-constraints] [--no-draws] [--only NAME]
+//!     [--forward 128,256,512] [--dtype f32] [--device cpu|cuda:0] [--reps 3] [--random-weights]
+//!     [--no-constraints] [--no-draws] [--only NAME]
+//! ```
+//!
+//! `--random-weights` reads only `config.json` and the tokenizer and draws the weights: a
+//! full-size LLaDA-8B or Dream-7B can be timed from a directory holding those two files. On a
+//! GPU, the forward timings synchronise by reading the result back.
+//!
+//! ```text
 //! ```
 //!
 //! With random weights the draws see near-uniform scores, the hardest case for a lattice (every
@@ -13,7 +21,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Tensor};
 use diffusion_lm::masked::MaskedModel;
 use diffusion_lm::pretrained::PretrainedLm;
 use diffusion_lm::steer::lattice::Lattice;
@@ -36,8 +44,13 @@ fn main() -> Result<()> {
     let steps: usize = opt("--steps").map_or(Ok(64), |s| s.parse())?;
     let reps: usize = opt("--reps").map_or(Ok(3), |s| s.parse())?;
     let dtype = diffusion_lm::nn::device::parse_dtype(opt("--dtype").map_or("f32", |s| s.as_str()))?;
+    let device = diffusion_lm::nn::device::parse_device(opt("--device").map_or("cpu", |s| s.as_str()))?;
     let t = Instant::now();
-    let lm = PretrainedLm::load(dir, &Device::Cpu, dtype)?;
+    let lm = if args.iter().any(|a| a == "--random-weights") {
+        PretrainedLm::with_random_weights(dir, &device, dtype)?
+    } else {
+        PretrainedLm::load(dir, &device, dtype)?
+    };
     println!(
         "load: {:.0} ms ({:?}, vocabulary {})",
         ms(t),
@@ -48,7 +61,7 @@ fn main() -> Result<()> {
     if let Some(lengths) = opt("--forward") {
         for l in lengths.split(',') {
             let l: usize = l.parse()?;
-            let ids = Tensor::from_vec(vec![lm.mask_id(); l], (1, l), &Device::Cpu)?;
+            let ids = Tensor::from_vec(vec![lm.mask_id(); l], (1, l), &device)?;
             lm.logits(&ids)?; // warm-up
             let mut best = f64::INFINITY;
             for _ in 0..reps {
@@ -92,7 +105,7 @@ fn main() -> Result<()> {
     let prompt = lm.prompt("Give me a JSON object.", None)?;
     let log_probs = |row: &[u32]| -> Result<Vec<f32>> {
         let ids: Vec<u32> = prompt.iter().chain(row).copied().collect();
-        let ids = Tensor::from_vec(ids, (1, prompt.len() + len), &Device::Cpu)?;
+        let ids = Tensor::from_vec(ids, (1, prompt.len() + len), &device)?;
         let logits = lm.logits(&ids)?.narrow(1, prompt.len(), len)?.to_dtype(DType::F32)?;
         Ok(candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?
             .flatten_all()?

@@ -306,6 +306,22 @@ fn sampling_never_commits_the_mask_an_end_of_turn_or_an_unknown_row() {
 }
 
 #[test]
+fn an_architecture_without_its_weights_runs_with_random_ones() {
+    let dir = copy_fixture("dream-tiny");
+    for f in [
+        "model-00001-of-00002.safetensors",
+        "model-00002-of-00002.safetensors",
+        "model.safetensors.index.json",
+    ] {
+        std::fs::remove_file(dir.path().join(f)).unwrap();
+    }
+    assert!(load_err(dir.path()).contains("no weights"));
+    let lm = PretrainedLm::with_random_weights(dir.path(), &Device::Cpu, DType::BF16).unwrap();
+    let ids = Tensor::new(&[[5u32, 9, lm.mask_id()]], &Device::Cpu).unwrap();
+    assert_eq!(lm.logits(&ids).unwrap().dims(), &[1, 3, lm.vocab_size()]);
+}
+
+#[test]
 fn a_tokenizer_that_is_not_byte_level_is_refused_for_constraints_only() {
     let dir = copy_fixture("llada-tiny");
     let path = dir.path().join("tokenizer.json");

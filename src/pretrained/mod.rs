@@ -103,7 +103,18 @@ pub struct PretrainedLm {
 impl PretrainedLm {
     /// Loads the snapshot in `dir` onto `device`, computing in `dtype` (f32, bf16 or f16).
     pub fn load(dir: impl AsRef<Path>, device: &Device, dtype: DType) -> Result<Self> {
-        let dir = dir.as_ref().to_path_buf();
+        Self::load_inner(dir.as_ref(), device, dtype, false)
+    }
+
+    /// The architecture of the snapshot in `dir` (its `config.json` and tokenizer) with random
+    /// weights instead of its own, which need not be there: for timing a full-size model
+    /// without its weights.
+    pub fn with_random_weights(dir: impl AsRef<Path>, device: &Device, dtype: DType) -> Result<Self> {
+        Self::load_inner(dir.as_ref(), device, dtype, true)
+    }
+
+    fn load_inner(dir: &Path, device: &Device, dtype: DType, random: bool) -> Result<Self> {
+        let dir = dir.to_path_buf();
         if !matches!(dtype, DType::F32 | DType::BF16 | DType::F16) {
             return Err(Error::Config(format!("dtype {dtype:?}: expected f32, bf16 or f16")));
         }
@@ -121,7 +132,7 @@ impl PretrainedLm {
         })?;
         let parse = |e: serde_json::Error| Error::checkpoint(&dir, format!("config.json: {e}"));
         let invalid = |e: Error| Error::checkpoint(&dir, format!("config.json: {}", e.bare_message()));
-        let snapshot = Snapshot::open(&dir)?;
+        let snapshot = if random { None } else { Some(Snapshot::open(&dir)?) };
         let (specs, vocab, mask_id, eos_id, max_len) = match arch {
             Architecture::Llada => {
                 let c: LladaConfig = serde_json::from_value(raw.clone()).map_err(parse)?;
@@ -139,7 +150,9 @@ impl PretrainedLm {
                 (c.tensors(), c.vocab_size, c.mask_token_id, c.eos_token_id, max)
             }
         };
-        snapshot.check(&specs)?;
+        if let Some(snapshot) = &snapshot {
+            snapshot.check(&specs)?;
+        }
         let tokenizer = tokenizer::load(&dir, eos_id)?;
         // An Instruct model ends its turn with an end-of-turn token before the end-of-text
         // tail: the answer stops there too.
@@ -163,7 +176,10 @@ impl PretrainedLm {
             ));
         }
         let chat = ChatTemplate::from_dir(&dir)?;
-        let vb = snapshot.var_builder(dtype, device);
+        let vb = match snapshot {
+            Some(snapshot) => snapshot.var_builder(dtype, device),
+            None => candle_nn::VarBuilder::from_backend(Box::new(snapshot::RandomWeights), dtype, device.clone()),
+        };
         let net = match arch {
             Architecture::Llada => Net::Llada(Llada::new(vb, &serde_json::from_value(raw).map_err(parse)?)?),
             Architecture::Dream => Net::Dream(Dream::new(vb, &serde_json::from_value(raw).map_err(parse)?)?),

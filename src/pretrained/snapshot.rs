@@ -214,3 +214,29 @@ impl SimpleBackend for Snapshot {
         self.contains(name)
     }
 }
+
+/// Random weights in place of a snapshot's, for timing a full-size architecture without its
+/// weights: every tensor is drawn from N(0, 0.02²) (norm weights too, which is harmless for
+/// timing), directly on the device in the compute dtype.
+pub struct RandomWeights;
+
+impl SimpleBackend for RandomWeights {
+    fn get(
+        &self,
+        s: Shape,
+        _name: &str,
+        _: candle_nn::Init,
+        dtype: DType,
+        dev: &Device,
+    ) -> candle_core::Result<Tensor> {
+        Tensor::randn(0f32, 0.02, s, dev)?.to_dtype(dtype)
+    }
+
+    fn get_unchecked(&self, name: &str, _: DType, _: &Device) -> candle_core::Result<Tensor> {
+        candle_core::bail!("random weights: tensor {name} has no known shape")
+    }
+
+    fn contains_tensor(&self, _: &str) -> bool {
+        true
+    }
+}
