@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Independent PyTorch (float32, CPU) reference of two pretrained masked-diffusion LLMs, plus
-tiny random-weight checkpoints in their exact Hugging Face layouts, for the Rust loader tests.
+tiny random-weight checkpoints in their exact Hugging Face layouts, for the Rust loader tests,
+and a random-weight forward timer (CPU or CUDA, f32 / bf16 / f16).
 
 Architectures (written from the public modeling code, not imported from it):
 
@@ -37,6 +38,30 @@ Modes:
     python3 benches/pytorch_pretrained_reference.py check tests/fixtures/pretrained/llada-tiny
     python3 benches/pytorch_pretrained_reference.py time --arch dream --hidden 896 --layers 24 \
         --heads 14 --kv-heads 2 --ffn 4864 --vocab 151936 --seq 256 --batch 1 --threads 8 --reps 5
+    python3 benches/pytorch_pretrained_reference.py time --preset llada-8b --device cuda --dtype bf16 \
+        --seqs 128,256,512 [--layers N ...] [--warmup 2] [--reps 5]
+
+`time`: a random-weight LLaDA or Dream built from sizes, the forward pass (`inference_mode`) timed
+at each length of `--seqs` (comma list; `--seq N` = one length) in one process and one model build:
+`--warmup` untimed calls, then `--reps` timed ones, per length. Sizes: `--arch --hidden --layers
+--heads --kv-heads --ffn --vocab` (`--rope-theta` / `--eps` default to the real model's), or
+`--preset llada-8b` (d_model 4096, 32 layers, 32 heads / 32 kv heads, mlp 12288, vocab 126464,
+rope_theta 5e5, eps 1e-5) / `--preset dream-7b` (hidden 3584, 28 layers, 28 heads / 4 kv heads,
+intermediate 18944, vocab 152064, rope_theta 1e6, eps 1e-6); a size flag given with a preset
+overrides it (e.g. `--layers 1`). `--device cpu|cuda` (default cpu), `--dtype f32|bf16|f16`
+(default f32): the module is built on `meta`, cast there and `to_empty`'d onto the device, so every
+parameter is allocated once, on the device, in that dtype (no float32 or host copy: LLaDA-8B in
+bf16 is 16 GB), then filled in place: RMSNorm weights 1, every other parameter N(0, 0.02).
+Activations follow the weights' dtype as the HF code does under `torch_dtype`: RMSNorm in float32
+and cast back, LLaDA's RoPE in float32 and cast back, Dream's cos/sin cast to the activation dtype
+(all no-ops in float32). On CUDA each timed call sits between two `torch.cuda.synchronize()`; the
+peak memory is `torch.cuda.max_memory_allocated` / `max_memory_reserved`, reset before each
+length (weights included; `weights_mib` is their share). Output: one JSON line per length (flushed
+at once) with device, dtype, seq, the sizes, `params`, `weights_mib`, `build_s` (includes torch's
+one-time start-up, ~2 s), `min_ms`, `median_ms`, `times_ms`, on CUDA `gpu`, `cuda`,
+`float32_matmul_precision`, `peak_mem_mib`, `peak_reserved_mib`, and `host_peak_rss_mib` (the
+process high-water mark so far, `import torch` alone ~0.5 GB). A length that runs out of GPU memory
+gives a line with `error` and the run goes on with the next one.
 
 `check` also works on a real snapshot directory (config.json + one or several safetensors through
 `model.safetensors.index.json`), e.g. `check ~/hf/LLaDA-8B-Instruct`: it then only needs a
@@ -129,8 +154,10 @@ class RMSNorm(nn.Module):
 
 def rope_cos_sin(positions, head_dim, theta):
     """cos, sin [..., L, head_dim] of rotate-half RoPE: inv_freq_j = theta^(-2j/d), j < d/2,
-    angle = pos * inv_freq, duplicated (cat(freqs, freqs)) over both halves."""
-    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32) / head_dim))
+    angle = pos * inv_freq, duplicated (cat(freqs, freqs)) over both halves. Always float32, on
+    the device of `positions`."""
+    inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float32,
+                                             device=positions.device) / head_dim))
     freqs = positions.to(torch.float32)[..., None] * inv_freq
     emb = torch.cat((freqs, freqs), dim=-1)
     return emb.cos(), emb.sin()
@@ -196,7 +223,8 @@ class LLaDABlock(nn.Module):
         q = self.q_proj(n).view(b, l, self.h, self.hd).transpose(1, 2)
         k = self.k_proj(n).view(b, l, self.kvh, self.hd).transpose(1, 2)
         v = self.v_proj(n).view(b, l, self.kvh, self.hd).transpose(1, 2)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        # LLaDA's RotaryEmbedding rotates q, k in float32 and casts back (a no-op in float32).
+        q, k = apply_rope(q.float(), cos, sin).to(v.dtype), apply_rope(k.float(), cos, sin).to(v.dtype)
         a = attention(q, k, v, self.h, self.kvh)  # LLaDA passes no mask at all
         x = x + self.attn_out(a.transpose(1, 2).reshape(b, l, d))
         m = self.ff_norm(x)
@@ -234,7 +262,7 @@ class LLaDA(nn.Module):
     def forward(self, input_ids):
         c, t = self.cfg, self.model.transformer
         x = t.wte(input_ids)
-        pos = torch.arange(input_ids.shape[1])
+        pos = torch.arange(input_ids.shape[1], device=input_ids.device)
         cos, sin = rope_cos_sin(pos, c["d_model"] // c["n_heads"], float(c["rope_theta"]))
         for blk in t.blocks:
             x = blk(x, cos, sin)
@@ -329,10 +357,11 @@ class Dream(nn.Module):
             pos = pos.masked_fill(am == 0, 1)
             mask = (am[:, None, :, None] != 0) & (am[:, None, None, :] != 0)
         else:
-            pos = torch.arange(l)[None, :]
+            pos = torch.arange(l, device=input_ids.device)[None, :]
         hd = c["hidden_size"] // c["num_attention_heads"]
         cos, sin = rope_cos_sin(pos, hd, float(c["rope_theta"]))
-        cos, sin = cos[:, None], sin[:, None]  # [B or 1, 1, L, hd]
+        # Qwen2 / Dream cast cos, sin to the activation dtype (a no-op in float32).
+        cos, sin = cos[:, None].to(x.dtype), sin[:, None].to(x.dtype)  # [B or 1, 1, L, hd]
         for layer in self.model.layers:
             x = layer(x, cos, sin, mask)
         return self.lm_head(self.model.norm(x))
@@ -1129,34 +1158,143 @@ def cmd_check(snapshot, with_numpy=True):
     return worst
 
 
-def cmd_time(a):
-    torch.set_num_threads(a.threads)
-    torch.manual_seed(0)
-    if a.arch == "llada":
-        cfg = {"model_type": "llada", "d_model": a.hidden, "n_layers": a.layers, "n_heads": a.heads,
-               "n_kv_heads": a.kv_heads, "mlp_hidden_size": a.ffn, "vocab_size": a.vocab,
-               "embedding_size": a.vocab, "rms_norm_eps": 1e-5, "rope_theta": 500000.0, "weight_tying": False}
-    else:
-        cfg = {"model_type": "Dream", "hidden_size": a.hidden, "num_hidden_layers": a.layers,
-               "num_attention_heads": a.heads, "num_key_value_heads": a.kv_heads, "intermediate_size": a.ffn,
-               "vocab_size": a.vocab, "rms_norm_eps": 1e-6, "rope_theta": 1000000.0, "tie_word_embeddings": False}
-    model = build(cfg).eval()
+# Real sizes of the two 7-8B models (config.json of GSAI-ML/LLaDA-8B-* and Dream-org/Dream-v0-*-7B).
+TIME_PRESETS = {
+    "llada-8b": dict(arch="llada", hidden=4096, layers=32, heads=32, kv_heads=32, ffn=12288, vocab=126464,
+                     rope_theta=500000.0, eps=1e-5),
+    "dream-7b": dict(arch="dream", hidden=3584, layers=28, heads=28, kv_heads=4, ffn=18944, vocab=152064,
+                     rope_theta=1000000.0, eps=1e-6),
+}
+TIME_DEFAULTS = {"llada": dict(rope_theta=500000.0, eps=1e-5), "dream": dict(rope_theta=1000000.0, eps=1e-6)}
+TIME_DTYPES = {"f32": torch.float32, "bf16": torch.bfloat16, "f16": torch.float16}
+
+
+def time_sizes(a):
+    """--preset fills every size; an explicit flag overrides it; without a preset the sizes are
+    required (rope_theta / eps default to the real model's)."""
+    keys = ("arch", "hidden", "layers", "heads", "kv_heads", "ffn", "vocab", "rope_theta", "eps")
+    z = dict(TIME_PRESETS[a.preset]) if a.preset else {}
+    if a.preset and a.arch is not None and a.arch != z["arch"]:
+        raise SystemExit(f"--arch {a.arch} contradicts --preset {a.preset} ({z['arch']})")
+    for k in keys:
+        if getattr(a, k) is not None:
+            z[k] = getattr(a, k)
+    if "arch" in z:
+        for k, v in TIME_DEFAULTS[z["arch"]].items():
+            z.setdefault(k, v)
+    missing = ["--" + k.replace("_", "-") for k in keys if k not in z]
+    if missing:
+        raise SystemExit(f"time: missing {' '.join(missing)} (or pass --preset llada-8b|dream-7b)")
+    if z["hidden"] % z["heads"] or z["heads"] % z["kv_heads"] or (z["hidden"] // z["heads"]) % 2:
+        raise SystemExit(f"--hidden {z['hidden']} / --heads {z['heads']} / --kv-heads {z['kv_heads']}: need hidden "
+                         "divisible by heads, heads by kv-heads, and an even head dim (RoPE)")
+    if (a.seq is None) == (a.seqs is None):
+        raise SystemExit("time: pass exactly one of --seq N / --seqs N,N,...")
+    try:
+        seqs = [a.seq] if a.seq is not None else [int(x) for x in a.seqs.split(",") if x.strip()]
+    except ValueError:
+        raise SystemExit(f"--seqs {a.seqs!r}: want comma-separated integers, e.g. 128,256,512")
+    if not seqs or min(seqs) < 1:
+        raise SystemExit(f"time: bad sequence lengths {seqs}")
+    return z, seqs
+
+
+def build_random_on(cfg, device, dtype, std=0.02):
+    """The module built on `meta` (no memory), cast to `dtype` there, then `to_empty` on `device`:
+    each parameter is allocated once, directly on the device in its final dtype (no float32 copy,
+    nothing on the host for CUDA). In-place init: RMSNorm weights 1, every other parameter
+    (embeddings, projections, Dream's q/k/v biases, head) N(0, std), drawn on the device."""
+    with torch.device("meta"):
+        model = build(cfg)
+    model = model.to(dtype).to_empty(device=device).eval()
     with torch.no_grad():
-        for p in model.parameters():
-            p.normal_(0.0, 0.02)
-    ids = torch.randint(0, a.vocab, (a.batch, a.seq))
-    times = []
-    with torch.inference_mode():
-        for _ in range(a.warmup):
-            model(ids)
-        for _ in range(a.reps):
-            t0 = time.perf_counter()
-            model(ids)
-            times.append((time.perf_counter() - t0) * 1e3)
-    print(json.dumps({"impl": "pytorch", "arch": a.arch, "hidden": a.hidden, "layers": a.layers, "heads": a.heads,
-                      "kv_heads": a.kv_heads, "ffn": a.ffn, "vocab": a.vocab, "seq": a.seq, "batch": a.batch,
-                      "threads": a.threads, "reps": a.reps, "min_ms": round(min(times), 3),
-                      "median_ms": round(statistics.median(times), 3), "torch": torch.__version__}))
+        for m in model.modules():
+            for name, p in m.named_parameters(recurse=False):
+                if isinstance(m, RMSNorm):
+                    p.fill_(1.0)
+                else:
+                    p.normal_(0.0, std)
+    return model
+
+
+def host_peak_rss_mib():
+    import resource
+
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)  # Linux: KiB
+
+
+def cmd_time(a):
+    z, seqs = time_sizes(a)
+    dtype = TIME_DTYPES[a.dtype]
+    if a.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch.cuda.is_available() is False "
+                         f"(torch {torch.__version__}, built for CUDA {torch.version.cuda})")
+    dev = torch.device(a.device)
+    cuda = dev.type == "cuda"
+    torch.set_num_threads(a.threads)
+    torch.manual_seed(0)  # seeds the CUDA generators as well
+    if z["arch"] == "llada":
+        cfg = {"model_type": "llada", "d_model": z["hidden"], "n_layers": z["layers"], "n_heads": z["heads"],
+               "n_kv_heads": z["kv_heads"], "mlp_hidden_size": z["ffn"], "vocab_size": z["vocab"],
+               "embedding_size": z["vocab"], "rms_norm_eps": z["eps"], "rope_theta": z["rope_theta"],
+               "weight_tying": False}
+    else:
+        cfg = {"model_type": "Dream", "hidden_size": z["hidden"], "num_hidden_layers": z["layers"],
+               "num_attention_heads": z["heads"], "num_key_value_heads": z["kv_heads"],
+               "intermediate_size": z["ffn"], "vocab_size": z["vocab"], "rms_norm_eps": z["eps"],
+               "rope_theta": z["rope_theta"], "tie_word_embeddings": False}
+    t0 = time.perf_counter()
+    model = build_random_on(cfg, dev, dtype)
+    if cuda:
+        torch.cuda.synchronize(dev)
+    build_s = time.perf_counter() - t0
+    n_params = sum(p.numel() for p in model.parameters())
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    base = {"impl": "pytorch", "arch": z["arch"], "preset": a.preset, "device": a.device, "dtype": a.dtype,
+            "hidden": z["hidden"], "layers": z["layers"], "heads": z["heads"], "kv_heads": z["kv_heads"],
+            "ffn": z["ffn"], "vocab": z["vocab"], "rope_theta": z["rope_theta"], "eps": z["eps"],
+            "params": n_params, "weights_mib": round(weight_bytes / 2**20, 1), "build_s": round(build_s, 2),
+            "batch": a.batch, "threads": a.threads, "warmup": a.warmup, "reps": a.reps,
+            "torch": torch.__version__}
+    if cuda:
+        base.update(gpu=torch.cuda.get_device_name(dev), cuda=torch.version.cuda,
+                    float32_matmul_precision=torch.get_float32_matmul_precision())
+
+    def sync():
+        if cuda:
+            torch.cuda.synchronize(dev)
+
+    for seq in seqs:
+        out = dict(base, seq=seq)
+        ids = torch.randint(0, z["vocab"], (a.batch, seq), device=dev)
+        if cuda:
+            torch.cuda.empty_cache()
+            torch.cuda.reset_peak_memory_stats(dev)
+        times = []
+        try:
+            with torch.inference_mode():
+                for _ in range(a.warmup):
+                    model(ids)
+                sync()
+                for _ in range(a.reps):
+                    sync()
+                    t1 = time.perf_counter()
+                    model(ids)
+                    sync()
+                    times.append((time.perf_counter() - t1) * 1e3)
+        except torch.OutOfMemoryError as e:  # report it and go on with the next length
+            out["error"] = f"out of memory: {str(e).splitlines()[0]}"
+            times = []
+        if times:
+            out.update(min_ms=round(min(times), 3), median_ms=round(statistics.median(times), 3),
+                       times_ms=[round(t, 3) for t in times])
+        if cuda:
+            out.update(peak_mem_mib=round(torch.cuda.max_memory_allocated(dev) / 2**20, 1),
+                       peak_reserved_mib=round(torch.cuda.max_memory_reserved(dev) / 2**20, 1))
+        # host process high-water mark so far (monotonic over the lengths; includes the weights on CPU)
+        out["host_peak_rss_mib"] = host_peak_rss_mib()
+        print(json.dumps(out), flush=True)
+        del ids
 
 
 def main():
@@ -1181,10 +1319,18 @@ def main():
     ck.add_argument("snapshot", nargs="+")
     ck.add_argument("--tol", type=float, default=1e-5, help="max relative error before exiting 1")
     ck.add_argument("--no-numpy", action="store_true", help="skip the float64 numpy cross-check (slow on 7B)")
-    tm = sub.add_parser("time")
-    tm.add_argument("--arch", choices=["llada", "dream"], required=True)
-    for name in ("hidden", "layers", "heads", "kv-heads", "ffn", "vocab", "seq"):
-        tm.add_argument(f"--{name}", type=int, required=True)
+    tm = sub.add_parser("time", help="forward-pass time of a random-weight model (CPU or CUDA)")
+    tm.add_argument("--preset", choices=sorted(TIME_PRESETS), default=None,
+                    help="the real sizes (LLaDA-8B / Dream-7B); explicit size flags override them")
+    tm.add_argument("--arch", choices=["llada", "dream"], default=None, help="required without --preset")
+    for name in ("hidden", "layers", "heads", "kv-heads", "ffn", "vocab"):
+        tm.add_argument(f"--{name}", type=int, default=None, help="required without --preset")
+    tm.add_argument("--rope-theta", type=float, default=None, help="default: the real model's")
+    tm.add_argument("--eps", type=float, default=None, help="RMSNorm eps; default: the real model's")
+    tm.add_argument("--seq", type=int, default=None, help="one sequence length")
+    tm.add_argument("--seqs", default=None, help="comma-separated lengths, one model build: 128,256,512")
+    tm.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
+    tm.add_argument("--dtype", choices=sorted(TIME_DTYPES), default="f32")
     tm.add_argument("--batch", type=int, default=1)
     tm.add_argument("--threads", type=int, default=1)
     tm.add_argument("--reps", type=int, default=5)
