@@ -133,21 +133,30 @@ impl PretrainedLm {
         let parse = |e: serde_json::Error| Error::checkpoint(&dir, format!("config.json: {e}"));
         let invalid = |e: Error| Error::checkpoint(&dir, format!("config.json: {}", e.bare_message()));
         let snapshot = if random { None } else { Some(Snapshot::open(&dir)?) };
-        let (specs, vocab, mask_id, eos_id, max_len) = match arch {
+        enum Parsed {
+            Llada(LladaConfig),
+            Dream(DreamConfig),
+        }
+        let max_field = |name: &str, default: u64| raw.get(name).and_then(|v| v.as_u64()).unwrap_or(default);
+        let (parsed, specs, vocab, mask_id, eos_id, max_len) = match arch {
             Architecture::Llada => {
                 let c: LladaConfig = serde_json::from_value(raw.clone()).map_err(parse)?;
                 c.validate().map_err(invalid)?;
-                let max = raw.get("max_sequence_length").and_then(|v| v.as_u64()).unwrap_or(4096);
-                (c.tensors(), c.embedding_rows(), c.mask_token_id, c.eos_token_id, max)
+                let (specs, v, m, e) = (c.tensors(), c.embedding_rows(), c.mask_token_id, c.eos_token_id);
+                (Parsed::Llada(c), specs, v, m, e, max_field("max_sequence_length", 4096))
             }
             Architecture::Dream => {
                 let c: DreamConfig = serde_json::from_value(raw.clone()).map_err(parse)?;
                 c.validate().map_err(invalid)?;
-                let max = raw
-                    .get("max_position_embeddings")
-                    .and_then(|v| v.as_u64())
-                    .unwrap_or(32768);
-                (c.tensors(), c.vocab_size, c.mask_token_id, c.eos_token_id, max)
+                let (specs, v, m, e) = (c.tensors(), c.vocab_size, c.mask_token_id, c.eos_token_id);
+                (
+                    Parsed::Dream(c),
+                    specs,
+                    v,
+                    m,
+                    e,
+                    max_field("max_position_embeddings", 32768),
+                )
             }
         };
         if let Some(snapshot) = &snapshot {
@@ -180,9 +189,9 @@ impl PretrainedLm {
             Some(snapshot) => snapshot.var_builder(dtype, device),
             None => candle_nn::VarBuilder::from_backend(Box::new(snapshot::RandomWeights), dtype, device.clone()),
         };
-        let net = match arch {
-            Architecture::Llada => Net::Llada(Llada::new(vb, &serde_json::from_value(raw).map_err(parse)?)?),
-            Architecture::Dream => Net::Dream(Dream::new(vb, &serde_json::from_value(raw).map_err(parse)?)?),
+        let net = match &parsed {
+            Parsed::Llada(c) => Net::Llada(Llada::new(vb, c)?),
+            Parsed::Dream(c) => Net::Dream(Dream::new(vb, c)?),
         };
         Ok(PretrainedLm {
             dir,
