@@ -23,7 +23,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::Deserialize;
 
-use super::layers::{self, AttentionSizes, RmsNorm, Rope};
+use super::layers::{self, AttentionSizes, LlamaBlock, RmsNorm, Rope};
 use super::snapshot::TensorSpec;
 use crate::{Error, Result};
 
@@ -149,23 +149,11 @@ impl DreamConfig {
     }
 }
 
-struct Layer {
-    input_layernorm: RmsNorm,
-    post_attention_layernorm: RmsNorm,
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    o_proj: Linear,
-    gate_proj: Linear,
-    up_proj: Linear,
-    down_proj: Linear,
-}
-
 /// The Dream transformer.
 pub struct Dream {
     cfg: DreamConfig,
     embed_tokens: Embedding,
-    layers: Vec<Layer>,
+    layers: Vec<LlamaBlock>,
     norm: RmsNorm,
     lm_head: Linear,
     rope: Rope,
@@ -190,16 +178,16 @@ impl Dream {
                 let l = m.pp("layers").pp(i);
                 let a = l.pp("self_attn");
                 let p = l.pp("mlp");
-                Ok(Layer {
-                    input_layernorm: RmsNorm::new(d, eps, l.pp("input_layernorm"))?,
-                    post_attention_layernorm: RmsNorm::new(d, eps, l.pp("post_attention_layernorm"))?,
-                    q_proj: layers::linear(d, d, true, a.pp("q_proj"))?,
-                    k_proj: layers::linear(d, kv, true, a.pp("k_proj"))?,
-                    v_proj: layers::linear(d, kv, true, a.pp("v_proj"))?,
-                    o_proj: layers::linear(d, d, false, a.pp("o_proj"))?,
-                    gate_proj: layers::linear(d, f, false, p.pp("gate_proj"))?,
-                    up_proj: layers::linear(d, f, false, p.pp("up_proj"))?,
-                    down_proj: layers::linear(f, d, false, p.pp("down_proj"))?,
+                Ok(LlamaBlock {
+                    attn_norm: RmsNorm::new(d, eps, l.pp("input_layernorm"))?,
+                    mlp_norm: RmsNorm::new(d, eps, l.pp("post_attention_layernorm"))?,
+                    q: layers::linear(d, d, true, a.pp("q_proj"))?,
+                    k: layers::linear(d, kv, true, a.pp("k_proj"))?,
+                    v: layers::linear(d, kv, true, a.pp("v_proj"))?,
+                    o: layers::linear(d, d, false, a.pp("o_proj"))?,
+                    gate: layers::linear(d, f, false, p.pp("gate_proj"))?,
+                    up: layers::linear(d, f, false, p.pp("up_proj"))?,
+                    down: layers::linear(f, d, false, p.pp("down_proj"))?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -228,18 +216,7 @@ impl Dream {
         let s = self.cfg.sizes();
         let mut x = self.embed_tokens.forward(ids)?;
         for l in &self.layers {
-            let n = l.input_layernorm.forward(&x)?;
-            let q = self
-                .rope
-                .apply(&layers::split_heads(&l.q_proj.forward(&n)?, s.heads, s.head_dim)?)?;
-            let k = self
-                .rope
-                .apply(&layers::split_heads(&l.k_proj.forward(&n)?, s.kv_heads, s.head_dim)?)?;
-            let v = layers::split_heads(&l.v_proj.forward(&n)?, s.kv_heads, s.head_dim)?;
-            let att = layers::merge_heads(&layers::attention(&q, &k, &v, s)?)?;
-            x = (x + l.o_proj.forward(&att)?)?;
-            let m = l.post_attention_layernorm.forward(&x)?;
-            x = (&x + layers::swiglu(&m, &l.gate_proj, &l.up_proj, &l.down_proj)?)?;
+            x = l.forward(&x, &self.rope, s)?;
         }
         let x = x.narrow(1, lo, hi - lo)?;
         Ok(self.lm_head.forward(&self.norm.forward(&x)?)?)

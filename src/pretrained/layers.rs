@@ -140,3 +140,32 @@ pub(crate) fn swiglu(x: &Tensor, gate: &Linear, up: &Linear, down: &Linear) -> R
     let g = candle_nn::ops::silu(&gate.forward(x)?)?;
     Ok(down.forward(&(g * up.forward(x)?)?)?)
 }
+
+/// A pre-norm block of the LLaMA family, as LLaDA's `LLaDALlamaBlock` and Qwen2's decoder layer
+/// compute it: `x + o(attention(rope(q(n)), rope(k(n)), v(n)))` with `n = attn_norm(x)`, then
+/// `h + down(silu(gate(m)) · up(m))` with `m = mlp_norm(h)`. Each model reads its own tensor
+/// names into it.
+pub(crate) struct LlamaBlock {
+    pub attn_norm: RmsNorm,
+    pub mlp_norm: RmsNorm,
+    pub q: Linear,
+    pub k: Linear,
+    pub v: Linear,
+    pub o: Linear,
+    pub gate: Linear,
+    pub up: Linear,
+    pub down: Linear,
+}
+
+impl LlamaBlock {
+    pub(crate) fn forward(&self, x: &Tensor, rope: &Rope, s: AttentionSizes) -> Result<Tensor> {
+        let n = self.attn_norm.forward(x)?;
+        let q = rope.apply(&split_heads(&self.q.forward(&n)?, s.heads, s.head_dim)?)?;
+        let k = rope.apply(&split_heads(&self.k.forward(&n)?, s.kv_heads, s.head_dim)?)?;
+        let v = split_heads(&self.v.forward(&n)?, s.kv_heads, s.head_dim)?;
+        let att = merge_heads(&attention(&q, &k, &v, s)?)?;
+        let h = (x + self.o.forward(&att)?)?;
+        let m = self.mlp_norm.forward(&h)?;
+        Ok((&h + swiglu(&m, &self.gate, &self.up, &self.down)?)?)
+    }
+}

@@ -17,7 +17,7 @@ use candle_core::{Module, Tensor};
 use candle_nn::{Embedding, Linear, VarBuilder};
 use serde::Deserialize;
 
-use super::layers::{self, AttentionSizes, RmsNorm, Rope};
+use super::layers::{self, AttentionSizes, LlamaBlock, RmsNorm, Rope};
 use super::snapshot::TensorSpec;
 use crate::{Error, Result};
 
@@ -225,23 +225,11 @@ impl LladaConfig {
     }
 }
 
-struct Block {
-    attn_norm: RmsNorm,
-    ff_norm: RmsNorm,
-    q_proj: Linear,
-    k_proj: Linear,
-    v_proj: Linear,
-    attn_out: Linear,
-    ff_proj: Linear,
-    up_proj: Linear,
-    ff_out: Linear,
-}
-
 /// The LLaDA transformer.
 pub struct Llada {
     cfg: LladaConfig,
     wte: Embedding,
-    blocks: Vec<Block>,
+    blocks: Vec<LlamaBlock>,
     ln_f: RmsNorm,
     ff_out: Linear,
     rope: Rope,
@@ -265,16 +253,16 @@ impl Llada {
         let blocks = (0..cfg.n_layers)
             .map(|i| {
                 let b = t.pp("blocks").pp(i);
-                Ok(Block {
+                Ok(LlamaBlock {
                     attn_norm: RmsNorm::new(d, cfg.rms_norm_eps, b.pp("attn_norm"))?,
-                    ff_norm: RmsNorm::new(d, cfg.rms_norm_eps, b.pp("ff_norm"))?,
-                    q_proj: layers::linear(d, d, qkv_bias, b.pp("q_proj"))?,
-                    k_proj: layers::linear(d, kv, qkv_bias, b.pp("k_proj"))?,
-                    v_proj: layers::linear(d, kv, qkv_bias, b.pp("v_proj"))?,
-                    attn_out: layers::linear(d, d, bias, b.pp("attn_out"))?,
-                    ff_proj: layers::linear(d, f, bias, b.pp("ff_proj"))?,
-                    up_proj: layers::linear(d, f, bias, b.pp("up_proj"))?,
-                    ff_out: layers::linear(f, d, bias, b.pp("ff_out"))?,
+                    mlp_norm: RmsNorm::new(d, cfg.rms_norm_eps, b.pp("ff_norm"))?,
+                    q: layers::linear(d, d, qkv_bias, b.pp("q_proj"))?,
+                    k: layers::linear(d, kv, qkv_bias, b.pp("k_proj"))?,
+                    v: layers::linear(d, kv, qkv_bias, b.pp("v_proj"))?,
+                    o: layers::linear(d, d, bias, b.pp("attn_out"))?,
+                    gate: layers::linear(d, f, bias, b.pp("ff_proj"))?,
+                    up: layers::linear(d, f, bias, b.pp("up_proj"))?,
+                    down: layers::linear(f, d, bias, b.pp("ff_out"))?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -304,18 +292,7 @@ impl Llada {
         let s = self.cfg.sizes();
         let mut x = self.wte.forward(ids)?;
         for b in &self.blocks {
-            let n = b.attn_norm.forward(&x)?;
-            let q = self
-                .rope
-                .apply(&layers::split_heads(&b.q_proj.forward(&n)?, s.heads, s.head_dim)?)?;
-            let k = self
-                .rope
-                .apply(&layers::split_heads(&b.k_proj.forward(&n)?, s.kv_heads, s.head_dim)?)?;
-            let v = layers::split_heads(&b.v_proj.forward(&n)?, s.kv_heads, s.head_dim)?;
-            let att = layers::merge_heads(&layers::attention(&q, &k, &v, s)?)?;
-            x = (x + b.attn_out.forward(&att)?)?;
-            let m = b.ff_norm.forward(&x)?;
-            x = (&x + layers::swiglu(&m, &b.ff_proj, &b.up_proj, &b.ff_out)?)?;
+            x = b.forward(&x, &self.rope, s)?;
         }
         let l = x.dim(1)?;
         let x = x.narrow(1, from.min(l), l - from.min(l))?;
