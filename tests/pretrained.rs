@@ -4,6 +4,8 @@
 //! logits against the independent PyTorch reference, the logit shift, the mask id, the chat
 //! template, sharded loading and its errors, and exact constrained generation with a prompt.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
@@ -29,14 +31,7 @@ fn parity(name: &str, dtype: DType) -> f32 {
     let want = &reference["logits"];
     let got = lm.forward(&ids).unwrap().to_dtype(DType::F32).unwrap();
     assert_eq!(got.dims(), want.dims());
-    let err = (got - want)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let err = common::max_abs_diff(&got, want);
     let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap();
     eprintln!(
         "{name} {dtype:?}: max abs error {err:.3e}, relative {:.3e}",
@@ -103,14 +98,7 @@ fn dream_scores_position_i_with_output_i_minus_1_and_llada_does_not_shift() {
     let llada = load("llada-tiny");
     let raw = llada.forward(&ids).unwrap();
     let aligned = llada.logits(&ids).unwrap();
-    let diff = (raw - aligned)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = common::max_abs_diff(&raw, &aligned);
     assert_eq!(diff, 0.0);
     // The scores of the span only (the output layer skips the prompt) are the same rows.
     for lm in [&llada, &dream] {
@@ -194,6 +182,16 @@ fn load_err(dir: &Path) -> String {
     }
 }
 
+/// The load error of a copy of a fixture whose config.json has `from` replaced by `to`.
+fn load_err_with_config(name: &str, from: &str, to: &str) -> String {
+    let dir = copy_fixture(name);
+    let path = dir.path().join("config.json");
+    let text = std::fs::read_to_string(&path).unwrap();
+    assert!(text.contains(from), "{from} not in {name}/config.json");
+    std::fs::write(&path, text.replace(from, to)).unwrap();
+    load_err(dir.path())
+}
+
 #[test]
 fn sharded_loading_and_its_errors_name_the_file_and_tensor() {
     let snapshot = diffusion_lm::pretrained::Snapshot::open(fixture("llada-tiny")).unwrap();
@@ -209,13 +207,7 @@ fn sharded_loading_and_its_errors_name_the_file_and_tensor() {
     );
 
     // A config whose sizes disagree with the weights: the tensor and its file are named.
-    let dir = copy_fixture("dream-tiny");
-    let path = dir.path().join("config.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("\"intermediate_size\": 48", "\"intermediate_size\": 64");
-    std::fs::write(&path, text).unwrap();
-    let e = load_err(dir.path());
+    let e = load_err_with_config("dream-tiny", "\"intermediate_size\": 48", "\"intermediate_size\": 64");
     assert!(
         e.contains("mlp.gate_proj.weight") && e.contains(".safetensors") && e.contains("[64, 32]"),
         "{e}"
@@ -235,13 +227,7 @@ fn sharded_loading_and_its_errors_name_the_file_and_tensor() {
         "{e}"
     );
 
-    let dir = copy_fixture("dream-tiny");
-    let path = dir.path().join("config.json");
-    let text = std::fs::read_to_string(&path)
-        .unwrap()
-        .replace("\"Dream\"", "\"mamba\"");
-    std::fs::write(&path, text).unwrap();
-    let e = load_err(dir.path());
+    let e = load_err_with_config("dream-tiny", "\"Dream\"", "\"mamba\"");
     assert!(e.contains("mamba") && e.contains("config.json"), "{e}");
 }
 
