@@ -438,7 +438,23 @@ impl ControlArgs {
                     max_levels: 2,
                 };
             }
-            stack = stack.constrain(JsonSchema::from_file_with_config(path, config)?);
+            let js = JsonSchema::from_file_with_config(path, config)?;
+            if !js.is_exact() {
+                let places = js.approximations();
+                status!(
+                    "note: the automaton of {} is not exact in {} place(s); the output check catches \
+                     what it lets through, and such samples are redrawn:",
+                    path.display(),
+                    places.len()
+                );
+                for p in places.iter().take(5) {
+                    status!("  {p}");
+                }
+                if places.len() > 5 {
+                    status!("  ... and {} more", places.len() - 5);
+                }
+            }
+            stack = stack.constrain(js);
         }
         Ok(stack)
     }
@@ -744,18 +760,46 @@ fn generate(a: GenerateArgs) -> Result<()> {
     diffusion_lm::nn::device::set_tf32(a.device.tf32);
     let lm = DiffusionLm::load_for(&dir, &cfg)?;
     let stack = a.control.stack(&mut cfg, &dir, lm.device())?;
+    let mut redraws = Redraws::default();
     Generator::with_config(&lm, cfg)
         .stack(stack)
         .progress(true)
         .generate_each(a.samples, |batch| {
             for s in batch {
+                redraws.add(&s);
                 match a.format {
                     Format::Text => out(&s.text)?,
                     Format::Jsonl => out(&serde_json::json!({ "text": s.text }).to_string())?,
                 }
             }
             anyhow::Ok(())
-        })
+        })?;
+    redraws.report();
+    Ok(())
+}
+
+/// Samples drawn again after failing the output check (what an automaton over-approximates).
+#[derive(Default)]
+struct Redraws {
+    samples: usize,
+    total: usize,
+}
+
+impl Redraws {
+    fn add(&mut self, s: &diffusion_lm::Sample) {
+        self.samples += usize::from(s.redraws > 0);
+        self.total += s.redraws;
+    }
+
+    fn report(&self) {
+        if self.total > 0 {
+            status!(
+                "{} sample(s) failed the output check and were redrawn ({} redraws in all)",
+                self.samples,
+                self.total
+            );
+        }
+    }
 }
 
 /// `generate` with a masked-diffusion model (trained here or a pretrained snapshot): the hard
@@ -843,12 +887,15 @@ fn generate_masked(a: GenerateArgs, dir: &Path) -> Result<()> {
     if a.masked.confidence_threshold.is_some() {
         status!("{} forward passes", generator.forward_passes());
     }
+    let mut redraws = Redraws::default();
     for s in samples {
+        redraws.add(&s);
         match a.format {
             Format::Text => out(&s.text)?,
             Format::Jsonl => out(&serde_json::json!({ "text": s.text }).to_string())?,
         }
     }
+    redraws.report();
     Ok(())
 }
 

@@ -9,6 +9,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use diffusion_lm::{DiffusionLm, Error, Generator};
+use diffusion_lm_controllers::json_schema::differential::{differential, DifferentialConfig, Verdict};
 use diffusion_lm_controllers::json_schema::suite::{check_case, SuiteCase};
 use diffusion_lm_controllers::JsonSchemaConfig;
 
@@ -40,6 +41,18 @@ pub struct EvalSchemasArgs {
     /// Write the per-subset table (Markdown) here.
     #[arg(long)]
     pub report: Option<PathBuf>,
+    /// Differential testing against the `jsonschema` validator: per compiled schema, this many
+    /// random documents drawn from the automaton (each must validate) and up to
+    /// `--mutants` mutations of its valid instances (verdicts must match the validator's).
+    #[arg(long, default_value_t = 0)]
+    pub differential: usize,
+    /// Mutants judged per schema under `--differential`.
+    #[arg(long, default_value_t = 300)]
+    pub mutants: usize,
+    /// Write every disagreement the differential test finds here, one JSON object per line
+    /// (schema, verdict, origin, text, validator message, its stated cause if any).
+    #[arg(long)]
+    pub disagreements: Option<PathBuf>,
     /// Print each compile error and disagreement.
     #[arg(long)]
     pub verbose: bool,
@@ -63,6 +76,12 @@ struct Tally {
     gen_errors: usize,
     gen_secs: f64,
     errors: BTreeMap<String, usize>,
+    diff_sampled: usize,
+    diff_mutants: usize,
+    diff_unsound: usize,
+    diff_incomplete: usize,
+    diff_explained: usize,
+    approximated: usize,
 }
 
 fn percentile(v: &mut [f64], p: f64) -> f64 {
@@ -144,6 +163,12 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
         None
     };
     let config = JsonSchemaConfig::default();
+    let mut log = match &a.disagreements {
+        Some(p) => Some(std::io::BufWriter::new(
+            std::fs::File::create(p).with_context(|| format!("cannot create {}", p.display()))?,
+        )),
+        None => None,
+    };
     let mut rows: Vec<(String, Tally)> = Vec::new();
     for (name, mut files) in subsets {
         if a.per_subset > 0 {
@@ -201,6 +226,49 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
                     say(&bar, format!("  accepted invalid: {u}"));
                 }
             }
+            if let (true, Some(js)) = (a.differential > 0 || a.disagreements.is_some(), &r.compiled) {
+                t.approximated += usize::from(!js.is_exact());
+                let valid: Vec<serde_json::Value> =
+                    case.tests.iter().filter(|(v, _)| *v).map(|(_, d)| d.clone()).collect();
+                let cfg = DifferentialConfig {
+                    samples: a.differential,
+                    max_mutants: a.mutants,
+                    seed: a.seed,
+                    ..DifferentialConfig::default()
+                };
+                let d = differential(js, &valid, &cfg);
+                t.diff_sampled += d.sampled;
+                t.diff_mutants += d.mutants;
+                t.diff_unsound += d.unsound().count();
+                t.diff_incomplete += d.incomplete().count();
+                t.diff_explained += d.explained().count();
+                for x in &d.disagreements {
+                    let verdict = match x.verdict {
+                        Verdict::AcceptedInvalid => "accepted invalid",
+                        Verdict::RejectedValid => "rejected valid",
+                    };
+                    if a.verbose && x.explained_by.is_none() {
+                        say(
+                            &bar,
+                            format!(
+                                "{}: {verdict} ({}): {}",
+                                case.name,
+                                x.origin,
+                                x.text.chars().take(300).collect::<String>()
+                            ),
+                        );
+                    }
+                    if let Some(w) = &mut log {
+                        use std::io::Write;
+                        let line = serde_json::json!({
+                            "schema": f.display().to_string(), "verdict": verdict, "origin": x.origin,
+                            "text": x.text, "detail": x.detail,
+                            "explained_by": x.explained_by.map(|e| format!("{e:?}")),
+                        });
+                        writeln!(w, "{line}").context("cannot write the disagreement log")?;
+                    }
+                }
+            }
             if let (Some(lm), Some(js)) = (&lm, r.compiled) {
                 t.gen_schemas += 1;
                 let start = Instant::now();
@@ -239,28 +307,38 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
         bar.finish_and_clear();
         rows.push((name, t));
     }
-    let table = render(&rows, a.generate);
+    if let Some(w) = &mut log {
+        use std::io::Write;
+        w.flush().context("cannot write the disagreement log")?;
+    }
+    let table = render(&rows, a.generate, a.differential > 0 || a.disagreements.is_some());
     if let Some(p) = &a.report {
         write(p, &table)?;
     }
     crate::out(&table)
 }
 
-fn render(rows: &[(String, Tally)], generate: usize) -> String {
+fn render(rows: &[(String, Tally)], generate: usize, diff: bool) -> String {
     let mut s = String::new();
     s.push_str("| subset | schemas | compiled | all instances agree | valid accepted | invalid rejected | accepted invalid | compile p50 | compile p99 |");
     if generate > 0 {
         s.push_str(" generated valid | too long for the sequence |");
+    }
+    if diff {
+        s.push_str(" not exact | random documents | mutants | accepted invalid | rejected valid | explained (approximation or depth limit) |");
     }
     s.push('\n');
     s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");
     if generate > 0 {
         s.push_str(" ---: | ---: |");
     }
+    if diff {
+        s.push_str(" ---: | ---: | ---: | ---: | ---: | ---: |");
+    }
     s.push('\n');
     let mut total = Tally::default();
     for (name, t) in rows.iter() {
-        s.push_str(&row(name, t, generate));
+        s.push_str(&row(name, t, generate, diff));
         total.files += t.files;
         total.compiled += t.compiled;
         total.agree += t.agree;
@@ -275,11 +353,17 @@ fn render(rows: &[(String, Tally)], generate: usize) -> String {
         total.gen_schemas += t.gen_schemas;
         total.gen_too_long += t.gen_too_long;
         total.gen_secs += t.gen_secs;
+        total.diff_sampled += t.diff_sampled;
+        total.diff_mutants += t.diff_mutants;
+        total.diff_unsound += t.diff_unsound;
+        total.diff_incomplete += t.diff_incomplete;
+        total.diff_explained += t.diff_explained;
+        total.approximated += t.approximated;
         for (k, v) in &t.errors {
             *total.errors.entry(k.clone()).or_default() += v;
         }
     }
-    s.push_str(&row("**all**", &total, generate));
+    s.push_str(&row("**all**", &total, generate, diff));
     if !total.errors.is_empty() {
         let mut errs: Vec<(&String, &usize)> = total.errors.iter().collect();
         errs.sort_by(|a, b| b.1.cmp(a.1));
@@ -299,7 +383,7 @@ fn render(rows: &[(String, Tally)], generate: usize) -> String {
 }
 
 /// One table row of a tally.
-fn row(name: &str, t: &Tally, generate: usize) -> String {
+fn row(name: &str, t: &Tally, generate: usize, diff: bool) -> String {
     let pct = |a: usize, b: usize| {
         if b == 0 {
             "–".to_string()
@@ -324,6 +408,12 @@ fn row(name: &str, t: &Tally, generate: usize) -> String {
         r.push_str(&format!(
             " {}/{} | {} of {} |",
             t.gen_valid, t.gen_docs, t.gen_too_long, t.gen_schemas
+        ));
+    }
+    if diff {
+        r.push_str(&format!(
+            " {} | {} | {} | {} | {} | {} |",
+            t.approximated, t.diff_sampled, t.diff_mutants, t.diff_unsound, t.diff_incomplete, t.diff_explained
         ));
     }
     r.push('\n');

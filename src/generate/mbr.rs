@@ -32,7 +32,7 @@ fn overlap_f1(a: &HashMap<(u32, u32), usize>, b: &HashMap<(u32, u32), usize>) ->
 ///
 /// ```
 /// use diffusion_lm::{generate::mbr_select, Sample};
-/// let s = |ids: &[u32]| Sample { text: String::new(), ids: ids.to_vec() };
+/// let s = |ids: &[u32]| Sample { text: String::new(), ids: ids.to_vec(), redraws: 0 };
 /// let group = [s(&[5, 6, 7, 0]), s(&[9, 9, 9, 0]), s(&[5, 6, 8, 0])];
 /// // [5, 6, 7] and [5, 6, 8] share "5", "6" and "5 6"; [9, 9, 9] shares nothing; the first of
 /// // equally good candidates wins.

@@ -51,6 +51,10 @@ pub struct Sample {
     pub text: String,
     /// All token ids of the sequence, PAD tail included.
     pub ids: Vec<u32>,
+    /// How many times this sample was drawn again because a draw failed a constraint's
+    /// independent check (what an automaton over-approximates, such as a repeated free JSON key;
+    /// see `JsonSchema::approximations`).
+    pub redraws: usize,
 }
 
 /// Builder for a generation run: a model, a [`GenerationConfig`] (defaults unless set) and a
@@ -393,6 +397,7 @@ fn sample_batches<E: From<Error>>(
         let count = batch.min(n - start);
         let indices: Vec<usize> = (start..start + count).collect();
         let mut rows = generate_rows(run, &indices, 0)?;
+        let mut redraws = vec![0usize; count];
         for attempt in 0..=retries {
             let mut failed: Vec<(usize, Error)> = Vec::new();
             for (k, row) in rows.iter().enumerate() {
@@ -411,13 +416,16 @@ fn sample_batches<E: From<Error>>(
             let fresh = generate_rows(run, &redo, attempt as u64 + 1)?;
             for ((k, _), row) in failed.iter().zip(fresh) {
                 rows[*k] = row;
+                redraws[*k] += 1;
             }
         }
         let samples = rows
             .into_iter()
-            .map(|row| Sample {
+            .zip(redraws)
+            .map(|(row, redraws)| Sample {
                 text: tokenizer.decode_content(&row),
                 ids: row,
+                redraws,
             })
             .collect();
         run.bar.suspend(|| emit(samples))?;

@@ -366,6 +366,7 @@ impl<'m> MaskedGenerator<'m> {
                 out.push(Sample {
                     text: self.lm.tokenizer().decode_content(&ids),
                     ids,
+                    redraws: attempt,
                 });
             }
         }

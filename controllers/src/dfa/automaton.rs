@@ -229,6 +229,86 @@ impl Dfa {
         self.accept[s as usize]
     }
 
+    /// The fewest bytes from each state to an accepting state (`u32::MAX`: none). One backward
+    /// breadth-first search over the transition table: O(states × byte classes).
+    pub fn distances_to_accept(&self) -> Vec<u32> {
+        let (n, k) = (self.num_states(), self.num_classes);
+        // Reverse edges in compressed-row form.
+        let mut count = vec![0u32; n + 1];
+        for &t in &self.table {
+            if t != DEAD {
+                count[t as usize + 1] += 1;
+            }
+        }
+        for i in 0..n {
+            count[i + 1] += count[i];
+        }
+        let mut fill = count.clone();
+        let mut preds = vec![0u32; count[n] as usize];
+        for s in 0..n {
+            for &t in &self.table[s * k..(s + 1) * k] {
+                if t != DEAD {
+                    preds[fill[t as usize] as usize] = s as u32;
+                    fill[t as usize] += 1;
+                }
+            }
+        }
+        let mut dist = vec![u32::MAX; n];
+        let mut queue = std::collections::VecDeque::new();
+        for (s, d) in dist.iter_mut().enumerate() {
+            if self.accept[s] {
+                *d = 0;
+                queue.push_back(s);
+            }
+        }
+        while let Some(t) = queue.pop_front() {
+            for &p in &preds[count[t] as usize..count[t + 1] as usize] {
+                if dist[p as usize] == u32::MAX {
+                    dist[p as usize] = dist[t] + 1;
+                    queue.push_back(p as usize);
+                }
+            }
+        }
+        dist
+    }
+
+    /// A random accepted string (`None` for the empty language): a walk that stops at an
+    /// accepting state with probability 1/4, picks printable ASCII bytes 9 times in 10 while it is
+    /// shorter than `soft_len`, and past `soft_len` takes the shortest way to acceptance. `dist`
+    /// is [`Dfa::distances_to_accept`]; `coin()` returns uniform numbers in [0, 1).
+    pub fn random_string(&self, dist: &[u32], soft_len: usize, mut coin: impl FnMut() -> f64) -> Option<Vec<u8>> {
+        if dist.first().is_none_or(|&d| d == u32::MAX) {
+            return None;
+        }
+        let (mut s, mut out) = (0u32, Vec::new());
+        loop {
+            if self.accept[s as usize] && (out.len() >= soft_len || coin() < 0.25) {
+                return Some(out);
+            }
+            let live: Vec<(u8, u32)> = (0..=255u8)
+                .filter_map(|b| {
+                    let t = self.next(s, b);
+                    (t != DEAD && dist[t as usize] != u32::MAX).then_some((b, t))
+                })
+                .collect();
+            let pick = |v: &[(u8, u32)], x: f64| v[((x * v.len() as f64) as usize).min(v.len() - 1)];
+            let (b, t) = if live.is_empty() {
+                return Some(out); // accepting with no way on
+            } else if out.len() >= soft_len {
+                *live.iter().min_by_key(|(_, t)| dist[*t as usize])?
+            } else {
+                let ascii: Vec<(u8, u32)> = live.iter().copied().filter(|(b, _)| (0x20..0x7f).contains(b)).collect();
+                if !ascii.is_empty() && coin() < 0.9 {
+                    pick(&ascii, coin())
+                } else {
+                    pick(&live, coin())
+                }
+            };
+            out.push(b);
+            s = t;
+        }
+    }
+
     /// Whether the language is empty.
     pub fn is_empty(&self) -> bool {
         let mut seen = vec![false; self.num_states()];

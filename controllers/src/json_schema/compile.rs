@@ -21,9 +21,10 @@ use std::hash::{Hash, Hasher};
 
 use serde_json::{Map, Value};
 
+use super::exactness::Approximation;
 use super::leaf::{self, Decimal, NumberSpec};
 use super::{JsonSchemaConfig, Layout};
-use crate::dfa::{concat, regex_dfa, union, Dfa, Frag, Nfa, RegexFailure, TooLarge};
+use crate::dfa::{regex_dfa, union, Dfa, Frag, Nfa, RegexFailure, TooLarge};
 use crate::ControllerError;
 
 /// Keywords with a meaning this compiler implements.
@@ -86,6 +87,13 @@ pub const UNSUPPORTED: &[&str] = &[
 
 type R<T> = Result<T, ControllerError>;
 
+/// At most this many groups of keys matching different sets of `patternProperties`.
+const MAX_KEY_REGIONS: usize = 64;
+
+/// Why keys the schema does not name over-approximate.
+const FREE_KEYS: &str =
+    "objects here may hold keys the schema does not name; the automaton cannot remember which it wrote, so one may repeat";
+
 /// Automata that do not depend on the schema (free values, plain strings, formats, patterns),
 /// shared by every compilation in the process.
 fn shared(key: String, build: impl FnOnce() -> R<Dfa>) -> R<Dfa> {
@@ -113,6 +121,18 @@ pub(crate) fn err(pointer: &str, message: impl Into<String>) -> ControllerError 
 
 fn escape_pointer(s: &str) -> String {
     s.replace('~', "~0").replace('/', "~1")
+}
+
+/// Whether the root's `$schema` names one of `drafts`.
+fn draft_in(root: &Value, drafts: &[&str]) -> bool {
+    root.get("$schema")
+        .and_then(Value::as_str)
+        .is_some_and(|d| drafts.iter().any(|v| d.contains(v)))
+}
+
+/// Whether the schema's draft (3 or 4) tells `1.0` from `1`.
+pub(crate) fn point_zero(root: &Value) -> bool {
+    draft_in(root, &["draft-03", "draft-04"])
 }
 
 /// The global property order: names in order of first appearance under `properties` or
@@ -154,8 +174,20 @@ pub(crate) struct Compiler<'a> {
     any: HashMap<usize, Dfa>,
     in_progress: HashSet<(usize, usize, u64)>,
     built: usize,
-    /// Keywords enforced by validation of the output rather than by the automaton.
-    pub(crate) validated_only: Vec<String>,
+    /// Free values get the whole remaining depth budget instead of `json_any_depth` (set inside
+    /// `oneOf` branches and counted `contains`, whose complements must be exact on every
+    /// document the other side can produce).
+    exact_free: bool,
+    /// Drafts 3 to 7: a `$ref` replaces the schema it sits in (its siblings are ignored).
+    ref_overrides: bool,
+    /// Drafts 3 and 4: `1.0` is a number, not an integer, so it has its own text.
+    point_zero: bool,
+    /// The root's `$schema` (empty when it names none).
+    draft: &'a str,
+    /// Keywords that the schema's draft does not define (`const` in draft 4, ...).
+    later_keywords: &'static [&'static str],
+    /// Where the automaton accepts more than the schema does (the output check catches it).
+    pub(crate) approximations: Vec<Approximation>,
 }
 
 impl<'a> Compiler<'a> {
@@ -168,7 +200,47 @@ impl<'a> Compiler<'a> {
             any: HashMap::new(),
             in_progress: HashSet::new(),
             built: 0,
-            validated_only: Vec::new(),
+            exact_free: false,
+            ref_overrides: draft_in(root, &["draft-03", "draft-04", "draft-06", "draft-07"]),
+            point_zero: point_zero(root),
+            draft: root.get("$schema").and_then(Value::as_str).unwrap_or(""),
+            later_keywords: if draft_in(root, &["draft-03", "draft-04"]) {
+                &[
+                    "const",
+                    "contains",
+                    "propertyNames",
+                    "if",
+                    "then",
+                    "else",
+                    "dependentRequired",
+                    "dependentSchemas",
+                    "prefixItems",
+                    "minContains",
+                    "maxContains",
+                ]
+            } else if draft_in(root, &["draft-06"]) {
+                &[
+                    "if",
+                    "then",
+                    "else",
+                    "dependentRequired",
+                    "dependentSchemas",
+                    "prefixItems",
+                    "minContains",
+                    "maxContains",
+                ]
+            } else if draft_in(root, &["draft-07"]) {
+                &[
+                    "dependentRequired",
+                    "dependentSchemas",
+                    "prefixItems",
+                    "minContains",
+                    "maxContains",
+                ]
+            } else {
+                &[]
+            },
+            approximations: Vec::new(),
         }
     }
 
@@ -224,31 +296,146 @@ impl<'a> Compiler<'a> {
         self.track(ptr, r)
     }
 
+    /// Notes a place where the automaton over-approximates.
+    fn note(&mut self, keyword: &str, ptr: &str, reason: String) {
+        let a = Approximation {
+            keyword: keyword.into(),
+            pointer: if ptr.is_empty() { "#".into() } else { ptr.into() },
+            reason,
+        };
+        if !self.approximations.contains(&a) {
+            self.approximations.push(a);
+        }
+    }
+
+    /// The values a complement at this level is taken in: non-objects, and objects with this
+    /// level's names in the schema's order (any values) followed by other keys, so that an
+    /// object written in another order is not in the complement of one written in order.
+    fn universe(&mut self, sub: &Value, ptr: &str, keyword: &str, depth: usize, names: &[String]) -> R<Dfa> {
+        self.note_nested_order(sub, ptr, keyword);
+        let any = self.free(depth, ptr)?;
+        if depth == 0 {
+            return Ok(any);
+        }
+        let r = any.minus(&Self::objects(), self.limit());
+        let non_objects = self.track(ptr, r)?;
+        // Within the nesting `any` allows, which the complemented side is exact on.
+        let ordered = self.object(&Map::new(), ptr, depth, names, &[])?;
+        let objects = self.and(ptr, &ordered, &any)?;
+        let r = union(&[&non_objects, &objects], self.limit());
+        self.track(ptr, r)
+    }
+
+    /// Every text that starts with `{`.
+    fn objects() -> Dfa {
+        Dfa::from_fn(
+            0u8,
+            |&s, b| if s == 0 { (b == b'{').then_some(1) } else { Some(1) },
+            |&s| s == 1,
+            4,
+        )
+        .unwrap_or_else(|_| Dfa::empty())
+    }
+
+    /// Notes that a complement of `sub` can admit objects written out of order below its top
+    /// level, where `sub` has typed objects of its own (the complement is taken among free
+    /// values there, which may order keys any way).
+    fn note_nested_order(&mut self, sub: &Value, ptr: &str, keyword: &str) {
+        fn nested_objects(v: &Value, top: bool) -> bool {
+            let Value::Object(m) = v else { return false };
+            if !top && (m.contains_key("properties") || m.contains_key("required") || m.contains_key("$ref")) {
+                return true;
+            }
+            m.iter().any(|(k, x)| match k.as_str() {
+                // Same level.
+                "allOf" | "anyOf" | "oneOf" | "not" | "if" | "then" | "else" => match x {
+                    Value::Array(a) => a.iter().any(|s| nested_objects(s, top)),
+                    s => nested_objects(s, top),
+                },
+                "$ref" => true,
+                // One level down.
+                "properties" | "patternProperties" | "dependentSchemas" => x
+                    .as_object()
+                    .is_some_and(|o| o.values().any(|s| nested_objects(s, false))),
+                "items" | "prefixItems" | "additionalItems" | "additionalProperties" | "contains" => match x {
+                    Value::Array(a) => a.iter().any(|s| nested_objects(s, false)),
+                    s => nested_objects(s, false),
+                },
+                _ => false,
+            })
+        }
+        if nested_objects(sub, true) {
+            self.note(
+                keyword,
+                ptr,
+                "below its top level, an object written out of the schema's key order escapes the complement this keyword takes".into(),
+            );
+        }
+    }
+
+    /// A maximum count, or `None` past `json_max_counted` (counting saturates there: noted).
+    fn counted(&mut self, max: Option<usize>, keyword: &str, ptr: &str, what: &str) -> Option<usize> {
+        let limit = self.cfg.limits.json_max_counted;
+        match max {
+            Some(x) if x > limit => {
+                self.note(
+                    keyword,
+                    ptr,
+                    format!("{what} are counted up to {limit} (Limits::json_max_counted); more are left to the output check"),
+                );
+                None
+            }
+            m => m,
+        }
+    }
+
+    /// [`Self::any`] where a schema leaves a value free; notes the free keys its objects have.
+    fn free(&mut self, depth: usize, ptr: &str) -> R<Dfa> {
+        if depth.min(self.cfg.limits.json_any_depth) > 0 {
+            self.note("free value", ptr, FREE_KEYS.to_string());
+        }
+        self.any(depth)
+    }
+
     /// Any JSON value nested at most `depth` levels (capped by `json_any_depth`).
     pub(crate) fn any(&mut self, depth: usize) -> R<Dfa> {
-        let depth = depth.min(self.cfg.limits.json_any_depth);
+        let depth = if self.exact_free {
+            depth
+        } else {
+            depth.min(self.cfg.limits.json_any_depth)
+        };
         if let Some(d) = self.any.get(&depth) {
             return Ok(d.clone());
         }
         let limit = self.limit();
         let inner = if depth > 0 { Some(self.any(depth - 1)?) } else { None };
-        let d = shared(format!("any:{depth}:{limit}"), || Self::build_any(inner, limit))?;
+        let point_zero = self.point_zero;
+        let d = shared(format!("any:{depth}:{limit}:{point_zero}"), || {
+            Self::build_any(inner, point_zero, limit)
+        })?;
         self.any.insert(depth, d.clone());
         Ok(d)
     }
 
-    fn build_any(inner: Option<Dfa>, limit: usize) -> R<Dfa> {
+    fn build_any(inner: Option<Dfa>, point_zero: bool, limit: usize) -> R<Dfa> {
         let scalars = [
             Dfa::literal(b"null"),
             Dfa::literal(b"true"),
             Dfa::literal(b"false"),
-            leaf::number(&NumberSpec::default(), limit).map_err(|e| err("#", e.to_string()))?,
-            leaf::string(0, None, true, true, limit).map_err(|e| err("#", e.to_string()))?,
+            leaf::number(
+                &NumberSpec {
+                    point_zero,
+                    ..NumberSpec::default()
+                },
+                limit,
+            )
+            .map_err(|e| err("#", e.to_string()))?,
+            leaf::string(0, None, limit).map_err(|e| err("#", e.to_string()))?,
         ];
         let mut nfa = Nfa::new();
         let mut alts: Vec<Frag> = scalars.iter().map(|d| nfa.embed(d)).collect();
         if let Some(inner) = inner {
-            let key = leaf::string(0, None, true, true, limit).map_err(|e| err("#", e.to_string()))?;
+            let key = leaf::string(0, None, limit).map_err(|e| err("#", e.to_string()))?;
             // [ (v (, v)*)? ]
             let v = nfa.embed(&inner);
             alts.push(nfa.delimited_list(b"[", v, b",", b"]"));
@@ -353,7 +540,7 @@ impl<'a> Compiler<'a> {
 
     pub(crate) fn compile(&mut self, s: &Value, ptr: &str, depth: usize, ctx: &[String]) -> R<Dfa> {
         match s {
-            Value::Bool(true) => self.any(depth),
+            Value::Bool(true) => self.free(depth, ptr),
             Value::Bool(false) => Ok(Dfa::empty()),
             Value::Object(m) => {
                 let mut names = ctx.to_vec();
@@ -361,6 +548,7 @@ impl<'a> Compiler<'a> {
                 self.sort_names(&mut names);
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 names.hash(&mut h);
+                self.exact_free.hash(&mut h);
                 let key = (m as *const _ as usize, depth, h.finish());
                 if let Some(d) = self.cache.get(&key) {
                     return Ok(d.clone());
@@ -387,11 +575,27 @@ impl<'a> Compiler<'a> {
                 return Err(err(ptr, format!("unsupported keyword `{k}`")));
             }
         }
+        // Keywords from later drafts are annotations in the schema's own draft.
+        let own;
+        let m = if m.keys().any(|k| self.later_keywords.contains(&k.as_str())) {
+            own = m
+                .iter()
+                .filter(|(k, _)| !self.later_keywords.contains(&k.as_str()))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect::<Map<String, Value>>();
+            &own
+        } else {
+            m
+        };
         let mut parts: Vec<Dfa> = Vec::new();
         if let Some(r) = m.get("$ref") {
             let r = r.as_str().ok_or_else(|| err(ptr, "$ref must be a string"))?;
             let (target, tptr) = self.resolve(r, ptr)?;
-            parts.push(self.compile(target, &tptr, depth, names)?);
+            let d = self.compile(target, &tptr, depth, names)?;
+            if self.ref_overrides {
+                return Ok(d);
+            }
+            parts.push(d);
         }
         if let Some(v) = m.get("allOf") {
             for (i, sub) in schema_array(v, ptr, "allOf")?.iter().enumerate() {
@@ -409,23 +613,34 @@ impl<'a> Compiler<'a> {
         }
         if let Some(v) = m.get("oneOf") {
             let mut subs = Vec::new();
-            for (i, sub) in schema_array(v, ptr, "oneOf")?.iter().enumerate() {
-                subs.push(self.compile(sub, &format!("{ptr}/oneOf/{i}"), depth, names)?);
+            // "Exactly one" complements every branch on the others' documents: free values in
+            // the branches must not stop short of the depth those documents reach.
+            let outer = std::mem::replace(&mut self.exact_free, true);
+            for sub in schema_array(v, ptr, "oneOf")? {
+                self.note_nested_order(sub, ptr, "oneOf");
             }
+            for (i, sub) in schema_array(v, ptr, "oneOf")?.iter().enumerate() {
+                let r = self.compile(sub, &format!("{ptr}/oneOf/{i}"), depth, names);
+                if r.is_err() {
+                    self.exact_free = outer;
+                }
+                subs.push(r?);
+            }
+            self.exact_free = outer;
             let refs: Vec<&Dfa> = subs.iter().collect();
             let r = Dfa::product_many(&refs, |acc| acc.iter().filter(|&&a| a).count() == 1, self.limit());
             parts.push(self.track(ptr, r)?);
         }
         if let Some(sub) = m.get("not") {
             let n = self.compile(sub, &format!("{ptr}/not"), depth, names)?;
-            let any = self.any(depth)?;
-            let r = any.minus(&n, self.limit());
+            let universe = self.universe(sub, ptr, "not", depth, names)?;
+            let r = universe.minus(&n, self.limit());
             parts.push(self.track(ptr, r)?);
         }
         if let Some(cond) = m.get("if") {
             if m.contains_key("then") || m.contains_key("else") {
                 let c = self.compile(cond, &format!("{ptr}/if"), depth, names)?;
-                let any = self.any(depth)?;
+                let any = self.universe(cond, ptr, "if", depth, names)?;
                 let then = match m.get("then") {
                     Some(t) => self.compile(t, &format!("{ptr}/then"), depth, names)?,
                     None => any.clone(),
@@ -443,11 +658,13 @@ impl<'a> Compiler<'a> {
             }
         }
         if let Some(c) = m.get("const") {
-            parts.push(Dfa::literal(self.literal(c).as_bytes()));
+            let lits = self.literals(std::slice::from_ref(c), ptr, "const");
+            let r = Dfa::literals(lits.iter().map(|s| s.as_bytes()), self.limit());
+            parts.push(self.track(ptr, r)?);
         }
         if let Some(e) = m.get("enum") {
             let values = e.as_array().ok_or_else(|| err(ptr, "enum must be an array"))?;
-            let lits: Vec<String> = values.iter().map(|v| self.literal(v)).collect();
+            let lits = self.literals(values, ptr, "enum");
             let r = Dfa::literals(lits.iter().map(|s| s.as_bytes()), self.limit());
             parts.push(self.track(ptr, r)?);
         }
@@ -461,7 +678,7 @@ impl<'a> Compiler<'a> {
             parts.push(self.dependent_schemas(m, deps, ptr, depth, names)?);
         }
         if parts.is_empty() {
-            return self.any(depth);
+            return self.free(depth, ptr);
         }
         parts.sort_by_key(Dfa::num_states);
         let mut acc = parts[0].clone();
@@ -496,39 +713,28 @@ impl<'a> Compiler<'a> {
             .iter()
             .filter(|(_, v)| !v.is_array())
             .collect();
-        if deps.len() > 4 {
-            return Err(err(
-                ptr,
-                format!("{kw} with more than 4 schema entries is not supported"),
-            ));
-        }
-        let any = self.any(depth)?;
-        let mut alternatives = Vec::new();
+        let any = self.free(depth, ptr)?;
         // Non-objects are unaffected.
         let not_object = {
-            let obj = self.object(&Map::new(), ptr, depth, names, &[])?;
-            let r = any.minus(&obj, self.limit());
+            let r = any.minus(&Self::objects(), self.limit());
             self.track(ptr, r)?
         };
-        alternatives.push(not_object);
-        for mask in 0..(1u32 << deps.len()) {
-            let forced: Vec<(String, bool)> = deps
-                .iter()
-                .enumerate()
-                .map(|(i, (k, _))| ((*k).clone(), mask & (1 << i) != 0))
-                .collect();
-            let mut d = self.object(&Map::new(), ptr, depth, names, &forced)?;
-            for (i, (k, s)) in deps.iter().enumerate() {
-                if mask & (1 << i) != 0 {
-                    let sub = self.compile(s, &format!("{ptr}/{kw}/{}", escape_pointer(k)), depth, names)?;
-                    d = self.and(ptr, &d, &sub)?;
-                }
-            }
-            alternatives.push(d);
+        // Each entry is one implication, "`k` present ⇒ its schema holds"; the keyword is their
+        // conjunction (n intersections, not 2ⁿ cases).
+        let mut acc: Option<Dfa> = None;
+        for (k, s) in deps {
+            let absent = self.object(&Map::new(), ptr, depth, names, &[((*k).clone(), false)])?;
+            let present = self.object(&Map::new(), ptr, depth, names, &[((*k).clone(), true)])?;
+            let sub = self.compile(s, &format!("{ptr}/{kw}/{}", escape_pointer(k)), depth, names)?;
+            let with = self.and(ptr, &present, &sub)?;
+            let r = union(&[&not_object, &absent, &with], self.limit());
+            let implication = self.track(ptr, r)?;
+            acc = Some(match acc {
+                None => implication,
+                Some(a) => self.and(ptr, &a, &implication)?,
+            });
         }
-        let refs: Vec<&Dfa> = alternatives.iter().collect();
-        let r = union(&refs, self.limit());
-        self.track(ptr, r)
+        Ok(acc.unwrap_or(any))
     }
 
     /// The type-dependent keywords, or `None` when the node constrains no type.
@@ -619,6 +825,7 @@ impl<'a> Compiler<'a> {
         };
         let mut spec = NumberSpec {
             integer,
+            point_zero: self.point_zero,
             ..Default::default()
         };
         let bool_flag = |k: &str| m.get(k).and_then(Value::as_bool).unwrap_or(false);
@@ -678,7 +885,7 @@ impl<'a> Compiler<'a> {
         let max = Self::usize_kw(m, ptr, "maxLength")?;
         // Counting up to a maximum past this many characters cannot matter for the lengths
         // generated (the validator still checks); a minimum is always counted exactly.
-        let max = max.filter(|&x| x <= self.cfg.limits.json_max_counted);
+        let max = self.counted(max, "maxLength", ptr, "characters");
         let mut content_parts = Vec::new();
         if let Some(p) = m.get("pattern") {
             let p = p.as_str().ok_or_else(|| err(ptr, "pattern must be a string"))?;
@@ -686,7 +893,7 @@ impl<'a> Compiler<'a> {
         }
         if let Some(f) = m.get("format") {
             let f = f.as_str().ok_or_else(|| err(ptr, "format must be a string"))?;
-            if let Some(re) = leaf::format_regex(f) {
+            if let Some(re) = leaf::format_regex(f).filter(|_| leaf::format_in_draft(f, self.draft)) {
                 let (bytes, limit) = (self.cfg.limits.json_regex_bytes, self.limit());
                 content_parts.push(shared(format!("format:{bytes}:{limit}:{f}"), || {
                     regex_dfa(re, bytes, limit).map_err(|_| err(ptr, format!("format {f:?} could not be compiled")))
@@ -694,20 +901,19 @@ impl<'a> Compiler<'a> {
             }
         }
         let limit = self.limit();
-        let plain = |escapes: bool| {
-            shared(format!("string:{min}:{max:?}:{escapes}:{limit}"), || {
-                leaf::string(min, max, escapes, escapes, limit).map_err(|e| err(ptr, e.to_string()))
-            })
-        };
+        let text = shared(format!("text:{min}:{max:?}:{limit}"), || {
+            leaf::text(min, max, limit).map_err(|e| err(ptr, e.to_string()))
+        })?;
         if content_parts.is_empty() {
-            return plain(true);
+            return shared(format!("string:{min}:{max:?}:{limit}"), || {
+                leaf::quoted(&text, limit).map_err(|e| err(ptr, e.to_string()))
+            });
         }
-        let mut content = plain(false)?;
+        let mut content = text;
         for p in &content_parts {
             content = self.and(ptr, &content, p)?;
         }
-        let q = Dfa::literal(b"\"");
-        let r = concat(&[&q, &content, &q], self.limit());
+        let r = leaf::quoted(&content, limit);
         self.track(ptr, r)
     }
 
@@ -739,11 +945,20 @@ impl<'a> Compiler<'a> {
         }
         let rest = match rest_schema {
             Some((s, p)) => self.compile(s, &p, inner, &[])?,
-            None => self.any(inner)?,
+            None => self.free(inner, &format!("{ptr}/items"))?,
         };
         let min = Self::usize_kw(m, ptr, "minItems")?.unwrap_or(0);
         let max = Self::usize_kw(m, ptr, "maxItems")?;
         let contains = match m.get("contains") {
+            // `maxContains` counts the items `contains` rejects too: as for `oneOf`, its free
+            // values must reach as deep as the items can.
+            Some(c) if m.contains_key("maxContains") => {
+                self.note_nested_order(c, ptr, "maxContains");
+                let outer = std::mem::replace(&mut self.exact_free, true);
+                let r = self.compile(c, &format!("{ptr}/contains"), inner, &[]);
+                self.exact_free = outer;
+                Some(r?)
+            }
             Some(c) => Some(self.compile(c, &format!("{ptr}/contains"), inner, &[])?),
             None => None,
         };
@@ -761,7 +976,7 @@ impl<'a> Compiler<'a> {
 
         // `maxItems` is counted exactly up to `max_counted`; past it the count saturates (such
         // arrays cannot fit in a generated sequence, and the validator checks every output).
-        let max = max.filter(|&x| x <= self.cfg.limits.json_max_counted);
+        let max = self.counted(max, "maxItems", ptr, "items");
         let cap = max.unwrap_or_else(|| min.max(prefix.len()).max(1));
         let elem = |j: usize| -> &Dfa { prefix.get(j).unwrap_or(&rest) };
         // Unique items: exact when each position's language is a small finite set.
@@ -780,7 +995,11 @@ impl<'a> Compiler<'a> {
                 v.sort();
                 unique_values = Some(v);
             } else {
-                self.validated_only.push(format!("{ptr}/uniqueItems"));
+                self.note(
+                    "uniqueItems",
+                    ptr,
+                    "items come from an unbounded set, so the automaton cannot exclude repeats".into(),
+                );
             }
         }
         let contains_cap = max_contains.unwrap_or(min_contains);
@@ -900,15 +1119,13 @@ impl<'a> Compiler<'a> {
                 patterns.push((p.clone(), re, s));
             }
         }
-        if patterns.len() > 4 {
-            return Err(err(ptr, "more than 4 patternProperties are not supported"));
-        }
         let key_names = match m.get("propertyNames") {
             Some(s) => Some(self.compile(s, &format!("{ptr}/propertyNames"), 0, &[])?),
             None => None,
         };
         let min_p = Self::usize_kw(m, ptr, "minProperties")?.unwrap_or(0);
-        let max_p = Self::usize_kw(m, ptr, "maxProperties")?.filter(|&x| x <= self.cfg.limits.json_max_counted);
+        let max_p = Self::usize_kw(m, ptr, "maxProperties")?;
+        let max_p = self.counted(max_p, "maxProperties", ptr, "properties");
         let mut deps: Vec<(&str, Vec<&str>)> = Vec::new();
         for kw in ["dependentRequired", "dependencies"] {
             if let Some(Value::Object(d)) = m.get(kw) {
@@ -944,7 +1161,7 @@ impl<'a> Compiler<'a> {
                 value = Some(self.compile(s, &sp, inner, &[])?);
             } else if matched.is_empty() {
                 value = match additional {
-                    None | Some(Value::Bool(true)) => Some(self.any(inner)?),
+                    None | Some(Value::Bool(true)) => Some(self.free(inner, &format!("{ptr}/additionalProperties"))?),
                     Some(Value::Bool(false)) => None,
                     Some(s) => Some(self.compile(s, &format!("{ptr}/additionalProperties"), inner, &[])?),
                 };
@@ -987,7 +1204,7 @@ impl<'a> Compiler<'a> {
         let extras_allowed = !matches!(additional, Some(Value::Bool(false))) || !patterns.is_empty();
         if extras_allowed {
             let limit = self.limit();
-            let r = leaf::string(0, None, false, true, limit);
+            let r = leaf::string(0, None, limit);
             let mut key = self.track(ptr, r)?;
             let named: Vec<&[u8]> = slots.iter().map(|s| s.literal.as_slice()).collect();
             if !named.is_empty() {
@@ -999,40 +1216,56 @@ impl<'a> Compiler<'a> {
             if let Some(k) = &key_names {
                 key = self.and(ptr, &key, k)?;
             }
-            let q = Dfa::literal(b"\"");
             let mut quoted_patterns = Vec::new();
             for (p, _, _) in &patterns {
                 let content = self.pattern(p, &format!("{ptr}/patternProperties"))?;
-                let r = concat(&[&q, &content, &q], limit);
+                let r = leaf::quoted(&content, limit);
                 quoted_patterns.push(self.track(ptr, r)?);
             }
-            for mask in 0..(1u32 << patterns.len()) {
-                let mut k = key.clone();
-                let mut value: Option<Dfa> = None;
-                for (i, (p, _, s)) in patterns.iter().enumerate() {
-                    if mask & (1 << i) != 0 {
-                        k = self.and(ptr, &k, &quoted_patterns[i])?;
-                        let d =
-                            self.compile(s, &format!("{ptr}/patternProperties/{}", escape_pointer(p)), inner, &[])?;
-                        value = Some(match value {
-                            None => d,
-                            Some(v) => self.and(ptr, &v, &d)?,
-                        });
-                    } else {
-                        let r = k.minus(&quoted_patterns[i], limit);
-                        k = self.track(ptr, r)?;
+            // The key space split by which patterns a key matches, pattern by pattern; empty
+            // regions are dropped as soon as they appear, so only overlaps that exist cost work.
+            let mut regions: Vec<(Dfa, Vec<usize>)> = vec![(key, Vec::new())];
+            for (i, q) in quoted_patterns.iter().enumerate() {
+                let mut next = Vec::new();
+                for (k, chosen) in regions {
+                    let inside = self.and(ptr, &k, q)?;
+                    let r = k.minus(q, limit);
+                    let outside = self.track(ptr, r)?;
+                    if !inside.is_empty() {
+                        let mut c = chosen.clone();
+                        c.push(i);
+                        next.push((inside, c));
                     }
-                    if k.is_empty() {
-                        break;
+                    if !outside.is_empty() {
+                        next.push((outside, chosen));
                     }
                 }
-                if k.is_empty() {
-                    continue;
+                if next.len() > MAX_KEY_REGIONS {
+                    return Err(err(
+                        ptr,
+                        format!(
+                            "patternProperties overlap in more than {MAX_KEY_REGIONS} ways, which is not supported"
+                        ),
+                    ));
+                }
+                regions = next;
+            }
+            for (k, chosen) in regions {
+                let mut value: Option<Dfa> = None;
+                for &i in &chosen {
+                    let (p, _, s) = &patterns[i];
+                    let d = self.compile(s, &format!("{ptr}/patternProperties/{}", escape_pointer(p)), inner, &[])?;
+                    value = Some(match value {
+                        None => d,
+                        Some(v) => self.and(ptr, &v, &d)?,
+                    });
                 }
                 let value = match value {
                     Some(v) => Some(v),
                     None => match additional {
-                        None | Some(Value::Bool(true)) => Some(self.any(inner)?),
+                        None | Some(Value::Bool(true)) => {
+                            Some(self.free(inner, &format!("{ptr}/additionalProperties"))?)
+                        }
                         Some(Value::Bool(false)) => None,
                         Some(s) => Some(self.compile(s, &format!("{ptr}/additionalProperties"), inner, &[])?),
                     },
@@ -1040,6 +1273,9 @@ impl<'a> Compiler<'a> {
                 if let Some(v) = value.filter(|v| !v.is_empty()) {
                     extras.push((k, v));
                 }
+            }
+            if !extras.is_empty() {
+                self.note("additionalProperties", ptr, FREE_KEYS.to_string());
             }
         }
 
@@ -1167,10 +1403,11 @@ fn schema_array<'v>(v: &'v Value, ptr: &str, kw: &str) -> R<&'v Vec<Value>> {
         .ok_or_else(|| err(ptr, format!("{kw} must be a non-empty array of schemas")))
 }
 
-/// Writes `v` compactly with object keys in the global property order (unranked keys after, in
-/// their own order). With `integral`, integral numbers lose their fraction (`1.0` is written `1`:
-/// `enum`/`const` compare numbers by value, and `1` is an integer in every draft).
-pub(crate) fn write_canonical(v: &Value, rank: &HashMap<String, usize>, integral: bool, out: &mut String) {
+/// Writes `v` in the canonical layout: compact, object keys in the global property order
+/// (unranked keys after, in their own order), strings as `serde_json` escapes them, numbers as
+/// [`leaf::canonical_number`] writes them (`1.0` is `1`: `enum`/`const` compare numbers by value,
+/// and `1` is an integer in every draft).
+pub(crate) fn write_canonical(v: &Value, rank: &HashMap<String, usize>, point_zero: bool, out: &mut String) {
     match v {
         Value::Object(m) => {
             let mut keys: Vec<(usize, usize, &String)> = m
@@ -1186,7 +1423,7 @@ pub(crate) fn write_canonical(v: &Value, rank: &HashMap<String, usize>, integral
                 }
                 out.push_str(&serde_json::to_string(k).unwrap_or_default());
                 out.push(':');
-                write_canonical(&m[k.as_str()], rank, integral, out);
+                write_canonical(&m[k.as_str()], rank, point_zero, out);
             }
             out.push('}');
         }
@@ -1196,30 +1433,107 @@ pub(crate) fn write_canonical(v: &Value, rank: &HashMap<String, usize>, integral
                 if n > 0 {
                     out.push(',');
                 }
-                write_canonical(x, rank, integral, out);
+                write_canonical(x, rank, point_zero, out);
             }
             out.push(']');
         }
-        Value::Number(n) => match n.as_f64() {
-            Some(f) if integral && n.is_f64() && f.fract() == 0.0 && f.abs() < 1e15 => {
-                out.push_str(&(f as i64).to_string())
-            }
-            _ => out.push_str(&n.to_string()),
-        },
+        // Numbers without a canonical text (huge integers) keep serde's, which no automaton accepts.
+        Value::Number(n) => out.push_str(&leaf::canonical_number(n, point_zero).unwrap_or_else(|| n.to_string())),
         other => out.push_str(&serde_json::to_string(other).unwrap_or_default()),
     }
 }
 
 impl Compiler<'_> {
-    fn literal(&self, v: &Value) -> String {
-        let mut out = String::new();
-        write_canonical(v, self.rank, true, &mut out);
+    /// The texts of the values `const`/`enum` allow. Values compare as numbers, so in draft 4
+    /// (where `1` and `1.0` have different texts) an integral number stands for both.
+    fn literals(&mut self, values: &[Value], ptr: &str, keyword: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for v in values {
+            let mut texts = vec![String::new()];
+            let mut full = true;
+            write_variants(v, self.rank, self.point_zero, &mut texts, &mut full);
+            if !full {
+                self.note(
+                    keyword,
+                    ptr,
+                    "an integral number in a large literal is written one way only, so a negation of it admits the other".into(),
+                );
+            }
+            out.extend(texts);
+        }
         out
     }
 }
 
+/// Appends every text of `v` to each of `texts` (integral numbers both as `1` and `1.0` when
+/// `point_zero`); past 64 variants only the canonical one is kept and `full` is cleared.
+fn write_variants(
+    v: &Value,
+    rank: &HashMap<String, usize>,
+    point_zero: bool,
+    texts: &mut Vec<String>,
+    full: &mut bool,
+) {
+    let push_all = |texts: &mut Vec<String>, s: &str| texts.iter_mut().for_each(|t| t.push_str(s));
+    match v {
+        Value::Number(n) if point_zero && n.as_f64().is_some_and(|f| f.fract() == 0.0 && f.abs() < 1e15) => {
+            let (int, float) = (
+                leaf::canonical_number(&serde_json::Number::from(n.as_f64().unwrap_or(0.0) as i64), false),
+                leaf::canonical_number(n, false).map(|i| format!("{i}.0")),
+            );
+            match (int, float) {
+                (Some(i), Some(f)) if texts.len() * 2 <= 64 => {
+                    let mut other = texts.clone();
+                    push_all(texts, &i);
+                    push_all(&mut other, &f);
+                    texts.extend(other);
+                }
+                _ => {
+                    *full = false;
+                    let mut one = String::new();
+                    write_canonical(v, rank, point_zero, &mut one);
+                    push_all(texts, &one);
+                }
+            }
+        }
+        Value::Object(m) => {
+            let mut keys: Vec<(usize, usize, &String)> = m
+                .keys()
+                .enumerate()
+                .map(|(i, k)| (rank.get(k).copied().unwrap_or(usize::MAX), i, k))
+                .collect();
+            keys.sort();
+            push_all(texts, "{");
+            for (n, (_, _, k)) in keys.iter().enumerate() {
+                if n > 0 {
+                    push_all(texts, ",");
+                }
+                push_all(texts, &serde_json::to_string(k).unwrap_or_default());
+                push_all(texts, ":");
+                write_variants(&m[k.as_str()], rank, point_zero, texts, full);
+            }
+            push_all(texts, "}");
+        }
+        Value::Array(a) => {
+            push_all(texts, "[");
+            for (n, x) in a.iter().enumerate() {
+                if n > 0 {
+                    push_all(texts, ",");
+                }
+                write_variants(x, rank, point_zero, texts, full);
+            }
+            push_all(texts, "]");
+        }
+        other => {
+            let mut one = String::new();
+            write_canonical(other, rank, point_zero, &mut one);
+            push_all(texts, &one);
+        }
+    }
+}
+
 /// The subschema that declares the plain-name fragment `name`, with its JSON pointer.
-fn find_anchor<'v>(v: &'v Value, name: &str, ptr: &str) -> Option<(&'v Value, String)> {
+pub(crate) fn find_anchor<'v>(v: &'v Value, name: &str, ptr: &str) -> Option<(&'v Value, String)> {
     match v {
         Value::Object(m) => {
             let hash_name = format!("#{name}");
@@ -1242,7 +1556,7 @@ fn find_anchor<'v>(v: &'v Value, name: &str, ptr: &str) -> Option<(&'v Value, St
     }
 }
 
-fn percent_decode(s: &str) -> String {
+pub(crate) fn percent_decode(s: &str) -> String {
     let bytes = s.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -1,10 +1,10 @@
 //! Leaf languages: JSON strings (length, `pattern`, `format`) and JSON numbers (bounds,
 //! `multipleOf`), each an exact byte automaton in the canonical layout.
 //!
-//! Where the exact language is awkward, a *sound subset* is generated: every accepted text is
-//! valid. Strings under `pattern` or `format` use no escape sequences (so the bytes between the
-//! quotes are the decoded value the pattern sees); bounded numbers are written without an
-//! exponent; dates skip 29 February, so no calendar check can fail.
+//! Strings are built on the decoded side ([`text`]: lengths, patterns and formats read the
+//! characters of the value) and then written with canonical escapes ([`quoted`]), so a pattern
+//! holds whatever escapes its value needs. Numbers have one text each ([`canonical_number`]).
+//! Each `format` is a sound subset of its format: every accepted string is valid.
 //!
 //! Regexes (`pattern`, and the regexes [`format_regex`] gives) compile through the byte-DFA layer
 //! ([`crate::dfa::regex_dfa`]); what is JSON-specific stays here: ECMA-262 patterns are
@@ -12,7 +12,7 @@
 
 use std::cmp::Ordering;
 
-use crate::dfa::{concat, regex_dfa, union, Dfa, RegexFailure, TooLarge};
+use crate::dfa::{concat, regex_dfa, union, Dfa, RegexFailure, TooLarge, DEAD};
 
 /// UTF-8 continuation expectation after a lead byte: (count, first-byte range).
 fn utf8_lead(b: u8) -> Option<(u8, u8, u8)> {
@@ -28,23 +28,10 @@ fn utf8_lead(b: u8) -> Option<(u8, u8, u8)> {
     }
 }
 
-#[derive(Clone, PartialEq, Eq, Hash)]
-enum Str {
-    Open,
-    In {
-        n: usize,
-        cont: u8,
-        lo: u8,
-        hi: u8,
-        esc: u8,
-    },
-    Closed,
-}
-
-/// A quoted JSON string of `min..=max` characters. With `escapes`, the escape sequences
-/// `\" \\ \/ \b \f \n \r \t \u0XXX` may appear (each one character); without, none may, so the
-/// raw bytes are the decoded value. With `quoted == false` the automaton covers the content only.
-pub fn string(min: usize, max: Option<usize>, escapes: bool, quoted: bool, limit: usize) -> Result<Dfa, TooLarge> {
+/// Decoded string values of `min..=max` characters (`max: None`: unbounded), as their UTF-8
+/// bytes: any Unicode scalar value, control characters, quotes and backslashes included. This is
+/// the side `pattern`, `format` and lengths are checked on; [`quoted`] writes it as JSON.
+pub fn text(min: usize, max: Option<usize>, limit: usize) -> Result<Dfa, TooLarge> {
     let cap = max.unwrap_or(min);
     let inc = |n: usize| -> Option<usize> {
         match max {
@@ -53,98 +40,104 @@ pub fn string(min: usize, max: Option<usize>, escapes: bool, quoted: bool, limit
             None => Some((n + 1).min(cap)),
         }
     };
-    let start_in = Str::In {
-        n: 0,
-        cont: 0,
-        lo: 0,
-        hi: 0,
-        esc: 0,
-    };
+    // (characters so far, continuation bytes still due, range of the next one)
     Dfa::from_fn(
-        if quoted { Str::Open } else { start_in.clone() },
-        |s, b| match *s {
-            Str::Open => (b == b'"').then(|| start_in.clone()),
-            Str::Closed => None,
-            Str::In { n, cont, lo, hi, esc } => {
-                let plain = |n| Str::In {
-                    n,
-                    cont: 0,
-                    lo: 0,
-                    hi: 0,
-                    esc: 0,
-                };
-                if cont > 0 {
-                    return (lo..=hi).contains(&b).then_some(Str::In {
-                        n,
-                        cont: cont - 1,
-                        lo: 0x80,
-                        hi: 0xBF,
-                        esc: 0,
-                    });
-                }
-                match esc {
-                    1 => match b {
-                        b'"' | b'\\' | b'/' | b'b' | b'f' | b'n' | b'r' | b't' => Some(plain(n)),
-                        b'u' => Some(Str::In {
-                            n,
-                            cont,
-                            lo,
-                            hi,
-                            esc: 2,
-                        }),
-                        _ => None,
-                    },
-                    2 => (b == b'0').then_some(Str::In {
-                        n,
-                        cont,
-                        lo,
-                        hi,
-                        esc: 3,
-                    }),
-                    3 | 4 => b.is_ascii_hexdigit().then_some(Str::In {
-                        n,
-                        cont,
-                        lo,
-                        hi,
-                        esc: esc + 1,
-                    }),
-                    5 => b.is_ascii_hexdigit().then(|| plain(n)),
-                    _ => match b {
-                        b'"' if quoted => (n >= min).then_some(Str::Closed),
-                        b'\\' if escapes => inc(n).map(|n| Str::In {
-                            n,
-                            cont: 0,
-                            lo: 0,
-                            hi: 0,
-                            esc: 1,
-                        }),
-                        b'"' | b'\\' | 0..=0x1F | 0x7F => None,
-                        0x20..=0x7E => inc(n).map(plain),
-                        _ => {
-                            let (c, lo, hi) = utf8_lead(b)?;
-                            inc(n).map(|n| Str::In {
-                                n,
-                                cont: c,
-                                lo,
-                                hi,
-                                esc: 0,
-                            })
-                        }
-                    },
-                }
+        (0usize, 0u8, 0u8, 0u8),
+        |&(n, cont, lo, hi), b| {
+            if cont > 0 {
+                return (lo..=hi).contains(&b).then_some((n, cont - 1, 0x80, 0xBF));
             }
+            if b < 0x80 {
+                return inc(n).map(|n| (n, 0, 0, 0));
+            }
+            let (c, lo, hi) = utf8_lead(b)?;
+            inc(n).map(|n| (n, c, lo, hi))
         },
-        |s| match *s {
-            Str::Closed => true,
-            Str::In { n, cont, esc, .. } => !quoted && cont == 0 && esc == 0 && n >= min,
-            Str::Open => false,
-        },
+        |&(n, cont, _, _)| cont == 0 && n >= min,
         limit,
     )
 }
 
+/// The decoded byte a canonical escape sequence stands for (`\n` → 0x0A, ...), by its letter.
+fn short_escape(letter: u8) -> Option<u8> {
+    Some(match letter {
+        b'"' => b'"',
+        b'\\' => b'\\',
+        b'b' => 0x08,
+        b'f' => 0x0C,
+        b'n' => b'\n',
+        b'r' => b'\r',
+        b't' => b'\t',
+        _ => return None,
+    })
+}
+
+/// The canonical JSON encoding, quotes included, of the decoded values `content` accepts
+/// (UTF-8 bytes, as [`text`] gives). Canonical is what `serde_json` writes: `"` and `\` escaped
+/// as `\"` and `\\`, the control characters with a short escape as `\b \f \n \r \t`, the other
+/// control characters as `\u00xx` (lower-case hex), every other character raw. Each value has
+/// exactly one text, so set operations on string automata are set operations on values.
+pub fn quoted(content: &Dfa, limit: usize) -> Result<Dfa, TooLarge> {
+    // (content state, escape phase): 0 raw, 1 after `\`, 2 `\u`, 3 `\u0`, 4 `\u00`, 5 `\u000`,
+    // 6 `\u001`; `None`: before the opening quote; content state DEAD: after the closing one.
+    let step = |s: u32, byte: u8| -> Option<Option<(u32, u8)>> {
+        let t = content.next(s, byte);
+        (t != DEAD).then_some(Some((t, 0)))
+    };
+    Dfa::from_fn(
+        None::<(u32, u8)>,
+        |st, b| match *st {
+            None => (b == b'"').then_some(Some((0, 0))),
+            Some((DEAD, _)) => None,
+            Some((s, phase)) => match phase {
+                0 => match b {
+                    b'"' => content.is_accepting(s).then_some(Some((DEAD, 0))),
+                    b'\\' => Some(Some((s, 1))),
+                    0..=0x1F => None,
+                    _ => step(s, b),
+                },
+                1 if b == b'u' => Some(Some((s, 2))),
+                1 => step(s, short_escape(b)?),
+                2 | 3 => (b == b'0').then_some(Some((s, phase + 1))),
+                4 => match b {
+                    b'0' => Some(Some((s, 5))),
+                    b'1' => Some(Some((s, 6))),
+                    _ => None,
+                },
+                _ => {
+                    let low = match b {
+                        b'0'..=b'9' => b - b'0',
+                        b'a'..=b'f' => b - b'a' + 10,
+                        _ => return None,
+                    };
+                    let c = if phase == 6 { 0x10 + low } else { low };
+                    // Characters with a short escape are never written as `\u00xx`.
+                    if matches!(c, 0x08 | 0x09 | 0x0A | 0x0C | 0x0D) {
+                        return None;
+                    }
+                    step(s, c)
+                }
+            },
+        },
+        |st| matches!(st, Some((DEAD, _))),
+        limit,
+    )
+    .map(|d| d.minimize())
+}
+
+/// A quoted JSON string (canonical escapes) of `min..=max` characters.
+pub fn string(min: usize, max: Option<usize>, limit: usize) -> Result<Dfa, TooLarge> {
+    quoted(&text(min, max, limit)?, limit)
+}
+
+/// ECMA-262's white space and line terminators, the members of `\s` (Rust's `\s` is Unicode's
+/// `White_Space`, which adds U+0085 and lacks U+FEFF).
+const ECMA_SPACE: &str =
+    r"\t\n\x0B\x0C\r \x{A0}\x{1680}\x{2000}-\x{200A}\x{2028}\x{2029}\x{202F}\x{205F}\x{3000}\x{FEFF}";
+
 /// Rewrites an ECMA-262 pattern (what JSON Schema specifies) into Rust regex syntax where the two
-/// differ: `\d` and `\w` are ASCII in ECMA-262, and `\/` is a plain slash.
+/// differ: `\d` and `\w` are ASCII in ECMA-262, `\s` and `.` have their own sets of space and
+/// line-terminator characters, and `\/` is a plain slash.
 pub fn translate_pattern(p: &str) -> String {
     let mut out = String::with_capacity(p.len() + 8);
     let mut in_class = false;
@@ -154,8 +147,12 @@ pub fn translate_pattern(p: &str) -> String {
             '\\' => match chars.next() {
                 Some('d') => out.push_str(if in_class { "0-9" } else { "[0-9]" }),
                 Some('w') => out.push_str(if in_class { "0-9A-Za-z_" } else { "[0-9A-Za-z_]" }),
-                Some('D') if !in_class => out.push_str("[^0-9]"),
-                Some('W') if !in_class => out.push_str("[^0-9A-Za-z_]"),
+                Some('s') if in_class => out.push_str(ECMA_SPACE),
+                Some('s') => out.push_str(&format!("[{ECMA_SPACE}]")),
+                // A nested class inside a class is a union in Rust's syntax.
+                Some('D') => out.push_str("[^0-9]"),
+                Some('W') => out.push_str("[^0-9A-Za-z_]"),
+                Some('S') => out.push_str(&format!("[^{ECMA_SPACE}]")),
                 Some('/') => out.push('/'),
                 Some('-') => out.push_str("\\-"),
                 Some(other) => {
@@ -181,6 +178,8 @@ pub fn translate_pattern(p: &str) -> String {
                 in_class = false;
                 out.push(']');
             }
+            // ECMA-262's `.` stops at every line terminator, Rust's only at `\n`.
+            '.' if !in_class => out.push_str(r"[^\n\r\x{2028}\x{2029}]"),
             _ => out.push(c),
         }
     }
@@ -195,13 +194,41 @@ pub fn pattern_content(pattern: &str, dfa_bytes: usize, limit: usize) -> Result<
     regex_dfa(&format!("(?s:.*)(?:{p})(?s:.*)"), dfa_bytes, limit)
 }
 
+/// Whether `format` asserts anything in the schema's draft (`draft`: the root's `$schema`, empty
+/// for the newest): each draft defines its own formats, and validators ignore the others.
+pub fn format_in_draft(format: &str, draft: &str) -> bool {
+    const DRAFT4: &[&str] = &["date-time", "email", "hostname", "ipv4", "ipv6", "uri", "regex"];
+    const DRAFT6: &[&str] = &["uri-reference", "uri-template", "json-pointer"];
+    const DRAFT7: &[&str] = &[
+        "date",
+        "time",
+        "idn-email",
+        "idn-hostname",
+        "iri",
+        "iri-reference",
+        "relative-json-pointer",
+    ];
+    let older = |names: &[&[&str]]| names.iter().any(|n| n.contains(&format));
+    if draft.contains("draft-03") || draft.contains("draft-04") {
+        older(&[DRAFT4])
+    } else if draft.contains("draft-06") {
+        older(&[DRAFT4, DRAFT6])
+    } else if draft.contains("draft-07") {
+        older(&[DRAFT4, DRAFT6, DRAFT7])
+    } else {
+        true
+    }
+}
+
 /// Regular expressions (sound subsets, ASCII) for the supported `format` values.
 pub fn format_regex(format: &str) -> Option<&'static str> {
-    // Days valid in every year (no 29 February), so no calendar check can fail.
-    const DATE: &str = r"[0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))";
+    // Every calendar date: 29 February only in leap years (divisible by 4, centuries by 400).
+    const DATE: &str = r"([0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))|([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)-02-29)";
     const TIME: &str = r"([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])";
-    const DATE_TIME: &str = r"[0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])";
-    const HOST: &str = r"[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?){0,4}";
+    const DATE_TIME: &str = r"([0-9]{4}-((0[13578]|1[02])-(0[1-9]|[12][0-9]|3[01])|(0[469]|11)-(0[1-9]|[12][0-9]|30)|02-(0[1-9]|1[0-9]|2[0-8]))|([0-9]{2}(0[48]|[2468][048]|[13579][26])|(0[48]|[2468][048]|[13579][26])00)-02-29)T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])";
+    // Labels of up to 49 characters, at most 5: within RFC 1123's 63 per label, 253 in all.
+    const HOST: &str =
+        r"[A-Za-z0-9]([A-Za-z0-9-]{0,47}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,47}[A-Za-z0-9])?){0,4}";
     Some(match format {
         "date-time" => DATE_TIME,
         "date" => DATE,
@@ -211,7 +238,8 @@ pub fn format_regex(format: &str) -> Option<&'static str> {
             r"P([0-9]{1,4}D|[0-9]{1,4}M([0-9]{1,4}D)?|[0-9]{1,4}Y([0-9]{1,4}M([0-9]{1,4}D)?)?)(T([0-9]{1,4}H([0-9]{1,4}M([0-9]{1,4}S)?)?|[0-9]{1,4}M([0-9]{1,4}S)?|[0-9]{1,4}S))?|PT([0-9]{1,4}H([0-9]{1,4}M([0-9]{1,4}S)?)?|[0-9]{1,4}M([0-9]{1,4}S)?|[0-9]{1,4}S)|P[0-9]{1,4}W"
         }
         "email" | "idn-email" => {
-            r"[a-z0-9]+([._+-][a-z0-9]+)*@[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?){0,3}\.[a-z]{2,6}"
+            // The local part stays within RFC 5321's 64 characters (at most 16 + 2 × 16).
+            r"[A-Za-z0-9]{1,16}([._+-][A-Za-z0-9]{1,15}){0,2}@[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?){0,3}\.[A-Za-z]{2,6}"
         }
         "hostname" | "idn-hostname" => HOST,
         "ipv4" => r"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])){3}",
@@ -220,7 +248,10 @@ pub fn format_regex(format: &str) -> Option<&'static str> {
         }
         "uuid" => r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}",
         "uri" | "iri" | "uri-reference" | "iri-reference" | "uri-template" => {
-            r"(https?|ftp|mailto|urn|file):(//[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,20}[a-z0-9])?){0,4}(:[0-9]{1,5})?)?(/[A-Za-z0-9._~-]*){0,8}(\?[A-Za-z0-9._~=&-]*)?(#[A-Za-z0-9._~-]*)?"
+            // RFC 3986 with a registered-name host: any scheme, either case, path characters
+            // without percent-escapes.
+            // A path starts with `//` only after an authority.
+            r"[A-Za-z][A-Za-z0-9+.-]{0,9}:(//[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,20}[A-Za-z0-9])?){0,4}(:[0-9]{1,5})?(/[A-Za-z0-9._~:@!$&'()*+,;=-]*){0,8}|/?([A-Za-z0-9._~:@!$&'()*+,;=-]+(/[A-Za-z0-9._~:@!$&'()*+,;=-]*){0,7})?)(\?[A-Za-z0-9._~:@!$&'()*+,;=/?-]*)?(#[A-Za-z0-9._~:@!$&'()*+,;=/?-]*)?"
         }
         "json-pointer" => r"(/[A-Za-z0-9_.-]*)*",
         "relative-json-pointer" => r"(0|[1-9][0-9]{0,3})(#|(/[A-Za-z0-9_.-]*)*)",
@@ -290,6 +321,17 @@ impl Decimal {
             neg: false,
             ..self.clone()
         }
+    }
+}
+
+impl std::fmt::Display for Decimal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let digits = |d: &[u8]| String::from_utf8_lossy(d).into_owned();
+        write!(f, "{}{}", if self.neg { "-" } else { "" }, digits(&self.int))?;
+        if !self.frac.is_empty() {
+            write!(f, ".{}", digits(&self.frac))?;
+        }
+        Ok(())
     }
 }
 
@@ -399,9 +441,12 @@ fn magnitude_multiple(p: u64, k: usize, limit: usize) -> Result<Dfa, TooLarge> {
     )
 }
 
-/// `0|[1-9][0-9]*` with an optional fraction (unless `integer`).
-fn unsigned_grammar(integer: bool, limit: usize) -> Result<Dfa, TooLarge> {
-    // phase: 0 start, 1 "0", 2 integer digits, 3 ".", 4 fraction digits; n: integer digits
+/// `0|[1-9][0-9]*` with an optional fraction (unless `integer`) that does not end in `0`: each
+/// value has one text (`1`, not `1.0` or `1.50`). With `point_zero`, the fraction may also be
+/// exactly `.0` (draft 4's float-valued integers).
+fn unsigned_grammar(integer: bool, point_zero: bool, limit: usize) -> Result<Dfa, TooLarge> {
+    // phase: 0 start, 1 "0", 2 integer digits, 3 ".", 4 fraction ending in 1-9, 5 ending in 0,
+    // 6 the fraction "0"; n: integer digits
     Dfa::from_fn(
         (0u8, 0u8),
         |&(s, n), b| match (s, b) {
@@ -409,10 +454,12 @@ fn unsigned_grammar(integer: bool, limit: usize) -> Result<Dfa, TooLarge> {
             (0, b'1'..=b'9') => Some((2, 1)),
             (2, b'0'..=b'9') if n < MAX_INT_DIGITS => Some((2, n + 1)),
             (1 | 2, b'.') if !integer => Some((3, n)),
-            (3 | 4, b'0'..=b'9') => Some((4, n)),
+            (3..=6, b'1'..=b'9') => Some((4, n)),
+            (3, b'0') => Some((6, n)),
+            (4..=6, b'0') => Some((5, n)),
             _ => None,
         },
-        |&(s, _)| matches!(s, 1 | 2 | 4),
+        |&(s, _)| matches!(s, 1 | 2 | 4) || (point_zero && s == 6),
         limit,
     )
 }
@@ -425,6 +472,9 @@ pub const MAX_INT_DIGITS: u8 = 15;
 #[derive(Debug, Clone, Default)]
 pub struct NumberSpec {
     pub integer: bool,
+    /// Draft 4 tells `1.0` (a number) from `1` (an integer): integral values may also be written
+    /// with the fraction `.0` (not for `integer`).
+    pub point_zero: bool,
     /// Lower bounds: (value, exclusive).
     pub lower: Vec<(Decimal, bool)>,
     pub upper: Vec<(Decimal, bool)>,
@@ -432,38 +482,22 @@ pub struct NumberSpec {
     pub multiple: Vec<(u64, usize)>,
 }
 
-/// The JSON numbers satisfying `spec`, written without exponent when any bound applies.
+/// The JSON numbers satisfying `spec`, in the canonical form [`canonical_number`] writes: no
+/// exponent, no trailing zeros in the fraction, integer parts of at most [`MAX_INT_DIGITS`]
+/// digits. Negative zero is never written (validators disagree on whether it is an integer).
 pub fn number(spec: &NumberSpec, limit: usize) -> Result<Dfa, TooLarge> {
-    if spec.lower.is_empty() && spec.upper.is_empty() && spec.multiple.is_empty() {
-        let integer = spec.integer;
-        // -?(0|[1-9][0-9]*)(\.[0-9]+)?([eE][+-]?[0-9]{1,2})?
-        return Dfa::from_fn(
-            (0u8, 0u8),
-            |&(s, n), b| match (s, b) {
-                (0, b'-') => Some((9, 0)),
-                (0 | 9, b'0') => Some((1, 1)),
-                (0 | 9, b'1'..=b'9') => Some((2, 1)),
-                (2, b'0'..=b'9') if n < MAX_INT_DIGITS => Some((2, n + 1)),
-                (1 | 2, b'.') if !integer => Some((3, 0)),
-                (3 | 4, b'0'..=b'9') => Some((4, 0)),
-                (1 | 2 | 4, b'e' | b'E') if !integer => Some((5, 0)),
-                (5, b'+' | b'-') => Some((6, 0)),
-                // At most two exponent digits, so every number parses as a finite double.
-                (5 | 6, b'0'..=b'9') => Some((7, 0)),
-                (7, b'0'..=b'9') => Some((8, 0)),
-                _ => None,
-            },
-            |&(s, _)| matches!(s, 1 | 2 | 4 | 7 | 8),
-            limit,
-        );
-    }
-    let grammar = unsigned_grammar(spec.integer, limit)?;
-    let mut base = grammar;
+    let mut base = unsigned_grammar(spec.integer, spec.point_zero, limit)?;
     for &(p, k) in &spec.multiple {
         base = base.and(&magnitude_multiple(p, k, limit)?, limit)?;
     }
+    let zero = Decimal {
+        neg: false,
+        int: b"0".to_vec(),
+        frac: Vec::new(),
+    };
     let mut pos = Some(base.clone());
-    let mut neg = Some(base);
+    // Negative magnitudes are above zero: no `-0`.
+    let mut neg = Some(base.and(&magnitude_cmp(&zero, Cmp::Gt, limit)?, limit)?);
     let restrict = |d: &mut Option<Dfa>, m: &Decimal, op: Cmp| -> Result<(), TooLarge> {
         if let Some(x) = d.take() {
             *d = Some(x.and(&magnitude_cmp(&m.magnitude(), op, limit)?, limit)?);
@@ -496,6 +530,25 @@ pub fn number(spec: &NumberSpec, limit: usize) -> Result<Dfa, TooLarge> {
     }
     let refs: Vec<&Dfa> = parts.iter().collect();
     union(&refs, limit)
+}
+
+/// The one text of a JSON number that [`number`] accepts, when it has one: integers in decimal
+/// (`3.0` is `3`), other values as the shortest decimal that reads back as the same double, with
+/// no exponent (`1e-7` is `0.0000001`). With `point_zero` (draft 4), integral doubles keep the
+/// fraction `.0`. `None` for negative zero and for integer parts longer than
+/// [`MAX_INT_DIGITS`] digits or exponents beyond ±60: no automaton accepts those.
+pub fn canonical_number(n: &serde_json::Number, point_zero: bool) -> Option<String> {
+    if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
+        if f == 0.0 && f.is_sign_negative() {
+            return None;
+        }
+        if f.fract() == 0.0 && f.abs() < 1e15 {
+            let int = (f as i64).to_string();
+            return Some(if point_zero { format!("{int}.0") } else { int });
+        }
+    }
+    let d = Decimal::from_number(n)?;
+    (d.int.len() <= usize::from(MAX_INT_DIGITS)).then(|| d.to_string())
 }
 
 /// `multipleOf` as (p, k) with value p / 10^k, or `None` when it is not a positive decimal of
@@ -536,6 +589,7 @@ mod tests {
     fn bounded_numbers_agree_with_arithmetic() {
         let spec = NumberSpec {
             integer: false,
+            point_zero: false,
             lower: vec![(dec("-2.5"), false)],
             upper: vec![(dec("10"), true)],
             multiple: vec![],
@@ -577,11 +631,23 @@ mod tests {
 
     #[test]
     fn strings_count_characters() {
-        let s = string(2, Some(3), true, true, 1000).unwrap();
-        assert!(s.accepts(br#""ab""#) && s.accepts("\"é\\n\"".as_bytes()) && s.accepts(br#""a\u00e9c""#));
+        let s = string(2, Some(3), 1000).unwrap();
+        assert!(s.accepts(br#""ab""#) && s.accepts("\"é\\n\"".as_bytes()) && s.accepts(br#""a\u0001c""#));
         assert!(!s.accepts(br#""a""#) && !s.accepts(br#""abcd""#) && !s.accepts(b"\"a\nb\""));
-        let content = string(0, None, false, false, 1000).unwrap();
-        assert!(content.accepts("naïve ☕".as_bytes()) && !content.accepts(b"a\"b") && !content.accepts(&[0xC0, 0x80]));
+        // Only the canonical escapes: no `\/`, no `\u` for a character with a short escape or none.
+        for t in [r#""a\/""#, r#""a\u000a""#, r#""a\u00e9""#, r#""a\u001F""#] {
+            assert!(!s.accepts(t.as_bytes()), "{t}");
+        }
+        let content = text(0, None, 1000).unwrap();
+        assert!(
+            content.accepts("naïve ☕".as_bytes()) && content.accepts(b"a\"b\n") && !content.accepts(&[0xC0, 0x80])
+        );
+        // Every string serde_json writes is accepted.
+        let any = string(0, None, 1000).unwrap();
+        for v in ["", "a\"b\\c", "\u{1}\u{7f}\u{1f}\t", "ünïcödé ☕ 𝄞"] {
+            let t = serde_json::to_string(v).unwrap();
+            assert!(any.accepts(t.as_bytes()), "{t}");
+        }
     }
 
     #[test]

@@ -25,10 +25,20 @@
 //! error naming the keyword and its JSON pointer; keywords outside every vocabulary are
 //! annotations by the specification and are accepted.
 //!
-//! **Sound subsets.** Where the exact set is impractical the automaton generates a subset of the
-//! valid documents: strings under `pattern`/`format` contain no escape sequences, bounded numbers
-//! have no exponent, dates skip 29 February, free-form values nest at most
-//! [`Limits::json_any_depth`] levels.
+//! **Canonical layout.** Every JSON value has exactly one accepted text: strings escaped as
+//! `serde_json` escapes them (any character, control characters as `\n` or `\u00xx`), numbers
+//! without exponent or trailing zeros (`3.0` is `3`, `1e-7` is `0.0000001`), keys in the schema's
+//! order. Because each value has one text, `not`, `oneOf` and `if` complement exactly: the set
+//! of all JSON texts they take the complement in writes nothing a typed automaton would miss.
+//!
+//! **Where it is not exact.** The automaton accepts only valid documents except at the places
+//! [`JsonSchema::approximations`] lists (see [`exactness`]): repeated keys the schema does not
+//! name, `uniqueItems` over unbounded items, `maxLength`/`maxItems`/`maxProperties` above
+//! [`Limits::json_max_counted`], a `format` under a negation. The output check catches those
+//! documents and generation redraws them. Elsewhere it accepts a subset of the valid documents:
+//! values nested at most [`Limits::json_depth`] levels (free values [`Limits::json_any_depth`]),
+//! integer parts of at most 15 digits, no negative zero, and for each `format` a plain subset
+//! (ASCII emails and URIs, ...). [`differential`] tests both claims against the validator.
 //!
 //! ```
 //! use diffusion_lm_controllers::JsonSchema;
@@ -49,6 +59,8 @@
 //! ```
 
 pub mod compile;
+pub mod differential;
+pub mod exactness;
 pub mod leaf;
 pub mod suite;
 
@@ -61,6 +73,7 @@ use diffusion_lm::steer::{CheckError, Constraint, ConstraintContext, Restriction
 use diffusion_lm::{Error, TextTokenizer};
 use serde_json::Value;
 
+pub use self::exactness::Approximation;
 use crate::dfa::Dfa;
 use crate::{ControllerError, Limits};
 
@@ -93,7 +106,7 @@ pub struct JsonSchema {
     dfa: Arc<Dfa>,
     validator: Arc<jsonschema::Validator>,
     rank: Arc<HashMap<String, usize>>,
-    validated_only: Vec<String>,
+    approximations: Vec<Approximation>,
     config: JsonSchemaConfig,
 }
 
@@ -101,7 +114,7 @@ impl std::fmt::Debug for JsonSchema {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("JsonSchema")
             .field("states", &self.dfa.num_states())
-            .field("validated_only", &self.validated_only)
+            .field("approximations", &self.approximations)
             .finish()
     }
 }
@@ -137,11 +150,12 @@ impl JsonSchema {
     /// Compiles `schema` with explicit limits.
     pub fn with_config(schema: &Value, config: JsonSchemaConfig) -> Result<Self, ControllerError> {
         let rank = compile::property_rank(schema);
-        let (dfa, validated_only) = {
+        let (dfa, mut approximations) = {
             let mut c = compile::Compiler::new(schema, &config, &rank);
             let d = c.compile_root()?;
-            (d, std::mem::take(&mut c.validated_only))
+            (d, std::mem::take(&mut c.approximations))
         };
+        approximations.extend(exactness::negated_formats(schema));
         let validator = jsonschema::options()
             .should_validate_formats(true)
             .build(schema)
@@ -160,7 +174,7 @@ impl JsonSchema {
             dfa: Arc::new(dfa),
             validator: Arc::new(validator),
             rank: Arc::new(rank),
-            validated_only,
+            approximations,
             config,
         })
     }
@@ -169,15 +183,27 @@ impl JsonSchema {
         &self.schema
     }
 
+    /// The options it was compiled with.
+    pub fn config(&self) -> &JsonSchemaConfig {
+        &self.config
+    }
+
     /// The compiled byte automaton.
     pub fn dfa(&self) -> &Dfa {
         &self.dfa
     }
 
-    /// Keywords (as JSON pointers) that the automaton does not enforce and only validation of the
-    /// output checks (`uniqueItems` over unbounded item sets).
-    pub fn validated_only(&self) -> &[String] {
-        &self.validated_only
+    /// Where the automaton is not exact: the places where it may accept a document the schema
+    /// rejects (see [`exactness`]). Only the output check catches such documents, and generation
+    /// redraws them ([`diffusion_lm::Sample::redraws`] counts it). Empty when the automaton is
+    /// exact within the depth limits and the documented sound subsets.
+    pub fn approximations(&self) -> &[Approximation] {
+        &self.approximations
+    }
+
+    /// Whether the automaton accepts only valid documents (no [`Self::approximations`]).
+    pub fn is_exact(&self) -> bool {
+        self.approximations.is_empty()
     }
 
     /// Whether the automaton accepts `text` exactly as written.
@@ -190,7 +216,7 @@ impl JsonSchema {
     /// own order. (For [`Layout::Pretty`] this is the content before whitespace is added.)
     pub fn canonical(&self, value: &Value) -> String {
         let mut out = String::new();
-        compile::write_canonical(value, &self.rank, false, &mut out);
+        compile::write_canonical(value, &self.rank, compile::point_zero(&self.schema), &mut out);
         out
     }
 
@@ -207,6 +233,21 @@ impl JsonSchema {
         } else {
             Err(errors.join("; "))
         }
+    }
+
+    /// The keywords of the schema that `value` violates (`maxLength`, `oneOf`, ...), with the
+    /// validator's messages; empty when `value` is valid. (At most 8.)
+    pub fn violations(&self, value: &Value) -> Vec<(String, String)> {
+        self.validator
+            .iter_errors(value)
+            .take(8)
+            .map(|e| {
+                (
+                    e.kind().keyword().to_string(),
+                    format!("{} at {}", e, e.instance_path()),
+                )
+            })
+            .collect()
     }
 
     /// The independent check of a generated text: it parses as JSON without duplicate keys and
