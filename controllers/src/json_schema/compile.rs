@@ -182,8 +182,6 @@ pub(crate) struct Compiler<'a> {
     ref_overrides: bool,
     /// Drafts 3 and 4: `1.0` is a number, not an integer, so it has its own text.
     point_zero: bool,
-    /// The root's `$schema` (empty when it names none).
-    draft: &'a str,
     /// Keywords that the schema's draft does not define (`const` in draft 4, ...).
     later_keywords: &'static [&'static str],
     /// Where the automaton accepts more than the schema does (the output check catches it).
@@ -203,7 +201,6 @@ impl<'a> Compiler<'a> {
             exact_free: false,
             ref_overrides: draft_in(root, &["draft-03", "draft-04", "draft-06", "draft-07"]),
             point_zero: point_zero(root),
-            draft: root.get("$schema").and_then(Value::as_str).unwrap_or(""),
             later_keywords: if draft_in(root, &["draft-03", "draft-04"]) {
                 &[
                     "const",
@@ -893,7 +890,12 @@ impl<'a> Compiler<'a> {
         }
         if let Some(f) = m.get("format") {
             let f = f.as_str().ok_or_else(|| err(ptr, "format must be a string"))?;
-            if let Some(re) = leaf::format_regex(f).filter(|_| leaf::format_in_draft(f, self.draft)) {
+            // Every known format is asserted, in every draft (validators differ on which drafts
+            // assert which; asserting is the sound choice).
+            if self.cfg.ignore_formats && leaf::format_regex(f).is_some() {
+                self.note("format", ptr, "not enforced by the automaton (ignore_formats)".into());
+            }
+            if let Some(re) = leaf::format_regex(f).filter(|_| !self.cfg.ignore_formats) {
                 let (bytes, limit) = (self.cfg.limits.json_regex_bytes, self.limit());
                 content_parts.push(shared(format!("format:{bytes}:{limit}:{f}"), || {
                     regex_dfa(re, bytes, limit).map_err(|_| err(ptr, format!("format {f:?} could not be compiled")))

@@ -95,6 +95,9 @@ pub enum Explanation {
     /// The document nests deeper than [`Limits::json_depth`](crate::Limits::json_depth) or
     /// [`Limits::json_any_depth`](crate::Limits::json_any_depth) allow.
     DepthLimit,
+    /// A string outside the automaton's subset of its `format` (the automaton compiled with
+    /// [`ignore_formats`](super::JsonSchemaConfig::ignore_formats) accepts the document).
+    FormatSubset,
 }
 
 /// The counts of one run.
@@ -173,7 +176,7 @@ pub fn differential(js: &JsonSchema, instances: &[Value], cfg: &DifferentialConf
     }
     let mut seen = HashSet::new();
     all.retain(|(_, m)| seen.insert(js.canonical(m)));
-    let mut deeper: Option<Option<JsonSchema>> = None;
+    let (mut deeper, mut formatless): (Option<Option<JsonSchema>>, Option<Option<JsonSchema>>) = (None, None);
     // A fair subset when there are too many: shuffle, keep the first `max_mutants`.
     for i in (1..all.len()).rev() {
         all.swap(i, rng.gen_range(0..=i));
@@ -200,11 +203,15 @@ pub fn differential(js: &JsonSchema, instances: &[Value], cfg: &DifferentialConf
                 detail,
             }),
             (false, Ok(())) => {
-                let deeper = deeper.get_or_insert_with(|| deeper_limits(js));
-                let explained_by = deeper
-                    .as_ref()
-                    .is_some_and(|d| d.accepts(&text))
-                    .then_some(Explanation::DepthLimit);
+                let deeper = deeper.get_or_insert_with(|| recompiled(js, true, false));
+                let formatless = formatless.get_or_insert_with(|| recompiled(js, false, true));
+                let explained_by = if deeper.as_ref().is_some_and(|d| d.accepts(&text)) {
+                    Some(Explanation::DepthLimit)
+                } else if formatless.as_ref().is_some_and(|d| d.accepts(&text)) {
+                    Some(Explanation::FormatSubset)
+                } else {
+                    None
+                };
                 r.disagreements.push(Disagreement {
                     verdict: Verdict::RejectedValid,
                     origin,
@@ -241,12 +248,15 @@ fn approximated(js: &JsonSchema, v: &Value) -> Option<Explanation> {
     all.then_some(Explanation::Approximation)
 }
 
-/// The same schema compiled with deeper nesting limits, when that stays within the state limits.
-fn deeper_limits(js: &JsonSchema) -> Option<JsonSchema> {
+/// The same schema compiled with deeper nesting limits or without formats, when that stays
+/// within the state limits.
+fn recompiled(js: &JsonSchema, deeper: bool, formatless: bool) -> Option<JsonSchema> {
     let mut config = js.config().clone();
-    let l = &mut config.limits;
-    l.json_depth += 3;
-    l.json_any_depth = l.json_depth;
+    if deeper {
+        config.limits.json_depth += 3;
+        config.limits.json_any_depth = config.limits.json_depth;
+    }
+    config.ignore_formats |= formatless;
     JsonSchema::with_config(js.schema(), config).ok()
 }
 

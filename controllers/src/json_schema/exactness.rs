@@ -67,8 +67,7 @@ impl<'a> Walk<'a> {
             return;
         }
         if let Some(f) = m.get("format").and_then(Value::as_str) {
-            let draft = self.root.get("$schema").and_then(Value::as_str).unwrap_or("");
-            if negated && leaf::format_regex(f).is_some() && leaf::format_in_draft(f, draft) {
+            if negated && leaf::format_regex(f).is_some() {
                 self.out.push(Approximation {
                     keyword: "format".into(),
                     pointer: ptr.into(),

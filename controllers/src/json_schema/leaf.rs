@@ -194,32 +194,6 @@ pub fn pattern_content(pattern: &str, dfa_bytes: usize, limit: usize) -> Result<
     regex_dfa(&format!("(?s:.*)(?:{p})(?s:.*)"), dfa_bytes, limit)
 }
 
-/// Whether `format` asserts anything in the schema's draft (`draft`: the root's `$schema`, empty
-/// for the newest): each draft defines its own formats, and validators ignore the others.
-pub fn format_in_draft(format: &str, draft: &str) -> bool {
-    const DRAFT4: &[&str] = &["date-time", "email", "hostname", "ipv4", "ipv6", "uri", "regex"];
-    const DRAFT6: &[&str] = &["uri-reference", "uri-template", "json-pointer"];
-    const DRAFT7: &[&str] = &[
-        "date",
-        "time",
-        "idn-email",
-        "idn-hostname",
-        "iri",
-        "iri-reference",
-        "relative-json-pointer",
-    ];
-    let older = |names: &[&[&str]]| names.iter().any(|n| n.contains(&format));
-    if draft.contains("draft-03") || draft.contains("draft-04") {
-        older(&[DRAFT4])
-    } else if draft.contains("draft-06") {
-        older(&[DRAFT4, DRAFT6])
-    } else if draft.contains("draft-07") {
-        older(&[DRAFT4, DRAFT6, DRAFT7])
-    } else {
-        true
-    }
-}
-
 /// Regular expressions (sound subsets, ASCII) for the supported `format` values.
 pub fn format_regex(format: &str) -> Option<&'static str> {
     // Every calendar date: 29 February only in leap years (divisible by 4, centuries by 400).

@@ -97,6 +97,8 @@ pub struct JsonSchemaConfig {
     pub limits: Limits,
     /// Document layout (compact by default).
     pub layout: Layout,
+    /// Treat `format` as an annotation in the automaton (the output check still asserts it).
+    pub ignore_formats: bool,
 }
 
 /// The JSON Schema controller.
@@ -155,7 +157,9 @@ impl JsonSchema {
             let d = c.compile_root()?;
             (d, std::mem::take(&mut c.approximations))
         };
-        approximations.extend(exactness::negated_formats(schema));
+        if !config.ignore_formats {
+            approximations.extend(exactness::negated_formats(schema));
+        }
         let validator = jsonschema::options()
             .should_validate_formats(true)
             .build(schema)
