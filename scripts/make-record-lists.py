@@ -7,7 +7,8 @@ representations, each rendered as `diffusion-lm` renders one (compact JSON, keys
 order, familyFriendly a boolean), so a list is valid under examples/schemas/restaurant_list.json
 when it has 4 to 12 records and its records have the required fields.
 
-Usage: scripts/make-record-lists.py E2E_CSV... > lists.jsonl   (deterministic: seed 0)
+Usage: scripts/make-record-lists.py data/e2e/devset.csv data/e2e/testset_w_refs.csv > lists.jsonl
+(deterministic: seed 0)
 """
 import csv
 import json

@@ -74,6 +74,7 @@ struct Tally {
     gen_docs: usize,
     gen_valid: usize,
     gen_errors: usize,
+    gen_redraws: usize,
     gen_secs: f64,
     errors: BTreeMap<String, usize>,
     diff_sampled: usize,
@@ -290,6 +291,7 @@ pub fn run(a: EvalSchemasArgs) -> Result<()> {
                     Ok(docs) => {
                         t.gen_docs += docs.len();
                         t.gen_valid += docs.len();
+                        t.gen_redraws += docs.iter().map(|d| d.redraws).sum::<usize>();
                     }
                     Err(Error::Unsatisfiable(_)) | Err(Error::Constraint(_)) => t.gen_too_long += 1,
                     Err(Error::CheckFailed { message, .. }) => {
@@ -353,6 +355,7 @@ fn render(rows: &[(String, Tally)], generate: usize, diff: bool) -> String {
         total.gen_schemas += t.gen_schemas;
         total.gen_too_long += t.gen_too_long;
         total.gen_secs += t.gen_secs;
+        total.gen_redraws += t.gen_redraws;
         total.diff_sampled += t.diff_sampled;
         total.diff_mutants += t.diff_mutants;
         total.diff_unsound += t.diff_unsound;
@@ -374,9 +377,11 @@ fn render(rows: &[(String, Tally)], generate: usize, diff: bool) -> String {
     }
     if generate > 0 && total.gen_schemas > 0 {
         s.push_str(&format!(
-            "\nGeneration: {:.2} s per schema ({} documents each).\n",
+            "\nGeneration: {:.2} s per schema ({} documents each); {} draws failed the output check \
+             and were redrawn.\n",
             total.gen_secs / total.gen_schemas as f64,
-            generate
+            generate,
+            total.gen_redraws
         ));
     }
     s
