@@ -188,18 +188,21 @@ fn bad_schemas_are_clear_errors() {
     assert!(msg(JsonSchema::from_file("/nonexistent/schema.json")).contains("cannot read"));
 }
 
-fn sample_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/jsonschema")
-}
-
-#[test]
-fn real_schemas_compile_and_agree_with_their_labels() {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(sample_dir())
+/// The sample of real schemas with labelled instances, in name order.
+fn sample_files() -> Vec<PathBuf> {
+    let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/jsonschema");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|x| x == "json"))
         .collect();
     files.sort();
+    files
+}
+
+#[test]
+fn real_schemas_compile_and_agree_with_their_labels() {
+    let files = sample_files();
     assert!(files.len() >= 20);
     let (mut compiled, mut agree) = (0, 0);
     for f in &files {
@@ -385,12 +388,7 @@ proptest::proptest! {
     #[test]
     fn automata_agree_with_the_validator_on_mutants_and_random_documents(file in 0usize..64, seed in 0u64..1000) {
         use diffusion_lm_controllers::json_schema::differential::{differential, DifferentialConfig};
-        let mut files: Vec<PathBuf> = std::fs::read_dir(sample_dir())
-            .unwrap()
-            .map(|e| e.unwrap().path())
-            .filter(|p| p.extension().is_some_and(|x| x == "json"))
-            .collect();
-        files.sort();
+        let files = sample_files();
         let case = SuiteCase::load(&files[file % files.len()]).unwrap();
         let Ok(js) = JsonSchema::new(&case.schema) else { return Ok(()) };
         let valid: Vec<Value> = case.tests.iter().filter(|(v, _)| *v).map(|(_, d)| d.clone()).collect();

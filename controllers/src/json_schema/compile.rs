@@ -130,6 +130,29 @@ fn draft_in(root: &Value, drafts: &[&str]) -> bool {
         .is_some_and(|d| drafts.iter().any(|v| d.contains(v)))
 }
 
+/// The keywords a draft does not define yet, which are annotations in schemas of that draft.
+fn later_keywords(root: &Value) -> Vec<&'static str> {
+    const DRAFT6: &[&str] = &["const", "contains", "propertyNames"];
+    const DRAFT7: &[&str] = &["if", "then", "else"];
+    const DRAFT2019: &[&str] = &[
+        "dependentRequired",
+        "dependentSchemas",
+        "prefixItems",
+        "minContains",
+        "maxContains",
+    ];
+    let since: &[&[&str]] = if draft_in(root, &["draft-03", "draft-04"]) {
+        &[DRAFT6, DRAFT7, DRAFT2019]
+    } else if draft_in(root, &["draft-06"]) {
+        &[DRAFT7, DRAFT2019]
+    } else if draft_in(root, &["draft-07"]) {
+        &[DRAFT2019]
+    } else {
+        &[]
+    };
+    since.concat()
+}
+
 /// Whether the schema's draft (3 or 4) tells `1.0` from `1`.
 pub(crate) fn point_zero(root: &Value) -> bool {
     draft_in(root, &["draft-03", "draft-04"])
@@ -183,7 +206,7 @@ pub(crate) struct Compiler<'a> {
     /// Drafts 3 and 4: `1.0` is a number, not an integer, so it has its own text.
     point_zero: bool,
     /// Keywords that the schema's draft does not define (`const` in draft 4, ...).
-    later_keywords: &'static [&'static str],
+    later_keywords: Vec<&'static str>,
     /// Where the automaton accepts more than the schema does (the output check catches it).
     pub(crate) approximations: Vec<Approximation>,
 }
@@ -201,42 +224,7 @@ impl<'a> Compiler<'a> {
             exact_free: false,
             ref_overrides: draft_in(root, &["draft-03", "draft-04", "draft-06", "draft-07"]),
             point_zero: point_zero(root),
-            later_keywords: if draft_in(root, &["draft-03", "draft-04"]) {
-                &[
-                    "const",
-                    "contains",
-                    "propertyNames",
-                    "if",
-                    "then",
-                    "else",
-                    "dependentRequired",
-                    "dependentSchemas",
-                    "prefixItems",
-                    "minContains",
-                    "maxContains",
-                ]
-            } else if draft_in(root, &["draft-06"]) {
-                &[
-                    "if",
-                    "then",
-                    "else",
-                    "dependentRequired",
-                    "dependentSchemas",
-                    "prefixItems",
-                    "minContains",
-                    "maxContains",
-                ]
-            } else if draft_in(root, &["draft-07"]) {
-                &[
-                    "dependentRequired",
-                    "dependentSchemas",
-                    "prefixItems",
-                    "minContains",
-                    "maxContains",
-                ]
-            } else {
-                &[]
-            },
+            later_keywords: later_keywords(root),
             approximations: Vec::new(),
         }
     }
