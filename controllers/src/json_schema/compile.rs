@@ -1393,6 +1393,17 @@ fn schema_array<'v>(v: &'v Value, ptr: &str, kw: &str) -> R<&'v Vec<Value>> {
         .ok_or_else(|| err(ptr, format!("{kw} must be a non-empty array of schemas")))
 }
 
+/// The keys of `m` in the global property order, unranked keys after in their own order.
+fn ordered_keys<'m>(m: &'m Map<String, Value>, rank: &HashMap<String, usize>) -> Vec<&'m String> {
+    let mut keys: Vec<(usize, usize, &String)> = m
+        .keys()
+        .enumerate()
+        .map(|(i, k)| (rank.get(k).copied().unwrap_or(usize::MAX), i, k))
+        .collect();
+    keys.sort();
+    keys.into_iter().map(|(_, _, k)| k).collect()
+}
+
 /// Writes `v` in the canonical layout: compact, object keys in the global property order
 /// (unranked keys after, in their own order), strings as `serde_json` escapes them, numbers as
 /// [`leaf::canonical_number`] writes them (`1.0` is `1`: `enum`/`const` compare numbers by value,
@@ -1400,14 +1411,9 @@ fn schema_array<'v>(v: &'v Value, ptr: &str, kw: &str) -> R<&'v Vec<Value>> {
 pub(crate) fn write_canonical(v: &Value, rank: &HashMap<String, usize>, point_zero: bool, out: &mut String) {
     match v {
         Value::Object(m) => {
-            let mut keys: Vec<(usize, usize, &String)> = m
-                .keys()
-                .enumerate()
-                .map(|(i, k)| (rank.get(k).copied().unwrap_or(usize::MAX), i, k))
-                .collect();
-            keys.sort();
+            let keys = ordered_keys(m, rank);
             out.push('{');
-            for (n, (_, _, k)) in keys.iter().enumerate() {
+            for (n, k) in keys.iter().enumerate() {
                 if n > 0 {
                     out.push(',');
                 }
@@ -1487,14 +1493,9 @@ fn write_variants(
             }
         }
         Value::Object(m) => {
-            let mut keys: Vec<(usize, usize, &String)> = m
-                .keys()
-                .enumerate()
-                .map(|(i, k)| (rank.get(k).copied().unwrap_or(usize::MAX), i, k))
-                .collect();
-            keys.sort();
+            let keys = ordered_keys(m, rank);
             push_all(texts, "{");
-            for (n, (_, _, k)) in keys.iter().enumerate() {
+            for (n, k) in keys.iter().enumerate() {
                 if n > 0 {
                     push_all(texts, ",");
                 }
