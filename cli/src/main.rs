@@ -19,6 +19,7 @@ mod output;
 mod attributes;
 #[cfg(test)]
 mod fuzz_tests;
+mod quality;
 mod schemas;
 use output::out;
 use serde::{Deserialize, Serialize};
@@ -52,6 +53,9 @@ enum Command {
     /// Check the JSON Schema controller on real schemas with labelled instances (compile rate,
     /// agreement, compile time, validity of generated documents).
     EvalSchemas(schemas::EvalSchemasArgs),
+    /// The quality protocol: sample a fixed task set with one system (`sample`), pool systems
+    /// into a blind reading sheet (`blind`), and tabulate proxies and judgments (`score`).
+    EvalQuality(quality::EvalQualityArgs),
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -136,6 +140,24 @@ struct MaskedArgs {
 }
 
 impl MaskedArgs {
+    /// `base` with the settings these flags give.
+    fn sampling(&self, base: MaskedSampling, finishing: &FinishingArgs) -> MaskedSampling {
+        MaskedSampling {
+            self_correct: finishing.self_correct.unwrap_or(base.self_correct),
+            self_correct_threshold: finishing
+                .self_correct_threshold
+                .map_or(base.self_correct_threshold, |t| t as f32),
+            temperature: self.temperature.unwrap_or(base.temperature),
+            remasking: self.remasking.unwrap_or(base.remasking),
+            block_size: self.block_size.or(base.block_size),
+            top_k: self.top_k.or(base.top_k),
+            top_p: self.top_p.or(base.top_p),
+            cfg_scale: self.cfg_scale.unwrap_or(base.cfg_scale),
+            confidence_threshold: self.confidence_threshold.or(base.confidence_threshold),
+            ..base
+        }
+    }
+
     /// The masked-engine flags given.
     fn given(&self) -> Vec<&'static str> {
         let mut out = Vec::new();
@@ -285,11 +307,12 @@ struct FinishingArgs {
     #[arg(long, requires = "syntax")]
     rewrite_rounds: Option<usize>,
     /// Self-correction: rounds of rewriting the tokens the model itself disagrees with in
-    /// context (0 = off) [default: 8].
+    /// context (0 = off) [default: 8 on the continuous engine, 0 on the masked one].
     #[arg(long)]
     self_correct: Option<usize>,
     /// With --self-correct: tokens whose probability under the model is below this share of the
-    /// model's own pick at that position are rewritten [default: 0.3].
+    /// model's own pick at that position are rewritten [default: 0.3 on the continuous engine,
+    /// 0.1 on the masked one].
     #[arg(long)]
     self_correct_threshold: Option<f64>,
     /// Minimum Bayes risk decoding: draw this many candidates per output and keep the one that
@@ -335,8 +358,6 @@ impl ControlArgs {
             (g.guidance_rule.is_some(), "--guidance-rule"),
             (f.syntax.is_some(), "--syntax"),
             (f.rewrite_rounds.is_some(), "--rewrite-rounds"),
-            (f.self_correct.is_some(), "--self-correct"),
-            (f.self_correct_threshold.is_some(), "--self-correct-threshold"),
             (f.mbr.is_some(), "--mbr"),
             (f.soft_until.is_some(), "--soft-until"),
         ]
@@ -725,6 +746,7 @@ fn run() -> Result<()> {
         Command::TrainAr(a) => train_ar(a),
         Command::Eval(a) => eval(a),
         Command::EvalSchemas(a) => schemas::run(a),
+        Command::EvalQuality(a) => quality::run(a),
     }
 }
 
@@ -865,19 +887,16 @@ fn generate_masked(a: GenerateArgs, dir: &Path) -> Result<()> {
     } else {
         MaskedSampling::default()
     };
-    let cfg = MaskedSampling {
-        steps: a.sampling.steps.unwrap_or(defaults.steps),
-        seed: a.sampling.seed.unwrap_or(defaults.seed),
-        temperature: a.masked.temperature.unwrap_or(defaults.temperature),
-        remasking: a.masked.remasking.unwrap_or(defaults.remasking),
-        block_size: a.masked.block_size.or(defaults.block_size),
-        top_k: a.masked.top_k,
-        top_p: a.masked.top_p,
-        length: a.sampling.seq_len.or(defaults.length),
-        cfg_scale: a.masked.cfg_scale.unwrap_or(defaults.cfg_scale),
-        confidence_threshold: a.masked.confidence_threshold,
-        batch_size: a.sampling.batch_size.unwrap_or(defaults.batch_size),
-    };
+    let cfg = a.masked.sampling(
+        MaskedSampling {
+            steps: a.sampling.steps.unwrap_or(defaults.steps),
+            seed: a.sampling.seed.unwrap_or(defaults.seed),
+            length: a.sampling.seq_len.or(defaults.length),
+            batch_size: a.sampling.batch_size.unwrap_or(defaults.batch_size),
+            ..defaults
+        },
+        &c.finishing,
+    );
     // Only hard constraints are given (checked above): the generation settings are unused.
     let stack = c.stack(&mut GenerationConfig::default(), dir, &device)?;
     let generator = diffusion_lm::masked::MaskedGenerator::with_config(lm.as_ref(), cfg)
@@ -1147,20 +1166,106 @@ fn train_ar(TrainArArgs { aux: a }: TrainArArgs) -> Result<()> {
     Ok(())
 }
 
-fn eval(a: EvalArgs) -> Result<()> {
-    use diffusion_lm::scoring::eval::{copy_rate, distinct_n, json_stats, EvalReport};
-    use std::collections::HashSet;
-    let device = a.device.open()?;
-    let dir = model_dir(a.model.clone());
-    let masked = diffusion_lm::masked::engine_of(&dir)? == diffusion_lm::masked::Engine::Masked;
+/// Samples drawn by [`draw`], with what produced them.
+struct Drawn {
+    samples: Vec<diffusion_lm::Sample>,
+    /// Parameters of the model.
+    parameters: usize,
+    /// The controls of the run, one line each (as `eval` reports them).
+    controls: Vec<String>,
+    /// Whether each sample passes the controls' independent check, run again on the output.
+    valid: Vec<bool>,
+    /// Wall-clock seconds of the sampling.
+    seconds: f64,
+}
+
+/// `n` samples from the checkpoint in `dir` under `control`, with the engine its config names:
+/// the continuous engine with `cfg` (steps, seed, sampler, batch size), or the masked engine with
+/// the same steps, seed and batch size and the `masked` flags.
+fn draw(
+    dir: &Path,
+    control: &ControlArgs,
+    masked_args: &MaskedArgs,
+    mut cfg: GenerationConfig,
+    n: usize,
+    device: &candle_core::Device,
+) -> Result<Drawn> {
+    let masked = diffusion_lm::masked::engine_of(dir)? == diffusion_lm::masked::Engine::Masked;
     if masked {
-        if let Some(flag) = a.control.continuous_only() {
+        if let Some(flag) = control.continuous_only() {
             bail!(
                 "{flag} applies to the continuous engine; {} holds a masked model",
                 dir.display()
             );
         }
+    } else if let Some(flag) = masked_args.given().first() {
+        bail!(
+            "{flag} applies to the masked engine; {} holds a continuous model",
+            dir.display()
+        );
     }
+    let stack = control.stack(&mut cfg, dir, device)?;
+    // The same controls again, for the output check (a stack moves into its generator).
+    let checker = control.stack(&mut cfg.clone(), dir, device)?;
+    let mut controls = control.describe(&cfg);
+    let started = std::time::Instant::now();
+    let (samples, parameters, tokenizer) = if masked {
+        let lm = diffusion_lm::masked::MaskedLm::load(dir, device)?;
+        let sampling = masked_args.sampling(
+            MaskedSampling {
+                steps: cfg.steps.unwrap_or(MaskedSampling::default().steps),
+                seed: cfg.seed,
+                batch_size: cfg.batch_size,
+                ..MaskedSampling::default()
+            },
+            &control.finishing,
+        );
+        // The continuous engine's self-correction line does not describe this run; the masked
+        // engine's own (off by default) does.
+        controls.retain(|c| !c.starts_with("self-correction"));
+        if sampling.self_correct > 0 {
+            controls.push(format!(
+                "self-correction: {} rounds below p = {}",
+                sampling.self_correct, sampling.self_correct_threshold
+            ));
+        }
+        let generator = diffusion_lm::masked::MaskedGenerator::with_config(&lm, sampling).stack(stack);
+        let samples = generator.generate(n)?;
+        status!(
+            "{} forward passes of batch {} ({:.1} per batch)",
+            generator.forward_passes(),
+            cfg.batch_size,
+            generator.forward_passes() as f64 / n.div_ceil(cfg.batch_size.max(1)) as f64
+        );
+        (samples, lm.parameter_count(), lm.tokenizer().clone())
+    } else {
+        let lm = DiffusionLm::load(dir, device)?;
+        let samples = Generator::with_config(&lm, cfg)
+            .stack(stack)
+            .progress(true)
+            .generate(n)?;
+        let parameters = lm.weights().values().map(|t| t.elem_count()).sum();
+        (samples, parameters, lm.tokenizer.clone())
+    };
+    let seconds = started.elapsed().as_secs_f64();
+    let valid = samples
+        .iter()
+        .map(|s| checker.check(&s.ids, &tokenizer).is_ok())
+        .collect();
+    Ok(Drawn {
+        samples,
+        parameters,
+        controls,
+        valid,
+        seconds,
+    })
+}
+
+fn eval(a: EvalArgs) -> Result<()> {
+    use diffusion_lm::scoring::eval::{copy_rate, distinct_n, json_stats, EvalReport};
+    use std::collections::HashSet;
+    let device = a.device.open()?;
+    let dir = model_dir(a.model.clone());
     let ar_dir = a.ar_model.clone().unwrap_or_else(|| dir.join("ar"));
     let (ar, ar_tok) = diffusion_lm::scoring::ar::CausalLm::load(&ar_dir, &device).with_context(|| {
         format!(
@@ -1183,51 +1288,20 @@ fn eval(a: EvalArgs) -> Result<()> {
     if heldout.is_empty() {
         bail!("the model was trained without held-out data (--heldout 0); nothing to compare against");
     }
-    let mut cfg = GenerationConfig {
+    let cfg = GenerationConfig {
         steps: Some(a.steps),
         seed: a.seed,
         sampler: a.sampler,
         batch_size: a.batch_size,
         ..GenerationConfig::default()
     };
-    let stack = a.control.stack(&mut cfg, &dir, &device)?;
-    let mut controls = a.control.describe(&cfg);
-    let started = std::time::Instant::now();
-    let (samples, parameters) = if masked {
-        // Self-correction is a continuous-engine stage; its line does not describe this run.
-        controls.retain(|c| !c.starts_with("self-correction"));
-        let lm = diffusion_lm::masked::MaskedLm::load(&dir, &device)?;
-        let defaults = MaskedSampling::default();
-        let sampling = MaskedSampling {
-            steps: a.steps,
-            seed: a.seed,
-            batch_size: a.batch_size,
-            temperature: a.masked_args.temperature.unwrap_or(defaults.temperature),
-            remasking: a.masked_args.remasking.unwrap_or(defaults.remasking),
-            block_size: a.masked_args.block_size,
-            top_k: a.masked_args.top_k,
-            top_p: a.masked_args.top_p,
-            confidence_threshold: a.masked_args.confidence_threshold,
-            ..defaults
-        };
-        let generator = diffusion_lm::masked::MaskedGenerator::with_config(&lm, sampling).stack(stack);
-        let samples = generator.generate(a.samples)?;
-        status!(
-            "{} forward passes of batch {} ({:.1} per batch)",
-            generator.forward_passes(),
-            a.batch_size,
-            generator.forward_passes() as f64 / a.samples.div_ceil(a.batch_size.max(1)) as f64
-        );
-        (samples, lm.parameter_count())
-    } else {
-        let lm = DiffusionLm::load(&dir, &device)?;
-        let samples = Generator::with_config(&lm, cfg)
-            .stack(stack)
-            .progress(true)
-            .generate(a.samples)?;
-        (samples, lm.weights().values().map(|t| t.elem_count()).sum())
-    };
-    let seconds_sampling = started.elapsed().as_secs_f64();
+    let Drawn {
+        samples,
+        parameters,
+        controls,
+        seconds: seconds_sampling,
+        ..
+    } = draw(&dir, &a.control, &a.masked_args, cfg, a.samples, &device)?;
     let texts: Vec<&str> = samples.iter().map(|s| s.text.as_str()).collect();
     if let Some(path) = &a.samples_out {
         std::fs::write(path, texts.join("\n") + "\n").with_context(|| format!("writing {}", path.display()))?;

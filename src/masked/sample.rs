@@ -43,6 +43,10 @@ use crate::{Error, Result};
 /// cannot express can fail it), as the continuous engine's default.
 const MAX_REDRAWS: usize = 3;
 
+/// Self-correction scores the committed tokens in this many interleaved groups, each masked in
+/// one forward pass: a token is judged with three quarters of the text around it.
+const REFINE_GROUPS: usize = 4;
+
 /// Which masked positions a step commits first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -109,6 +113,14 @@ pub struct MaskedSampling {
     pub confidence_threshold: Option<f32>,
     /// How many sequences are denoised together (the output does not depend on it). Default 64.
     pub batch_size: usize,
+    /// Self-correction after the last step: rounds of masking again the committed tokens the
+    /// model, reading the rest of the text, finds unlikely (see `self_correct_threshold`) and
+    /// committing them anew under the same constraints. Each round costs 4 forward passes to
+    /// score and up to a quarter of the span's steps to re-commit. Default 0: off.
+    pub self_correct: usize,
+    /// With `self_correct`: a token is masked again when its probability in context is below this
+    /// share of the best token's at its position. Default 0.1.
+    pub self_correct_threshold: f32,
 }
 
 impl Default for MaskedSampling {
@@ -125,6 +137,8 @@ impl Default for MaskedSampling {
             cfg_scale: 0.0,
             confidence_threshold: None,
             batch_size: 64,
+            self_correct: 0,
+            self_correct_threshold: 0.1,
         }
     }
 }
@@ -375,7 +389,7 @@ impl<'m> MaskedGenerator<'m> {
 
     /// The steps of one batch (rows are the samples with these indices), under `seed`.
     fn run_batch(&self, prepared: &PreparedStack, indices: &[usize], seed: u64) -> Result<Vec<Vec<u32>>> {
-        let (len, v) = (self.span(), self.lm.vocab_size());
+        let len = self.span();
         let mask = self.lm.mask_id();
         let mut rngs: Vec<StdRng> = indices
             .iter()
@@ -401,61 +415,144 @@ impl<'m> MaskedGenerator<'m> {
                 if self.cfg.confidence_threshold.is_some() && !rows.iter().any(|r| r[lo..hi].contains(&mask)) {
                     break;
                 }
-                let logp = self.log_probs(&rows)?;
-                self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                // Each row's draw is its own work with its own random stream: rows run in
-                // parallel, and the result does not depend on how they are scheduled.
-                let remaining = block_steps - k;
-                rows.par_iter_mut().zip(rngs.par_iter_mut()).enumerate().try_for_each(
-                    |(r, (row, rng))| -> Result<()> {
-                        let row_logp = &logp[r * len * v..(r + 1) * len * v];
-                        let open: Vec<usize> = (lo..hi).filter(|&p| row[p] == mask).collect();
-                        if open.is_empty() && self.cfg.confidence_threshold.is_some() {
-                            return Ok(());
-                        }
-                        let cut = self.truncated(row_logp, row, len, v);
-                        let (sample, keys) = if !prepared.has_hard {
-                            // Positions are independent: only the open ones need their softmax.
-                            self.draw_independent(cut.as_deref().unwrap_or(row_logp), row, &open, rng)
-                        } else {
-                            match cut {
-                                Some(cut) => {
-                                    match self.draw(prepared, &self.scores(prepared, &cut, row, len, v), &open, rng) {
-                                        Ok(drawn) => drawn,
-                                        // Truncation left no valid sequence: this step uses every token.
-                                        Err(Error::Unsatisfiable(_)) => self.draw(
-                                            prepared,
-                                            &self.scores(prepared, row_logp, row, len, v),
-                                            &open,
-                                            rng,
-                                        )?,
-                                        Err(e) => return Err(e),
-                                    }
-                                }
-                                None => {
-                                    self.draw(prepared, &self.scores(prepared, row_logp, row, len, v), &open, rng)?
-                                }
-                            }
-                        };
-                        let mut count = open.len().div_ceil(remaining);
-                        if let Some(tau) = self.cfg.confidence_threshold {
-                            // Fast-dLLM's parallel decoding: every position at least this
-                            // confident is committed too. They all come from one valid sequence.
-                            count = count.max(keys.iter().filter(|&&k| k >= tau as f64).count());
-                        }
-                        // Highest key first; ties by position, so the order does not depend on
-                        // float ties.
-                        let mut keyed: Vec<(f64, usize)> = keys.into_iter().zip(open).collect();
-                        keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                        for &(_, p) in keyed.iter().take(count) {
-                            row[p] = sample[p];
-                        }
-                        Ok(())
-                    },
-                )?;
+                self.step(prepared, &mut rows, &mut rngs, (lo, hi), block_steps - k)?;
+            }
+        }
+        for _ in 0..self.cfg.self_correct {
+            if !self.refine(prepared, &mut rows, &mut rngs)? {
+                break;
             }
         }
         Ok(rows)
+    }
+
+    /// One step: a forward pass, and in each row the open positions of `lo..hi` the remasking
+    /// order ranks first committed (their share of the `remaining` steps, or more with a
+    /// confidence threshold). Rows with no open position in the range are left alone.
+    fn step(
+        &self,
+        prepared: &PreparedStack,
+        rows: &mut [Vec<u32>],
+        rngs: &mut [StdRng],
+        (lo, hi): (usize, usize),
+        remaining: usize,
+    ) -> Result<()> {
+        let (len, v) = (self.span(), self.lm.vocab_size());
+        let mask = self.lm.mask_id();
+        let logp = self.log_probs(rows)?;
+        self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        // Each row's draw is its own work with its own random stream: rows run in parallel, and
+        // the result does not depend on how they are scheduled.
+        rows.par_iter_mut()
+            .zip(rngs.par_iter_mut())
+            .enumerate()
+            .try_for_each(|(r, (row, rng))| -> Result<()> {
+                let row_logp = &logp[r * len * v..(r + 1) * len * v];
+                let open: Vec<usize> = (lo..hi).filter(|&p| row[p] == mask).collect();
+                if open.is_empty() {
+                    return Ok(());
+                }
+                let cut = self.truncated(row_logp, row, len, v);
+                let (sample, keys) = if !prepared.has_hard {
+                    // Positions are independent: only the open ones need their softmax.
+                    self.draw_independent(cut.as_deref().unwrap_or(row_logp), row, &open, rng)
+                } else {
+                    match cut {
+                        Some(cut) => match self.draw(prepared, &self.scores(prepared, &cut, row, len, v), &open, rng) {
+                            Ok(drawn) => drawn,
+                            // Truncation left no valid sequence: this step uses every token.
+                            Err(Error::Unsatisfiable(_)) => {
+                                self.draw(prepared, &self.scores(prepared, row_logp, row, len, v), &open, rng)?
+                            }
+                            Err(e) => return Err(e),
+                        },
+                        None => self.draw(prepared, &self.scores(prepared, row_logp, row, len, v), &open, rng)?,
+                    }
+                };
+                let mut count = open.len().div_ceil(remaining);
+                if let Some(tau) = self.cfg.confidence_threshold {
+                    // Fast-dLLM's parallel decoding: every position at least this confident is
+                    // committed too. They all come from one valid sequence.
+                    count = count.max(keys.iter().filter(|&&k| k >= tau as f64).count());
+                }
+                // Highest key first; ties by position, so the order does not depend on float ties.
+                let mut keyed: Vec<(f64, usize)> = keys.into_iter().zip(open).collect();
+                keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+                for &(_, p) in keyed.iter().take(count) {
+                    row[p] = sample[p];
+                }
+                Ok(())
+            })
+    }
+
+    /// One round of self-correction on committed rows: each free position (not fixed in
+    /// advance) is scored by the model with it and its group masked (the positions are split
+    /// into [`REFINE_GROUPS`] interleaved groups, one forward pass each); in each row the tokens
+    /// whose probability is below [`MaskedSampling::self_correct_threshold`] times the best token's at
+    /// their position, at most a quarter of the free positions and the least probable first,
+    /// are masked again and re-committed under the constraints, one step per position of that
+    /// cap. Returns whether any token was re-masked.
+    fn refine(&self, prepared: &PreparedStack, rows: &mut [Vec<u32>], rngs: &mut [StdRng]) -> Result<bool> {
+        let (len, v) = (self.span(), self.lm.vocab_size());
+        let mask = self.lm.mask_id();
+        let free: Vec<usize> = (0..len).filter(|p| !self.fixed.iter().any(|&(q, _)| q == *p)).collect();
+        let cap = free.len().div_ceil(4);
+        if cap == 0 {
+            return Ok(false);
+        }
+        // ratio[r][i]: the committed token's probability over the best one's, at free[i].
+        let mut ratio = vec![vec![1f32; free.len()]; rows.len()];
+        for g in 0..REFINE_GROUPS {
+            let group: Vec<usize> = (g..free.len()).step_by(REFINE_GROUPS).collect();
+            if group.is_empty() {
+                continue;
+            }
+            let probe: Vec<Vec<u32>> = rows
+                .iter()
+                .map(|row| {
+                    let mut row = row.clone();
+                    for &i in &group {
+                        row[free[i]] = mask;
+                    }
+                    row
+                })
+                .collect();
+            let logp = self.log_probs(&probe)?;
+            self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for (r, row) in rows.iter().enumerate() {
+                for &i in &group {
+                    let p = free[i];
+                    let at = &logp[(r * len + p) * v..(r * len + p + 1) * v];
+                    let best = at.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    ratio[r][i] = (at[row[p] as usize] - best).exp();
+                }
+            }
+        }
+        let threshold = self.cfg.self_correct_threshold;
+        let mut any = false;
+        for (row, ratios) in rows.iter_mut().zip(&ratio) {
+            let mut low: Vec<(f32, usize)> = ratios
+                .iter()
+                .zip(&free)
+                .filter(|(&q, _)| q < threshold)
+                .map(|(&q, &p)| (q, p))
+                .collect();
+            low.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)));
+            for &(_, p) in low.iter().take(cap) {
+                row[p] = mask;
+                any = true;
+            }
+        }
+        if !any {
+            return Ok(false);
+        }
+        for k in 0..cap {
+            if !rows.iter().any(|r| r.contains(&mask)) {
+                break;
+            }
+            self.step(prepared, rows, rngs, (0, len), cap - k)?;
+        }
+        Ok(true)
     }
 
     /// The model's log-probabilities `[rows, span, V]` (flattened, f32) for the generated span

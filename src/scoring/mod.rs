@@ -5,3 +5,4 @@
 pub mod ar;
 pub mod classifier;
 pub mod eval;
+pub mod quality;

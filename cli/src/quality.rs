@@ -1,0 +1,626 @@
+//! `eval-quality`: the quality protocol. A fixed set of tasks (unconstrained, two sentence
+//! templates, two infills, a length range, the restaurant schema, two attribute targets) is
+//! sampled with one system (a model and its settings); every sample is written with its task and
+//! its automatic proxies. `blind` pools the sentence outputs of several systems into one shuffled
+//! reading sheet with the systems hidden; `score` joins the readers' judgments with the samples
+//! into the table.
+
+use std::collections::BTreeMap;
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Subcommand};
+use diffusion_lm::nn::device::DeviceSpec;
+use diffusion_lm::scoring::quality::{json_leak, record_in_value_sets, repeated_word, ValueSets};
+use diffusion_lm::{GenerationConfig, SamplerKind};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use serde::{Deserialize, Serialize};
+
+use crate::{draw, load_split, model_dir, read_data_record, ControlArgs, Drawn, FinishingArgs, MaskedArgs};
+
+/// The sentence template of issue 21 (and of `scripts/compare-engines.sh`).
+const TEMPLATE: &str = r"[A-Z][A-Za-z ]+ is a (pub|restaurant|coffee shop)[a-z ,]* near [A-Z][A-Za-z ]+\.";
+/// The short template: one word per name.
+const TEMPLATE_SHORT: &str = r"[A-Z][a-z]+ is a (pub|restaurant) near [A-Z][a-z]+\.";
+/// The restaurant schema (`examples/schemas/restaurant.json`), built in so the protocol runs
+/// from any directory.
+const RESTAURANT_SCHEMA: &str = include_str!("../../examples/schemas/restaurant.json");
+
+/// What a reader judges in a task's outputs.
+#[derive(Clone, Copy, PartialEq, Eq, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+enum Kind {
+    /// Free text: sentences are read, JSON records are checked against the value sets.
+    Free,
+    /// A sentence is asked for: read it; JSON punctuation in it is a leak.
+    Sentence,
+    /// A JSON record is asked for: its values are checked against the value sets.
+    Record,
+}
+
+/// One task of the fixed set.
+struct Task {
+    name: &'static str,
+    kind: Kind,
+    /// What the reader is told the output should be.
+    intent: &'static str,
+    regex: Option<&'static str>,
+    infill: Option<&'static str>,
+    length: Option<&'static str>,
+    schema: bool,
+    attribute: Option<&'static str>,
+}
+
+const fn task(name: &'static str, kind: Kind, intent: &'static str) -> Task {
+    Task {
+        name,
+        kind,
+        intent,
+        regex: None,
+        infill: None,
+        length: None,
+        schema: false,
+        attribute: None,
+    }
+}
+
+/// The task set (issue 21's protocol).
+fn tasks() -> Vec<Task> {
+    vec![
+        task("unconstrained", Kind::Free, "any text about a restaurant"),
+        Task {
+            regex: Some(TEMPLATE),
+            ..task(
+                "template",
+                Kind::Sentence,
+                "a sentence of the form `NAME is a pub/restaurant/coffee shop ... near LANDMARK.`",
+            )
+        },
+        Task {
+            regex: Some(TEMPLATE_SHORT),
+            ..task(
+                "template-short",
+                Kind::Sentence,
+                "a sentence of the form `Name is a pub/restaurant near Landmark.` with one-word names",
+            )
+        },
+        Task {
+            infill: Some("The Eagle is a ___ near ___."),
+            ..task(
+                "infill-eagle",
+                Kind::Sentence,
+                "`The Eagle is a ___ near ___.` with the holes filled: a kind of venue and what it is near",
+            )
+        },
+        Task {
+            infill: Some("___ is a family friendly ___ near The Bakers."),
+            ..task(
+                "infill-bakers",
+                Kind::Sentence,
+                "`___ is a family friendly ___ near The Bakers.` with the holes filled: a name and a kind of venue",
+            )
+        },
+        Task {
+            length: Some("8..12"),
+            ..task("length", Kind::Free, "any text about a restaurant, 8 to 12 tokens")
+        },
+        Task {
+            schema: true,
+            ..task("schema", Kind::Record, "a JSON restaurant record")
+        },
+        Task {
+            attribute: Some("food=Italian"),
+            ..task(
+                "attribute-food",
+                Kind::Free,
+                "a text about a restaurant serving Italian food",
+            )
+        },
+        Task {
+            attribute: Some("area=riverside"),
+            ..task(
+                "attribute-area",
+                Kind::Free,
+                "a text about a restaurant in the riverside area",
+            )
+        },
+    ]
+}
+
+#[derive(Args)]
+pub struct EvalQualityArgs {
+    #[command(subcommand)]
+    command: QualityCommand,
+}
+
+#[derive(Subcommand)]
+enum QualityCommand {
+    /// Draw samples for every task with one system and write them, with their proxies, to
+    /// OUT/samples.jsonl and OUT/summary.json.
+    Sample(SampleArgs),
+    /// Pool the sentence outputs of several systems' sample directories into one reading sheet,
+    /// shuffled and with the systems hidden, and its key.
+    Blind(BlindArgs),
+    /// The table: each system's proxies per task, with the readers' judgments of the sheet.
+    Score(ScoreArgs),
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// Checkpoint directory (default: the shipped model, or $DIFFUSION_LM_MODEL).
+    #[arg(long)]
+    model: Option<PathBuf>,
+    /// The reference LM for perplexity (default: MODEL/ar, else the shipped model's).
+    #[arg(long)]
+    ar_model: Option<PathBuf>,
+    /// Output directory: samples.jsonl and summary.json are written there.
+    #[arg(long)]
+    out: PathBuf,
+    /// The system's name in the table (default: the model directory's name).
+    #[arg(long)]
+    name: Option<String>,
+    /// Samples per task.
+    #[arg(long, default_value_t = 32)]
+    samples: usize,
+    /// Only these tasks (comma-separated) [default: all of unconstrained, template,
+    /// template-short, infill-eagle, infill-bakers, length, schema, attribute-food,
+    /// attribute-area; the attribute tasks need the continuous engine].
+    #[arg(long, value_delimiter = ',')]
+    tasks: Vec<String>,
+    /// Denoising steps [default: 200 for the continuous engine, 64 for the masked one].
+    #[arg(long)]
+    steps: Option<usize>,
+    /// Random seed: the same seed gives the same samples.
+    #[arg(long, default_value_t = 1, value_parser = crate::parse_seed)]
+    seed: u64,
+    /// Sequences denoised together (the output does not depend on it).
+    #[arg(long, default_value_t = 64)]
+    batch_size: usize,
+    #[command(flatten)]
+    masked: MaskedArgs,
+    #[command(flatten)]
+    finishing: FinishingArgs,
+    /// `cpu`, `cuda[:N]` or `metal[:N]`.
+    #[arg(long, default_value = "cpu")]
+    device: DeviceSpec,
+}
+
+#[derive(Args)]
+struct BlindArgs {
+    /// Sample directories written by `eval-quality sample`.
+    #[arg(required = true)]
+    systems: Vec<PathBuf>,
+    /// The reading sheet to write (JSON Lines: id, task intent, text).
+    #[arg(long)]
+    sheet: PathBuf,
+    /// The key to write (JSON: sheet id → system, task, sample index).
+    #[arg(long)]
+    key: PathBuf,
+    /// Only these tasks (comma-separated) [default: every task whose outputs are read].
+    #[arg(long, value_delimiter = ',')]
+    tasks: Vec<String>,
+    /// Seed of the shuffle.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    /// Sample directories written by `eval-quality sample`.
+    #[arg(required = true)]
+    systems: Vec<PathBuf>,
+    /// The key written by `eval-quality blind`.
+    #[arg(long, requires = "judgments")]
+    key: Option<PathBuf>,
+    /// The readers' judgments of the sheet: JSON Lines with `id`, `grammatical` and `faithful`
+    /// (booleans).
+    #[arg(long, requires = "key")]
+    judgments: Option<PathBuf>,
+}
+
+/// One sample and its proxies (a line of samples.jsonl).
+#[derive(Serialize, Deserialize)]
+struct SampleLine {
+    system: String,
+    task: String,
+    kind: Kind,
+    index: usize,
+    text: String,
+    /// Passes the task's constraints, checked again on the output.
+    valid: bool,
+    /// A JSON record (or an attempt at one: the text opens with a brace).
+    json: bool,
+    /// A sentence task's output holds JSON punctuation.
+    leak: bool,
+    /// A word is written twice in a row.
+    repeat: bool,
+    /// For a JSON record: it parses, every field is an E2E field and every value is in its
+    /// field's value set.
+    in_value_sets: Option<bool>,
+    /// For an attribute task: the text expresses the target.
+    attribute: Option<bool>,
+}
+
+/// One task's figures for one system (summary.json).
+#[derive(Serialize, Deserialize, Clone)]
+struct TaskSummary {
+    task: String,
+    samples: usize,
+    valid: usize,
+    json: usize,
+    /// Outputs meant as sentences (every output of a sentence task; the non-records of a free one).
+    sentences: usize,
+    leaks: usize,
+    repeats: usize,
+    records: usize,
+    records_in_value_sets: usize,
+    attribute_hits: Option<usize>,
+    /// Perplexity of the outputs under the reference LM.
+    perplexity: f64,
+    seconds_per_sample: f64,
+    /// The controls, one line each.
+    controls: Vec<String>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct Summary {
+    system: String,
+    model: PathBuf,
+    /// The command's settings, as given.
+    settings: String,
+    seed: u64,
+    tasks: Vec<TaskSummary>,
+    /// Tasks this system's engine cannot run, with the reason.
+    skipped: BTreeMap<String, String>,
+}
+
+/// A line of the reading sheet.
+#[derive(Serialize, Deserialize)]
+struct SheetLine {
+    id: usize,
+    intent: String,
+    text: String,
+}
+
+#[derive(Serialize, Deserialize)]
+struct KeyEntry {
+    system: String,
+    task: String,
+    index: usize,
+}
+
+#[derive(Deserialize)]
+struct Judgment {
+    id: usize,
+    grammatical: bool,
+    faithful: bool,
+}
+
+pub fn run(a: EvalQualityArgs) -> Result<()> {
+    match a.command {
+        QualityCommand::Sample(a) => sample(a),
+        QualityCommand::Blind(a) => blind(a),
+        QualityCommand::Score(a) => score(a),
+    }
+}
+
+fn sample(a: SampleArgs) -> Result<()> {
+    let device = a.device.open()?;
+    let dir = model_dir(a.model.clone());
+    let engine = diffusion_lm::masked::engine_of(&dir)?;
+    if engine == diffusion_lm::masked::Engine::Pretrained {
+        bail!(
+            "{} is a pretrained snapshot; the quality protocol's tasks are about E2E restaurants (use an E2E model)",
+            dir.display()
+        );
+    }
+    let masked = engine == diffusion_lm::masked::Engine::Masked;
+    let all = tasks();
+    for t in &a.tasks {
+        if !all.iter().any(|k| k.name == t) {
+            let names: Vec<&str> = all.iter().map(|k| k.name).collect();
+            bail!("--tasks: unknown task {t:?} (tasks: {})", names.join(", "));
+        }
+    }
+    let chosen: Vec<&Task> = all
+        .iter()
+        .filter(|t| a.tasks.is_empty() || a.tasks.iter().any(|n| n == t.name))
+        .collect();
+    let ar_dir = match &a.ar_model {
+        Some(d) => d.clone(),
+        None if dir.join("ar").is_dir() => dir.join("ar"),
+        None => diffusion_lm::DiffusionLm::default_dir().join("ar"),
+    };
+    let (ar, ar_tok) = diffusion_lm::scoring::ar::CausalLm::load(&ar_dir, &device)
+        .with_context(|| format!("loading the reference LM {}", ar_dir.display()))?;
+    let record = read_data_record(&dir)?;
+    let (train_ex, _) = load_split(&record.corpus, record.json_records, record.heldout)?;
+    let sets = ValueSets::new(&diffusion_lm::e2e::e2e_fields(&train_ex));
+    let system = a.name.clone().unwrap_or_else(|| {
+        dir.file_name()
+            .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned())
+    });
+    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+    let schema_path = a.out.join("restaurant.schema.json");
+    std::fs::write(&schema_path, RESTAURANT_SCHEMA).with_context(|| format!("writing {}", schema_path.display()))?;
+    let samples_path = a.out.join("samples.jsonl");
+    let mut lines =
+        std::fs::File::create(&samples_path).with_context(|| format!("creating {}", samples_path.display()))?;
+    let steps = a.steps.unwrap_or(if masked { 64 } else { 200 });
+    let mut summaries = Vec::new();
+    let mut skipped = BTreeMap::new();
+    for t in chosen {
+        if masked && t.attribute.is_some() {
+            skipped.insert(
+                t.name.to_string(),
+                "attribute guidance is a continuous-engine control".to_string(),
+            );
+            continue;
+        }
+        let control = ControlArgs {
+            regex: t.regex.iter().map(|r| r.to_string()).collect(),
+            infill: t.infill.iter().map(|r| r.to_string()).collect(),
+            length: t.length.map(str::to_string),
+            schema: t.schema.then(|| schema_path.clone()),
+            attribute: t.attribute.iter().map(|r| r.to_string()).collect(),
+            finishing: a.finishing.clone(),
+            ..ControlArgs::default()
+        };
+        let cfg = GenerationConfig {
+            steps: Some(steps),
+            seed: a.seed,
+            sampler: SamplerKind::default(),
+            batch_size: a.batch_size,
+            ..GenerationConfig::default()
+        };
+        status!("{system}: {} ({} samples)", t.name, a.samples);
+        let Drawn {
+            samples,
+            controls,
+            valid,
+            seconds,
+            ..
+        } = draw(&dir, &control, &a.masked, cfg, a.samples, &device)?;
+        let texts: Vec<&str> = samples.iter().map(|s| s.text.as_str()).collect();
+        let (perplexity, _, _) = ar.perplexity(&ar_tok, &texts, 64, &device)?;
+        let mut sum = TaskSummary {
+            task: t.name.to_string(),
+            samples: samples.len(),
+            valid: 0,
+            json: 0,
+            sentences: 0,
+            leaks: 0,
+            repeats: 0,
+            records: 0,
+            records_in_value_sets: 0,
+            attribute_hits: t.attribute.map(|_| 0),
+            perplexity,
+            seconds_per_sample: seconds / samples.len().max(1) as f64,
+            controls,
+        };
+        for (index, (s, ok)) in samples.iter().zip(valid).enumerate() {
+            // A text that opens a brace is a record attempt: one that does not parse is a
+            // record outside the value sets, not a sentence.
+            let record = s.text.trim_start().starts_with('{');
+            let in_sets = record.then(|| record_in_value_sets(&s.text, &sets).unwrap_or(false));
+            let meant_as_sentence = match t.kind {
+                Kind::Sentence => true,
+                Kind::Free => !record,
+                Kind::Record => false,
+            };
+            let attribute = t.attribute.and_then(|spec| {
+                let (field, value) = spec.split_once('=')?;
+                Some(diffusion_lm::e2e::attribute_expressed(&s.text, field, value))
+            });
+            let line = SampleLine {
+                system: system.clone(),
+                task: t.name.to_string(),
+                kind: t.kind,
+                index,
+                text: s.text.clone(),
+                valid: ok,
+                json: record,
+                leak: meant_as_sentence && json_leak(&s.text),
+                repeat: repeated_word(&s.text),
+                in_value_sets: in_sets,
+                attribute,
+            };
+            sum.valid += usize::from(line.valid);
+            sum.json += usize::from(line.json);
+            sum.sentences += usize::from(meant_as_sentence);
+            sum.leaks += usize::from(line.leak);
+            sum.repeats += usize::from(line.repeat);
+            sum.records += usize::from(in_sets.is_some());
+            sum.records_in_value_sets += usize::from(in_sets == Some(true));
+            if let (Some(hits), Some(true)) = (sum.attribute_hits.as_mut(), attribute) {
+                *hits += 1;
+            }
+            writeln!(lines, "{}", serde_json::to_string(&line)?)?;
+        }
+        status!(
+            "  valid {}/{}, perplexity {:.2}, {:.2} s/sample",
+            sum.valid,
+            sum.samples,
+            sum.perplexity,
+            sum.seconds_per_sample
+        );
+        summaries.push(sum);
+    }
+    let summary = Summary {
+        system,
+        model: dir.clone(),
+        settings: std::env::args().skip(1).collect::<Vec<_>>().join(" "),
+        seed: a.seed,
+        tasks: summaries,
+        skipped,
+    };
+    let path = a.out.join("summary.json");
+    std::fs::write(&path, serde_json::to_string_pretty(&summary)? + "\n")
+        .with_context(|| format!("writing {}", path.display()))?;
+    status!("wrote {} and {}", samples_path.display(), path.display());
+    Ok(())
+}
+
+/// Reads a system's samples.jsonl and summary.json.
+fn read_system(dir: &Path) -> Result<(Summary, Vec<SampleLine>)> {
+    let path = dir.join("summary.json");
+    let summary: Summary = serde_json::from_str(
+        &std::fs::read_to_string(&path)
+            .with_context(|| format!("reading {} (run `eval-quality sample` first)", path.display()))?,
+    )
+    .with_context(|| format!("{}: not an eval-quality summary", path.display()))?;
+    let path = dir.join("samples.jsonl");
+    let text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+    let lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty())
+        .map(|(i, l)| {
+            serde_json::from_str(l).with_context(|| format!("{}:{}: not a sample line", path.display(), i + 1))
+        })
+        .collect::<Result<Vec<SampleLine>>>()?;
+    Ok((summary, lines))
+}
+
+/// Whether a reader judges this output: sentences of every task (a JSON record is checked by the
+/// value sets instead).
+fn is_read(line: &SampleLine) -> bool {
+    line.kind != Kind::Record && !line.json && !line.text.trim().is_empty()
+}
+
+fn blind(a: BlindArgs) -> Result<()> {
+    let intents: BTreeMap<&str, &str> = tasks().iter().map(|t| (t.name, t.intent)).collect();
+    let mut pool = Vec::new();
+    let mut names = std::collections::BTreeSet::new();
+    for dir in &a.systems {
+        let (summary, lines) = read_system(dir)?;
+        if !names.insert(summary.system.clone()) {
+            bail!(
+                "two sample directories are both named {:?} (give `eval-quality sample --name`)",
+                summary.system
+            );
+        }
+        pool.extend(
+            lines
+                .into_iter()
+                .filter(|l| is_read(l) && (a.tasks.is_empty() || a.tasks.contains(&l.task))),
+        );
+    }
+    if pool.is_empty() {
+        bail!("no sentence outputs to read in these directories");
+    }
+    let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
+    pool.shuffle(&mut rng);
+    let mut sheet = String::new();
+    let mut key = BTreeMap::new();
+    for (id, l) in pool.into_iter().enumerate() {
+        let intent = intents.get(l.task.as_str()).copied().unwrap_or("any text");
+        sheet.push_str(&serde_json::to_string(&SheetLine {
+            id,
+            intent: intent.to_string(),
+            text: l.text,
+        })?);
+        sheet.push('\n');
+        key.insert(
+            id,
+            KeyEntry {
+                system: l.system,
+                task: l.task,
+                index: l.index,
+            },
+        );
+    }
+    std::fs::write(&a.sheet, sheet).with_context(|| format!("writing {}", a.sheet.display()))?;
+    std::fs::write(&a.key, serde_json::to_string_pretty(&key)? + "\n")
+        .with_context(|| format!("writing {}", a.key.display()))?;
+    status!(
+        "{} outputs in {} (judge each: grammatical, faithful); key in {}",
+        key.len(),
+        a.sheet.display(),
+        a.key.display()
+    );
+    Ok(())
+}
+
+/// Reader counts of one (system, task): judged, grammatical, faithful, both.
+#[derive(Default, Clone, Copy)]
+struct Reading {
+    judged: usize,
+    grammatical: usize,
+    faithful: usize,
+    both: usize,
+}
+
+fn score(a: ScoreArgs) -> Result<()> {
+    let mut readings: BTreeMap<(String, String), Reading> = BTreeMap::new();
+    if let (Some(key_path), Some(judged_path)) = (&a.key, &a.judgments) {
+        let key: BTreeMap<usize, KeyEntry> = serde_json::from_str(
+            &std::fs::read_to_string(key_path).with_context(|| format!("reading {}", key_path.display()))?,
+        )
+        .with_context(|| format!("{}: not an eval-quality key", key_path.display()))?;
+        let text =
+            std::fs::read_to_string(judged_path).with_context(|| format!("reading {}", judged_path.display()))?;
+        for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+            let j: Judgment = serde_json::from_str(l).with_context(|| {
+                format!(
+                    "{}:{}: expected {{\"id\": N, \"grammatical\": BOOL, \"faithful\": BOOL}}",
+                    judged_path.display(),
+                    i + 1
+                )
+            })?;
+            let Some(entry) = key.get(&j.id) else {
+                bail!("{}:{}: id {} is not in the key", judged_path.display(), i + 1, j.id);
+            };
+            let r = readings.entry((entry.system.clone(), entry.task.clone())).or_default();
+            r.judged += 1;
+            r.grammatical += usize::from(j.grammatical);
+            r.faithful += usize::from(j.faithful);
+            r.both += usize::from(j.grammatical && j.faithful);
+        }
+    }
+    let mut rows = Vec::new();
+    for dir in &a.systems {
+        let (summary, lines) = read_system(dir)?;
+        for t in &summary.tasks {
+            let read = lines.iter().filter(|l| l.task == t.task && is_read(l)).count();
+            rows.push((summary.system.clone(), t.clone(), read));
+        }
+        for (task, why) in &summary.skipped {
+            crate::output::out(&format!("<!-- {}: {task} not run: {why} -->", summary.system))?;
+        }
+    }
+    let frac = |k: usize, n: usize| if n == 0 { "–".to_string() } else { format!("{k}/{n}") };
+    crate::output::out(
+        "| task | system | valid | sentences read | grammatical | faithful | both | JSON leaks | repeated words | records in value sets | attribute | perplexity | s/sample |",
+    )?;
+    crate::output::out("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")?;
+    let order: Vec<&str> = tasks().iter().map(|t| t.name).collect();
+    rows.sort_by_key(|(system, t, _)| (order.iter().position(|n| *n == t.task), system.clone()));
+    for (system, t, read) in rows {
+        let r = readings.get(&(system.clone(), t.task.clone())).copied();
+        let (g, f, b) = match r {
+            Some(r) => (
+                frac(r.grammatical, r.judged),
+                frac(r.faithful, r.judged),
+                frac(r.both, r.judged),
+            ),
+            None => ("–".into(), "–".into(), "–".into()),
+        };
+        crate::output::out(&format!(
+            "| {} | {} | {} | {} | {g} | {f} | {b} | {} | {} | {} | {} | {:.2} | {:.2} |",
+            t.task,
+            system,
+            frac(t.valid, t.samples),
+            read,
+            frac(t.leaks, t.sentences),
+            frac(t.repeats, t.samples),
+            frac(t.records_in_value_sets, t.records),
+            t.attribute_hits.map_or("–".into(), |h| frac(h, t.samples)),
+            t.perplexity,
+            t.seconds_per_sample
+        ))?;
+    }
+    Ok(())
+}
