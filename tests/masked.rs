@@ -52,6 +52,7 @@ proptest! {
         top_k in prop::option::of(1usize..4),
         top_p in prop::option::of(0.1f32..1.0),
         threshold in prop::option::of(0.3f32..1.0),
+        self_correct in 0usize..3,
     ) {
         let tok = toy_tokenizer();
         let lm = random_model(&tok, seed);
@@ -63,7 +64,13 @@ proptest! {
                 .constrain(Regex::new("[a-z]+ [a-z]+").unwrap())
                 .constrain(Length::between(2, 4).unwrap())),
         };
-        let mut g = g.steps(6).seed(seed).temperature(temperature).remasking(order).batch_size(2);
+        let mut g = g
+            .steps(6)
+            .seed(seed)
+            .temperature(temperature)
+            .remasking(order)
+            .batch_size(2)
+            .self_correct(self_correct, 0.5);
         if let Some(b) = block {
             g = g.block_size(b);
         }
@@ -179,6 +186,16 @@ fn a_tiny_masked_model_learns_and_samples_the_same_on_any_batch_size() {
     };
     let samples = run(4);
     assert_eq!(samples, run(1), "the same seed gives the same text on any batch size");
+    let corrected = |batch: usize| {
+        MaskedGenerator::new(&lm)
+            .steps(12)
+            .seed(9)
+            .batch_size(batch)
+            .self_correct(2, 0.9)
+            .generate(4)
+            .unwrap()
+    };
+    assert_eq!(corrected(4), corrected(1), "self-correction too");
     // Trained on four sentences, greedy sampling writes one of them.
     let greedy = MaskedGenerator::new(&lm)
         .steps(12)
@@ -215,6 +232,31 @@ fn parallel_decoding_commits_the_certain_tokens_at_once_and_stays_valid() {
         let doc: serde_json::Value = serde_json::from_str(&s.text).unwrap();
         assert!(doc.is_object(), "{}", s.text);
     }
+    // Self-correction scores every token (4 passes) and re-commits what it masks again, within
+    // the constraints.
+    let template = r"[A-Z][A-Za-z ]+ is a (pub|restaurant|coffee shop)[a-z ,]* near [A-Z][A-Za-z ]+\.";
+    let g = MaskedGenerator::new(&lm)
+        .constrain(Regex::new(template).unwrap())
+        .steps(64)
+        .seed(1)
+        .self_correct(1, 1.0)
+        .batch_size(4);
+    let samples = g.generate(4).unwrap();
+    // 64 steps, 4 scoring passes, then one step per re-masked token of the busiest row (at most a
+    // quarter of the span).
+    let passes = g.forward_passes();
+    assert!((64 + 4 + 1..=64 + 4 + 16).contains(&passes), "{passes} forward passes");
+    let re = regex::Regex::new(&format!("^(?:{template})$")).unwrap();
+    for s in &samples {
+        assert!(re.is_match(&s.text), "{}", s.text);
+    }
+    let e = MaskedGenerator::new(&lm)
+        .self_correct(1, 0.0)
+        .generate(1)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("self-correction threshold"), "{e}");
     let e = MaskedGenerator::new(&lm)
         .remasking(Remasking::Entropy)
         .confidence_threshold(0.9)

@@ -258,6 +258,15 @@ impl<'m> MaskedGenerator<'m> {
         self
     }
 
+    /// Self-correction after the last step: `rounds` of re-committing the tokens whose
+    /// probability in context is below `threshold` times the best token's (see
+    /// [`MaskedSampling::self_correct`]).
+    pub fn self_correct(mut self, rounds: usize, threshold: f32) -> Self {
+        self.cfg.self_correct = rounds;
+        self.cfg.self_correct_threshold = threshold;
+        self
+    }
+
     /// Semi-autoregressive block size.
     pub fn block_size(mut self, b: usize) -> Self {
         self.cfg.block_size = Some(b);
@@ -323,6 +332,12 @@ impl<'m> MaskedGenerator<'m> {
         }
         if let Some(p) = self.cfg.top_p.filter(|p| !(*p > 0.0 && *p <= 1.0)) {
             return Err(Error::Config(format!("top-p must be in (0, 1], got {p}")));
+        }
+        if !(self.cfg.self_correct_threshold > 0.0 && self.cfg.self_correct_threshold <= 1.0) {
+            return Err(Error::Config(format!(
+                "the self-correction threshold must be in (0, 1], got {}",
+                self.cfg.self_correct_threshold
+            )));
         }
         if self.cfg.block_size == Some(0) {
             return Err(Error::Config("block size must be at least 1".into()));
