@@ -254,9 +254,43 @@ struct DeviceArgs {
 }
 
 /// Controllers, combinable; every output satisfies all of the hard constraints.
+/// The two forms of E2E text (`--form`).
+#[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
+enum Form {
+    /// Prose: a capital letter first, `.`, `!` or `?` last, and no JSON punctuation (`{`, `}`,
+    /// `"`) or line break in between.
+    Sentence,
+    /// A record: a JSON object of E2E fields (string values; `familyFriendly` a boolean).
+    Record,
+}
+
+impl Form {
+    /// The regular expression of a sentence.
+    const SENTENCE: &'static str = r#"[A-Z][^{}"\n]*[.!?]"#;
+
+    /// The JSON Schema of a record.
+    fn record_schema() -> serde_json::Value {
+        let mut properties = serde_json::Map::new();
+        for (field, key) in diffusion_lm::e2e::E2E_FIELDS {
+            let ty = if field == "familyFriendly" { "boolean" } else { "string" };
+            properties.insert(key.to_string(), serde_json::json!({ "type": ty, "minLength": 1 }));
+        }
+        serde_json::json!({
+            "type": "object",
+            "properties": properties,
+            "additionalProperties": false,
+            "minProperties": 1
+        })
+    }
+}
+
 #[derive(Args, Clone, Default)]
 #[command(next_help_heading = "Hard constraints")]
 struct ControlArgs {
+    /// The form of the text: `sentence` (prose, no JSON) or `record` (a JSON object of E2E
+    /// fields), for models trained on both, such as the shipped ones.
+    #[arg(long, value_enum)]
+    form: Option<Form>,
     /// The text fully matches this regular expression (repeatable: all must match).
     #[arg(long)]
     regex: Vec<String>,
@@ -368,7 +402,8 @@ impl ControlArgs {
     /// What the controllers and finishing stages of `cfg` do, one line each.
     fn describe(&self, cfg: &GenerationConfig) -> Vec<String> {
         let f = &self.finishing;
-        let mut out: Vec<String> = self.regex.iter().map(|r| format!("regex {r:?}")).collect();
+        let mut out: Vec<String> = self.form.iter().map(|f| format!("form {f:?}").to_lowercase()).collect();
+        out.extend(self.regex.iter().map(|r| format!("regex {r:?}")));
         out.extend(self.length.iter().map(|l| format!("length {l}")));
         out.extend(self.infill.iter().map(|t| format!("infill {t:?}")));
         out.extend(self.schema.iter().map(|s| format!("JSON Schema {}", s.display())));
@@ -425,6 +460,11 @@ impl ControlArgs {
                 stack = stack.guide(attribute);
             }
             cfg.guidance = Some(guidance);
+        }
+        match self.form {
+            Some(Form::Sentence) => stack = stack.constrain(Regex::new(Form::SENTENCE)?),
+            Some(Form::Record) => stack = stack.constrain(JsonSchema::new(&Form::record_schema())?),
+            None => {}
         }
         for re in &self.regex {
             stack = stack.constrain(Regex::new(re)?);

@@ -1,5 +1,5 @@
-//! `eval-quality`: the quality protocol. A fixed set of tasks (unconstrained, two sentence
-//! templates, two infills, a length range, the restaurant schema, two attribute targets) is
+//! `eval-quality`: the quality protocol. A fixed set of tasks (unconstrained, a free sentence,
+//! two sentence templates, two infills, a length range, the restaurant schema, two attribute targets) is
 //! sampled with one system (a model and its settings); every sample is written with its task and
 //! its automatic proxies. `blind` pools the sentence outputs of several systems into one shuffled
 //! reading sheet with the systems hidden; `score` joins the readers' judgments with the samples
@@ -18,7 +18,7 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use serde::{Deserialize, Serialize};
 
-use crate::{draw, load_split, model_dir, read_data_record, ControlArgs, Drawn, FinishingArgs, MaskedArgs};
+use crate::{draw, load_split, model_dir, read_data_record, ControlArgs, Drawn, FinishingArgs, Form, MaskedArgs};
 
 /// The sentence template of issue 21 (and of `scripts/compare-engines.sh`).
 const TEMPLATE: &str = r"[A-Z][A-Za-z ]+ is a (pub|restaurant|coffee shop)[a-z ,]* near [A-Z][A-Za-z ]+\.";
@@ -51,6 +51,7 @@ struct Task {
     length: Option<&'static str>,
     schema: bool,
     attribute: Option<&'static str>,
+    form: Option<Form>,
 }
 
 const fn task(name: &'static str, kind: Kind, intent: &'static str) -> Task {
@@ -63,6 +64,7 @@ const fn task(name: &'static str, kind: Kind, intent: &'static str) -> Task {
         length: None,
         schema: false,
         attribute: None,
+        form: None,
     }
 }
 
@@ -70,6 +72,14 @@ const fn task(name: &'static str, kind: Kind, intent: &'static str) -> Task {
 fn tasks() -> Vec<Task> {
     vec![
         task("unconstrained", Kind::Free, "any text about a restaurant"),
+        Task {
+            form: Some(Form::Sentence),
+            ..task(
+                "sentence",
+                Kind::Sentence,
+                "a sentence about a restaurant (`--form sentence`)",
+            )
+        },
         Task {
             regex: Some(TEMPLATE),
             ..task(
@@ -164,7 +174,7 @@ struct SampleArgs {
     /// Samples per task.
     #[arg(long, default_value_t = 32)]
     samples: usize,
-    /// Only these tasks (comma-separated) [default: all of unconstrained, template,
+    /// Only these tasks (comma-separated) [default: all of unconstrained, sentence, template,
     /// template-short, infill-eagle, infill-bakers, length, schema, attribute-food,
     /// attribute-area; the attribute tasks need the continuous engine].
     #[arg(long, value_delimiter = ',')]
@@ -257,6 +267,9 @@ struct TaskSummary {
     records: usize,
     records_in_value_sets: usize,
     attribute_hits: Option<usize>,
+    /// Distinct outputs among the samples (absent in summaries written before it was counted).
+    #[serde(default)]
+    distinct: Option<usize>,
     /// Perplexity of the outputs under the reference LM.
     perplexity: f64,
     seconds_per_sample: f64,
@@ -365,6 +378,7 @@ fn sample(a: SampleArgs) -> Result<()> {
             length: t.length.map(str::to_string),
             schema: t.schema.then(|| schema_path.clone()),
             attribute: t.attribute.iter().map(|r| r.to_string()).collect(),
+            form: t.form,
             finishing: a.finishing.clone(),
             ..ControlArgs::default()
         };
@@ -396,6 +410,7 @@ fn sample(a: SampleArgs) -> Result<()> {
             records: 0,
             records_in_value_sets: 0,
             attribute_hits: t.attribute.map(|_| 0),
+            distinct: Some(texts.iter().collect::<std::collections::BTreeSet<_>>().len()),
             perplexity,
             seconds_per_sample: seconds / samples.len().max(1) as f64,
             controls,
@@ -554,6 +569,12 @@ struct Reading {
 }
 
 fn score(a: ScoreArgs) -> Result<()> {
+    crate::output::out(table(&a)?.trim_end())
+}
+
+/// The table `score` prints (Markdown, one row per system and task).
+fn table(a: &ScoreArgs) -> Result<String> {
+    let mut text = String::new();
     let mut readings: BTreeMap<(String, String), Reading> = BTreeMap::new();
     if let (Some(key_path), Some(judged_path)) = (&a.key, &a.judgments) {
         let key: BTreeMap<usize, KeyEntry> = serde_json::from_str(
@@ -588,14 +609,16 @@ fn score(a: ScoreArgs) -> Result<()> {
             rows.push((summary.system.clone(), t.clone(), read));
         }
         for (task, why) in &summary.skipped {
-            crate::output::out(&format!("<!-- {}: {task} not run: {why} -->", summary.system))?;
+            text.push_str(&format!("<!-- {}: {task} not run: {why} -->\n", summary.system));
         }
     }
     let frac = |k: usize, n: usize| if n == 0 { "–".to_string() } else { format!("{k}/{n}") };
-    crate::output::out(
-        "| task | system | valid | sentences read | grammatical | faithful | both | JSON leaks | repeated words | records in value sets | attribute | perplexity | s/sample |",
-    )?;
-    crate::output::out("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")?;
+    text.push_str(
+        "| task | system | valid | sentences read | grammatical | faithful | both | JSON leaks | repeated words | records in value sets | attribute | distinct | perplexity | s/sample |\n",
+    );
+    text.push_str(
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+    );
     let order: Vec<&str> = tasks().iter().map(|t| t.name).collect();
     rows.sort_by_key(|(system, t, _)| (order.iter().position(|n| *n == t.task), system.clone()));
     for (system, t, read) in rows {
@@ -608,8 +631,8 @@ fn score(a: ScoreArgs) -> Result<()> {
             ),
             None => ("–".into(), "–".into(), "–".into()),
         };
-        crate::output::out(&format!(
-            "| {} | {} | {} | {} | {g} | {f} | {b} | {} | {} | {} | {} | {:.2} | {:.2} |",
+        text.push_str(&format!(
+            "| {} | {} | {} | {} | {g} | {f} | {b} | {} | {} | {} | {} | {} | {:.2} | {:.2} |\n",
             t.task,
             system,
             frac(t.valid, t.samples),
@@ -618,9 +641,143 @@ fn score(a: ScoreArgs) -> Result<()> {
             frac(t.repeats, t.samples),
             frac(t.records_in_value_sets, t.records),
             t.attribute_hits.map_or("–".into(), |h| frac(h, t.samples)),
+            t.distinct.map_or("–".into(), |d| d.to_string()),
             t.perplexity,
             t.seconds_per_sample
-        ))?;
+        ));
     }
-    Ok(())
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line(system: &str, task: &str, kind: Kind, index: usize, text: &str) -> SampleLine {
+        SampleLine {
+            system: system.into(),
+            task: task.into(),
+            kind,
+            index,
+            text: text.into(),
+            valid: true,
+            json: text.starts_with('{'),
+            leak: false,
+            repeat: repeated_word(text),
+            in_value_sets: None,
+            attribute: None,
+        }
+    }
+
+    fn write_system(dir: &Path, system: &str, lines: &[SampleLine]) {
+        std::fs::create_dir_all(dir).unwrap();
+        let body: String = lines.iter().map(|l| serde_json::to_string(l).unwrap() + "\n").collect();
+        std::fs::write(dir.join("samples.jsonl"), body).unwrap();
+        let task = TaskSummary {
+            task: "template".into(),
+            samples: 2,
+            valid: 2,
+            json: 0,
+            sentences: 2,
+            leaks: 0,
+            repeats: 0,
+            records: 0,
+            records_in_value_sets: 0,
+            attribute_hits: None,
+            distinct: Some(2),
+            perplexity: 5.0,
+            seconds_per_sample: 0.5,
+            controls: vec![],
+        };
+        let summary = Summary {
+            system: system.into(),
+            model: "m".into(),
+            settings: String::new(),
+            seed: 1,
+            tasks: vec![task],
+            skipped: BTreeMap::new(),
+        };
+        std::fs::write(dir.join("summary.json"), serde_json::to_string(&summary).unwrap()).unwrap();
+    }
+
+    /// Two systems pooled blind, judged, and joined back: every judgment lands on its system.
+    #[test]
+    fn blind_sheets_hide_the_system_and_score_joins_the_judgments_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (a, b) = (tmp.path().join("a"), tmp.path().join("b"));
+        write_system(
+            &a,
+            "alpha",
+            &[
+                line("alpha", "template", Kind::Sentence, 0, "The Eagle is a pub near X."),
+                line("alpha", "template", Kind::Sentence, 1, "The Eagle is a a pub near X."),
+            ],
+        );
+        write_system(
+            &b,
+            "beta",
+            &[
+                line("beta", "template", Kind::Sentence, 0, "Aromi is a restaurant near Y."),
+                line("beta", "template", Kind::Sentence, 1, "Aromi is a restaurant near Y Y."),
+            ],
+        );
+        let (sheet, key) = (tmp.path().join("sheet.jsonl"), tmp.path().join("key.json"));
+        blind(BlindArgs {
+            systems: vec![a.clone(), b.clone()],
+            sheet: sheet.clone(),
+            key: key.clone(),
+            tasks: vec![],
+            seed: 3,
+        })
+        .unwrap();
+        let sheet_text = std::fs::read_to_string(&sheet).unwrap();
+        assert!(
+            !sheet_text.contains("alpha") && !sheet_text.contains("beta"),
+            "{sheet_text}"
+        );
+        // The reader: grammatical unless a word repeats; faithful only for beta's first text.
+        let judged: String = sheet_text
+            .lines()
+            .map(|l| {
+                let s: SheetLine = serde_json::from_str(l).unwrap();
+                serde_json::json!({
+                    "id": s.id,
+                    "grammatical": !repeated_word(&s.text),
+                    "faithful": s.text == "Aromi is a restaurant near Y.",
+                })
+                .to_string()
+                    + "\n"
+            })
+            .collect();
+        let judgments = tmp.path().join("judged.jsonl");
+        std::fs::write(&judgments, judged).unwrap();
+        let table = table(&ScoreArgs {
+            systems: vec![a, b],
+            key: Some(key),
+            judgments: Some(judgments.clone()),
+        })
+        .unwrap();
+        assert!(
+            table.contains("| template | alpha | 2/2 | 2 | 1/2 | 0/2 | 0/2 |"),
+            "{table}"
+        );
+        assert!(
+            table.contains("| template | beta | 2/2 | 2 | 1/2 | 1/2 | 1/2 |"),
+            "{table}"
+        );
+        // A judgment of an id the key does not hold is an error that names the line.
+        std::fs::write(&judgments, "{\"id\": 99, \"grammatical\": true, \"faithful\": true}\n").unwrap();
+        let e = table_err(&tmp.path().join("a"), &tmp.path().join("key.json"), &judgments);
+        assert!(e.contains("id 99 is not in the key") && e.contains(":1"), "{e}");
+    }
+
+    fn table_err(system: &Path, key: &Path, judgments: &Path) -> String {
+        table(&ScoreArgs {
+            systems: vec![system.to_path_buf()],
+            key: Some(key.to_path_buf()),
+            judgments: Some(judgments.to_path_buf()),
+        })
+        .unwrap_err()
+        .to_string()
+    }
 }
