@@ -214,6 +214,13 @@ struct BlindArgs {
     /// Seed of the shuffle.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// Also split the sheet among this many readers: SHEET.readerI.jsonl gets every N-th line.
+    #[arg(long, default_value_t = 1)]
+    readers: usize,
+    /// With --readers: each reader also reads this many lines of the next reader's part, so
+    /// that `score` can report how often two readers agree.
+    #[arg(long, default_value_t = 0, requires = "readers")]
+    overlap: usize,
 }
 
 #[derive(Args)]
@@ -225,9 +232,10 @@ struct ScoreArgs {
     #[arg(long, requires = "judgments")]
     key: Option<PathBuf>,
     /// The readers' judgments of the sheet: JSON Lines with `id`, `grammatical` and `faithful`
-    /// (booleans).
-    #[arg(long, requires = "key")]
-    judgments: Option<PathBuf>,
+    /// (booleans), one file or one per reader. A line two readers judged counts as grammatical
+    /// (faithful) only if both say so; their agreement is reported.
+    #[arg(long, requires = "key", num_args = 1..)]
+    judgments: Vec<PathBuf>,
 }
 
 /// One sample and its proxies (a line of samples.jsonl).
@@ -547,6 +555,30 @@ fn blind(a: BlindArgs) -> Result<()> {
             },
         );
     }
+    if a.readers == 0 {
+        bail!("--readers must be at least 1");
+    }
+    if a.readers > 1 {
+        let lines: Vec<&str> = sheet.lines().collect();
+        let parts: Vec<Vec<&str>> = (0..a.readers)
+            .map(|r| lines.iter().skip(r).step_by(a.readers).copied().collect())
+            .collect();
+        for (r, part) in parts.iter().enumerate() {
+            let next = &parts[(r + 1) % a.readers];
+            let body: String = part
+                .iter()
+                .chain(next.iter().take(a.overlap))
+                .map(|l| format!("{l}\n"))
+                .collect();
+            let path = a.sheet.with_extension(format!("reader{r}.jsonl"));
+            std::fs::write(&path, body).with_context(|| format!("writing {}", path.display()))?;
+        }
+        status!(
+            "split among {} readers: {}",
+            a.readers,
+            a.sheet.with_extension("readerN.jsonl").display()
+        );
+    }
     std::fs::write(&a.sheet, sheet).with_context(|| format!("writing {}", a.sheet.display()))?;
     std::fs::write(&a.key, serde_json::to_string_pretty(&key)? + "\n")
         .with_context(|| format!("writing {}", a.key.display()))?;
@@ -576,30 +608,50 @@ fn score(a: ScoreArgs) -> Result<()> {
 fn table(a: &ScoreArgs) -> Result<String> {
     let mut text = String::new();
     let mut readings: BTreeMap<(String, String), Reading> = BTreeMap::new();
-    if let (Some(key_path), Some(judged_path)) = (&a.key, &a.judgments) {
+    if let Some(key_path) = &a.key {
         let key: BTreeMap<usize, KeyEntry> = serde_json::from_str(
             &std::fs::read_to_string(key_path).with_context(|| format!("reading {}", key_path.display()))?,
         )
         .with_context(|| format!("{}: not an eval-quality key", key_path.display()))?;
-        let text =
-            std::fs::read_to_string(judged_path).with_context(|| format!("reading {}", judged_path.display()))?;
-        for (i, l) in text.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
-            let j: Judgment = serde_json::from_str(l).with_context(|| {
-                format!(
-                    "{}:{}: expected {{\"id\": N, \"grammatical\": BOOL, \"faithful\": BOOL}}",
-                    judged_path.display(),
-                    i + 1
-                )
-            })?;
-            let Some(entry) = key.get(&j.id) else {
-                bail!("{}:{}: id {} is not in the key", judged_path.display(), i + 1, j.id);
-            };
+        // Every reader's judgments of each id.
+        let mut judged: BTreeMap<usize, Vec<Judgment>> = BTreeMap::new();
+        for path in &a.judgments {
+            let body = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            for (i, l) in body.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
+                let j: Judgment = serde_json::from_str(l).with_context(|| {
+                    format!(
+                        "{}:{}: expected {{\"id\": N, \"grammatical\": BOOL, \"faithful\": BOOL}}",
+                        path.display(),
+                        i + 1
+                    )
+                })?;
+                if !key.contains_key(&j.id) {
+                    bail!("{}:{}: id {} is not in the key", path.display(), i + 1, j.id);
+                }
+                judged.entry(j.id).or_default().push(j);
+            }
+        }
+        let (mut twice, mut agree_g, mut agree_f) = (0, 0, 0);
+        for (id, js) in &judged {
+            let entry = &key[id];
+            let grammatical = js.iter().all(|j| j.grammatical);
+            let faithful = js.iter().all(|j| j.faithful);
+            if js.len() > 1 {
+                twice += 1;
+                agree_g += usize::from(js.iter().all(|j| j.grammatical == js[0].grammatical));
+                agree_f += usize::from(js.iter().all(|j| j.faithful == js[0].faithful));
+            }
             let r = readings.entry((entry.system.clone(), entry.task.clone())).or_default();
             r.judged += 1;
-            r.grammatical += usize::from(j.grammatical);
-            r.faithful += usize::from(j.faithful);
-            r.both += usize::from(j.grammatical && j.faithful);
+            r.grammatical += usize::from(grammatical);
+            r.faithful += usize::from(faithful);
+            r.both += usize::from(grammatical && faithful);
         }
+        text.push_str(&format!(
+            "<!-- {} of {} sheet lines judged; {twice} read twice: readers agree on grammatical {agree_g}, on faithful {agree_f} -->\n",
+            judged.len(),
+            key.len()
+        ));
     }
     let mut rows = Vec::new();
     for dir in &a.systems {
@@ -728,9 +780,16 @@ mod tests {
             key: key.clone(),
             tasks: vec![],
             seed: 3,
+            readers: 2,
+            overlap: 1,
         })
         .unwrap();
         let sheet_text = std::fs::read_to_string(&sheet).unwrap();
+        // Two readers: two lines each of their own, and one of the other's.
+        for r in 0..2 {
+            let part = std::fs::read_to_string(sheet.with_extension(format!("reader{r}.jsonl"))).unwrap();
+            assert_eq!(part.lines().count(), 3, "{part}");
+        }
         assert!(
             !sheet_text.contains("alpha") && !sheet_text.contains("beta"),
             "{sheet_text}"
@@ -751,19 +810,39 @@ mod tests {
             .collect();
         let judgments = tmp.path().join("judged.jsonl");
         std::fs::write(&judgments, judged).unwrap();
-        let table = table(&ScoreArgs {
+        let scored = table(&ScoreArgs {
             systems: vec![a, b],
             key: Some(key),
-            judgments: Some(judgments.clone()),
+            judgments: vec![judgments.clone()],
         })
         .unwrap();
         assert!(
-            table.contains("| template | alpha | 2/2 | 2 | 1/2 | 0/2 | 0/2 |"),
-            "{table}"
+            scored.contains("| template | alpha | 2/2 | 2 | 1/2 | 0/2 | 0/2 |"),
+            "{scored}"
         );
         assert!(
-            table.contains("| template | beta | 2/2 | 2 | 1/2 | 1/2 | 1/2 |"),
-            "{table}"
+            scored.contains("| template | beta | 2/2 | 2 | 1/2 | 1/2 | 1/2 |"),
+            "{scored}"
+        );
+        // A second reader who reads line 0 differently: it counts as neither, and the
+        // disagreement is reported.
+        let first: SheetLine = serde_json::from_str(sheet_text.lines().next().unwrap()).unwrap();
+        let second = tmp.path().join("judged2.jsonl");
+        let flipped = serde_json::json!({
+            "id": first.id,
+            "grammatical": repeated_word(&first.text),
+            "faithful": first.text != "Aromi is a restaurant near Y.",
+        });
+        std::fs::write(&second, flipped.to_string() + "\n").unwrap();
+        let scored = table(&ScoreArgs {
+            systems: vec![tmp.path().join("a"), tmp.path().join("b")],
+            key: Some(tmp.path().join("key.json")),
+            judgments: vec![judgments.clone(), second],
+        })
+        .unwrap();
+        assert!(
+            scored.contains("1 read twice: readers agree on grammatical 0, on faithful 0"),
+            "{scored}"
         );
         // A judgment of an id the key does not hold is an error that names the line.
         std::fs::write(&judgments, "{\"id\": 99, \"grammatical\": true, \"faithful\": true}\n").unwrap();
@@ -775,7 +854,7 @@ mod tests {
         table(&ScoreArgs {
             systems: vec![system.to_path_buf()],
             key: Some(key.to_path_buf()),
-            judgments: Some(judgments.to_path_buf()),
+            judgments: vec![judgments.to_path_buf()],
         })
         .unwrap_err()
         .to_string()
