@@ -341,7 +341,8 @@ struct FinishingArgs {
     #[arg(long, requires = "syntax")]
     rewrite_rounds: Option<usize>,
     /// Self-correction: rounds of rewriting the tokens the model itself disagrees with in
-    /// context (0 = off) [default: 8 on the continuous engine, 0 on the masked one].
+    /// context (0 = off) [default: 8 on the continuous engine, 2 on a masked model trained
+    /// here, 0 for pretrained snapshots].
     #[arg(long)]
     self_correct: Option<usize>,
     /// With --self-correct: tokens whose probability under the model is below this share of the
@@ -925,7 +926,7 @@ fn generate_masked(a: GenerateArgs, dir: &Path) -> Result<()> {
     let defaults = if pretrained {
         diffusion_lm::pretrained::PretrainedLm::reference_sampling()
     } else {
-        MaskedSampling::default()
+        diffusion_lm::masked::MaskedLm::recommended_sampling()
     };
     let cfg = a.masked.sampling(
         MaskedSampling {
@@ -1256,7 +1257,7 @@ fn draw(
                 steps: cfg.steps.unwrap_or(MaskedSampling::default().steps),
                 seed: cfg.seed,
                 batch_size: cfg.batch_size,
-                ..MaskedSampling::default()
+                ..diffusion_lm::masked::MaskedLm::recommended_sampling()
             },
             &control.finishing,
         );
