@@ -338,6 +338,9 @@ fn sample(a: SampleArgs) -> Result<()> {
         );
     }
     let masked = engine == diffusion_lm::masked::Engine::Masked;
+    if a.samples == 0 {
+        bail!("--samples must be at least 1");
+    }
     let all = tasks();
     for t in &a.tasks {
         if !all.iter().any(|k| k.name == t) {
@@ -617,6 +620,8 @@ fn table(a: &ScoreArgs) -> Result<String> {
         let mut judged: BTreeMap<usize, Vec<Judgment>> = BTreeMap::new();
         for path in &a.judgments {
             let body = std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+            // Each file is one reader: an id twice in it is a mistake, not a second reading.
+            let mut seen = std::collections::BTreeSet::new();
             for (i, l) in body.lines().enumerate().filter(|(_, l)| !l.trim().is_empty()) {
                 let j: Judgment = serde_json::from_str(l).with_context(|| {
                     format!(
@@ -627,6 +632,9 @@ fn table(a: &ScoreArgs) -> Result<String> {
                 })?;
                 if !key.contains_key(&j.id) {
                     bail!("{}:{}: id {} is not in the key", path.display(), i + 1, j.id);
+                }
+                if !seen.insert(j.id) {
+                    bail!("{}:{}: id {} is judged twice in this file", path.display(), i + 1, j.id);
                 }
                 judged.entry(j.id).or_default().push(j);
             }

@@ -116,7 +116,11 @@ pub struct MaskedSampling {
     /// Self-correction after the last step: rounds of masking again the committed tokens the
     /// model, reading the rest of the text, finds unlikely (see `self_correct_threshold`) and
     /// committing them anew under the same constraints. Each round costs 4 forward passes to
-    /// score and up to a quarter of the span's steps to re-commit. Default 0: off.
+    /// score (8 with classifier-free guidance) and one pass per re-masked token, at most
+    /// ⌈free positions / 4⌉. The scores are the model's, not the constrained marginals, so a
+    /// token the constraints force (a template's literal words) can be re-masked and drawn
+    /// again unchanged. Default 0: off ([`crate::masked::MaskedLm::recommended_sampling`]
+    /// turns it on).
     pub self_correct: usize,
     /// With `self_correct`: a token is masked again when its probability in context is below this
     /// share of the best token's at its position. Default 0.1.
