@@ -401,3 +401,17 @@ proptest::proptest! {
         proptest::prop_assert!(r.mutants == 0 || r.mutants_valid < r.mutants, "no mutant is invalid");
     }
 }
+
+/// A decimal with more significant digits than a double holds reads back as another value
+/// (`405842704927754.01` as the integer `405842704927754`): the automaton writes none, so an
+/// integer branch and a free branch of `oneOf` cannot both match what it accepts.
+#[test]
+fn numbers_keep_to_the_digits_a_double_holds() {
+    let js = JsonSchema::new(&serde_json::json!({"oneOf": [{"type": "integer"}, {}]})).unwrap();
+    assert!(!js.accepts("405842704927754.01"));
+    assert!(!js.accepts("0.30000000000000004"));
+    assert!(js.accepts("12345678901234.5"));
+    assert!(js.accepts("0.000000000000000123456789012345"));
+    let plain = JsonSchema::new(&serde_json::json!({"type": "number"})).unwrap();
+    assert!(plain.accepts("0.1") && plain.accepts("123456789012345") && !plain.accepts("1234567890123456"));
+}

@@ -417,29 +417,37 @@ fn magnitude_multiple(p: u64, k: usize, limit: usize) -> Result<Dfa, TooLarge> {
 
 /// `0|[1-9][0-9]*` with an optional fraction (unless `integer`) that does not end in `0`: each
 /// value has one text (`1`, not `1.0` or `1.50`). With `point_zero`, the fraction may also be
-/// exactly `.0` (draft 4's float-valued integers).
+/// exactly `.0` (draft 4's float-valued integers). At most [`MAX_INT_DIGITS`] significant digits
+/// in all, so that every text reads back as a double that writes the same decimal: a validator
+/// computing with doubles sees the value the automaton wrote (`405842704927754.01` would read
+/// as the integer `405842704927754`).
 fn unsigned_grammar(integer: bool, point_zero: bool, limit: usize) -> Result<Dfa, TooLarge> {
     // phase: 0 start, 1 "0", 2 integer digits, 3 ".", 4 fraction ending in 1-9, 5 ending in 0,
-    // 6 the fraction "0"; n: integer digits
+    // 6 the fraction "0"; sig: significant digits so far (the leading zeros of `0.00x` are not)
     Dfa::from_fn(
         (0u8, 0u8),
-        |&(s, n), b| match (s, b) {
-            (0, b'0') => Some((1, 1)),
-            (0, b'1'..=b'9') => Some((2, 1)),
-            (2, b'0'..=b'9') if n < MAX_INT_DIGITS => Some((2, n + 1)),
-            (1 | 2, b'.') if !integer => Some((3, n)),
-            (3..=6, b'1'..=b'9') => Some((4, n)),
-            (3, b'0') => Some((6, n)),
-            (4..=6, b'0') => Some((5, n)),
-            _ => None,
+        |&(s, sig), b| {
+            // A fraction digit is significant once a nonzero digit came before it, or if it is one.
+            let next = if sig > 0 || b != b'0' { sig + 1 } else { 0 };
+            match (s, b) {
+                (0, b'0') => Some((1, 0)),
+                (0, b'1'..=b'9') => Some((2, 1)),
+                (2, b'0'..=b'9') if sig < MAX_INT_DIGITS => Some((2, sig + 1)),
+                (1 | 2, b'.') if !integer => Some((3, sig)),
+                (3..=6, b'1'..=b'9') if next <= MAX_INT_DIGITS => Some((4, next)),
+                (3, b'0') if next <= MAX_INT_DIGITS => Some((6, next)),
+                (4..=6, b'0') if next <= MAX_INT_DIGITS => Some((5, next)),
+                _ => None,
+            }
         },
         |&(s, _)| matches!(s, 1 | 2 | 4) || (point_zero && s == 6),
         limit,
     )
 }
 
-/// Integer parts longer than this are not generated: every integer stays exact in a double, so
-/// validators that compute with doubles agree with the automaton.
+/// Integer parts longer than this, and numbers with more significant digits, are not generated:
+/// every such decimal reads back exactly from a double, so validators that compute with doubles
+/// agree with the automaton.
 pub const MAX_INT_DIGITS: u8 = 15;
 
 /// Bounds and divisibility of a JSON number.
@@ -509,8 +517,8 @@ pub fn number(spec: &NumberSpec, limit: usize) -> Result<Dfa, TooLarge> {
 /// The one text of a JSON number that [`number`] accepts, when it has one: integers in decimal
 /// (`3.0` is `3`), other values as the shortest decimal that reads back as the same double, with
 /// no exponent (`1e-7` is `0.0000001`). With `point_zero` (draft 4), integral doubles keep the
-/// fraction `.0`. `None` for negative zero and for integer parts longer than
-/// [`MAX_INT_DIGITS`] digits or exponents beyond ±60: no automaton accepts those.
+/// fraction `.0`. `None` for negative zero, for more than [`MAX_INT_DIGITS`] significant digits
+/// (`0.30000000000000004`) and for exponents beyond ±60: no automaton accepts those.
 pub fn canonical_number(n: &serde_json::Number, point_zero: bool) -> Option<String> {
     if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
         if f == 0.0 && f.is_sign_negative() {
@@ -522,7 +530,12 @@ pub fn canonical_number(n: &serde_json::Number, point_zero: bool) -> Option<Stri
         }
     }
     let d = Decimal::from_number(n)?;
-    (d.int.len() <= usize::from(MAX_INT_DIGITS)).then(|| d.to_string())
+    let significant = if d.int == b"0" {
+        d.frac.iter().skip_while(|&&c| c == b'0').count()
+    } else {
+        d.int.len() + d.frac.len()
+    };
+    (significant <= usize::from(MAX_INT_DIGITS)).then(|| d.to_string())
 }
 
 /// `multipleOf` as (p, k) with value p / 10^k, or `None` when it is not a positive decimal of
