@@ -53,6 +53,8 @@ proptest! {
         top_p in prop::option::of(0.1f32..1.0),
         threshold in prop::option::of(0.3f32..1.0),
         self_correct in 0usize..3,
+        lookahead in 0usize..4,
+        candidates in 1usize..4,
     ) {
         let tok = toy_tokenizer();
         let lm = random_model(&tok, seed);
@@ -70,7 +72,8 @@ proptest! {
             .temperature(temperature)
             .remasking(order)
             .batch_size(2)
-            .self_correct(self_correct, 0.5);
+            .self_correct(self_correct, 0.5)
+            .lookahead(lookahead, candidates);
         if let Some(b) = block {
             g = g.block_size(b);
         }
@@ -196,6 +199,17 @@ fn a_tiny_masked_model_learns_and_samples_the_same_on_any_batch_size() {
             .unwrap()
     };
     assert_eq!(corrected(4), corrected(1), "self-correction too");
+    let looked = |batch: usize| {
+        MaskedGenerator::new(&lm)
+            .constrain(Regex::new("[a-z ]+").unwrap())
+            .steps(12)
+            .seed(9)
+            .batch_size(batch)
+            .lookahead(3, 3)
+            .generate(4)
+            .unwrap()
+    };
+    assert_eq!(looked(4), looked(1), "lookahead too");
     // Trained on four sentences, greedy sampling writes one of them.
     let greedy = MaskedGenerator::new(&lm)
         .steps(12)
@@ -250,6 +264,53 @@ fn parallel_decoding_commits_the_certain_tokens_at_once_and_stays_valid() {
     for s in &samples {
         assert!(re.is_match(&s.text), "{}", s.text);
     }
+    // Lookahead: a one-word slot. Without it the slot starts with the model's favourite first
+    // word, `The`, and sub-word debris must finish the word ("Thename"); with it the first
+    // commits weigh what the model predicts next, and the slot holds a one-word name.
+    let short = r"[A-Z][a-z]+ is a (pub|restaurant) near [A-Z][a-z]+\.";
+    let names = [
+        "Alimentum",
+        "Wildwood",
+        "Giraffe",
+        "Clowns",
+        "Cocum",
+        "Zizzi",
+        "Aromi",
+        "Cotto",
+        "Strada",
+        "Fitzbillies",
+    ];
+    let named = |lookahead: usize| {
+        let g = MaskedGenerator::new(&lm)
+            .constrain(Regex::new(short).unwrap())
+            .seed(1)
+            .lookahead(lookahead, 4)
+            .batch_size(8);
+        let samples = g.generate(8).unwrap();
+        let passes = g.forward_passes();
+        let n = samples
+            .iter()
+            .filter(|s| names.iter().any(|n| s.text.starts_with(&format!("{n} "))))
+            .count();
+        (n, passes)
+    };
+    let ((with, passes), (without, plain)) = (named(4), named(0));
+    assert!(
+        with >= 6 && with > without,
+        "one-word names: {with}/8 with lookahead, {without}/8 without"
+    );
+    // Each lookahead commit of the batch costs at most 4 more (partial-batch) passes.
+    assert!(
+        passes > plain && passes <= plain + 8 * 4 * 4,
+        "{passes} passes against {plain}"
+    );
+    let e = MaskedGenerator::new(&lm)
+        .lookahead(1, 0)
+        .generate(1)
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(e.contains("lookahead"), "{e}");
     let e = MaskedGenerator::new(&lm)
         .self_correct(1, 0.0)
         .generate(1)

@@ -203,7 +203,10 @@ pub fn train_classifier(
             status!("resuming the run in {}; --init is not used again", out.display());
         }
     }
-    report(&trainer.run(!a.no_progress)?, &out);
+    report(
+        &trainer.run(!a.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))?,
+        &out,
+    );
     Ok(())
 }
 

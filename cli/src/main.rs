@@ -137,6 +137,14 @@ struct MaskedArgs {
     /// confident, and --steps becomes an upper bound [default: off].
     #[arg(long)]
     confidence_threshold: Option<f32>,
+    /// Lookahead under hard constraints: the first N commits each weigh their candidate tokens
+    /// by the model's prediction of the rest with that token in place (a forward pass per
+    /// candidate) [default: 4 on a masked model trained here, 0 for pretrained snapshots].
+    #[arg(long)]
+    lookahead: Option<usize>,
+    /// Candidate tokens weighed at each lookahead commit [default: 4].
+    #[arg(long)]
+    lookahead_candidates: Option<usize>,
 }
 
 impl MaskedArgs {
@@ -154,6 +162,8 @@ impl MaskedArgs {
             top_p: self.top_p.or(base.top_p),
             cfg_scale: self.cfg_scale.unwrap_or(base.cfg_scale),
             confidence_threshold: self.confidence_threshold.or(base.confidence_threshold),
+            lookahead: self.lookahead.unwrap_or(base.lookahead),
+            lookahead_candidates: self.lookahead_candidates.unwrap_or(base.lookahead_candidates),
             ..base
         }
     }
@@ -184,6 +194,12 @@ impl MaskedArgs {
         }
         if self.confidence_threshold.is_some() {
             out.push("--confidence-threshold");
+        }
+        if self.lookahead.is_some() {
+            out.push("--lookahead");
+        }
+        if self.lookahead_candidates.is_some() {
+            out.push("--lookahead-candidates");
         }
         out
     }
@@ -587,7 +603,7 @@ struct TrainArgs {
     /// `cpu`, `cuda[:N]` or `metal[:N]`.
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
-    /// Print log lines instead of a progress bar.
+    /// Print log lines instead of a progress bar (always so when stderr is not a terminal).
     #[arg(long)]
     no_progress: bool,
 }
@@ -674,7 +690,7 @@ struct AuxTrainArgs {
     /// `cpu`, `cuda[:N]` or `metal[:N]`.
     #[arg(long, default_value = "cpu")]
     device: DeviceSpec,
-    /// Print log lines instead of a progress bar.
+    /// Print log lines instead of a progress bar (always so when stderr is not a terminal).
     #[arg(long)]
     no_progress: bool,
 }
@@ -1085,7 +1101,10 @@ fn run_training<O: diffusion_lm::train::Objective>(
     if dropped > 0 {
         status!("note: {dropped} examples longer than the sequence length were left out");
     }
-    report(&trainer.run(!a.no_progress)?, &a.out);
+    report(
+        &trainer.run(!a.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))?,
+        &a.out,
+    );
     Ok(())
 }
 
@@ -1203,7 +1222,10 @@ fn train_ar(TrainArArgs { aux: a }: TrainArArgs) -> Result<()> {
     status!("reference LM: {} training texts from {:?}", texts.len(), record.corpus);
     clear_output(&out, a.overwrite)?;
     let mut trainer = ar_trainer(ar_cfg, tokenizer, &texts, a.opt.config(), &out, &device)?;
-    report(&trainer.run(!a.no_progress)?, &out);
+    report(
+        &trainer.run(!a.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))?,
+        &out,
+    );
     Ok(())
 }
 

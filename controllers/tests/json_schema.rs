@@ -414,4 +414,21 @@ fn numbers_keep_to_the_digits_a_double_holds() {
     assert!(js.accepts("0.000000000000000123456789012345"));
     let plain = JsonSchema::new(&serde_json::json!({"type": "number"})).unwrap();
     assert!(plain.accepts("0.1") && plain.accepts("123456789012345") && !plain.accepts("1234567890123456"));
+    // Where no value is compared, any fraction is a number to both sides.
+    assert!(plain.accepts("0.30000000000000004") && plain.accepts("1.00000000000000000001"));
+    // Non-strict bounds survive rounding; strict ones, `not` and `if` need the digits kept.
+    let at_least = JsonSchema::new(&serde_json::json!({"type": "number", "minimum": 0.1})).unwrap();
+    assert!(at_least.accepts("0.10000000000000000001") && !at_least.accepts("0.09"));
+    let above = JsonSchema::new(&serde_json::json!({"type": "number", "exclusiveMinimum": 0.1})).unwrap();
+    assert!(!above.accepts("0.10000000000000000001") && above.accepts("0.100000000000001"));
+    let fraction = JsonSchema::new(&serde_json::json!({"type": "number", "not": {"type": "integer"}})).unwrap();
+    assert!(!fraction.accepts("1.00000000000000000001") && fraction.accepts("1.5"));
+    let cond = serde_json::json!({"if": {"type": "integer"}, "then": {"minimum": 5}, "else": {"maximum": 0}});
+    let cond = JsonSchema::new(&cond).unwrap();
+    assert!(!cond.accepts("1.00000000000000000001") && cond.accepts("6") && cond.accepts("-0.5"));
+    let validator = jsonschema::validator_for(
+        &serde_json::json!({"if": {"type": "integer"}, "then": {"minimum": 5}, "else": {"maximum": 0}}),
+    )
+    .unwrap();
+    assert!(!validator.is_valid(&serde_json::from_str("1.00000000000000000001").unwrap()));
 }

@@ -180,10 +180,13 @@ pub struct MaskedLm {
 impl MaskedLm {
     /// The sampling settings the command line uses for models trained here: the defaults with
     /// two rounds of self-correction, which made the shipped model's sentences read better in a
-    /// blind reading at about 30% more time (`docs/results.md`, "Quality of controlled text").
+    /// blind reading at about 30% more time, and lookahead for the first 4 content commits
+    /// under hard constraints, which lets a template's one-word slot hold a one-word name
+    /// (`docs/results.md`, "Quality of controlled text").
     pub fn recommended_sampling() -> crate::masked::MaskedSampling {
         crate::masked::MaskedSampling {
             self_correct: 2,
+            lookahead: 4,
             ..Default::default()
         }
     }

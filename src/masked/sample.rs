@@ -47,6 +47,14 @@ const MAX_REDRAWS: usize = 3;
 /// one forward pass: a token is judged with three quarters of the text around it.
 const REFINE_GROUPS: usize = 4;
 
+/// One row's draw at a step: the sampled sequence, the positions to commit (first-ranked
+/// first) and, for a lookahead step, the candidates at the first of them.
+struct Drawn {
+    sample: Vec<u32>,
+    commit: Vec<usize>,
+    cands: Vec<u32>,
+}
+
 /// Which masked positions a step commits first.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
@@ -125,6 +133,20 @@ pub struct MaskedSampling {
     /// With `self_correct`: a token is masked again when its probability in context is below this
     /// share of the best token's at its position. Default 0.1.
     pub self_correct_threshold: f32,
+    /// One-step lookahead for the first commits under hard constraints: each of the first
+    /// `lookahead` steps commits one position (the one the remasking order ranks first), and
+    /// chooses its token among its `lookahead_candidates` most probable under the constrained
+    /// marginal by `p(c)^(1/T) · Z(c)`, where `Z(c)` is the constrained mass of the rest under
+    /// the model's log-probabilities predicted anew with `c` committed (one forward pass per
+    /// candidate). The lattice multiplies per-position scores as if the masked positions were
+    /// independent; the first commits, made with nothing else committed, are where that is
+    /// most wrong: the model's positions describe its favourite sentence, so a template's
+    /// one-word slot gets the first token of a two-word name (`The`) and then sub-word debris.
+    /// Costs `lookahead_candidates` forward passes and lattices per lookahead step. Default 0:
+    /// off ([`crate::masked::MaskedLm::recommended_sampling`] turns it on).
+    pub lookahead: usize,
+    /// Candidates weighed at each lookahead step. Default 4.
+    pub lookahead_candidates: usize,
 }
 
 impl Default for MaskedSampling {
@@ -143,6 +165,8 @@ impl Default for MaskedSampling {
             batch_size: 64,
             self_correct: 0,
             self_correct_threshold: 0.1,
+            lookahead: 0,
+            lookahead_candidates: 4,
         }
     }
 }
@@ -271,6 +295,14 @@ impl<'m> MaskedGenerator<'m> {
         self
     }
 
+    /// One-step lookahead for the first `steps` commits, weighing `candidates` tokens each (see
+    /// [`MaskedSampling::lookahead`]).
+    pub fn lookahead(mut self, steps: usize, candidates: usize) -> Self {
+        self.cfg.lookahead = steps;
+        self.cfg.lookahead_candidates = candidates;
+        self
+    }
+
     /// Semi-autoregressive block size.
     pub fn block_size(mut self, b: usize) -> Self {
         self.cfg.block_size = Some(b);
@@ -342,6 +374,9 @@ impl<'m> MaskedGenerator<'m> {
                 "the self-correction threshold must be in (0, 1], got {}",
                 self.cfg.self_correct_threshold
             )));
+        }
+        if self.cfg.lookahead > 0 && self.cfg.lookahead_candidates == 0 {
+            return Err(Error::Config("lookahead needs at least 1 candidate".into()));
         }
         if self.cfg.block_size == Some(0) {
             return Err(Error::Config("block size must be at least 1".into()));
@@ -428,13 +463,22 @@ impl<'m> MaskedGenerator<'m> {
         let per_block: Vec<usize> = (0..blocks.len())
             .map(|b| steps / blocks.len() + usize::from(b < steps % blocks.len()))
             .collect();
+        // Lookahead commits made in each row.
+        let mut looked = vec![0usize; rows.len()];
         for (&(lo, hi), &block_steps) in blocks.iter().zip(&per_block) {
             for k in 0..block_steps {
                 // With a confidence threshold a block can finish early.
                 if self.cfg.confidence_threshold.is_some() && !rows.iter().any(|r| r[lo..hi].contains(&mask)) {
                     break;
                 }
-                self.step(prepared, &mut rows, &mut rngs, (lo, hi), block_steps - k)?;
+                // Without hard constraints every completion is valid (Z = 1): no lookahead. A
+                // block's last step commits all that is left.
+                let lookahead = (self.cfg.lookahead > 0
+                    && prepared.has_hard
+                    && block_steps - k > 1
+                    && looked.iter().any(|&n| n < self.cfg.lookahead))
+                .then_some(&mut looked[..]);
+                self.step(prepared, &mut rows, &mut rngs, (lo, hi), block_steps - k, lookahead)?;
             }
         }
         for _ in 0..self.cfg.self_correct {
@@ -447,7 +491,11 @@ impl<'m> MaskedGenerator<'m> {
 
     /// One step: a forward pass, and in each row the open positions of `lo..hi` the remasking
     /// order ranks first committed (their share of the `remaining` steps, or more with a
-    /// confidence threshold). Rows with no open position in the range are left alone.
+    /// confidence threshold). Rows with no open position in the range are left alone. With
+    /// `lookahead` (each row's lookahead commits so far), a row with fewer than
+    /// [`MaskedSampling::lookahead`] whose first-ranked token is not PAD commits only that
+    /// position, its token chosen by [`Self::look_ahead`] (PAD commits only settle the length;
+    /// they do not use up the lookahead).
     fn step(
         &self,
         prepared: &PreparedStack,
@@ -455,37 +503,60 @@ impl<'m> MaskedGenerator<'m> {
         rngs: &mut [StdRng],
         (lo, hi): (usize, usize),
         remaining: usize,
+        lookahead: Option<&mut [usize]>,
     ) -> Result<()> {
         let (len, v) = (self.span(), self.lm.vocab_size());
         let mask = self.lm.mask_id();
         let logp = self.log_probs(rows)?;
         self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let candidates = if lookahead.is_some() {
+            self.cfg.lookahead_candidates
+        } else {
+            0
+        };
         // Each row's draw is its own work with its own random stream: rows run in parallel, and
         // the result does not depend on how they are scheduled.
-        rows.par_iter_mut()
+        let drawn: Vec<Option<Drawn>> = rows
+            .par_iter()
             .zip(rngs.par_iter_mut())
             .enumerate()
-            .try_for_each(|(r, (row, rng))| -> Result<()> {
+            .map(|(r, (row, rng))| -> Result<Option<Drawn>> {
                 let row_logp = &logp[r * len * v..(r + 1) * len * v];
                 let open: Vec<usize> = (lo..hi).filter(|&p| row[p] == mask).collect();
                 if open.is_empty() {
-                    return Ok(());
+                    return Ok(None);
                 }
                 let cut = self.truncated(row_logp, row, len, v);
-                let (sample, keys) = if !prepared.has_hard {
+                let (sample, keys, cands) = if !prepared.has_hard {
                     // Positions are independent: only the open ones need their softmax.
-                    self.draw_independent(cut.as_deref().unwrap_or(row_logp), row, &open, rng)
+                    let (sample, keys) = self.draw_independent(cut.as_deref().unwrap_or(row_logp), row, &open, rng);
+                    (sample, keys, Vec::new())
                 } else {
+                    let full = |rng: &mut StdRng| {
+                        self.draw(
+                            prepared,
+                            &self.scores(prepared, row_logp, row, len, v),
+                            &open,
+                            candidates,
+                            rng,
+                        )
+                    };
                     match cut {
-                        Some(cut) => match self.draw(prepared, &self.scores(prepared, &cut, row, len, v), &open, rng) {
-                            Ok(drawn) => drawn,
-                            // Truncation left no valid sequence: this step uses every token.
-                            Err(Error::Unsatisfiable(_)) => {
-                                self.draw(prepared, &self.scores(prepared, row_logp, row, len, v), &open, rng)?
+                        Some(cut) => {
+                            match self.draw(
+                                prepared,
+                                &self.scores(prepared, &cut, row, len, v),
+                                &open,
+                                candidates,
+                                rng,
+                            ) {
+                                Ok(drawn) => drawn,
+                                // Truncation left no valid sequence: this step uses every token.
+                                Err(Error::Unsatisfiable(_)) => full(rng)?,
+                                Err(e) => return Err(e),
                             }
-                            Err(e) => return Err(e),
-                        },
-                        None => self.draw(prepared, &self.scores(prepared, row_logp, row, len, v), &open, rng)?,
+                        }
+                        None => full(rng)?,
                     }
                 };
                 let mut count = open.len().div_ceil(remaining);
@@ -497,11 +568,118 @@ impl<'m> MaskedGenerator<'m> {
                 // Highest key first; ties by position, so the order does not depend on float ties.
                 let mut keyed: Vec<(f64, usize)> = keys.into_iter().zip(open).collect();
                 keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                for &(_, p) in keyed.iter().take(count) {
-                    row[p] = sample[p];
-                }
-                Ok(())
+                let commit = keyed.iter().take(count).map(|&(_, p)| p).collect();
+                Ok(Some(Drawn { sample, commit, cands }))
             })
+            .collect::<Result<_>>()?;
+        let pad = self.lm.pad_id();
+        let mut ahead = vec![false; rows.len()];
+        if let Some(looked) = lookahead {
+            for (r, d) in drawn.iter().enumerate() {
+                if let Some(d) = d {
+                    if looked[r] < self.cfg.lookahead && !d.cands.is_empty() && d.sample[d.commit[0]] != pad {
+                        ahead[r] = true;
+                        looked[r] += 1;
+                    }
+                }
+            }
+        }
+        for ((row, d), &a) in rows.iter_mut().zip(&drawn).zip(&ahead) {
+            if let (Some(d), false) = (d, a) {
+                for &p in &d.commit {
+                    row[p] = d.sample[p];
+                }
+            }
+        }
+        if ahead.contains(&true) {
+            self.look_ahead(prepared, rows, rngs, &logp, &drawn, &ahead)?;
+        }
+        Ok(())
+    }
+
+    /// The lookahead commit ([`MaskedSampling::lookahead`]): in each row, the first-ranked
+    /// position gets one of its candidates `c`, drawn (the best at temperature 0) with weight
+    /// `p(c)^(1/T) · Z(c)`: `p(c)` from this step's `logp`, `Z(c)` the lattice's mass under a
+    /// forward pass with `c` committed. Every candidate has a positive constrained marginal, so
+    /// each keeps the text completable.
+    fn look_ahead(
+        &self,
+        prepared: &PreparedStack,
+        rows: &mut [Vec<u32>],
+        rngs: &mut [StdRng],
+        logp: &[f32],
+        drawn: &[Option<Drawn>],
+        ahead: &[bool],
+    ) -> Result<()> {
+        let (len, v, pad) = (self.span(), self.lm.vocab_size(), self.lm.pad_id());
+        let t = self.cfg.temperature;
+        let (inv, lattice_t) = if t == 0.0 { (1.0, 1.0) } else { (1.0 / t as f64, t) };
+        // The rows that look ahead, with their draws (position to commit first, candidates).
+        let who: Vec<(usize, &Drawn)> = drawn
+            .iter()
+            .enumerate()
+            .filter_map(|(r, d)| Some((r, d.as_ref().filter(|_| ahead[r])?)))
+            .collect();
+        let most = who.iter().map(|(_, d)| d.cands.len()).max().unwrap_or(0);
+        let mut weights = vec![Vec::new(); rows.len()];
+        for k in 0..most {
+            // Each such row with its k-th candidate committed (rows with fewer candidates repeat
+            // their last one, whose result is not used).
+            let probe: Vec<Vec<u32>> = who
+                .iter()
+                .map(|&(r, d)| {
+                    let mut row = rows[r].clone();
+                    row[d.commit[0]] = d.cands[k.min(d.cands.len() - 1)];
+                    row
+                })
+                .collect();
+            let next = self.log_probs(&probe)?;
+            self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            let z: Vec<Option<f64>> = probe
+                .par_iter()
+                .zip(&who)
+                .enumerate()
+                .map(|(i, (prow, (_, d)))| {
+                    if k >= d.cands.len() {
+                        return None;
+                    }
+                    let scores = self.scores(prepared, &next[i * len * v..(i + 1) * len * v], prow, len, v);
+                    Lattice::new(&scores, len, v, &prepared.automaton, pad, lattice_t).map(|l| l.log_partition())
+                })
+                .collect();
+            for (z, &(r, d)) in z.into_iter().zip(&who) {
+                if let Some(z) = z {
+                    let (c, p) = (d.cands[k], d.commit[0]);
+                    let w = f64::from(logp[(r * len + p) * v + c as usize]) * inv + z;
+                    weights[r].push((c, w));
+                }
+            }
+        }
+        for &(r, d) in &who {
+            let (row, p) = (&mut rows[r], d.commit[0]);
+            let w = &weights[r];
+            let finite: Vec<&(u32, f64)> = w.iter().filter(|x| x.1.is_finite()).collect();
+            row[p] = if finite.is_empty() {
+                // No candidate's lattice survived (an underflow): the step's own sample.
+                d.sample[p]
+            } else if t == 0.0 {
+                finite.iter().fold(finite[0], |a, b| if b.1 > a.1 { b } else { a }).0
+            } else {
+                let max = finite.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
+                let total: f64 = finite.iter().map(|x| (x.1 - max).exp()).sum();
+                let mut u = rngs[r].gen::<f64>() * total;
+                let mut pick = finite[finite.len() - 1].0;
+                for x in &finite {
+                    u -= (x.1 - max).exp();
+                    if u <= 0.0 {
+                        pick = x.0;
+                        break;
+                    }
+                }
+                pick
+            };
+        }
+        Ok(())
     }
 
     /// One round of self-correction on committed rows: each free position (not fixed in
@@ -569,7 +747,7 @@ impl<'m> MaskedGenerator<'m> {
             if !rows.iter().any(|r| r.contains(&mask)) {
                 break;
             }
-            self.step(prepared, rows, rngs, (0, len), cap - k)?;
+            self.step(prepared, rows, rngs, (0, len), cap - k, None)?;
         }
         Ok(true)
     }
@@ -704,15 +882,18 @@ impl<'m> MaskedGenerator<'m> {
         prepared.masked(scores)
     }
 
-    /// A whole valid sequence under the scores (sampled, or the best at temperature 0) and, for
-    /// each open position, its key under the remasking order (higher commits first).
+    /// A whole valid sequence under the scores (sampled, or the best at temperature 0), for
+    /// each open position its key under the remasking order (higher commits first), and the
+    /// `candidates` most probable tokens (constrained marginal, ties by id) at the first-ranked
+    /// position.
     fn draw(
         &self,
         prepared: &PreparedStack,
         scores: &[f32],
         open: &[usize],
+        candidates: usize,
         rng: &mut StdRng,
-    ) -> Result<(Vec<u32>, Vec<f64>)> {
+    ) -> Result<(Vec<u32>, Vec<f64>, Vec<u32>)> {
         let (len, v, pad) = (self.span(), self.lm.vocab_size(), self.lm.pad_id());
         let unsatisfiable =
             || Error::Unsatisfiable("no sequence satisfies the constraints and the fixed tokens".into());
@@ -737,8 +918,25 @@ impl<'m> MaskedGenerator<'m> {
                 Remasking::Random => rng.gen::<f64>(),
                 Remasking::Entropy | Remasking::Margin => key(remasking, &lattice.marginal_row(p), sample[p], || 0.0),
             })
-            .collect();
-        Ok((sample, keys))
+            .collect::<Vec<f64>>();
+        let mut cands = Vec::new();
+        if candidates > 0 {
+            let first = keys
+                .iter()
+                .zip(open)
+                .fold(None, |best: Option<(f64, usize)>, (&k, &p)| match best {
+                    Some((bk, _)) if bk >= k => best,
+                    _ => Some((k, p)),
+                });
+            if let Some((_, p)) = first {
+                let row = lattice.marginal_row(p);
+                let mut ranked: Vec<u32> = (0..v as u32).filter(|&t| row[t as usize] > 0.0).collect();
+                ranked.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+                ranked.truncate(candidates);
+                cands = ranked;
+            }
+        }
+        Ok((sample, keys, cands))
     }
 }
 

@@ -159,6 +159,16 @@ impl<'a> Lattice<'a> {
         }
     }
 
+    /// `ln Σ exp(Σ_p score[p][w_p] / T)` over the accepted sequences: the log of the mass the
+    /// constraints leave (`ln` of its probability when the scores are log-probabilities at
+    /// `T = 1`).
+    pub fn log_partition(&self) -> f64 {
+        match &self.inner {
+            Inner::Linear(l) => l.log_partition(),
+            Inner::Log(l, _) => l.log_z as f64,
+        }
+    }
+
     /// Whether the exact log-space fallback is in use (weights underflowed in linear space).
     pub fn is_log_space(&self) -> bool {
         matches!(self.inner, Inner::Log(..))
@@ -392,6 +402,10 @@ struct Linear<'a> {
     /// PAD's weight at each position.
     pad_w: Vec<f64>,
     width: usize,
+    /// `Σ_p max_p / T` over the free rows, and the logs of the forward pass's rescalings: with
+    /// the final forward weights, the log partition.
+    log_offset: f64,
+    log_scale: f64,
     /// Rescaled forward and backward weights, `(len + 1) × width`.
     alpha: Vec<f64>,
     beta: Vec<f64>,
@@ -427,7 +441,7 @@ impl<'a> Linear<'a> {
         let stride = sets.max(1);
         let mut set_w = vec![0f64; len * stride];
         // Positions are weighed independently: in parallel, each into its own slices.
-        let weighed: Vec<(Row, f64)> = e
+        let weighed: Vec<(Row, f64, f64)> = e
             .par_chunks_mut(vocab)
             .zip(set_w.par_chunks_mut(stride))
             .enumerate()
@@ -446,9 +460,13 @@ impl<'a> Linear<'a> {
                     }
                 }
                 match finite {
-                    0 => (Row::Empty, 0.0),
+                    0 => (Row::Empty, 0.0, 0.0),
                     // The passes follow the token's transition column instead of the sets.
-                    1 => (Row::Fixed(first), if first == pad { 1.0 } else { 0.0 }),
+                    1 => (
+                        Row::Fixed(first),
+                        if first == pad { 1.0 } else { 0.0 },
+                        f64::from(row[first as usize] * inv),
+                    ),
                     _ => {
                         // Only tokens of some set, and PAD, can be drawn: weigh those, relative
                         // to the best of them (which keeps the weights that matter from
@@ -465,12 +483,14 @@ impl<'a> Linear<'a> {
                             out[t as usize] = ((row[t as usize] - best) * inv).exp();
                         }
                         plan.weigh(out, &mut w[..sets]);
-                        (Row::Free, out[pad as usize] as f64)
+                        let offset = if best.is_finite() { f64::from(best * inv) } else { 0.0 };
+                        (Row::Free, out[pad as usize] as f64, offset)
                     }
                 }
             })
             .collect();
-        let (rows, pad_w): (Vec<Row>, Vec<f64>) = weighed.into_iter().unzip();
+        let log_offset = weighed.iter().map(|w| w.2).sum();
+        let (rows, pad_w): (Vec<Row>, Vec<f64>) = weighed.into_iter().map(|(r, w, _)| (r, w)).unzip();
         set_w.truncate(len * sets);
         let width = automaton.num_states() + 1;
         let mut lattice = Linear {
@@ -485,6 +505,8 @@ impl<'a> Linear<'a> {
             set_w,
             pad_w,
             width,
+            log_offset,
+            log_scale: 0.0,
             alpha: vec![0.0; (len + 1) * width],
             beta: vec![0.0; (len + 1) * width],
             active: vec![Vec::new(); len + 1],
@@ -587,9 +609,20 @@ impl<'a> Linear<'a> {
             for &s in &reached {
                 next[s as usize] /= max;
             }
+            self.log_scale += max.ln();
             self.active[p + 1] = reached;
         }
         self.active[len].iter().any(|&s| self.may_end(s as usize))
+    }
+
+    fn log_partition(&self) -> f64 {
+        let end = &self.alpha[self.len * self.width..];
+        let total: f64 = self.active[self.len]
+            .iter()
+            .filter(|&&s| self.may_end(s as usize))
+            .map(|&s| end[s as usize])
+            .sum();
+        self.log_offset + self.log_scale + total.ln()
     }
 
     /// Backward weights over the live states; false when no sequence survives.
@@ -1095,6 +1128,11 @@ mod tests {
             let lin = Linear::new(&scores, len, vocab, &a, 0, t);
             assert_eq!(log.is_some(), lin.is_some(), "case {case}: satisfiability differs");
             let (Some(log), Some(lin)) = (log, lin) else { continue };
+            let (z, want_z) = (lin.log_partition(), log.log_z as f64);
+            assert!(
+                (z - want_z).abs() < 1e-3 * want_z.abs().max(1.0),
+                "case {case}: log Z {z} vs {want_z}"
+            );
             let want = log.marginals();
             for p in 0..len {
                 let row = lin.marginal_row(p);

@@ -194,13 +194,18 @@ pub(crate) struct Compiler<'a> {
     cfg: &'a JsonSchemaConfig,
     rank: &'a HashMap<String, usize>,
     cache: HashMap<(usize, usize, u64), Dfa>,
-    any: HashMap<usize, Dfa>,
+    any: HashMap<(usize, bool), Dfa>,
     in_progress: HashSet<(usize, usize, u64)>,
     built: usize,
     /// Free values get the whole remaining depth budget instead of `json_any_depth` (set inside
     /// `oneOf` branches and counted `contains`, whose complements must be exact on every
     /// document the other side can produce).
     exact_free: bool,
+    /// Numbers keep to the digits a double holds ([`NumberSpec::double_exact`]): set where the
+    /// automaton takes a complement (`oneOf`, `not`, `if`, `maxContains`), since there a text
+    /// that reads back as another value (`1.00000000000000000001` as the integer 1) would land
+    /// on the other side for a validator computing with doubles.
+    exact_numbers: bool,
     /// Drafts 3 to 7: a `$ref` replaces the schema it sits in (its siblings are ignored).
     ref_overrides: bool,
     /// Drafts 3 and 4: `1.0` is a number, not an integer, so it has its own text.
@@ -222,6 +227,7 @@ impl<'a> Compiler<'a> {
             in_progress: HashSet::new(),
             built: 0,
             exact_free: false,
+            exact_numbers: false,
             ref_overrides: draft_in(root, &["draft-03", "draft-04", "draft-06", "draft-07"]),
             point_zero: point_zero(root),
             later_keywords: later_keywords(root),
@@ -237,6 +243,14 @@ impl<'a> Compiler<'a> {
 
     fn limit(&self) -> usize {
         self.cfg.limits.json_states
+    }
+
+    /// Runs `f` with [`Self::exact_numbers`] set.
+    fn with_exact_numbers<T>(&mut self, f: impl FnOnce(&mut Self) -> R<T>) -> R<T> {
+        let outer = std::mem::replace(&mut self.exact_numbers, true);
+        let r = f(self);
+        self.exact_numbers = outer;
+        r
     }
 
     /// Separators of an object or array whose own nesting budget is `depth`: (before the first
@@ -389,20 +403,21 @@ impl<'a> Compiler<'a> {
         } else {
             depth.min(self.cfg.limits.json_any_depth)
         };
-        if let Some(d) = self.any.get(&depth) {
+        let exact = self.exact_numbers;
+        if let Some(d) = self.any.get(&(depth, exact)) {
             return Ok(d.clone());
         }
         let limit = self.limit();
         let inner = if depth > 0 { Some(self.any(depth - 1)?) } else { None };
         let point_zero = self.point_zero;
-        let d = shared(format!("any:{depth}:{limit}:{point_zero}"), || {
-            Self::build_any(inner, point_zero, limit)
+        let d = shared(format!("any:{depth}:{limit}:{point_zero}:{exact}"), || {
+            Self::build_any(inner, point_zero, exact, limit)
         })?;
-        self.any.insert(depth, d.clone());
+        self.any.insert((depth, exact), d.clone());
         Ok(d)
     }
 
-    fn build_any(inner: Option<Dfa>, point_zero: bool, limit: usize) -> R<Dfa> {
+    fn build_any(inner: Option<Dfa>, point_zero: bool, double_exact: bool, limit: usize) -> R<Dfa> {
         let scalars = [
             Dfa::literal(b"null"),
             Dfa::literal(b"true"),
@@ -410,6 +425,7 @@ impl<'a> Compiler<'a> {
             leaf::number(
                 &NumberSpec {
                     point_zero,
+                    double_exact,
                     ..NumberSpec::default()
                 },
                 limit,
@@ -534,6 +550,7 @@ impl<'a> Compiler<'a> {
                 let mut h = std::collections::hash_map::DefaultHasher::new();
                 names.hash(&mut h);
                 self.exact_free.hash(&mut h);
+                self.exact_numbers.hash(&mut h);
                 let key = (m as *const _ as usize, depth, h.finish());
                 if let Some(d) = self.cache.get(&key) {
                     return Ok(d.clone());
@@ -601,6 +618,7 @@ impl<'a> Compiler<'a> {
             // "Exactly one" complements every branch on the others' documents: free values in
             // the branches must not stop short of the depth those documents reach.
             let outer = std::mem::replace(&mut self.exact_free, true);
+            let outer_numbers = std::mem::replace(&mut self.exact_numbers, true);
             for sub in schema_array(v, ptr, "oneOf")? {
                 self.note_nested_order(sub, ptr, "oneOf");
             }
@@ -608,24 +626,30 @@ impl<'a> Compiler<'a> {
                 let r = self.compile(sub, &format!("{ptr}/oneOf/{i}"), depth, names);
                 if r.is_err() {
                     self.exact_free = outer;
+                    self.exact_numbers = outer_numbers;
                 }
                 subs.push(r?);
             }
             self.exact_free = outer;
+            self.exact_numbers = outer_numbers;
             let refs: Vec<&Dfa> = subs.iter().collect();
             let r = Dfa::product_many(&refs, |acc| acc.iter().filter(|&&a| a).count() == 1, self.limit());
             parts.push(self.track(ptr, r)?);
         }
         if let Some(sub) = m.get("not") {
-            let n = self.compile(sub, &format!("{ptr}/not"), depth, names)?;
-            let universe = self.universe(sub, ptr, "not", depth, names)?;
+            let (n, universe) = self.with_exact_numbers(|c| {
+                let n = c.compile(sub, &format!("{ptr}/not"), depth, names)?;
+                Ok((n, c.universe(sub, ptr, "not", depth, names)?))
+            })?;
             let r = universe.minus(&n, self.limit());
             parts.push(self.track(ptr, r)?);
         }
         if let Some(cond) = m.get("if") {
             if m.contains_key("then") || m.contains_key("else") {
-                let c = self.compile(cond, &format!("{ptr}/if"), depth, names)?;
-                let any = self.universe(cond, ptr, "if", depth, names)?;
+                let (c, any) = self.with_exact_numbers(|c| {
+                    let cond_dfa = c.compile(cond, &format!("{ptr}/if"), depth, names)?;
+                    Ok((cond_dfa, c.universe(cond, ptr, "if", depth, names)?))
+                })?;
                 let then = match m.get("then") {
                     Some(t) => self.compile(t, &format!("{ptr}/then"), depth, names)?,
                     None => any.clone(),
@@ -838,6 +862,17 @@ impl<'a> Compiler<'a> {
             })?;
             spec.multiple.push(mo);
         }
+        // A strict bound, or a bound a double cannot hold, is crossed by texts that read back as
+        // the bound itself; a non-strict bound is safe, since rounding to a double keeps order.
+        // Divisibility is decided on the decimal written, so it must be the value read.
+        let inexact = |d: &Decimal| leaf::significant_digits(d) > usize::from(leaf::MAX_INT_DIGITS);
+        spec.double_exact = self.exact_numbers
+            || !spec.multiple.is_empty()
+            || spec
+                .lower
+                .iter()
+                .chain(&spec.upper)
+                .any(|(d, strict)| *strict || inexact(d));
         let r = leaf::number(&spec, self.limit());
         self.track(ptr, r)
     }
@@ -945,7 +980,7 @@ impl<'a> Compiler<'a> {
             Some(c) if m.contains_key("maxContains") => {
                 self.note_nested_order(c, ptr, "maxContains");
                 let outer = std::mem::replace(&mut self.exact_free, true);
-                let r = self.compile(c, &format!("{ptr}/contains"), inner, &[]);
+                let r = self.with_exact_numbers(|s| s.compile(c, &format!("{ptr}/contains"), inner, &[]));
                 self.exact_free = outer;
                 Some(r?)
             }

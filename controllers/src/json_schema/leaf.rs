@@ -417,23 +417,30 @@ fn magnitude_multiple(p: u64, k: usize, limit: usize) -> Result<Dfa, TooLarge> {
 
 /// `0|[1-9][0-9]*` with an optional fraction (unless `integer`) that does not end in `0`: each
 /// value has one text (`1`, not `1.0` or `1.50`). With `point_zero`, the fraction may also be
-/// exactly `.0` (draft 4's float-valued integers). At most [`MAX_INT_DIGITS`] significant digits
-/// in all, so that every text reads back as a double that writes the same decimal: a validator
-/// computing with doubles sees the value the automaton wrote (`405842704927754.01` would read
-/// as the integer `405842704927754`).
-fn unsigned_grammar(integer: bool, point_zero: bool, limit: usize) -> Result<Dfa, TooLarge> {
+/// exactly `.0` (draft 4's float-valued integers). Integer parts have at most
+/// [`MAX_INT_DIGITS`] digits. With `double_exact`, the whole number has at most that many
+/// significant digits, so that every text reads back as a double that writes the same decimal
+/// (`405842704927754.01` would read as the integer `405842704927754`); tracking them costs about
+/// three times the states, so it is asked for only where a value's double matters.
+fn unsigned_grammar(integer: bool, point_zero: bool, double_exact: bool, limit: usize) -> Result<Dfa, TooLarge> {
     // phase: 0 start, 1 "0", 2 integer digits, 3 ".", 4 fraction ending in 1-9, 5 ending in 0,
-    // 6 the fraction "0"; sig: significant digits so far (the leading zeros of `0.00x` are not)
+    // 6 the fraction "0"; sig: significant digits so far (the leading zeros of `0.00x` are not;
+    // without `double_exact`, fraction digits are not counted)
     Dfa::from_fn(
         (0u8, 0u8),
         |&(s, sig), b| {
             // A fraction digit is significant once a nonzero digit came before it, or if it is one.
-            let next = if sig > 0 || b != b'0' { sig + 1 } else { 0 };
+            let next = match (double_exact, sig > 0 || b != b'0') {
+                (false, _) => sig,
+                (true, true) => sig + 1,
+                (true, false) => 0,
+            };
             match (s, b) {
                 (0, b'0') => Some((1, 0)),
                 (0, b'1'..=b'9') => Some((2, 1)),
                 (2, b'0'..=b'9') if sig < MAX_INT_DIGITS => Some((2, sig + 1)),
-                (1 | 2, b'.') if !integer => Some((3, sig)),
+                // Without `double_exact`, the integer digits are forgotten at the point.
+                (1 | 2, b'.') if !integer => Some((3, if double_exact { sig } else { 0 })),
                 (3..=6, b'1'..=b'9') if next <= MAX_INT_DIGITS => Some((4, next)),
                 (3, b'0') if next <= MAX_INT_DIGITS => Some((6, next)),
                 (4..=6, b'0') if next <= MAX_INT_DIGITS => Some((5, next)),
@@ -445,9 +452,19 @@ fn unsigned_grammar(integer: bool, point_zero: bool, limit: usize) -> Result<Dfa
     )
 }
 
-/// Integer parts longer than this, and numbers with more significant digits, are not generated:
-/// every such decimal reads back exactly from a double, so validators that compute with doubles
-/// agree with the automaton.
+/// Significant digits of a decimal: all of them from the first nonzero one on.
+pub fn significant_digits(d: &Decimal) -> usize {
+    if d.int.iter().all(|&c| c == b'0') {
+        d.frac.iter().skip_while(|&&c| c == b'0').count()
+    } else {
+        d.int.iter().skip_while(|&&c| c == b'0').count() + d.frac.len()
+    }
+}
+
+/// Integer parts longer than this are not generated, nor, where a value's double matters
+/// ([`NumberSpec::double_exact`]), numbers with more significant digits: every such decimal
+/// reads back exactly from a double, so validators that compute with doubles agree with the
+/// automaton.
 pub const MAX_INT_DIGITS: u8 = 15;
 
 /// Bounds and divisibility of a JSON number.
@@ -462,13 +479,19 @@ pub struct NumberSpec {
     pub upper: Vec<(Decimal, bool)>,
     /// `multipleOf` as (p, k): the number must be a multiple of p / 10^k.
     pub multiple: Vec<(u64, usize)>,
+    /// At most [`MAX_INT_DIGITS`] significant digits in all (not only in the integer part), so
+    /// that a validator reading the text as a double sees the value written. Needed where the
+    /// automaton tells values apart that doubles could merge: strict bounds, `multipleOf`, and
+    /// complements (`oneOf`, `not`, `if`), where `1.00000000000000000001` is not an integer to
+    /// the automaton but is one to the validator.
+    pub double_exact: bool,
 }
 
 /// The JSON numbers satisfying `spec`, in the canonical form [`canonical_number`] writes: no
 /// exponent, no trailing zeros in the fraction, integer parts of at most [`MAX_INT_DIGITS`]
 /// digits. Negative zero is never written (validators disagree on whether it is an integer).
 pub fn number(spec: &NumberSpec, limit: usize) -> Result<Dfa, TooLarge> {
-    let mut base = unsigned_grammar(spec.integer, spec.point_zero, limit)?;
+    let mut base = unsigned_grammar(spec.integer, spec.point_zero, spec.double_exact, limit)?;
     for &(p, k) in &spec.multiple {
         base = base.and(&magnitude_multiple(p, k, limit)?, limit)?;
     }
@@ -530,12 +553,7 @@ pub fn canonical_number(n: &serde_json::Number, point_zero: bool) -> Option<Stri
         }
     }
     let d = Decimal::from_number(n)?;
-    let significant = if d.int == b"0" {
-        d.frac.iter().skip_while(|&&c| c == b'0').count()
-    } else {
-        d.int.len() + d.frac.len()
-    };
-    (significant <= usize::from(MAX_INT_DIGITS)).then(|| d.to_string())
+    (significant_digits(&d) <= usize::from(MAX_INT_DIGITS)).then(|| d.to_string())
 }
 
 /// `multipleOf` as (p, k) with value p / 10^k, or `None` when it is not a positive decimal of
