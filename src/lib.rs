@@ -1,10 +1,11 @@
 #![warn(missing_docs)]
 //! # diffusion-lm
 //!
-//! Controllable text generation with continuous diffusion language models, after
-//! Diffusion-LM (Li et al. 2022, arXiv:2205.14217).
+//! Controllable text generation with diffusion language models: the continuous engine of
+//! Diffusion-LM (Li et al. 2022, arXiv:2205.14217) and the masked engine of MDLM and LLaDA
+//! ([`masked`]), under one stack of exact constraints.
 //!
-//! Words are embedded in a small continuous space; a transformer [`Denoiser`] learns to predict
+//! In the continuous engine, words are embedded in a small continuous space; a transformer [`Denoiser`] learns to predict
 //! the clean embeddings `x0` from noisy `x_t` under the `sqrt` [`NoiseSchedule`], with the
 //! embeddings learned end to end through a rounding loss ([`train`]). Sampling runs the reverse
 //! process ([`Sampler`]: DDPM or DDIM) with the clamping trick and rounds to tokens at the end

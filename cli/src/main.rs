@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 #[command(
     name = "diffusion-lm",
     version,
-    about = "Controllable text generation with continuous diffusion language models"
+    about = "Controllable text generation with diffusion language models (continuous and masked engines)"
 )]
 struct Cli {
     #[command(subcommand)]

@@ -327,7 +327,7 @@ fn render(rows: &[(String, Tally)], generate: usize, diff: bool) -> String {
         s.push_str(" generated valid | too long for the sequence |");
     }
     if diff {
-        s.push_str(" not exact | random documents | mutants | accepted invalid | rejected valid | explained (approximation, depth limit, format subset) |");
+        s.push_str(" not exact | random documents | mutants | accepted invalid | rejected valid | explained (approximation, depth limit, format subset, digit limit) |");
     }
     s.push('\n');
     s.push_str("| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |");

@@ -426,6 +426,9 @@ fn numbers_keep_to_the_digits_a_double_holds() {
     let cond = serde_json::json!({"if": {"type": "integer"}, "then": {"minimum": 5}, "else": {"maximum": 0}});
     let cond = JsonSchema::new(&cond).unwrap();
     assert!(!cond.accepts("1.00000000000000000001") && cond.accepts("6") && cond.accepts("-0.5"));
+    // A complement of branches that do not tell numbers apart by value keeps every digit.
+    let either = JsonSchema::new(&serde_json::json!({"oneOf": [{"type": "number"}, {"enum": ["NE"]}]})).unwrap();
+    assert!(either.accepts("-0.30000000000000004") && either.accepts("\"NE\""));
     let validator = jsonschema::validator_for(
         &serde_json::json!({"if": {"type": "integer"}, "then": {"minimum": 5}, "else": {"maximum": 0}}),
     )

@@ -138,7 +138,7 @@ pub struct MaskedSampling {
     /// chooses its token among its `lookahead_candidates` most probable under the constrained
     /// marginal by `p(c)^(1/T) · Z(c)`, where `Z(c)` is the constrained mass of the rest under
     /// the model's log-probabilities predicted anew with `c` committed (one forward pass per
-    /// candidate). The lattice multiplies per-position scores as if the masked positions were
+    /// candidate; every token counts, whatever `top_k` and `top_p`). The lattice multiplies per-position scores as if the masked positions were
     /// independent; the first commits, made with nothing else committed, are where that is
     /// most wrong: the model's positions describe its favourite sentence, so a template's
     /// one-word slot gets the first token of a two-word name (`The`) and then sub-word debris.

@@ -202,9 +202,10 @@ pub(crate) struct Compiler<'a> {
     /// document the other side can produce).
     exact_free: bool,
     /// Numbers keep to the digits a double holds ([`NumberSpec::double_exact`]): set where the
-    /// automaton takes a complement (`oneOf`, `not`, `if`, `maxContains`), since there a text
-    /// that reads back as another value (`1.00000000000000000001` as the integer 1) would land
-    /// on the other side for a validator computing with doubles.
+    /// automaton takes a complement (`oneOf`, `not`, `if`, `maxContains`) of a schema that tells
+    /// numbers apart by value ([`value_sensitive`]), since there a text that reads back as
+    /// another value (`1.00000000000000000001` as the integer 1) would land on the other side
+    /// for a validator computing with doubles.
     exact_numbers: bool,
     /// Drafts 3 to 7: a `$ref` replaces the schema it sits in (its siblings are ignored).
     ref_overrides: bool,
@@ -245,9 +246,10 @@ impl<'a> Compiler<'a> {
         self.cfg.limits.json_states
     }
 
-    /// Runs `f` with [`Self::exact_numbers`] set.
-    fn with_exact_numbers<T>(&mut self, f: impl FnOnce(&mut Self) -> R<T>) -> R<T> {
-        let outer = std::mem::replace(&mut self.exact_numbers, true);
+    /// Runs `f` with [`Self::exact_numbers`] set if `sensitive` (or already set).
+    fn with_exact_numbers<T>(&mut self, sensitive: bool, f: impl FnOnce(&mut Self) -> R<T>) -> R<T> {
+        let outer = self.exact_numbers;
+        self.exact_numbers |= sensitive;
         let r = f(self);
         self.exact_numbers = outer;
         r
@@ -618,7 +620,9 @@ impl<'a> Compiler<'a> {
             // "Exactly one" complements every branch on the others' documents: free values in
             // the branches must not stop short of the depth those documents reach.
             let outer = std::mem::replace(&mut self.exact_free, true);
-            let outer_numbers = std::mem::replace(&mut self.exact_numbers, true);
+            let sensitive = schema_array(v, ptr, "oneOf")?.iter().any(value_sensitive);
+            let outer_numbers = self.exact_numbers;
+            self.exact_numbers |= sensitive;
             for sub in schema_array(v, ptr, "oneOf")? {
                 self.note_nested_order(sub, ptr, "oneOf");
             }
@@ -637,7 +641,7 @@ impl<'a> Compiler<'a> {
             parts.push(self.track(ptr, r)?);
         }
         if let Some(sub) = m.get("not") {
-            let (n, universe) = self.with_exact_numbers(|c| {
+            let (n, universe) = self.with_exact_numbers(value_sensitive(sub), |c| {
                 let n = c.compile(sub, &format!("{ptr}/not"), depth, names)?;
                 Ok((n, c.universe(sub, ptr, "not", depth, names)?))
             })?;
@@ -646,7 +650,7 @@ impl<'a> Compiler<'a> {
         }
         if let Some(cond) = m.get("if") {
             if m.contains_key("then") || m.contains_key("else") {
-                let (c, any) = self.with_exact_numbers(|c| {
+                let (c, any) = self.with_exact_numbers(value_sensitive(cond), |c| {
                     let cond_dfa = c.compile(cond, &format!("{ptr}/if"), depth, names)?;
                     Ok((cond_dfa, c.universe(cond, ptr, "if", depth, names)?))
                 })?;
@@ -980,7 +984,9 @@ impl<'a> Compiler<'a> {
             Some(c) if m.contains_key("maxContains") => {
                 self.note_nested_order(c, ptr, "maxContains");
                 let outer = std::mem::replace(&mut self.exact_free, true);
-                let r = self.with_exact_numbers(|s| s.compile(c, &format!("{ptr}/contains"), inner, &[]));
+                let r = self.with_exact_numbers(value_sensitive(c), |s| {
+                    s.compile(c, &format!("{ptr}/contains"), inner, &[])
+                });
                 self.exact_free = outer;
                 Some(r?)
             }
@@ -1419,6 +1425,33 @@ impl Compiler<'_> {
     fn finish_layers(&mut self, nfa: &Nfa, f: Frag, ptr: &str) -> R<Dfa> {
         let r = nfa.determinize(f, self.limit());
         self.track(ptr, r)
+    }
+}
+
+/// Whether a schema (anywhere inside it) may tell JSON numbers apart by value: `integer`,
+/// numeric bounds, `multipleOf`, numbers in `enum`/`const`, or a `$ref` (not followed: assumed
+/// to). A complement of a schema that does not accepts or rejects every number alike.
+fn value_sensitive(v: &Value) -> bool {
+    match v {
+        Value::Object(m) => m.iter().any(|(k, x)| match k.as_str() {
+            "minimum" | "maximum" | "exclusiveMinimum" | "exclusiveMaximum" | "multipleOf" | "$ref" | "$dynamicRef"
+            | "$recursiveRef" => true,
+            "type" => x == "integer" || x.as_array().is_some_and(|a| a.iter().any(|t| t == "integer")),
+            "enum" | "const" => holds_number(x),
+            _ => value_sensitive(x),
+        }),
+        Value::Array(a) => a.iter().any(value_sensitive),
+        _ => false,
+    }
+}
+
+/// Whether a JSON value holds a number anywhere.
+fn holds_number(v: &Value) -> bool {
+    match v {
+        Value::Number(_) => true,
+        Value::Array(a) => a.iter().any(holds_number),
+        Value::Object(m) => m.values().any(holds_number),
+        _ => false,
     }
 }
 

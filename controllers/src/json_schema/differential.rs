@@ -98,6 +98,10 @@ pub enum Explanation {
     /// A string outside the automaton's subset of its `format` (the automaton compiled with
     /// [`ignore_formats`](super::JsonSchemaConfig::ignore_formats) accepts the document).
     FormatSubset,
+    /// A number of more than [`MAX_INT_DIGITS`](super::leaf::MAX_INT_DIGITS) significant
+    /// digits, which the automaton does not write where a value's double matters
+    /// ([`NumberSpec::double_exact`](super::leaf::NumberSpec::double_exact)).
+    DigitLimit,
 }
 
 /// The counts of one run.
@@ -209,6 +213,8 @@ pub fn differential(js: &JsonSchema, instances: &[Value], cfg: &DifferentialConf
                     Some(Explanation::DepthLimit)
                 } else if formatless.as_ref().is_some_and(|d| d.accepts(&text)) {
                     Some(Explanation::FormatSubset)
+                } else if read.as_ref().is_some_and(long_number) {
+                    Some(Explanation::DigitLimit)
                 } else {
                     None
                 };
@@ -224,6 +230,18 @@ pub fn differential(js: &JsonSchema, instances: &[Value], cfg: &DifferentialConf
         }
     }
     r
+}
+
+/// Whether a value holds a number of more than [`MAX_INT_DIGITS`](super::leaf::MAX_INT_DIGITS)
+/// significant digits.
+fn long_number(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => super::leaf::Decimal::from_number(n)
+            .is_none_or(|d| super::leaf::significant_digits(&d) > usize::from(super::leaf::MAX_INT_DIGITS)),
+        Value::Array(a) => a.iter().any(long_number),
+        Value::Object(m) => m.values().any(long_number),
+        _ => false,
+    }
 }
 
 /// [`Explanation::Approximation`] when every keyword `v` violates is one the constraint reports

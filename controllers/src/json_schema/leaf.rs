@@ -540,8 +540,10 @@ pub fn number(spec: &NumberSpec, limit: usize) -> Result<Dfa, TooLarge> {
 /// The one text of a JSON number that [`number`] accepts, when it has one: integers in decimal
 /// (`3.0` is `3`), other values as the shortest decimal that reads back as the same double, with
 /// no exponent (`1e-7` is `0.0000001`). With `point_zero` (draft 4), integral doubles keep the
-/// fraction `.0`. `None` for negative zero, for more than [`MAX_INT_DIGITS`] significant digits
-/// (`0.30000000000000004`) and for exponents beyond ±60: no automaton accepts those.
+/// fraction `.0`. `None` for negative zero, for integer parts longer than [`MAX_INT_DIGITS`]
+/// digits and for exponents beyond ±60: no automaton accepts those. A text of more than
+/// [`MAX_INT_DIGITS`] significant digits (`0.30000000000000004`) is accepted only where no
+/// value's double matters ([`NumberSpec::double_exact`]).
 pub fn canonical_number(n: &serde_json::Number, point_zero: bool) -> Option<String> {
     if let Some(f) = n.as_f64().filter(|_| n.is_f64()) {
         if f == 0.0 && f.is_sign_negative() {
@@ -553,7 +555,7 @@ pub fn canonical_number(n: &serde_json::Number, point_zero: bool) -> Option<Stri
         }
     }
     let d = Decimal::from_number(n)?;
-    (significant_digits(&d) <= usize::from(MAX_INT_DIGITS)).then(|| d.to_string())
+    (d.int.len() <= usize::from(MAX_INT_DIGITS)).then(|| d.to_string())
 }
 
 /// `multipleOf` as (p, k) with value p / 10^k, or `None` when it is not a positive decimal of
