@@ -594,14 +594,20 @@ mod tests {
 
     #[test]
     fn bounded_numbers_agree_with_arithmetic() {
-        let spec = NumberSpec {
-            integer: false,
-            point_zero: false,
-            lower: vec![(dec("-2.5"), false)],
-            upper: vec![(dec("10"), true)],
-            multiple: vec![],
-        };
-        let d = num(spec);
+        for double_exact in [false, true] {
+            let spec = NumberSpec {
+                integer: false,
+                point_zero: false,
+                lower: vec![(dec("-2.5"), false)],
+                upper: vec![(dec("10"), true)],
+                multiple: vec![],
+                double_exact,
+            };
+            bounded_as_arithmetic(&num(spec));
+        }
+    }
+
+    fn bounded_as_arithmetic(d: &Dfa) {
         for (text, value) in [
             ("-2.5", -2.5),
             ("-2.51", -2.51),
