@@ -565,10 +565,7 @@ impl<'m> MaskedGenerator<'m> {
                     // committed too. They all come from one valid sequence.
                     count = count.max(keys.iter().filter(|&&k| k >= tau as f64).count());
                 }
-                // Highest key first; ties by position, so the order does not depend on float ties.
-                let mut keyed: Vec<(f64, usize)> = keys.into_iter().zip(open).collect();
-                keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
-                let commit = keyed.iter().take(count).map(|&(_, p)| p).collect();
+                let commit = ranked(&keys, &open).into_iter().take(count).collect();
                 Ok(Some(Drawn { sample, commit, cands }))
             })
             .collect::<Result<_>>()?;
@@ -921,14 +918,7 @@ impl<'m> MaskedGenerator<'m> {
             .collect::<Vec<f64>>();
         let mut cands = Vec::new();
         if candidates > 0 {
-            let first = keys
-                .iter()
-                .zip(open)
-                .fold(None, |best: Option<(f64, usize)>, (&k, &p)| match best {
-                    Some((bk, _)) if bk >= k => best,
-                    _ => Some((k, p)),
-                });
-            if let Some((_, p)) = first {
+            if let Some(&p) = ranked(&keys, open).first() {
                 let row = lattice.marginal_row(p);
                 let mut ranked: Vec<u32> = (0..v as u32).filter(|&t| row[t as usize] > 0.0).collect();
                 ranked.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
@@ -938,6 +928,14 @@ impl<'m> MaskedGenerator<'m> {
         }
         Ok((sample, keys, cands))
     }
+}
+
+/// The open positions in commit order: highest key first, ties by position (so the order does
+/// not depend on float ties).
+fn ranked(keys: &[f64], open: &[usize]) -> Vec<usize> {
+    let mut keyed: Vec<(f64, usize)> = keys.iter().copied().zip(open.iter().copied()).collect();
+    keyed.sort_by(|a, b| b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)));
+    keyed.into_iter().map(|(_, p)| p).collect()
 }
 
 /// A position's key under the remasking order, from its marginal row (`random` draws it).
