@@ -203,10 +203,7 @@ pub fn train_classifier(
             status!("resuming the run in {}; --init is not used again", out.display());
         }
     }
-    report(
-        &trainer.run(!a.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))?,
-        &out,
-    );
+    report(&trainer.run(!a.no_progress)?, &out);
     Ok(())
 }
 

@@ -1101,10 +1101,7 @@ fn run_training<O: diffusion_lm::train::Objective>(
     if dropped > 0 {
         status!("note: {dropped} examples longer than the sequence length were left out");
     }
-    report(
-        &trainer.run(!a.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))?,
-        &a.out,
-    );
+    report(&trainer.run(!a.no_progress)?, &a.out);
     Ok(())
 }
 
@@ -1222,10 +1219,7 @@ fn train_ar(TrainArArgs { aux: a }: TrainArArgs) -> Result<()> {
     status!("reference LM: {} training texts from {:?}", texts.len(), record.corpus);
     clear_output(&out, a.overwrite)?;
     let mut trainer = ar_trainer(ar_cfg, tokenizer, &texts, a.opt.config(), &out, &device)?;
-    report(
-        &trainer.run(!a.no_progress && std::io::IsTerminal::is_terminal(&std::io::stderr()))?,
-        &out,
-    );
+    report(&trainer.run(!a.no_progress)?, &out);
     Ok(())
 }
 

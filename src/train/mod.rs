@@ -708,9 +708,11 @@ impl<O: Objective> Trainer<O> {
         Ok(parts)
     }
 
-    /// Trains until `steps`, with a progress bar (or log lines when `progress` is false),
-    /// checkpoints every `checkpoint_every` steps and at the end.
+    /// Trains until `steps`, with a progress bar (or log lines when `progress` is false or
+    /// stderr is not a terminal, where a bar would not show), checkpoints every
+    /// `checkpoint_every` steps and at the end.
     pub fn run(&mut self, progress: bool) -> Result<TrainSummary> {
+        let progress = progress && std::io::IsTerminal::is_terminal(&std::io::stderr());
         let total = self.state.train.steps;
         let start_step = self.state.step;
         let bar = if progress {
