@@ -55,6 +55,7 @@ proptest! {
         self_correct in 0usize..3,
         lookahead in 0usize..4,
         candidates in 1usize..4,
+        length_first in any::<bool>(),
     ) {
         let tok = toy_tokenizer();
         let lm = random_model(&tok, seed);
@@ -73,7 +74,8 @@ proptest! {
             .remasking(order)
             .batch_size(2)
             .self_correct(self_correct, 0.5)
-            .lookahead(lookahead, candidates);
+            .lookahead(lookahead, candidates)
+            .length_first(length_first);
         if let Some(b) = block {
             g = g.block_size(b);
         }
@@ -210,6 +212,27 @@ fn a_tiny_masked_model_learns_and_samples_the_same_on_any_batch_size() {
             .unwrap()
     };
     assert_eq!(looked(4), looked(1), "lookahead too");
+    let length_first = |batch: usize| {
+        MaskedGenerator::new(&lm)
+            .steps(12)
+            .seed(9)
+            .batch_size(batch)
+            .length_first(true)
+            .self_correct(1, 0.9)
+            .generate(4)
+            .unwrap()
+    };
+    let drawn = length_first(4);
+    assert_eq!(drawn, length_first(1), "length first too");
+    // Without constraints nothing else keeps the PAD tail whole: the length drawn first does.
+    for s in &drawn {
+        let end = s.ids.iter().position(|&t| t == tok.pad_id()).unwrap_or(s.ids.len());
+        assert!(
+            end > 0 && s.ids[end..].iter().all(|&t| t == tok.pad_id()),
+            "{:?}",
+            s.ids
+        );
+    }
     // Trained on four sentences, greedy sampling writes one of them.
     let greedy = MaskedGenerator::new(&lm)
         .steps(12)
@@ -304,6 +327,26 @@ fn parallel_decoding_commits_the_certain_tokens_at_once_and_stays_valid() {
         passes > plain && passes <= plain + 8 * 4 * 4,
         "{passes} passes against {plain}"
     );
+    // Length first: the tail is not grown inward one PAD at a time, so the sentences come out
+    // at the corpus's length (23 words on average) instead of squeezed (about 11).
+    let sentence = r#"[A-Z][^{}"\n]*[.!?]"#;
+    let words = |first: bool| {
+        let g = MaskedGenerator::new(&lm)
+            .constrain(Regex::new(sentence).unwrap())
+            .seed(2)
+            .length_first(first)
+            .batch_size(16);
+        let samples = g.generate(16).unwrap();
+        let words: usize = samples.iter().map(|s| s.text.split_whitespace().count()).sum();
+        (words as f64 / 16.0, g.forward_passes())
+    };
+    let ((long, passes), (short, plain)) = (words(true), words(false));
+    assert!(
+        long > 16.0 && long > 1.4 * short,
+        "{long} words a sentence with length first, {short} without"
+    );
+    // Two more passes (the first token and the length) and none for the tail.
+    assert!(passes < plain, "{passes} passes against {plain}");
     let e = MaskedGenerator::new(&lm)
         .lookahead(1, 0)
         .generate(1)

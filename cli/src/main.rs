@@ -145,6 +145,11 @@ struct MaskedArgs {
     /// Candidate tokens weighed at each lookahead commit [default: 4].
     #[arg(long)]
     lookahead_candidates: Option<usize>,
+    /// Draw each text's length from the model before its words, and commit the padding at once
+    /// (true or false) [default: true on a masked model trained here, false for pretrained
+    /// snapshots].
+    #[arg(long, value_name = "BOOL")]
+    length_first: Option<bool>,
 }
 
 impl MaskedArgs {
@@ -164,6 +169,7 @@ impl MaskedArgs {
             confidence_threshold: self.confidence_threshold.or(base.confidence_threshold),
             lookahead: self.lookahead.unwrap_or(base.lookahead),
             lookahead_candidates: self.lookahead_candidates.unwrap_or(base.lookahead_candidates),
+            length_first: self.length_first.unwrap_or(base.length_first),
             ..base
         }
     }
@@ -200,6 +206,9 @@ impl MaskedArgs {
         }
         if self.lookahead_candidates.is_some() {
             out.push("--lookahead-candidates");
+        }
+        if self.length_first.is_some() {
+            out.push("--length-first");
         }
         out
     }

@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::generate::Sample;
 use crate::masked::MaskedModel;
-use crate::steer::lattice::Lattice;
+use crate::steer::lattice::{content_lengths, Lattice};
 use crate::steer::projection::best_sequence;
 use crate::steer::{ConstraintContext, PreparedStack, Stack};
 use crate::{Error, Result};
@@ -147,6 +147,20 @@ pub struct MaskedSampling {
     pub lookahead: usize,
     /// Candidates weighed at each lookahead step. Default 4.
     pub lookahead_candidates: usize,
+    /// Draw each sample's content length before its words: the first position is committed
+    /// (an ordinary step, with lookahead when it is on), then a forward pass gives at each
+    /// position `p` the model's probability that the content has ended by `p` (its PAD
+    /// probability, made non-decreasing); the length is drawn from that distribution (at the
+    /// sampling temperature; the most probable at 0) among the lengths the constraints and
+    /// fixed tokens allow, the PAD tail is committed at once, and no masked position may become
+    /// PAD afterwards. (The first token goes first because it tells a JSON record from a
+    /// sentence, whose lengths differ.) Without it, low-confidence remasking commits the
+    /// tail first, one PAD at a time, and each step resamples the boundary, where PAD is one
+    /// confident token and the content is spread over many: the tail grows inward and the text
+    /// comes out short and squeezed (E2E sentences of 11 words against the corpus's 23). Costs
+    /// two forward passes, and saves the steps of the tail. Default false
+    /// ([`crate::masked::MaskedLm::recommended_sampling`] turns it on).
+    pub length_first: bool,
 }
 
 impl Default for MaskedSampling {
@@ -167,6 +181,7 @@ impl Default for MaskedSampling {
             self_correct_threshold: 0.1,
             lookahead: 0,
             lookahead_candidates: 4,
+            length_first: false,
         }
     }
 }
@@ -303,7 +318,13 @@ impl<'m> MaskedGenerator<'m> {
         self
     }
 
-    /// Semi-autoregressive block size.
+    /// Draw the content length before the words ([`MaskedSampling::length_first`]).
+    pub fn length_first(mut self, on: bool) -> Self {
+        self.cfg.length_first = on;
+        self
+    }
+
+    /// Semi-autoregressive blocks of `b` positions ([`MaskedSampling::block_size`]).
     pub fn block_size(mut self, b: usize) -> Self {
         self.cfg.block_size = Some(b);
         self
@@ -455,6 +476,19 @@ impl<'m> MaskedGenerator<'m> {
                 row[p] = t;
             }
         }
+        // Lookahead commits made in each row.
+        let mut looked = vec![0usize; rows.len()];
+        if self.cfg.length_first && len > 0 {
+            // The first token, then the length given it (a JSON record and a sentence differ in
+            // length), then the rest: one order of the model's conditionals like any other.
+            if rows.iter().any(|r| r[0] == mask) {
+                let lookahead = (self.cfg.lookahead > 0 && prepared.has_hard).then_some(&mut looked[..]);
+                self.step(prepared, &mut rows, &mut rngs, (0, 1, 1), lookahead, true)?;
+            }
+            self.draw_lengths(prepared, &mut rows, &mut rngs)?;
+        }
+        // Once the lengths are drawn, no masked position may become PAD.
+        let pad_open = !self.cfg.length_first;
         let block = self.cfg.block_size.unwrap_or(len).min(len);
         let blocks: Vec<(usize, usize)> = (0..len).step_by(block).map(|s| (s, (s + block).min(len))).collect();
         // Every block gets at least one step, and its last step commits what is left.
@@ -463,12 +497,10 @@ impl<'m> MaskedGenerator<'m> {
         let per_block: Vec<usize> = (0..blocks.len())
             .map(|b| steps / blocks.len() + usize::from(b < steps % blocks.len()))
             .collect();
-        // Lookahead commits made in each row.
-        let mut looked = vec![0usize; rows.len()];
         for (&(lo, hi), &block_steps) in blocks.iter().zip(&per_block) {
             for k in 0..block_steps {
-                // With a confidence threshold a block can finish early.
-                if self.cfg.confidence_threshold.is_some() && !rows.iter().any(|r| r[lo..hi].contains(&mask)) {
+                // A block can finish early (with a confidence threshold, or a tail committed first).
+                if !rows.iter().any(|r| r[lo..hi].contains(&mask)) {
                     break;
                 }
                 // Without hard constraints every completion is valid (Z = 1): no lookahead. A
@@ -478,7 +510,14 @@ impl<'m> MaskedGenerator<'m> {
                     && block_steps - k > 1
                     && looked.iter().any(|&n| n < self.cfg.lookahead))
                 .then_some(&mut looked[..]);
-                self.step(prepared, &mut rows, &mut rngs, (lo, hi), block_steps - k, lookahead)?;
+                self.step(
+                    prepared,
+                    &mut rows,
+                    &mut rngs,
+                    (lo, hi, block_steps - k),
+                    lookahead,
+                    pad_open,
+                )?;
             }
         }
         for _ in 0..self.cfg.self_correct {
@@ -495,19 +534,20 @@ impl<'m> MaskedGenerator<'m> {
     /// `lookahead` (each row's lookahead commits so far), a row with fewer than
     /// [`MaskedSampling::lookahead`] whose first-ranked token is not PAD commits only that
     /// position, its token chosen by [`Self::look_ahead`] (PAD commits only settle the length;
-    /// they do not use up the lookahead).
+    /// they do not use up the lookahead). Unless `pad_open`, no masked position may become PAD
+    /// (the lengths are drawn).
     fn step(
         &self,
         prepared: &PreparedStack,
         rows: &mut [Vec<u32>],
         rngs: &mut [StdRng],
-        (lo, hi): (usize, usize),
-        remaining: usize,
+        (lo, hi, remaining): (usize, usize, usize),
         lookahead: Option<&mut [usize]>,
+        pad_open: bool,
     ) -> Result<()> {
         let (len, v) = (self.span(), self.lm.vocab_size());
         let mask = self.lm.mask_id();
-        let logp = self.log_probs(rows)?;
+        let logp = self.log_probs(rows, pad_open)?;
         self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let candidates = if lookahead.is_some() {
             self.cfg.lookahead_candidates
@@ -589,7 +629,7 @@ impl<'m> MaskedGenerator<'m> {
             }
         }
         if ahead.contains(&true) {
-            self.look_ahead(prepared, rows, rngs, &logp, &drawn, &ahead)?;
+            self.look_ahead(prepared, rows, rngs, (&logp, &drawn, &ahead), pad_open)?;
         }
         Ok(())
     }
@@ -604,9 +644,8 @@ impl<'m> MaskedGenerator<'m> {
         prepared: &PreparedStack,
         rows: &mut [Vec<u32>],
         rngs: &mut [StdRng],
-        logp: &[f32],
-        drawn: &[Option<Drawn>],
-        ahead: &[bool],
+        (logp, drawn, ahead): (&[f32], &[Option<Drawn>], &[bool]),
+        pad_open: bool,
     ) -> Result<()> {
         let (len, v, pad) = (self.span(), self.lm.vocab_size(), self.lm.pad_id());
         let t = self.cfg.temperature;
@@ -630,7 +669,7 @@ impl<'m> MaskedGenerator<'m> {
                     row
                 })
                 .collect();
-            let next = self.log_probs(&probe)?;
+            let next = self.log_probs(&probe, pad_open)?;
             self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let z: Vec<Option<f64>> = probe
                 .par_iter()
@@ -688,7 +727,7 @@ impl<'m> MaskedGenerator<'m> {
     /// cap. Returns whether any token was re-masked.
     fn refine(&self, prepared: &PreparedStack, rows: &mut [Vec<u32>], rngs: &mut [StdRng]) -> Result<bool> {
         let (len, v) = (self.span(), self.lm.vocab_size());
-        let mask = self.lm.mask_id();
+        let (mask, pad) = (self.lm.mask_id(), self.lm.pad_id());
         let free: Vec<usize> = (0..len).filter(|p| !self.fixed.iter().any(|&(q, _)| q == *p)).collect();
         let cap = free.len().div_ceil(4);
         if cap == 0 {
@@ -701,20 +740,24 @@ impl<'m> MaskedGenerator<'m> {
             if group.is_empty() {
                 continue;
             }
+            // With the lengths drawn first, the PAD tail stays: it is neither judged nor re-masked.
+            let judged = |row: &[u32], p: usize| !(self.cfg.length_first && row[p] == pad);
             let probe: Vec<Vec<u32>> = rows
                 .iter()
                 .map(|row| {
-                    let mut row = row.clone();
+                    let mut probe = row.clone();
                     for &i in &group {
-                        row[free[i]] = mask;
+                        if judged(row, free[i]) {
+                            probe[free[i]] = mask;
+                        }
                     }
-                    row
+                    probe
                 })
                 .collect();
-            let logp = self.log_probs(&probe)?;
+            let logp = self.log_probs(&probe, !self.cfg.length_first)?;
             self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             for (r, row) in rows.iter().enumerate() {
-                for &i in &group {
+                for &i in group.iter().filter(|&&i| judged(row, free[i])) {
                     let p = free[i];
                     let at = &logp[(r * len + p) * v..(r * len + p + 1) * v];
                     let best = at.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -744,14 +787,112 @@ impl<'m> MaskedGenerator<'m> {
             if !rows.iter().any(|r| r.contains(&mask)) {
                 break;
             }
-            self.step(prepared, rows, rngs, (0, len), cap - k, None)?;
+            self.step(prepared, rows, rngs, (0, len, cap - k), None, !self.cfg.length_first)?;
         }
         Ok(true)
     }
 
+    /// [`Self::model_log_probs`], with PAD at `−∞` at the masked positions unless `pad_open`
+    /// (false once the lengths are drawn, [`MaskedSampling::length_first`]).
+    fn log_probs(&self, rows: &[Vec<u32>], pad_open: bool) -> Result<Vec<f32>> {
+        let mut logp = self.model_log_probs(rows)?;
+        if !pad_open {
+            let (len, v, mask, pad) = (self.span(), self.lm.vocab_size(), self.lm.mask_id(), self.lm.pad_id());
+            for (r, row) in rows.iter().enumerate() {
+                for p in (0..len).filter(|&p| row[p] == mask) {
+                    logp[(r * len + p) * v + pad as usize] = f32::NEG_INFINITY;
+                }
+            }
+        }
+        Ok(logp)
+    }
+
+    /// [`MaskedSampling::length_first`]: in each row, the content length drawn from the model's
+    /// prediction on the span as it stands (the chance that the content has ended by `p` is the
+    /// PAD probability at `p`, made non-decreasing), among the lengths the constraints and the
+    /// committed tokens allow; the PAD tail is committed.
+    fn draw_lengths(&self, prepared: &PreparedStack, rows: &mut [Vec<u32>], rngs: &mut [StdRng]) -> Result<()> {
+        let (len, v, mask, pad) = (self.span(), self.lm.vocab_size(), self.lm.mask_id(), self.lm.pad_id());
+        let logp = self.model_log_probs(rows)?;
+        self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let t = self.cfg.temperature;
+        let lengths: Vec<usize> = rows
+            .par_iter()
+            .zip(rngs.par_iter_mut())
+            .enumerate()
+            .map(|(r, (row, rng))| -> Result<usize> {
+                let row_logp = &logp[r * len * v..(r + 1) * len * v];
+                let allowed = content_lengths(
+                    &self.scores(prepared, row_logp, row, len, v),
+                    len,
+                    v,
+                    &prepared.automaton,
+                    pad,
+                );
+                // weight[l]: P(the content ends exactly at l) = F(l) − F(l − 1), F the
+                // non-decreasing PAD probability (F(len) = 1).
+                let mut ended = 0f64;
+                let mut weight: Vec<f64> = (0..=len)
+                    .map(|p| {
+                        let f = match row.get(p) {
+                            None => 1.0,
+                            Some(&tok) if tok == mask => f64::from(row_logp[p * v + pad as usize]).exp(),
+                            Some(&tok) => f64::from(u8::from(tok == pad)),
+                        };
+                        let step = f.max(ended) - ended;
+                        ended = ended.max(f);
+                        step
+                    })
+                    .collect();
+                for (w, &ok) in weight.iter_mut().zip(&allowed) {
+                    *w = if !ok {
+                        0.0
+                    } else if t > 0.0 {
+                        w.powf(1.0 / f64::from(t))
+                    } else {
+                        *w
+                    };
+                }
+                if !allowed.contains(&true) {
+                    return Err(Error::Unsatisfiable(
+                        "no content length satisfies the constraints and the fixed tokens".into(),
+                    ));
+                }
+                // The model gives every allowed length no mass: they are equally likely.
+                if !weight.iter().any(|&w| w > 0.0) {
+                    weight = allowed.iter().map(|&ok| f64::from(u8::from(ok))).collect();
+                }
+                Ok(if t == 0.0 {
+                    // The most probable length (the shortest of ties).
+                    (0..=len).fold(0, |best, l| if weight[l] > weight[best] { l } else { best })
+                } else {
+                    let total: f64 = weight.iter().sum();
+                    let mut u = rng.gen::<f64>() * total;
+                    let mut pick = (0..=len).rev().find(|&l| weight[l] > 0.0).unwrap_or(len);
+                    for (l, &w) in weight.iter().enumerate() {
+                        if w > 0.0 && u < w {
+                            pick = l;
+                            break;
+                        }
+                        u -= w;
+                    }
+                    pick
+                })
+            })
+            .collect::<Result<_>>()?;
+        for (row, l) in rows.iter_mut().zip(lengths) {
+            for tok in &mut row[l..] {
+                if *tok == mask {
+                    *tok = pad;
+                }
+            }
+        }
+        Ok(())
+    }
+
     /// The model's log-probabilities `[rows, span, V]` (flattened, f32) for the generated span
     /// of each row, with the prompt in front (and classifier-free guidance when asked).
-    fn log_probs(&self, rows: &[Vec<u32>]) -> Result<Vec<f32>> {
+    fn model_log_probs(&self, rows: &[Vec<u32>]) -> Result<Vec<f32>> {
         let default_prompt;
         let prompt: &[u32] = if self.prompt.is_empty() {
             default_prompt = self.lm.default_prompt();

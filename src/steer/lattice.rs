@@ -823,6 +823,54 @@ impl<'a> Linear<'a> {
 }
 
 /// An index drawn with probability ∝ `weights[i]` (at least one positive weight).
+/// Which content lengths `0..=len` some sequence has that the automaton accepts with a PAD tail
+/// and every token at a finite score: `out[l]` when the content (the tokens before the first
+/// PAD) can be exactly `l` tokens long. A boolean pass over (position × state) that reads only
+/// whether each token set has a finite score at a position: it costs one set weighing per
+/// position and one visit per reachable (state, edge), however small the weights.
+pub(crate) fn content_lengths(
+    scores: &[f32],
+    len: usize,
+    vocab: usize,
+    automaton: &TokenAutomaton,
+    pad: u32,
+) -> Vec<bool> {
+    debug_assert_eq!(scores.len(), len * vocab);
+    let plan = automaton.set_plan();
+    let (sets, states) = (automaton.num_sets(), automaton.num_states());
+    // pad_from[p]: PAD may stand at every position from p on.
+    let mut pad_from = vec![true; len + 1];
+    for p in (0..len).rev() {
+        pad_from[p] = pad_from[p + 1] && scores[p * vocab + pad as usize].is_finite();
+    }
+    let mut out = vec![false; len + 1];
+    let mut here = vec![false; states];
+    here[automaton.start() as usize] = true;
+    let mut usable = vec![0f32; vocab];
+    let mut set_ok = vec![0f64; sets];
+    for p in 0..=len {
+        out[p] = pad_from[p] && (0..states).any(|s| here[s] && automaton.is_accepting(s as u32));
+        if p == len || !here.contains(&true) {
+            break;
+        }
+        for (u, &x) in usable.iter_mut().zip(&scores[p * vocab..(p + 1) * vocab]) {
+            *u = if x.is_finite() { 1.0 } else { 0.0 };
+        }
+        usable[pad as usize] = 0.0;
+        plan.weigh(&usable, &mut set_ok);
+        let mut next = vec![false; states];
+        for s in (0..states).filter(|&s| here[s]) {
+            for g in automaton.edges(s as u32) {
+                if set_ok[g.set as usize] > 0.0 {
+                    next[g.to as usize] = true;
+                }
+            }
+        }
+        here = next;
+    }
+    out
+}
+
 fn draw_linear(weights: &[f64], rng: &mut impl rand::Rng) -> usize {
     let total: f64 = weights.iter().sum();
     let mut u = rng.gen::<f64>() * total;
@@ -1150,6 +1198,40 @@ mod tests {
             compared += 1;
         }
         assert!(compared > 20, "only {compared} satisfiable cases");
+    }
+
+    #[test]
+    fn content_lengths_are_the_lengths_some_lattice_allows() {
+        let mut rng = rand::rngs::StdRng::seed_from_u64(11);
+        let (mut some, mut none) = (0, 0);
+        for case in 0..80 {
+            let (len, vocab) = (rng.gen_range(0..8), rng.gen_range(3..16));
+            let states = rng.gen_range(1..6);
+            let a = random_automaton(&mut rng, states, vocab);
+            let fixed: Vec<usize> = (0..len).filter(|_| rng.gen_bool(0.2)).collect();
+            let scores = random_scores(&mut rng, len, vocab, &fixed);
+            let got = content_lengths(&scores, len, vocab, &a, 0);
+            assert_eq!(got.len(), len + 1);
+            for (l, &ok) in got.iter().enumerate() {
+                // The length pinned: PAD banned before l and the only token from l on.
+                let mut pinned = scores.clone();
+                for p in 0..len {
+                    for t in 0..vocab {
+                        if (p < l) == (t == 0) {
+                            pinned[p * vocab + t] = f32::NEG_INFINITY;
+                        }
+                    }
+                }
+                let want = LogLattice::new(pinned, len, vocab, &a, 0, 1.0).is_some();
+                assert_eq!(ok, want, "case {case}: length {l} of {len}");
+                if want {
+                    some += 1;
+                } else {
+                    none += 1;
+                }
+            }
+        }
+        assert!(some > 30 && none > 30, "{some} allowed and {none} refused lengths");
     }
 
     #[test]
