@@ -146,8 +146,8 @@ struct MaskedArgs {
     #[arg(long)]
     lookahead_candidates: Option<usize>,
     /// Draw each text's length from the model before its words, and commit the padding at once
-    /// (true or false) [default: true on a masked model trained here, false for pretrained
-    /// snapshots].
+    /// (true or false): texts of the corpus's length instead of the shorter ones low-confidence
+    /// commits give [default: false].
     #[arg(long, value_name = "BOOL")]
     length_first: Option<bool>,
 }

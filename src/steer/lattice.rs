@@ -823,18 +823,22 @@ impl<'a> Linear<'a> {
 }
 
 /// An index drawn with probability ∝ `weights[i]` (at least one positive weight).
-/// Which content lengths `0..=len` some sequence has that the automaton accepts with a PAD tail
-/// and every token at a finite score: `out[l]` when the content (the tokens before the first
-/// PAD) can be exactly `l` tokens long. A boolean pass over (position × state) that reads only
-/// whether each token set has a finite score at a position: it costs one set weighing per
-/// position and one visit per reachable (state, edge), however small the weights.
+/// For each content length `l` in `0..=len`: `None` when no sequence the automaton accepts with
+/// a PAD tail has content of exactly `l` tokens with every score finite; otherwise
+/// `Some(ln M_l)`, where `M_l = Σ exp(Σ_{p < l} score[p][w_p])` over the accepted contents
+/// `w` of `l` tokens (PAD must have a finite score at every position from `l` on, and the
+/// tail's scores do not count). With scores that are each position's log-probabilities over
+/// its content tokens, `M_l` is the probability that content drawn position by position is
+/// accepted at length `l`. One forward pass over (position × state), rescaled at every
+/// position as the lattice's; feasibility is tracked apart from the weights, so a mass that
+/// underflows is `Some(−∞)`, not `None`.
 pub(crate) fn content_lengths(
     scores: &[f32],
     len: usize,
     vocab: usize,
     automaton: &TokenAutomaton,
     pad: u32,
-) -> Vec<bool> {
+) -> Vec<Option<f64>> {
     debug_assert_eq!(scores.len(), len * vocab);
     let plan = automaton.set_plan();
     let (sets, states) = (automaton.num_sets(), automaton.num_states());
@@ -843,30 +847,53 @@ pub(crate) fn content_lengths(
     for p in (0..len).rev() {
         pad_from[p] = pad_from[p + 1] && scores[p * vocab + pad as usize].is_finite();
     }
-    let mut out = vec![false; len + 1];
-    let mut here = vec![false; states];
-    here[automaton.start() as usize] = true;
-    let mut usable = vec![0f32; vocab];
-    let mut set_ok = vec![0f64; sets];
+    let mut out = vec![None; len + 1];
+    let (mut reach, mut alpha) = (vec![false; states], vec![0f64; states]);
+    reach[automaton.start() as usize] = true;
+    alpha[automaton.start() as usize] = 1.0;
+    let mut log_scale = 0f64;
+    let (mut usable, mut e) = (vec![0f32; vocab], vec![0f32; vocab]);
+    let (mut set_ok, mut set_w) = (vec![0f64; sets], vec![0f64; sets]);
     for p in 0..=len {
-        out[p] = pad_from[p] && (0..states).any(|s| here[s] && automaton.is_accepting(s as u32));
-        if p == len || !here.contains(&true) {
+        let accepting = (0..states).filter(|&s| reach[s] && automaton.is_accepting(s as u32));
+        if pad_from[p] {
+            let mass: Vec<f64> = accepting.map(|s| alpha[s]).collect();
+            if !mass.is_empty() {
+                out[p] = Some(mass.iter().sum::<f64>().ln() + log_scale);
+            }
+        }
+        if p == len || !reach.contains(&true) {
             break;
         }
-        for (u, &x) in usable.iter_mut().zip(&scores[p * vocab..(p + 1) * vocab]) {
-            *u = if x.is_finite() { 1.0 } else { 0.0 };
+        let row = &scores[p * vocab..(p + 1) * vocab];
+        let best = (0..vocab)
+            .filter(|&t| t != pad as usize)
+            .map(|t| row[t])
+            .fold(f32::NEG_INFINITY, f32::max);
+        for t in 0..vocab {
+            let x = if t == pad as usize { f32::NEG_INFINITY } else { row[t] };
+            usable[t] = if x.is_finite() { 1.0 } else { 0.0 };
+            e[t] = if x.is_finite() { (x - best).exp() } else { 0.0 };
         }
-        usable[pad as usize] = 0.0;
         plan.weigh(&usable, &mut set_ok);
-        let mut next = vec![false; states];
-        for s in (0..states).filter(|&s| here[s]) {
+        plan.weigh(&e, &mut set_w);
+        let (mut next_reach, mut next) = (vec![false; states], vec![0f64; states]);
+        for s in (0..states).filter(|&s| reach[s]) {
             for g in automaton.edges(s as u32) {
                 if set_ok[g.set as usize] > 0.0 {
-                    next[g.to as usize] = true;
+                    next_reach[g.to as usize] = true;
+                    next[g.to as usize] += alpha[s] * set_w[g.set as usize];
                 }
             }
         }
-        here = next;
+        let max = next.iter().copied().fold(0.0, f64::max);
+        if max > 0.0 {
+            next.iter_mut().for_each(|x| *x /= max);
+            log_scale += max.ln() + f64::from(best);
+        } else {
+            log_scale = f64::NEG_INFINITY;
+        }
+        (reach, alpha) = (next_reach, next);
     }
     out
 }
@@ -1201,18 +1228,18 @@ mod tests {
     }
 
     #[test]
-    fn content_lengths_are_the_lengths_some_lattice_allows() {
+    fn content_lengths_are_the_lengths_some_lattice_allows_with_their_mass() {
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
         let (mut some, mut none) = (0, 0);
         for case in 0..80 {
-            let (len, vocab) = (rng.gen_range(0..8), rng.gen_range(3..16));
+            let (len, vocab) = (rng.gen_range(0..5), rng.gen_range(3..6));
             let states = rng.gen_range(1..6);
             let a = random_automaton(&mut rng, states, vocab);
             let fixed: Vec<usize> = (0..len).filter(|_| rng.gen_bool(0.2)).collect();
             let scores = random_scores(&mut rng, len, vocab, &fixed);
             let got = content_lengths(&scores, len, vocab, &a, 0);
             assert_eq!(got.len(), len + 1);
-            for (l, &ok) in got.iter().enumerate() {
+            for (l, &mass) in got.iter().enumerate() {
                 // The length pinned: PAD banned before l and the only token from l on.
                 let mut pinned = scores.clone();
                 for p in 0..len {
@@ -1223,11 +1250,36 @@ mod tests {
                     }
                 }
                 let want = LogLattice::new(pinned, len, vocab, &a, 0, 1.0).is_some();
-                assert_eq!(ok, want, "case {case}: length {l} of {len}");
-                if want {
-                    some += 1;
-                } else {
-                    none += 1;
+                assert_eq!(mass.is_some(), want, "case {case}: length {l} of {len}");
+                // The mass by enumerating every content of l tokens (tokens 1..vocab).
+                let mut total = 0f64;
+                let pad_ok = (l..len).all(|p| scores[p * vocab].is_finite());
+                for code in 0..(vocab - 1).pow(l as u32) {
+                    let content: Vec<u32> = (0..l)
+                        .map(|i| 1 + (code / (vocab - 1).pow(i as u32) % (vocab - 1)) as u32)
+                        .collect();
+                    let score: f32 = content
+                        .iter()
+                        .enumerate()
+                        .map(|(p, &t)| scores[p * vocab + t as usize])
+                        .sum();
+                    if pad_ok && score.is_finite() && a.accepts(&content) {
+                        total += f64::from(score).exp();
+                    }
+                }
+                match mass {
+                    Some(m) => {
+                        assert!(
+                            (m.exp() - total).abs() <= 1e-4 * total.max(1e-30),
+                            "case {case}: length {l}: {} vs {total}",
+                            m.exp()
+                        );
+                        some += 1;
+                    }
+                    None => {
+                        assert_eq!(total, 0.0, "case {case}: length {l}");
+                        none += 1;
+                    }
                 }
             }
         }
