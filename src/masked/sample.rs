@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::generate::Sample;
 use crate::masked::MaskedModel;
-use crate::steer::lattice::{content_lengths, Lattice};
+use crate::steer::lattice::{content_lengths, draw_linear, Lattice};
 use crate::steer::projection::best_sequence;
 use crate::steer::{ConstraintContext, PreparedStack, Stack};
 use crate::{Error, Result};
@@ -893,17 +893,7 @@ impl<'m> MaskedGenerator<'m> {
                     // The most probable length (the shortest of ties).
                     (0..=len).fold(0, |best, l| if weight[l] > weight[best] { l } else { best })
                 } else {
-                    let total: f64 = weight.iter().sum();
-                    let mut u = rng.gen::<f64>() * total;
-                    let mut pick = (0..=len).rev().find(|&l| weight[l] > 0.0).unwrap_or(len);
-                    for (l, &w) in weight.iter().enumerate() {
-                        if w > 0.0 && u < w {
-                            pick = l;
-                            break;
-                        }
-                        u -= w;
-                    }
-                    pick
+                    draw_linear(&weight, rng)
                 })
             })
             .collect::<Result<_>>()?;

@@ -822,7 +822,6 @@ impl<'a> Linear<'a> {
     }
 }
 
-/// An index drawn with probability ∝ `weights[i]` (at least one positive weight).
 /// For each content length `l` in `0..=len`: `None` when no sequence the automaton accepts with
 /// a PAD tail has content of exactly `l` tokens with every score finite; otherwise
 /// `Some(ln M_l)`, where `M_l = Σ exp(Σ_{p < l} score[p][w_p])` over the accepted contents
@@ -898,7 +897,8 @@ pub(crate) fn content_lengths(
     out
 }
 
-fn draw_linear(weights: &[f64], rng: &mut impl rand::Rng) -> usize {
+/// An index drawn with probability ∝ `weights[i]` (at least one positive weight).
+pub(crate) fn draw_linear(weights: &[f64], rng: &mut impl rand::Rng) -> usize {
     let total: f64 = weights.iter().sum();
     let mut u = rng.gen::<f64>() * total;
     let mut last = 0;
