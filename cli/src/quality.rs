@@ -278,6 +278,10 @@ struct TaskSummary {
     /// Distinct outputs among the samples (absent in summaries written before it was counted).
     #[serde(default)]
     distinct: Option<usize>,
+    /// Mean words per output meant as a sentence (the E2E references average 23), which shows
+    /// how far the sampler shortens texts; absent in summaries written before it was counted.
+    #[serde(default)]
+    words: Option<f64>,
     /// Perplexity of the outputs under the reference LM.
     perplexity: f64,
     seconds_per_sample: f64,
@@ -422,10 +426,12 @@ fn sample(a: SampleArgs) -> Result<()> {
             records_in_value_sets: 0,
             attribute_hits: t.attribute.map(|_| 0),
             distinct: Some(texts.iter().collect::<std::collections::BTreeSet<_>>().len()),
+            words: None,
             perplexity,
             seconds_per_sample: seconds / samples.len().max(1) as f64,
             controls,
         };
+        let mut sentence_words = 0usize;
         for (index, (s, ok)) in samples.iter().zip(valid).enumerate() {
             // A text that opens a brace is a record attempt: one that does not parse is a
             // record outside the value sets, not a sentence.
@@ -456,6 +462,9 @@ fn sample(a: SampleArgs) -> Result<()> {
             sum.valid += usize::from(line.valid);
             sum.json += usize::from(line.json);
             sum.sentences += usize::from(meant_as_sentence);
+            if meant_as_sentence {
+                sentence_words += s.text.split_whitespace().count();
+            }
             sum.leaks += usize::from(line.leak);
             sum.repeats += usize::from(line.repeat);
             sum.records += usize::from(in_sets.is_some());
@@ -465,6 +474,7 @@ fn sample(a: SampleArgs) -> Result<()> {
             }
             writeln!(lines, "{}", serde_json::to_string(&line)?)?;
         }
+        sum.words = (sum.sentences > 0).then(|| sentence_words as f64 / sum.sentences as f64);
         status!(
             "  valid {}/{}, perplexity {:.2}, {:.2} s/sample",
             sum.valid,
@@ -674,10 +684,10 @@ fn table(a: &ScoreArgs) -> Result<String> {
     }
     let frac = |k: usize, n: usize| if n == 0 { "–".to_string() } else { format!("{k}/{n}") };
     text.push_str(
-        "| task | system | valid | sentences read | grammatical | faithful | both | JSON leaks | repeated words | records in value sets | attribute | distinct | perplexity | s/sample |\n",
+        "| task | system | valid | sentences read | grammatical | faithful | both | JSON leaks | repeated words | records in value sets | attribute | distinct | words | perplexity | s/sample |\n",
     );
     text.push_str(
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     let order: Vec<&str> = tasks().iter().map(|t| t.name).collect();
     rows.sort_by_key(|(system, t, _)| (order.iter().position(|n| *n == t.task), system.clone()));
@@ -692,7 +702,7 @@ fn table(a: &ScoreArgs) -> Result<String> {
             None => ("–".into(), "–".into(), "–".into()),
         };
         text.push_str(&format!(
-            "| {} | {} | {} | {} | {g} | {f} | {b} | {} | {} | {} | {} | {} | {:.2} | {:.2} |\n",
+            "| {} | {} | {} | {} | {g} | {f} | {b} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} |\n",
             t.task,
             system,
             frac(t.valid, t.samples),
@@ -702,6 +712,7 @@ fn table(a: &ScoreArgs) -> Result<String> {
             frac(t.records_in_value_sets, t.records),
             t.attribute_hits.map_or("–".into(), |h| frac(h, t.samples)),
             t.distinct.map_or("–".into(), |d| d.to_string()),
+            t.words.map_or("–".into(), |w| format!("{w:.1}")),
             t.perplexity,
             t.seconds_per_sample
         ));
@@ -745,6 +756,7 @@ mod tests {
             records_in_value_sets: 0,
             attribute_hits: None,
             distinct: Some(2),
+            words: Some(6.5),
             perplexity: 5.0,
             seconds_per_sample: 0.5,
             controls: vec![],
@@ -832,6 +844,7 @@ mod tests {
             scored.contains("| template | beta | 2/2 | 2 | 1/2 | 1/2 | 1/2 |"),
             "{scored}"
         );
+        assert!(scored.contains("| 2 | 6.5 | 5.00 | 0.50 |"), "{scored}");
         // A second reader who reads line 0 differently: it counts as neither, and the
         // disagreement is reported.
         let first: SheetLine = serde_json::from_str(sheet_text.lines().next().unwrap()).unwrap();
