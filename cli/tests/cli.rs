@@ -154,6 +154,14 @@ fn bad_input_gives_clear_errors() {
             ],
             "--guidance-step-size must be positive",
         ),
+        (
+            vec!["generate".into(), "--length-first".into(), "true".into()],
+            "--length-first applies to the masked engine",
+        ),
+        (
+            vec!["generate".into(), "--length-first".into(), "maybe".into()],
+            "invalid value 'maybe'",
+        ),
     ];
     std::fs::write(dir.path().join("bad.gbnf"), "root ::= (\"a\"").unwrap();
     std::fs::write(dir.path().join("long.gbnf"), "root ::= \"a\"{20} [0-9]{20}").unwrap();
