@@ -275,17 +275,21 @@ fn sampling_never_commits_the_mask_an_end_of_turn_or_an_unknown_row() {
             .or_else(|| lm.tokenizer().token_id("<|im_end|>"))
             .unwrap();
         let known = lm.tokenizer().vocab_size() as u32;
-        // No prompt: Dream reads position 0 from its begin-of-text token.
-        for s in MaskedGenerator::new(&lm)
-            .length(24)
-            .steps(8)
-            .temperature(2.0)
-            .seed(5)
-            .generate(8)
-            .unwrap()
-        {
-            for &t in &s.ids {
-                assert!(t != lm.mask_id() && t != eot && t < known, "{name}: {t} in {:?}", s.ids);
+        // No prompt: Dream reads position 0 from its begin-of-text token. With the length drawn
+        // first, a special token drawn first is content like any other.
+        for length_first in [false, true] {
+            for s in MaskedGenerator::new(&lm)
+                .length(24)
+                .steps(8)
+                .temperature(2.0)
+                .seed(5)
+                .length_first(length_first)
+                .generate(8)
+                .unwrap()
+            {
+                for &t in &s.ids {
+                    assert!(t != lm.mask_id() && t != eot && t < known, "{name}: {t} in {:?}", s.ids);
+                }
             }
         }
     }
@@ -319,6 +323,13 @@ fn a_tokenizer_that_is_not_byte_level_is_refused_for_constraints_only() {
         MaskedGenerator::new(&lm).length(4).steps(2).generate(1).unwrap().len(),
         1
     );
+    let drawn = MaskedGenerator::new(&lm)
+        .length(4)
+        .steps(2)
+        .length_first(true)
+        .generate(2)
+        .unwrap();
+    assert_eq!(drawn.len(), 2);
     let e = MaskedGenerator::new(&lm)
         .length(4)
         .constrain(Regex::new("[a-z]+").unwrap())

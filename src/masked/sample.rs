@@ -159,15 +159,16 @@ pub struct MaskedSampling {
     /// Candidates weighed at each lookahead step. Default 4.
     pub lookahead_candidates: usize,
     /// Draw each sample's content length before its words. The first position is committed
-    /// (an ordinary step, with lookahead when it is on; it tells a JSON record from a sentence,
-    /// whose lengths differ). Then one forward pass gives the model's length distribution
+    /// (an ordinary step, with lookahead when it is on; nothing is committed if its draw is
+    /// PAD; it tells a JSON record from a sentence, whose lengths differ). Then one forward pass gives the model's length distribution
     /// `P(l)` (at each position, the PAD probability is the chance that the content has ended
     /// there; made non-decreasing) and, for every length `l`, `M(l)`: the chance that content
     /// drawn position by position from the model's content tokens is accepted by the
     /// constraints at that length (one forward pass over position × automaton state). The
     /// length is drawn from `P(l) · M(l)` (at the sampling temperature; the most probable at
     /// 0), the PAD tail is committed at once, and no masked position may become PAD
-    /// afterwards. Costs two forward passes, and saves the steps of the tail.
+    /// afterwards. Costs two forward passes (and the first commit's lookahead passes), and
+    /// saves the steps of the tail.
     ///
     /// Without it, low-confidence remasking commits the tail first, one PAD at a time, and
     /// each step draws the boundary position again, where PAD is one confident token and the
@@ -813,15 +814,21 @@ impl<'m> MaskedGenerator<'m> {
         Ok(true)
     }
 
-    /// [`Self::model_log_probs`], with PAD at `−∞` at the masked positions when it is
-    /// [`Pad::Closed`] (the lengths are drawn, [`MaskedSampling::length_first`]).
+    /// [`Self::model_log_probs`]; when PAD is [`Pad::Closed`] (the lengths are drawn,
+    /// [`MaskedSampling::length_first`]), each masked position's distribution given that the
+    /// content goes on there: PAD at `−∞` and the rest renormalized (so top-p keeps its mass).
     fn log_probs(&self, rows: &[Vec<u32>], pad: Pad) -> Result<Vec<f32>> {
         let mut logp = self.model_log_probs(rows)?;
         if pad == Pad::Closed {
             let (len, v, mask, pad) = (self.span(), self.lm.vocab_size(), self.lm.mask_id(), self.lm.pad_id());
             for (r, row) in rows.iter().enumerate() {
                 for p in (0..len).filter(|&p| row[p] == mask) {
-                    logp[(r * len + p) * v + pad as usize] = f32::NEG_INFINITY;
+                    let at = &mut logp[(r * len + p) * v..(r * len + p + 1) * v];
+                    let goes_on = log_goes_on(at[pad as usize]);
+                    for x in at.iter_mut() {
+                        *x -= goes_on;
+                    }
+                    at[pad as usize] = f32::NEG_INFINITY;
                 }
             }
         }
@@ -848,13 +855,19 @@ impl<'m> MaskedGenerator<'m> {
                 // constraints' rules; committed positions pinned.
                 let mut scores = self.scores(prepared, row_logp, row, len, v);
                 for p in (0..len).filter(|&p| row[p] == mask) {
-                    let goes_on = (-f64::from(row_logp[p * v + pad as usize]).exp()).ln_1p().max(-700.0);
+                    let goes_on = log_goes_on(row_logp[p * v + pad as usize]);
                     for x in &mut scores[p * v..(p + 1) * v] {
-                        *x -= goes_on as f32;
+                        *x -= goes_on;
                     }
                 }
-                // ln M(l): the chance that such content is accepted at length l (None: it never is).
-                let accepted = content_lengths(&scores, len, v, &prepared.automaton, pad);
+                // ln M(l): the chance that such content is accepted at length l (None: it never
+                // is). Without hard constraints every content is accepted (the any-content
+                // automaton leaves out special tokens, which the draws do not).
+                let accepted = if prepared.has_hard {
+                    content_lengths(&scores, len, v, &prepared.automaton, pad)
+                } else {
+                    free_lengths(&scores, len, v, pad)
+                };
                 if accepted.iter().all(Option::is_none) {
                     return Err(Error::Unsatisfiable(
                         "no content length satisfies the constraints and the fixed tokens".into(),
@@ -1091,6 +1104,32 @@ impl<'m> MaskedGenerator<'m> {
         }
         Ok((sample, keys, cands))
     }
+}
+
+/// `ln(1 − p(PAD))` from PAD's log-probability: the log-probability that the content goes on
+/// at a position (floored, so that a certain PAD does not give `−∞`).
+fn log_goes_on(pad_logp: f32) -> f32 {
+    (-f64::from(pad_logp).exp()).ln_1p().max(-700.0) as f32
+}
+
+/// Without hard constraints, the content lengths the scores allow, each accepted with mass 1
+/// (`ln` 0): every position before it has a finite non-PAD score, and PAD is finite from it on.
+fn free_lengths(scores: &[f32], len: usize, v: usize, pad: u32) -> Vec<Option<f64>> {
+    // pad_from[l]: PAD may stand at every position from l on.
+    let mut pad_from = vec![true; len + 1];
+    for p in (0..len).rev() {
+        pad_from[p] = pad_from[p + 1] && scores[p * v + pad as usize].is_finite();
+    }
+    let mut content_so_far = true;
+    (0..=len)
+        .map(|l| {
+            let ok = content_so_far && pad_from[l];
+            if l < len {
+                content_so_far &= (0..v).any(|t| t != pad as usize && scores[l * v + t].is_finite());
+            }
+            ok.then_some(0.0)
+        })
+        .collect()
 }
 
 /// The open positions in commit order: highest key first, ties by position (so the order does

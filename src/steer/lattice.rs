@@ -829,8 +829,9 @@ impl<'a> Linear<'a> {
 /// tail's scores do not count). With scores that are each position's log-probabilities over
 /// its content tokens, `M_l` is the probability that content drawn position by position is
 /// accepted at length `l`. One forward pass over (position × state), rescaled at every
-/// position as the lattice's; feasibility is tracked apart from the weights, so a mass that
-/// underflows is `Some(−∞)`, not `None`.
+/// position as the lattice's; feasibility is tracked apart from the weights. Where a feasible
+/// length's mass underflows in linear space (a token more than about 100 nats below the best
+/// at its position), the masses are computed again in log space.
 pub(crate) fn content_lengths(
     scores: &[f32],
     len: usize,
@@ -893,6 +894,41 @@ pub(crate) fn content_lengths(
             log_scale = f64::NEG_INFINITY;
         }
         (reach, alpha) = (next_reach, next);
+    }
+    if out.iter().any(|m| *m == Some(f64::NEG_INFINITY)) {
+        let exact = content_log_masses(scores, len, vocab, automaton);
+        for (m, x) in out.iter_mut().zip(exact) {
+            if m.is_some() {
+                *m = Some(f64::from(x));
+            }
+        }
+    }
+    out
+}
+
+/// [`content_lengths`]'s masses in log space (`−∞` where nothing is accepted), ignoring PAD:
+/// exact, at a log-sum-exp per position, state and group.
+fn content_log_masses(scores: &[f32], len: usize, vocab: usize, automaton: &TokenAutomaton) -> Vec<f32> {
+    let states = automaton.num_states();
+    let mut alpha = vec![f32::NEG_INFINITY; states];
+    alpha[automaton.start() as usize] = 0.0;
+    let mut out = Vec::with_capacity(len + 1);
+    for p in 0..=len {
+        let ends = (0..states)
+            .filter(|&s| automaton.is_accepting(s as u32))
+            .fold(f32::NEG_INFINITY, |acc, s| log_add(acc, alpha[s]));
+        out.push(ends);
+        if p == len {
+            break;
+        }
+        let row = &scores[p * vocab..(p + 1) * vocab];
+        let mut next = vec![f32::NEG_INFINITY; states];
+        for s in (0..states).filter(|&s| alpha[s] > f32::NEG_INFINITY) {
+            for g in automaton.groups(s as u32) {
+                next[g.to as usize] = log_add(next[g.to as usize], alpha[s] + group_lse(row, &g.tokens, 1.0));
+            }
+        }
+        alpha = next;
     }
     out
 }
@@ -1284,6 +1320,27 @@ mod tests {
             }
         }
         assert!(some > 30 && none > 30, "{some} allowed and {none} refused lengths");
+    }
+
+    #[test]
+    fn content_lengths_survive_a_token_far_below_the_best() {
+        // 0 -a-> 1 (accepting) -c-> 2 (accepting); 0 -b-> 3 (a dead end). At position 1, c
+        // is 150 nats below b, beyond what the linear weights hold.
+        let a = TokenAutomaton::from_edges(
+            0,
+            vec![false, true, true, false],
+            vec![vec![(1, 1), (2, 3)], vec![(3, 2)], vec![], vec![]],
+        );
+        let (len, vocab) = (3, 4);
+        let mut scores = vec![0f32; len * vocab];
+        scores[vocab + 3] = -150.0;
+        let got = content_lengths(&scores, len, vocab, &a, 0);
+        assert_eq!(got[0], None);
+        let (one, two) = (got[1].unwrap(), got[2].unwrap());
+        // M(1) = p(a) = 1 (b leads nowhere); M(2) = p(a) p(c) = e^-150.
+        assert!(one.abs() < 1e-4, "{one}");
+        assert!((two + 150.0).abs() < 1e-3, "{two}");
+        assert_eq!(got[3], None);
     }
 
     #[test]
