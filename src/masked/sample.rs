@@ -34,7 +34,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::generate::Sample;
 use crate::masked::MaskedModel;
-use crate::steer::lattice::{content_lengths, draw_linear, Lattice};
+use crate::steer::lattice::{content_lengths, draw_linear, free_lengths, Lattice};
 use crate::steer::projection::best_sequence;
 use crate::steer::{ConstraintContext, PreparedStack, Stack};
 use crate::{Error, Result};
@@ -1110,26 +1110,6 @@ impl<'m> MaskedGenerator<'m> {
 /// at a position (floored, so that a certain PAD does not give `−∞`).
 fn log_goes_on(pad_logp: f32) -> f32 {
     (-f64::from(pad_logp).exp()).ln_1p().max(-700.0) as f32
-}
-
-/// Without hard constraints, the content lengths the scores allow, each accepted with mass 1
-/// (`ln` 0): every position before it has a finite non-PAD score, and PAD is finite from it on.
-fn free_lengths(scores: &[f32], len: usize, v: usize, pad: u32) -> Vec<Option<f64>> {
-    // pad_from[l]: PAD may stand at every position from l on.
-    let mut pad_from = vec![true; len + 1];
-    for p in (0..len).rev() {
-        pad_from[p] = pad_from[p + 1] && scores[p * v + pad as usize].is_finite();
-    }
-    let mut content_so_far = true;
-    (0..=len)
-        .map(|l| {
-            let ok = content_so_far && pad_from[l];
-            if l < len {
-                content_so_far &= (0..v).any(|t| t != pad as usize && scores[l * v + t].is_finite());
-            }
-            ok.then_some(0.0)
-        })
-        .collect()
 }
 
 /// The open positions in commit order: highest key first, ties by position (so the order does

@@ -822,6 +822,32 @@ impl<'a> Linear<'a> {
     }
 }
 
+/// `out[p]`: PAD has a finite score at every position from `p` on (`out[len]` is true).
+fn pad_from(scores: &[f32], len: usize, vocab: usize, pad: u32) -> Vec<bool> {
+    let mut out = vec![true; len + 1];
+    for p in (0..len).rev() {
+        out[p] = out[p + 1] && scores[p * vocab + pad as usize].is_finite();
+    }
+    out
+}
+
+/// [`content_lengths`] without an automaton (no hard constraints): every content is accepted,
+/// so each length the scores allow has mass 1 (`ln` 0): every position before it has a finite
+/// non-PAD score, and PAD is finite from it on.
+pub(crate) fn free_lengths(scores: &[f32], len: usize, vocab: usize, pad: u32) -> Vec<Option<f64>> {
+    let pad_from = pad_from(scores, len, vocab, pad);
+    let mut content_so_far = true;
+    (0..=len)
+        .map(|l| {
+            let ok = content_so_far && pad_from[l];
+            if l < len {
+                content_so_far &= (0..vocab).any(|t| t != pad as usize && scores[l * vocab + t].is_finite());
+            }
+            ok.then_some(0.0)
+        })
+        .collect()
+}
+
 /// For each content length `l` in `0..=len`: `None` when no sequence the automaton accepts with
 /// a PAD tail has content of exactly `l` tokens with every score finite; otherwise
 /// `Some(ln M_l)`, where `M_l = Σ exp(Σ_{p < l} score[p][w_p])` over the accepted contents
@@ -842,11 +868,7 @@ pub(crate) fn content_lengths(
     debug_assert_eq!(scores.len(), len * vocab);
     let plan = automaton.set_plan();
     let (sets, states) = (automaton.num_sets(), automaton.num_states());
-    // pad_from[p]: PAD may stand at every position from p on.
-    let mut pad_from = vec![true; len + 1];
-    for p in (0..len).rev() {
-        pad_from[p] = pad_from[p + 1] && scores[p * vocab + pad as usize].is_finite();
-    }
+    let pad_from = pad_from(scores, len, vocab, pad);
     let mut out = vec![None; len + 1];
     let (mut reach, mut alpha) = (vec![false; states], vec![0f64; states]);
     reach[automaton.start() as usize] = true;
