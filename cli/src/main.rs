@@ -74,7 +74,9 @@ enum Format {
 
 #[derive(Args)]
 struct GenerateArgs {
-    /// Checkpoint directory (default: the shipped model, or $DIFFUSION_LM_MODEL).
+    /// Checkpoint directory (default: the shipped masked model, models/e2e-masked; the
+    /// continuous models/e2e when a flag only the continuous engine takes is given, such as
+    /// --attribute, --syntax or --sampler; $DIFFUSION_LM_MODEL, if set, instead of both).
     #[arg(long)]
     model: Option<PathBuf>,
     /// Number of samples.
@@ -820,8 +822,39 @@ fn model_dir(arg: Option<PathBuf>) -> PathBuf {
     arg.unwrap_or_else(DiffusionLm::default_dir)
 }
 
+/// `generate`'s model: `--model`, else `$DIFFUSION_LM_MODEL`, else the shipped masked model,
+/// whose text reads better (`docs/results.md`), unless a flag asks for the continuous engine.
+fn generate_model_dir(a: &GenerateArgs) -> PathBuf {
+    match &a.model {
+        Some(dir) => dir.clone(),
+        None if std::env::var_os("DIFFUSION_LM_MODEL").is_some() || a.continuous_only(false).is_some() => {
+            DiffusionLm::default_dir()
+        }
+        None => diffusion_lm::masked::MaskedLm::default_dir(),
+    }
+}
+
+impl GenerateArgs {
+    /// The first flag given that only the continuous engine takes, if any (`--dtype` other than
+    /// f32 too, unless the model is a pretrained snapshot).
+    fn continuous_only(&self, pretrained: bool) -> Option<&'static str> {
+        [
+            (self.config.is_some(), "--config"),
+            (self.sampling.sampler.is_some(), "--sampler"),
+            (self.sampling.no_clamp, "--no-clamp"),
+            (
+                !pretrained && self.device.dtype.is_some_and(|d| d != ComputeDtype::F32),
+                "--dtype",
+            ),
+        ]
+        .into_iter()
+        .find_map(|(given, flag)| given.then_some(flag))
+        .or_else(|| self.control.continuous_only())
+    }
+}
+
 fn generate(a: GenerateArgs) -> Result<()> {
-    let dir = model_dir(a.model.clone());
+    let dir = generate_model_dir(&a);
     match diffusion_lm::masked::engine_of(&dir)? {
         diffusion_lm::masked::Engine::Masked | diffusion_lm::masked::Engine::Pretrained => {
             return generate_masked(a, &dir)
@@ -895,20 +928,7 @@ impl Redraws {
 fn generate_masked(a: GenerateArgs, dir: &Path) -> Result<()> {
     let c = &a.control;
     let pretrained = diffusion_lm::masked::engine_of(dir)? == diffusion_lm::masked::Engine::Pretrained;
-    let engine_flags = [
-        (a.config.is_some(), "--config"),
-        (a.sampling.sampler.is_some(), "--sampler"),
-        (a.sampling.no_clamp, "--no-clamp"),
-        (
-            !pretrained && a.device.dtype.is_some_and(|d| d != ComputeDtype::F32),
-            "--dtype",
-        ),
-    ];
-    let refused = engine_flags
-        .into_iter()
-        .find_map(|(given, flag)| given.then_some(flag))
-        .or_else(|| c.continuous_only());
-    if let Some(flag) = refused {
+    if let Some(flag) = a.continuous_only(pretrained) {
         bail!(
             "{flag} applies to the continuous engine; {} holds a masked model",
             dir.display()
@@ -967,18 +987,21 @@ fn generate_masked(a: GenerateArgs, dir: &Path) -> Result<()> {
     let stack = c.stack(&mut GenerationConfig::default(), dir, &device)?;
     let generator = diffusion_lm::masked::MaskedGenerator::with_config(lm.as_ref(), cfg)
         .stack(stack)
-        .prompt(prompt);
-    let samples = generator.generate(a.samples)?;
+        .prompt(prompt)
+        .progress(true);
+    let mut redraws = Redraws::default();
+    generator.generate_each(a.samples, |batch| {
+        for s in batch {
+            redraws.add(&s);
+            match a.format {
+                Format::Text => out(&s.text)?,
+                Format::Jsonl => out(&serde_json::json!({ "text": s.text }).to_string())?,
+            }
+        }
+        anyhow::Ok(())
+    })?;
     if a.masked.confidence_threshold.is_some() {
         status!("{} forward passes", generator.forward_passes());
-    }
-    let mut redraws = Redraws::default();
-    for s in samples {
-        redraws.add(&s);
-        match a.format {
-            Format::Text => out(&s.text)?,
-            Format::Jsonl => out(&serde_json::json!({ "text": s.text }).to_string())?,
-        }
     }
     redraws.report();
     Ok(())

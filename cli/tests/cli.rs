@@ -155,7 +155,13 @@ fn bad_input_gives_clear_errors() {
             "--guidance-step-size must be positive",
         ),
         (
-            vec!["generate".into(), "--length-first".into(), "true".into()],
+            vec![
+                "generate".into(),
+                "--model".into(),
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../models/e2e").into(),
+                "--length-first".into(),
+                "true".into(),
+            ],
             "--length-first applies to the masked engine",
         ),
         (

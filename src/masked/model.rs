@@ -178,6 +178,11 @@ pub struct MaskedLm {
 }
 
 impl MaskedLm {
+    /// The shipped masked model: `models/e2e-masked` in this crate.
+    pub fn default_dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("models").join("e2e-masked")
+    }
+
     /// The sampling settings the command line uses for models trained here: the defaults with
     /// two rounds of self-correction, which made the shipped model's sentences read better in a
     /// blind reading at about 30% more time, and lookahead for the first 4 content commits

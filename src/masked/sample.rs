@@ -213,6 +213,7 @@ pub struct MaskedGenerator<'m> {
     prompt: Vec<u32>,
     /// Forward passes run so far (each serves every row of a batch).
     passes: std::sync::atomic::AtomicUsize,
+    progress: bool,
 }
 
 impl<'m> MaskedGenerator<'m> {
@@ -230,7 +231,14 @@ impl<'m> MaskedGenerator<'m> {
             fixed: Vec::new(),
             prompt: Vec::new(),
             passes: Default::default(),
+            progress: false,
         }
+    }
+
+    /// Shows a progress bar of finished samples on standard error (off by default).
+    pub fn progress(mut self, on: bool) -> Self {
+        self.progress = on;
+        self
     }
 
     /// Parallel decoding: also commit every position at least this confident (see
@@ -364,10 +372,10 @@ impl<'m> MaskedGenerator<'m> {
             return Err(Error::Sampling("the generated length must be at least 1 token".into()));
         }
         if let Some(max) = self.lm.max_len().filter(|&m| self.prompt.len() + len > m) {
-            return Err(Error::Sampling(format!(
-                "prompt ({} tokens) and generation ({len}) exceed the model's sequence length {max}",
-                self.prompt.len()
-            )));
+            return Err(Error::Sampling(match self.prompt.len() {
+                0 => format!("the generation length {len} exceeds the model's sequence length {max}"),
+                p => format!("prompt ({p} tokens) and generation ({len}) exceed the model's sequence length {max}"),
+            }));
         }
         if let Some(tau) = self.cfg.confidence_threshold {
             if !(tau > 0.0 && tau <= 1.0) {
@@ -450,9 +458,36 @@ impl<'m> MaskedGenerator<'m> {
 
     /// Generates `n` samples.
     pub fn generate(&self, n: usize) -> Result<Vec<Sample>> {
-        let prepared = self.check()?;
         let mut out = Vec::with_capacity(n);
+        self.generate_each(n, |batch| {
+            out.extend(batch);
+            Ok::<(), Error>(())
+        })?;
+        Ok(out)
+    }
+
+    /// Generates `n` samples and hands each batch to `emit` as soon as it is finished and
+    /// checked, so that a caller can write samples out while later batches run. An error from
+    /// `emit` stops the run and is returned.
+    pub fn generate_each<E: From<Error>>(
+        &self,
+        n: usize,
+        mut emit: impl FnMut(Vec<Sample>) -> std::result::Result<(), E>,
+    ) -> std::result::Result<(), E> {
+        let prepared = self.check()?;
+        let bar = if self.progress {
+            let bar = indicatif::ProgressBar::new(n as u64);
+            bar.set_style(
+                indicatif::ProgressStyle::with_template("{spinner} sampling [{bar:30}] {pos}/{len} samples ({eta})")
+                    .expect("static template")
+                    .progress_chars("=> "),
+            );
+            bar
+        } else {
+            indicatif::ProgressBar::hidden()
+        };
         for start in (0..n).step_by(self.cfg.batch_size.max(1)) {
+            let mut out = Vec::with_capacity(self.cfg.batch_size.max(1));
             let indices: Vec<usize> = (start..n.min(start + self.cfg.batch_size.max(1))).collect();
             let rows = self.run_batch(&prepared, &indices, self.cfg.seed)?;
             for (&index, mut ids) in indices.iter().zip(rows) {
@@ -462,7 +497,7 @@ impl<'m> MaskedGenerator<'m> {
                 while let Err(e) = self.stack.check(&ids, self.lm.tokenizer()) {
                     attempt += 1;
                     if attempt > MAX_REDRAWS {
-                        return Err(e);
+                        return Err(e.into());
                     }
                     let seed = crate::generate::seeds::derive(
                         self.cfg.seed,
@@ -476,8 +511,12 @@ impl<'m> MaskedGenerator<'m> {
                     redraws: attempt,
                 });
             }
+            bar.inc(out.len() as u64);
+            // Off the terminal while the caller writes the batch.
+            bar.suspend(|| emit(out))?;
         }
-        Ok(out)
+        bar.finish_and_clear();
+        Ok(())
     }
 
     /// The steps of one batch (rows are the samples with these indices), under `seed`.
