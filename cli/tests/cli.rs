@@ -214,6 +214,27 @@ fn generate_with_the_shipped_model_prints_jsonl() {
 }
 
 #[test]
+fn generate_runs_the_engine_its_flags_need() {
+    // Without --model: the masked model, so a masked-engine flag is accepted...
+    let (ok, out, err) = run(&["generate", "--samples", "2", "--steps", "8", "--temperature", "0.5"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 2);
+    // ...and the continuous model when a flag needs it.
+    let (ok, out, err) = run(&["generate", "--samples", "2", "--steps", "5", "--sampler", "ddim"]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 2);
+    // A flag of the other engine is refused, naming it, when --model is given.
+    let masked = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/e2e-masked");
+    let (ok, _, err) = run(&["generate", "--model", masked, "--attribute", "food=Italian"]);
+    assert!(!ok);
+    assert!(err.contains("--attribute applies to the continuous engine"), "{err}");
+    let continuous = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/e2e");
+    let (ok, _, err) = run(&["generate", "--model", continuous, "--temperature", "0.5"]);
+    assert!(!ok);
+    assert!(err.contains("--temperature applies to the masked engine"), "{err}");
+}
+
+#[test]
 fn generate_reads_a_config_file_and_flags_override_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gen.json");
