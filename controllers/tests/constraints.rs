@@ -6,6 +6,7 @@ use std::sync::OnceLock;
 use candle_core::Device;
 use diffusion_lm::steer::automaton::TokenAutomaton;
 use diffusion_lm::steer::projection::{best_sequence, constrained_marginals};
+use diffusion_lm::steer::Constraint;
 use diffusion_lm::train::{train_diffusion, TrainConfig};
 use diffusion_lm::{DiffusionLm, Error, Generator, ModelConfig, TextTokenizer};
 use diffusion_lm_controllers::{Infill, Length, Regex};
@@ -291,5 +292,38 @@ proptest! {
             Err(Error::Unsatisfiable(_)) => {}
             Err(e) => prop_assert!(false, "unexpected error {e}"),
         }
+    }
+}
+
+/// `Infill::check` (matching by hand) against the `regex` crate on the template's language.
+fn infill_language(template: &str) -> regex::Regex {
+    let hole = if template.contains(['{', '}', '"']) {
+        r"[^\n]+"
+    } else {
+        r#"[^{}"\n]+"#
+    };
+    let parts: Vec<String> = template.split("___").map(regex::escape).collect();
+    regex::Regex::new(&format!("^(?:{})$", parts.join(hole))).unwrap()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+    #[test]
+    fn infill_check_accepts_exactly_the_template_language(
+        template in prop::sample::select(vec!["a ___ b ___", "___ is a ___.", "{\"k\": \"___\"}", "x___y___", "___"]),
+        fills in prop::collection::vec("[ab{}\"\n. xy]{0,4}", 3),
+    ) {
+        static TOK: OnceLock<TextTokenizer> = OnceLock::new();
+        let tok = TOK.get_or_init(|| TextTokenizer::train(CORPUS.iter().copied(), 300).unwrap());
+        let infill = Infill::new(template).unwrap();
+        let parts: Vec<&str> = template.split("___").collect();
+        let mut text = parts[0].to_string();
+        for (part, fill) in parts[1..].iter().zip(&fills) {
+            text.push_str(fill);
+            text.push_str(part);
+        }
+        let expected = infill_language(template).is_match(&text);
+        let got = infill.check(&text, &[], tok);
+        prop_assert_eq!(got.is_ok(), expected, "{:?} under {:?}: {:?}", text, template, got);
     }
 }
