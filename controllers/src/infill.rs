@@ -1,19 +1,14 @@
 //! The `Infill` controller: text around holes is fixed, the holes are filled by the model.
 //!
 //! A template such as `The Eagle ___ riverside ___` has fixed text and holes (`___`), each hole a
-//! free span of one or more characters on one line. In a template without JSON punctuation (`{`,
-//! `}`, `"`), a prose template, the holes hold none either: a model that also writes JSON
-//! records cannot put one into a sentence's hole. The template becomes the regular language
-//! `The Eagle [^{}"\n]+ riverside [^{}"\n]+` (fixed parts escaped; `[^\n]+` in a template with
-//! JSON punctuation), so the projection places the fixed text at whatever positions fit best,
-//! exactly.
+//! free span of one or more characters (no line breaks). The template becomes the regular
+//! language `The Eagle .+ riverside .+` (fixed parts escaped), so the projection places the fixed
+//! text at whatever positions fit best, exactly.
 //!
 //! ```
 //! use diffusion_lm_controllers::Infill;
 //! let t = Infill::new("The Eagle ___ riverside ___").unwrap();
 //! assert_eq!(t.holes(), 2);
-//! assert_eq!(t.hole_excludes(), "{}\"\n");
-//! assert_eq!(Infill::new(r#"{"name": "___"}"#).unwrap().hole_excludes(), "\n");
 //! assert!(Infill::new("no holes here").is_err());
 //! ```
 
@@ -30,13 +25,8 @@ pub const HOLE: &str = "___";
 pub struct Infill {
     template: String,
     holes: usize,
-    /// The characters no hole holds.
-    excludes: &'static str,
     regex: Regex,
 }
-
-/// JSON punctuation, which a prose template's holes leave out.
-const JSON_PUNCTUATION: &str = "{}\"";
 
 impl Infill {
     pub fn new(template: &str) -> Result<Self, ControllerError> {
@@ -48,12 +38,7 @@ impl Infill {
                 message: format!("has no hole; mark free spans with {HOLE}"),
             });
         }
-        let (excludes, hole) = if template.contains(|c| JSON_PUNCTUATION.contains(c)) {
-            ("\n", r"[^\n]+")
-        } else {
-            ("{}\"\n", r#"[^{}"\n]+"#)
-        };
-        let pattern = parts.iter().map(|p| regex::escape(p)).collect::<Vec<_>>().join(hole);
+        let pattern = parts.iter().map(|p| regex::escape(p)).collect::<Vec<_>>().join(".+");
         let regex = Regex::new(&pattern)
             .map_err(|e| ControllerError::Template {
                 template: template.into(),
@@ -63,7 +48,6 @@ impl Infill {
         Ok(Infill {
             template: template.into(),
             holes,
-            excludes,
             regex,
         })
     }
@@ -74,20 +58,6 @@ impl Infill {
 
     pub fn template(&self) -> &str {
         &self.template
-    }
-
-    /// The characters no hole may hold: a line break, and JSON punctuation (`{`, `}`, `"`) unless
-    /// the template has some.
-    pub fn hole_excludes(&self) -> &'static str {
-        self.excludes
-    }
-
-    /// An error if hole `k`'s text holds a character holes exclude.
-    fn check_hole(&self, k: usize, hole: &str, text: &str) -> Result<(), CheckError> {
-        match hole.chars().find(|&c| self.excludes.contains(c)) {
-            Some(c) => Err(CheckError::new(format!("hole {k} of {text:?} holds {c:?}"))),
-            None => Ok(()),
-        }
     }
 }
 
@@ -100,9 +70,7 @@ impl Constraint for Infill {
         self.regex.restrictions(ctx)
     }
 
-    /// Independent of the automaton: the fixed parts must appear in order, each hole non-empty
-    /// and free of the characters holes exclude. Each fixed part is matched at its first place
-    /// after the previous one: that leaves each hole its shortest text, a prefix of any other.
+    /// Independent of the automaton: the fixed parts must appear in order, each hole non-empty.
     fn check(&self, text: &str, _ids: &[u32], _tok: &TextTokenizer) -> Result<(), CheckError> {
         let parts: Vec<&str> = self.template.split(HOLE).collect();
         let first = parts[0];
@@ -111,13 +79,15 @@ impl Constraint for Infill {
         };
         for (k, part) in parts.iter().enumerate().skip(1) {
             let last = k == parts.len() - 1;
-            // The hole takes at least one character before the next fixed part.
+            // The hole takes at least one character (not a line break) before the next fixed part.
             let found = if last {
                 rest.ends_with(part) && rest.len() > part.len()
             } else {
                 match rest.char_indices().skip(1).find(|(i, _)| rest[*i..].starts_with(part)) {
                     Some((i, _)) => {
-                        self.check_hole(k, &rest[..i], text)?;
+                        if rest[..i].contains('\n') {
+                            return Err(CheckError::new(format!("hole {k} of {text:?} spans a line break")));
+                        }
                         rest = &rest[i + part.len()..];
                         true
                     }
@@ -130,8 +100,8 @@ impl Constraint for Infill {
                     self.template
                 )));
             }
-            if last {
-                self.check_hole(k, &rest[..rest.len() - part.len()], text)?;
+            if last && rest[..rest.len() - part.len()].contains('\n') {
+                return Err(CheckError::new(format!("hole {k} of {text:?} spans a line break")));
             }
         }
         Ok(())
