@@ -885,16 +885,7 @@ fn generate(a: GenerateArgs) -> Result<()> {
     Generator::with_config(&lm, cfg)
         .stack(stack)
         .progress(true)
-        .generate_each(a.samples, |batch| {
-            for s in batch {
-                redraws.add(&s);
-                match a.format {
-                    Format::Text => out(&s.text)?,
-                    Format::Jsonl => out(&serde_json::json!({ "text": s.text }).to_string())?,
-                }
-            }
-            anyhow::Ok(())
-        })?;
+        .generate_each(a.samples, |batch| redraws.write(batch, a.format))?;
     redraws.report();
     Ok(())
 }
@@ -910,6 +901,18 @@ impl Redraws {
     fn add(&mut self, s: &diffusion_lm::Sample) {
         self.samples += usize::from(s.redraws > 0);
         self.total += s.redraws;
+    }
+
+    /// Writes a batch to standard output in `format`, counting its redraws.
+    fn write(&mut self, batch: Vec<diffusion_lm::Sample>, format: Format) -> Result<()> {
+        for s in batch {
+            self.add(&s);
+            match format {
+                Format::Text => out(&s.text)?,
+                Format::Jsonl => out(&serde_json::json!({ "text": s.text }).to_string())?,
+            }
+        }
+        Ok(())
     }
 
     fn report(&self) {
@@ -990,16 +993,7 @@ fn generate_masked(a: GenerateArgs, dir: &Path) -> Result<()> {
         .prompt(prompt)
         .progress(true);
     let mut redraws = Redraws::default();
-    generator.generate_each(a.samples, |batch| {
-        for s in batch {
-            redraws.add(&s);
-            match a.format {
-                Format::Text => out(&s.text)?,
-                Format::Jsonl => out(&serde_json::json!({ "text": s.text }).to_string())?,
-            }
-        }
-        anyhow::Ok(())
-    })?;
+    generator.generate_each(a.samples, |batch| redraws.write(batch, a.format))?;
     if a.masked.confidence_threshold.is_some() {
         status!("{} forward passes", generator.forward_passes());
     }
