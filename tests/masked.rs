@@ -123,6 +123,36 @@ proptest! {
 }
 
 #[test]
+fn generate_each_hands_over_the_same_samples_batch_by_batch_and_stops_on_an_error() {
+    let tok = toy_tokenizer();
+    let lm = random_model(&tok, 3);
+    let g = MaskedGenerator::new(&lm)
+        .constrain(Regex::new("(the|a) [a-z ]+").unwrap())
+        .steps(4)
+        .seed(5)
+        .batch_size(2);
+    let all: Vec<String> = g.generate(5).unwrap().into_iter().map(|s| s.text).collect();
+    let mut batches = Vec::new();
+    g.generate_each(5, |batch| {
+        batches.push(batch.into_iter().map(|s| s.text).collect::<Vec<_>>());
+        Ok::<(), diffusion_lm::Error>(())
+    })
+    .unwrap();
+    assert_eq!(batches.iter().map(Vec::len).collect::<Vec<_>>(), [2, 2, 1]);
+    assert_eq!(batches.concat(), all);
+    // An error from the caller ends the run after that batch.
+    let mut calls = 0;
+    let err = g
+        .generate_each(5, |_| {
+            calls += 1;
+            Err(diffusion_lm::Error::Config("reader gone".into()))
+        })
+        .unwrap_err();
+    assert_eq!(calls, 1);
+    assert!(err.to_string().contains("reader gone"), "{err}");
+}
+
+#[test]
 fn guides_repairs_and_bad_settings_are_refused_clearly() {
     let tok = toy_tokenizer();
     let lm = random_model(&tok, 1);
