@@ -373,14 +373,21 @@ impl<'m> Generator<'m> {
             return indicatif::ProgressBar::hidden();
         }
         let batches = n.div_ceil(self.config.batch_size.max(1)) as u64;
-        let bar = indicatif::ProgressBar::new(batches * sampler.schedule().len() as u64);
-        bar.set_style(
-            indicatif::ProgressStyle::with_template("{spinner} denoising [{bar:30}] {pos}/{len} steps ({eta})")
-                .expect("static template")
-                .progress_chars("=> "),
-        );
-        bar
+        progress_bar(batches * sampler.schedule().len() as u64, "denoising", "steps")
     }
+}
+
+/// A progress bar on standard error of `len` `unit`s, `label` in front (both engines' style).
+pub(crate) fn progress_bar(len: u64, label: &str, unit: &str) -> indicatif::ProgressBar {
+    let bar = indicatif::ProgressBar::new(len);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(&format!(
+            "{{spinner}} {label} [{{bar:30}}] {{pos}}/{{len}} {unit} ({{eta}})"
+        ))
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar
 }
 
 /// Samples `n` sequences batch by batch; the check stage redraws a sample that fails a

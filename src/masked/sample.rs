@@ -476,13 +476,7 @@ impl<'m> MaskedGenerator<'m> {
     ) -> std::result::Result<(), E> {
         let prepared = self.check()?;
         let bar = if self.progress {
-            let bar = indicatif::ProgressBar::new(n as u64);
-            bar.set_style(
-                indicatif::ProgressStyle::with_template("{spinner} sampling [{bar:30}] {pos}/{len} samples ({eta})")
-                    .expect("static template")
-                    .progress_chars("=> "),
-            );
-            bar
+            crate::generate::progress_bar(n as u64, "sampling", "samples")
         } else {
             indicatif::ProgressBar::hidden()
         };
