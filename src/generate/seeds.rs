@@ -19,6 +19,8 @@ pub(crate) enum Stream {
     Probe(usize),
     /// The inpainting noise of self-correction round `r`.
     Correction(usize),
+    /// Candidate `j` (from 1) of a best-of-k run; candidate 0 is the first draw.
+    Candidate(usize),
 }
 
 /// The seed of `stream` under the run's (or attempt's) seed `seed`.
@@ -28,6 +30,7 @@ pub(crate) fn derive(seed: u64, stream: Stream) -> u64 {
         Stream::Rewrite(r) => seed ^ (r as u64 + 1).wrapping_mul(0xA076_1D64_78BD_642F),
         Stream::Probe(r) => seed ^ (r as u64 + 1).wrapping_mul(0x94D0_49BB_1331_11EB),
         Stream::Correction(r) => seed ^ (r as u64 + 1).wrapping_mul(0xE703_7ED1_A0B4_28DB),
+        Stream::Candidate(j) => seed ^ (j as u64).wrapping_mul(0x8EBC_6AF0_9C88_C6E3),
     }
 }
 

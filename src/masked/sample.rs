@@ -97,6 +97,44 @@ impl std::str::FromStr for Remasking {
     }
 }
 
+/// How [`MaskedSampling::best_of`] chooses among a sample's candidates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BestOfRule {
+    /// The highest [`Reading::mean_log_prob`]: the text the model finds most natural. Seeks the
+    /// mode: the candidates of different samples tend to agree, and short, predictable forms
+    /// (an E2E record rather than a sentence) win.
+    #[default]
+    Natural,
+    /// The fewest [`Reading::unlikely`] tokens, the earliest candidate among equals: the first
+    /// draw stays unless the model would correct some of its tokens and another candidate has
+    /// fewer, so the variety of the draws is kept.
+    Clean,
+}
+
+impl std::str::FromStr for BestOfRule {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "natural" => Ok(BestOfRule::Natural),
+            "clean" => Ok(BestOfRule::Clean),
+            other => Err(Error::Config(format!(
+                "best-of rule {other:?}: expected natural or clean"
+            ))),
+        }
+    }
+}
+
+/// How the model reads a finished text ([`MaskedGenerator::reading`]).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Reading {
+    /// The mean log-probability of its tokens, each predicted in context.
+    pub mean_log_prob: f64,
+    /// Its tokens whose probability in context is below [`MaskedSampling::self_correct_threshold`]
+    /// times the best token's there: the ones self-correction would mask again.
+    pub unlikely: usize,
+}
+
 /// Settings of a masked-diffusion run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -179,6 +217,15 @@ pub struct MaskedSampling {
     /// a template's one-word slot, filled before the length is known, takes the first word of
     /// a two-word name; so it is off by default. Default false.
     pub length_first: bool,
+    /// Best of `k`: draw `k` candidates for each sample (each with its own noise; the first is
+    /// the one `k = 1` gives) and keep the one the model itself reads best
+    /// ([`MaskedGenerator::reading`]: each token read with the text around it, as
+    /// self-correction judges them), by `best_of_rule`. Every candidate is a
+    /// finished sample that passed the constraints, so the choice keeps validity. Costs `k`
+    /// times the run plus 4 forward passes per candidate. Default 1: off.
+    pub best_of: usize,
+    /// How `best_of` chooses. Default [`BestOfRule::Natural`].
+    pub best_of_rule: BestOfRule,
 }
 
 impl Default for MaskedSampling {
@@ -200,6 +247,8 @@ impl Default for MaskedSampling {
             lookahead: 0,
             lookahead_candidates: 4,
             length_first: false,
+            best_of: 1,
+            best_of_rule: BestOfRule::Natural,
         }
     }
 }
@@ -350,6 +399,13 @@ impl<'m> MaskedGenerator<'m> {
         self
     }
 
+    /// Keep the best read of `k` candidates per sample, by `rule` ([`MaskedSampling::best_of`]).
+    pub fn best_of(mut self, k: usize, rule: BestOfRule) -> Self {
+        self.cfg.best_of = k;
+        self.cfg.best_of_rule = rule;
+        self
+    }
+
     /// Semi-autoregressive blocks of `b` positions ([`MaskedSampling::block_size`]).
     pub fn block_size(mut self, b: usize) -> Self {
         self.cfg.block_size = Some(b);
@@ -425,6 +481,9 @@ impl<'m> MaskedGenerator<'m> {
         if self.cfg.lookahead > 0 && self.cfg.lookahead_candidates == 0 {
             return Err(Error::Config("lookahead needs at least 1 candidate".into()));
         }
+        if self.cfg.best_of == 0 {
+            return Err(Error::Config("best-of needs at least 1 candidate".into()));
+        }
         if self.cfg.block_size == Some(0) {
             return Err(Error::Config("block size must be at least 1".into()));
         }
@@ -483,12 +542,13 @@ impl<'m> MaskedGenerator<'m> {
         for start in (0..n).step_by(self.cfg.batch_size.max(1)) {
             let mut out = Vec::with_capacity(self.cfg.batch_size.max(1));
             let indices: Vec<usize> = (start..n.min(start + self.cfg.batch_size.max(1))).collect();
-            let rows = self.run_batch(&prepared, &indices, self.cfg.seed)?;
-            for (&index, mut ids) in indices.iter().zip(rows) {
+            let rows = self.best_rows(&prepared, &indices)?;
+            for (&index, (mut ids, checked)) in indices.iter().zip(rows) {
                 // What the automata cannot express (repeated free-form JSON keys, say) is left to
                 // the independent check: a sample that fails it is redrawn with fresh noise.
                 let mut attempt = 0;
-                while let Err(e) = self.stack.check(&ids, self.lm.tokenizer()) {
+                let mut check = checked;
+                while let Err(e) = check {
                     attempt += 1;
                     if attempt > MAX_REDRAWS {
                         return Err(e.into());
@@ -498,6 +558,7 @@ impl<'m> MaskedGenerator<'m> {
                         crate::generate::seeds::Stream::Attempt(attempt as u64),
                     );
                     ids = self.run_batch(&prepared, &[index], seed)?.remove(0);
+                    check = self.stack.check(&ids, self.lm.tokenizer());
                 }
                 out.push(Sample {
                     text: self.lm.tokenizer().decode_content(&ids),
@@ -511,6 +572,145 @@ impl<'m> MaskedGenerator<'m> {
         }
         bar.finish_and_clear();
         Ok(())
+    }
+
+    /// Each sample's row of one batch and its independent check: the run's draw, or with
+    /// [`MaskedSampling::best_of`] the candidate that passes the check and the
+    /// [`MaskedSampling::best_of_rule`] prefers (the first draw and its failed check when none
+    /// passes).
+    fn best_rows(&self, prepared: &PreparedStack, indices: &[usize]) -> Result<Vec<(Vec<u32>, Result<()>)>> {
+        let checked = |rows: Vec<Vec<u32>>| -> Vec<(Vec<u32>, Result<()>)> {
+            rows.into_iter()
+                .map(|ids| {
+                    let check = self.stack.check(&ids, self.lm.tokenizer());
+                    (ids, check)
+                })
+                .collect()
+        };
+        let mut best = checked(self.run_batch(prepared, indices, self.cfg.seed)?);
+        if self.cfg.best_of <= 1 {
+            return Ok(best);
+        }
+        // Larger is better; a candidate that fails its check never wins.
+        let key = |r: &Reading| match self.cfg.best_of_rule {
+            BestOfRule::Natural => r.mean_log_prob,
+            BestOfRule::Clean => -(r.unlikely as f64),
+        };
+        let first: Vec<Vec<u32>> = best.iter().map(|(ids, _)| ids.clone()).collect();
+        let mut score: Vec<f64> = self
+            .read(&first)?
+            .iter()
+            .zip(&best)
+            .map(|(r, (_, c))| if c.is_ok() { key(r) } else { f64::NEG_INFINITY })
+            .collect();
+        for j in 1..self.cfg.best_of {
+            let seed = crate::generate::seeds::derive(self.cfg.seed, crate::generate::seeds::Stream::Candidate(j));
+            let rows = self.run_batch(prepared, indices, seed)?;
+            let read = self.read(&rows)?;
+            for (r, ((ids, check), reading)) in checked(rows).into_iter().zip(read).enumerate() {
+                // Ties keep the earlier candidate: the first draw stays unless another reads
+                // strictly better.
+                if check.is_ok() && key(&reading) > score[r] {
+                    score[r] = key(&reading);
+                    best[r] = (ids, check);
+                }
+            }
+        }
+        Ok(best)
+    }
+
+    /// How the model reads each finished sequence (a [`Sample`]'s `ids`: the span's tokens, PAD
+    /// tail included) after this generator's prompt: each content token and the first PAD (the
+    /// end of the text) predicted with a quarter of the span masked (interleaved groups, one
+    /// forward pass each) and the rest in place. [`MaskedSampling::best_of`] chooses by it.
+    /// Costs 4 forward passes per batch of rows.
+    pub fn reading(&self, rows: &[Vec<u32>]) -> Result<Vec<Reading>> {
+        let (mask, v) = (self.lm.mask_id(), self.lm.vocab_size());
+        let len = self.span();
+        if let Some((r, row)) = rows.iter().enumerate().find(|(_, row)| row.len() != len) {
+            return Err(Error::Sampling(format!(
+                "sequence {r} has {} tokens; this generator's span is {len}",
+                row.len()
+            )));
+        }
+        if let Some((r, &t)) = rows
+            .iter()
+            .enumerate()
+            .find_map(|(r, row)| row.iter().find(|&&t| t == mask || t as usize >= v).map(|t| (r, t)))
+        {
+            return Err(Error::Sampling(format!(
+                "sequence {r} holds token {t}: the mask token or outside the vocabulary of {v}"
+            )));
+        }
+        let mut out = Vec::with_capacity(rows.len());
+        for chunk in rows.chunks(self.cfg.batch_size.max(1)) {
+            out.extend(self.read(chunk)?);
+        }
+        Ok(out)
+    }
+
+    /// [`Self::reading`] of rows known to be well formed, in one batch.
+    fn read(&self, rows: &[Vec<u32>]) -> Result<Vec<Reading>> {
+        let (pad, len) = (self.lm.pad_id(), self.span());
+        let all: Vec<usize> = (0..len).collect();
+        // Content positions and the first PAD; with the lengths drawn first, the PAD tail is not
+        // read (the length was chosen before the words).
+        let judged = |row: &[u32], p: usize| row[p] != pad || (!self.cfg.length_first && (p == 0 || row[p - 1] != pad));
+        let unlikely = self.cfg.self_correct_threshold.ln();
+        Ok(self
+            .in_context(rows, &all, judged)?
+            .iter()
+            .map(|row| {
+                let read: Vec<(f32, f32)> = row.iter().flatten().copied().collect();
+                let sum: f64 = read.iter().map(|&(own, _)| own.max(-30.0) as f64).sum();
+                Reading {
+                    mean_log_prob: if read.is_empty() { 0.0 } else { sum / read.len() as f64 },
+                    unlikely: read.iter().filter(|&&(own, best)| own - best < unlikely).count(),
+                }
+            })
+            .collect())
+    }
+
+    /// Each row's committed tokens at `positions` read in context: for every position `judged`
+    /// accepts, the log-probability of its token and of the best token there, with its group of
+    /// positions (every 4th of `positions`) masked and the rest of the row in place; `None`
+    /// elsewhere. Costs one forward pass per group.
+    fn in_context(
+        &self,
+        rows: &[Vec<u32>],
+        positions: &[usize],
+        judged: impl Fn(&[u32], usize) -> bool,
+    ) -> Result<Vec<Vec<Option<(f32, f32)>>>> {
+        let (len, v, mask) = (self.span(), self.lm.vocab_size(), self.lm.mask_id());
+        let closed = if self.cfg.length_first { Pad::Closed } else { Pad::Open };
+        let mut out = vec![vec![None; positions.len()]; rows.len()];
+        for g in 0..REFINE_GROUPS {
+            let group: Vec<usize> = (g..positions.len()).step_by(REFINE_GROUPS).collect();
+            if group.is_empty() {
+                continue;
+            }
+            let probe: Vec<Vec<u32>> = rows
+                .iter()
+                .map(|row| {
+                    let mut probe = row.clone();
+                    for &i in group.iter().filter(|&&i| judged(row, positions[i])) {
+                        probe[positions[i]] = mask;
+                    }
+                    probe
+                })
+                .collect();
+            let logp = self.log_probs(&probe, closed)?;
+            self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for (r, row) in rows.iter().enumerate() {
+                for &i in group.iter().filter(|&&i| judged(row, positions[i])) {
+                    let p = positions[i];
+                    let at = &logp[(r * len + p) * v..(r * len + p + 1) * v];
+                    let best = at.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                    out[r][i] = Some((at[row[p] as usize], best));
+                }
+            }
+        }
+        Ok(out)
     }
 
     /// The steps of one batch (rows are the samples with these indices), under `seed`.
@@ -780,7 +980,7 @@ impl<'m> MaskedGenerator<'m> {
     /// are masked again and re-committed under the constraints, one step per position of that
     /// cap. Returns whether any token was re-masked.
     fn refine(&self, prepared: &PreparedStack, rows: &mut [Vec<u32>], rngs: &mut [StdRng]) -> Result<bool> {
-        let (len, v) = (self.span(), self.lm.vocab_size());
+        let len = self.span();
         let (mask, pad) = (self.lm.mask_id(), self.lm.pad_id());
         let closed = if self.cfg.length_first { Pad::Closed } else { Pad::Open };
         let free: Vec<usize> = (0..len).filter(|p| !self.fixed.iter().any(|&(q, _)| q == *p)).collect();
@@ -788,38 +988,18 @@ impl<'m> MaskedGenerator<'m> {
         if cap == 0 {
             return Ok(false);
         }
+        // With the lengths drawn first, the PAD tail stays: it is neither judged nor re-masked.
+        let judged = |row: &[u32], p: usize| !(self.cfg.length_first && row[p] == pad);
         // ratio[r][i]: the committed token's probability over the best one's, at free[i].
-        let mut ratio = vec![vec![1f32; free.len()]; rows.len()];
-        for g in 0..REFINE_GROUPS {
-            let group: Vec<usize> = (g..free.len()).step_by(REFINE_GROUPS).collect();
-            if group.is_empty() {
-                continue;
-            }
-            // With the lengths drawn first, the PAD tail stays: it is neither judged nor re-masked.
-            let judged = |row: &[u32], p: usize| !(self.cfg.length_first && row[p] == pad);
-            let probe: Vec<Vec<u32>> = rows
-                .iter()
-                .map(|row| {
-                    let mut probe = row.clone();
-                    for &i in &group {
-                        if judged(row, free[i]) {
-                            probe[free[i]] = mask;
-                        }
-                    }
-                    probe
-                })
-                .collect();
-            let logp = self.log_probs(&probe, closed)?;
-            self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-            for (r, row) in rows.iter().enumerate() {
-                for &i in group.iter().filter(|&&i| judged(row, free[i])) {
-                    let p = free[i];
-                    let at = &logp[(r * len + p) * v..(r * len + p + 1) * v];
-                    let best = at.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                    ratio[r][i] = (at[row[p] as usize] - best).exp();
-                }
-            }
-        }
+        let ratio: Vec<Vec<f32>> = self
+            .in_context(rows, &free, judged)?
+            .into_iter()
+            .map(|row| {
+                row.into_iter()
+                    .map(|x| x.map_or(1.0, |(own, best)| (own - best).exp()))
+                    .collect()
+            })
+            .collect();
         let threshold = self.cfg.self_correct_threshold;
         let mut any = false;
         for (row, ratios) in rows.iter_mut().zip(&ratio) {
