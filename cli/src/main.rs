@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use diffusion_lm::e2e::E2eOptions;
-use diffusion_lm::masked::{masked_trainer, BestOfRule, MaskedConfig, MaskedModel, MaskedSampling, Remasking};
+use diffusion_lm::masked::{masked_trainer, MaskedConfig, MaskedModel, MaskedSampling, Remasking};
 use diffusion_lm::nn::device::{ComputeDtype, DeviceSpec};
 use diffusion_lm::text::corpus::{self, Example};
 use diffusion_lm::train::{diffusion_trainer, TrainConfig};
@@ -156,11 +156,6 @@ struct MaskedArgs {
     /// log-probability of its tokens, each read in context); K times the time [default: 1].
     #[arg(long, value_name = "K")]
     best_of: Option<usize>,
-    /// How --best-of chooses: natural (the most natural candidate; favours the model's most
-    /// common texts) or clean (the first draw unless another has fewer tokens the model would
-    /// correct; keeps the variety) [default: natural].
-    #[arg(long, value_name = "RULE")]
-    best_of_rule: Option<BestOfRule>,
 }
 
 impl MaskedArgs {
@@ -182,7 +177,6 @@ impl MaskedArgs {
             lookahead_candidates: self.lookahead_candidates.unwrap_or(base.lookahead_candidates),
             length_first: self.length_first.unwrap_or(base.length_first),
             best_of: self.best_of.unwrap_or(base.best_of),
-            best_of_rule: self.best_of_rule.unwrap_or(base.best_of_rule),
             ..base
         }
     }
@@ -225,9 +219,6 @@ impl MaskedArgs {
         }
         if self.best_of.is_some() {
             out.push("--best-of");
-        }
-        if self.best_of_rule.is_some() {
-            out.push("--best-of-rule");
         }
         out
     }
@@ -1330,10 +1321,7 @@ fn draw(
             ));
         }
         if sampling.best_of > 1 {
-            controls.push(format!(
-                "best of {} by the model's own reading ({:?})",
-                sampling.best_of, sampling.best_of_rule
-            ));
+            controls.push(format!("best of {} by the model's own reading", sampling.best_of));
         }
         let generator = diffusion_lm::masked::MaskedGenerator::with_config(&lm, sampling).stack(stack);
         let samples = generator.generate(n)?;

@@ -17,7 +17,7 @@ pub mod model;
 pub mod sample;
 
 pub use model::{masked_trainer, MaskedConfig, MaskedDenoiser, MaskedLm, MaskedObjective};
-pub use sample::{BestOfRule, MaskedGenerator, MaskedSampling, Reading, Remasking};
+pub use sample::{MaskedGenerator, MaskedSampling, Remasking};
 
 use std::path::Path;
 

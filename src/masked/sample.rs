@@ -97,44 +97,6 @@ impl std::str::FromStr for Remasking {
     }
 }
 
-/// How [`MaskedSampling::best_of`] chooses among a sample's candidates.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum BestOfRule {
-    /// The highest [`Reading::mean_log_prob`]: the text the model finds most natural. Seeks the
-    /// mode: the candidates of different samples tend to agree, and short, predictable forms
-    /// (an E2E record rather than a sentence) win.
-    #[default]
-    Natural,
-    /// The fewest [`Reading::unlikely`] tokens, the earliest candidate among equals: the first
-    /// draw stays unless the model would correct some of its tokens and another candidate has
-    /// fewer, so the variety of the draws is kept.
-    Clean,
-}
-
-impl std::str::FromStr for BestOfRule {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "natural" => Ok(BestOfRule::Natural),
-            "clean" => Ok(BestOfRule::Clean),
-            other => Err(Error::Config(format!(
-                "best-of rule {other:?}: expected natural or clean"
-            ))),
-        }
-    }
-}
-
-/// How the model reads a finished text ([`MaskedGenerator::reading`]).
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Reading {
-    /// The mean log-probability of its tokens, each predicted in context.
-    pub mean_log_prob: f64,
-    /// Its tokens whose probability in context is below [`MaskedSampling::self_correct_threshold`]
-    /// times the best token's there: the ones self-correction would mask again.
-    pub unlikely: usize,
-}
-
 /// Settings of a masked-diffusion run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -218,14 +180,12 @@ pub struct MaskedSampling {
     /// a two-word name; so it is off by default. Default false.
     pub length_first: bool,
     /// Best of `k`: draw `k` candidates for each sample (each with its own noise; the first is
-    /// the one `k = 1` gives) and keep the one the model itself reads best
-    /// ([`MaskedGenerator::reading`]: each token read with the text around it, as
-    /// self-correction judges them), by `best_of_rule`. Every candidate is a
+    /// the one `k = 1` gives) and keep the one the model itself finds most natural
+    /// ([`MaskedGenerator::naturalness`]: the mean log-probability of its tokens, each read
+    /// with the text around it, as self-correction judges them). Every candidate is a
     /// finished sample that passed the constraints, so the choice keeps validity. Costs `k`
     /// times the run plus 4 forward passes per candidate. Default 1: off.
     pub best_of: usize,
-    /// How `best_of` chooses. Default [`BestOfRule::Natural`].
-    pub best_of_rule: BestOfRule,
 }
 
 impl Default for MaskedSampling {
@@ -248,7 +208,6 @@ impl Default for MaskedSampling {
             lookahead_candidates: 4,
             length_first: false,
             best_of: 1,
-            best_of_rule: BestOfRule::Natural,
         }
     }
 }
@@ -399,10 +358,9 @@ impl<'m> MaskedGenerator<'m> {
         self
     }
 
-    /// Keep the best read of `k` candidates per sample, by `rule` ([`MaskedSampling::best_of`]).
-    pub fn best_of(mut self, k: usize, rule: BestOfRule) -> Self {
+    /// Keep the most natural of `k` candidates per sample ([`MaskedSampling::best_of`]).
+    pub fn best_of(mut self, k: usize) -> Self {
         self.cfg.best_of = k;
-        self.cfg.best_of_rule = rule;
         self
     }
 
@@ -575,9 +533,8 @@ impl<'m> MaskedGenerator<'m> {
     }
 
     /// Each sample's row of one batch and its independent check: the run's draw, or with
-    /// [`MaskedSampling::best_of`] the candidate that passes the check and the
-    /// [`MaskedSampling::best_of_rule`] prefers (the first draw and its failed check when none
-    /// passes).
+    /// [`MaskedSampling::best_of`] the most natural candidate that passes the check (the first
+    /// draw and its failed check when none passes).
     fn best_rows(&self, prepared: &PreparedStack, indices: &[usize]) -> Result<Vec<(Vec<u32>, Result<()>)>> {
         let checked = |rows: Vec<Vec<u32>>| -> Vec<(Vec<u32>, Result<()>)> {
             rows.into_iter()
@@ -591,27 +548,23 @@ impl<'m> MaskedGenerator<'m> {
         if self.cfg.best_of <= 1 {
             return Ok(best);
         }
-        // Larger is better; a candidate that fails its check never wins.
-        let key = |r: &Reading| match self.cfg.best_of_rule {
-            BestOfRule::Natural => r.mean_log_prob,
-            BestOfRule::Clean => -(r.unlikely as f64),
-        };
+        // A candidate that fails its check never wins.
         let first: Vec<Vec<u32>> = best.iter().map(|(ids, _)| ids.clone()).collect();
         let mut score: Vec<f64> = self
-            .read(&first)?
-            .iter()
+            .natural(&first)?
+            .into_iter()
             .zip(&best)
-            .map(|(r, (_, c))| if c.is_ok() { key(r) } else { f64::NEG_INFINITY })
+            .map(|(n, (_, c))| if c.is_ok() { n } else { f64::NEG_INFINITY })
             .collect();
         for j in 1..self.cfg.best_of {
             let seed = crate::generate::seeds::derive(self.cfg.seed, crate::generate::seeds::Stream::Candidate(j));
             let rows = self.run_batch(prepared, indices, seed)?;
-            let read = self.read(&rows)?;
-            for (r, ((ids, check), reading)) in checked(rows).into_iter().zip(read).enumerate() {
+            let natural = self.natural(&rows)?;
+            for (r, ((ids, check), n)) in checked(rows).into_iter().zip(natural).enumerate() {
                 // Ties keep the earlier candidate: the first draw stays unless another reads
                 // strictly better.
-                if check.is_ok() && key(&reading) > score[r] {
-                    score[r] = key(&reading);
+                if check.is_ok() && n > score[r] {
+                    score[r] = n;
                     best[r] = (ids, check);
                 }
             }
@@ -619,12 +572,13 @@ impl<'m> MaskedGenerator<'m> {
         Ok(best)
     }
 
-    /// How the model reads each finished sequence (a [`Sample`]'s `ids`: the span's tokens, PAD
-    /// tail included) after this generator's prompt: each content token and the first PAD (the
-    /// end of the text) predicted with a quarter of the span masked (interleaved groups, one
-    /// forward pass each) and the rest in place. [`MaskedSampling::best_of`] chooses by it.
-    /// Costs 4 forward passes per batch of rows.
-    pub fn reading(&self, rows: &[Vec<u32>]) -> Result<Vec<Reading>> {
+    /// How natural the model finds each finished sequence (a [`Sample`]'s `ids`: the span's
+    /// tokens, PAD tail included) after this generator's prompt: the mean log-probability of
+    /// its content tokens and of its first PAD (the end of the text), each predicted with a
+    /// quarter of the span masked (interleaved groups, one forward pass each) and the rest in
+    /// place. Higher is more natural; [`MaskedSampling::best_of`] keeps the highest. Costs 4
+    /// forward passes per batch of rows.
+    pub fn naturalness(&self, rows: &[Vec<u32>]) -> Result<Vec<f64>> {
         let (mask, v) = (self.lm.mask_id(), self.lm.vocab_size());
         let len = self.span();
         if let Some((r, row)) = rows.iter().enumerate().find(|(_, row)| row.len() != len) {
@@ -644,28 +598,27 @@ impl<'m> MaskedGenerator<'m> {
         }
         let mut out = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(self.cfg.batch_size.max(1)) {
-            out.extend(self.read(chunk)?);
+            out.extend(self.natural(chunk)?);
         }
         Ok(out)
     }
 
-    /// [`Self::reading`] of rows known to be well formed, in one batch.
-    fn read(&self, rows: &[Vec<u32>]) -> Result<Vec<Reading>> {
+    /// [`Self::naturalness`] of rows known to be well formed, in one batch.
+    fn natural(&self, rows: &[Vec<u32>]) -> Result<Vec<f64>> {
         let (pad, len) = (self.lm.pad_id(), self.span());
         let all: Vec<usize> = (0..len).collect();
         // Content positions and the first PAD; with the lengths drawn first, the PAD tail is not
         // read (the length was chosen before the words).
         let judged = |row: &[u32], p: usize| row[p] != pad || (!self.cfg.length_first && (p == 0 || row[p - 1] != pad));
-        let unlikely = self.cfg.self_correct_threshold.ln();
         Ok(self
             .in_context(rows, &all, judged)?
             .iter()
             .map(|row| {
-                let read: Vec<(f32, f32)> = row.iter().flatten().copied().collect();
-                let sum: f64 = read.iter().map(|&(own, _)| own.max(-30.0) as f64).sum();
-                Reading {
-                    mean_log_prob: if read.is_empty() { 0.0 } else { sum / read.len() as f64 },
-                    unlikely: read.iter().filter(|&&(own, best)| own - best < unlikely).count(),
+                let own: Vec<f64> = row.iter().flatten().map(|&(own, _)| own.max(-30.0) as f64).collect();
+                if own.is_empty() {
+                    0.0
+                } else {
+                    own.iter().sum::<f64>() / own.len() as f64
                 }
             })
             .collect())
