@@ -168,6 +168,20 @@ fn bad_input_gives_clear_errors() {
             vec!["generate".into(), "--length-first".into(), "maybe".into()],
             "invalid value 'maybe'",
         ),
+        (
+            vec![
+                "generate".into(),
+                "--model".into(),
+                concat!(env!("CARGO_MANIFEST_DIR"), "/../models/e2e").into(),
+                "--best-of".into(),
+                "2".into(),
+            ],
+            "--best-of applies to the masked engine",
+        ),
+        (
+            vec!["generate".into(), "--best-of".into(), "0".into()],
+            "best-of needs at least 1 candidate",
+        ),
     ];
     std::fs::write(dir.path().join("bad.gbnf"), "root ::= (\"a\"").unwrap();
     std::fs::write(dir.path().join("long.gbnf"), "root ::= \"a\"{20} [0-9]{20}").unwrap();
