@@ -21,7 +21,9 @@
 //! impossible to finish, and the final text is valid at any temperature, with no retries. Each
 //! output is still re-checked by the constraints' independent validators; what the automata
 //! cannot express (repeated free-form JSON keys, `uniqueItems` over unbounded items) is left to
-//! that check, and a sample that fails it is redrawn with fresh noise (up to 3 times).
+//! that check, and a sample that fails it is redrawn with fresh noise (up to 3 times). With
+//! [`MaskedSampling::best_of`] each sample is drawn `k` times, and of the candidates that pass
+//! the check the one the model finds most natural is kept ([`MaskedGenerator::naturalness`]).
 //!
 //! Without hard constraints the positions are independent, as in LLaDA: the marginals are the
 //! softmax of the scores, and the sample draws each position from its own.
