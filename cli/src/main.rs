@@ -119,11 +119,12 @@ struct MaskedArgs {
     /// per step) [default: 0, off].
     #[arg(long)]
     cfg_scale: Option<f32>,
-    /// Temperature of the token scores; 0 commits the best sequence [default: 1].
+    /// Temperature of the token scores; 0 commits the best sequence [default: 0.8 on a masked
+    /// model trained here, 1 otherwise].
     #[arg(long)]
     temperature: Option<f32>,
     /// Which masked positions each step commits first: low-confidence, random, entropy or
-    /// margin [default: low-confidence].
+    /// margin [default: entropy on a masked model trained here, low-confidence otherwise].
     #[arg(long)]
     remasking: Option<Remasking>,
     /// Commit block by block, left to right (semi-autoregressive) [default: one block].
@@ -136,7 +137,8 @@ struct MaskedArgs {
     #[arg(long)]
     top_p: Option<f32>,
     /// Parallel decoding (Fast-dLLM): each step also commits every position at least this
-    /// confident, and --steps becomes an upper bound [default: off].
+    /// confident, and --steps becomes an upper bound; it needs the low-confidence order, which
+    /// it brings without --remasking [default: off].
     #[arg(long)]
     confidence_threshold: Option<f32>,
     /// Lookahead under hard constraints: the first N commits each weigh their candidate tokens
@@ -169,7 +171,13 @@ impl MaskedArgs {
                 .self_correct_threshold
                 .map_or(base.self_correct_threshold, |t| t as f32),
             temperature: self.temperature.unwrap_or(base.temperature),
-            remasking: self.remasking.unwrap_or(base.remasking),
+            // The threshold's keys are low-confidence confidences: without --remasking, it
+            // brings that order with it.
+            remasking: self.remasking.unwrap_or(if self.confidence_threshold.is_some() {
+                Remasking::LowConfidence
+            } else {
+                base.remasking
+            }),
             block_size: self.block_size.or(base.block_size),
             top_k: self.top_k.or(base.top_k),
             top_p: self.top_p.or(base.top_p),

@@ -12,7 +12,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use clap::{Args, Subcommand};
 use diffusion_lm::nn::device::DeviceSpec;
-use diffusion_lm::scoring::quality::{json_leak, record_in_value_sets, repeated_word, ValueSets};
+use diffusion_lm::scoring::quality::{json_leak, record_in_value_sets, repeated_word, restaurant_name, ValueSets};
 use diffusion_lm::{GenerationConfig, SamplerKind};
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -278,6 +278,15 @@ struct TaskSummary {
     /// Distinct outputs among the samples (absent in summaries written before it was counted).
     #[serde(default)]
     distinct: Option<usize>,
+    /// Different restaurants the outputs are about ([`restaurant_name`]; absent in summaries
+    /// written before it was counted).
+    #[serde(default)]
+    names: Option<usize>,
+    /// Share of the outputs naming a restaurant that name the commonest one (the corpus's
+    /// commonest, The Wrestlers, is 10.6% of its rows): a sampler that collapses onto one
+    /// restaurant shows here.
+    #[serde(default)]
+    top_name_share: Option<f64>,
     /// Mean words per output meant as a sentence (the E2E references average 23), which shows
     /// how far the sampler shortens texts; absent in summaries written before it was counted.
     #[serde(default)]
@@ -366,6 +375,7 @@ fn sample(a: SampleArgs) -> Result<()> {
     let record = read_data_record(&dir)?;
     let (train_ex, _) = load_split(&record.corpus, record.json_records, record.heldout)?;
     let sets = ValueSets::new(&diffusion_lm::e2e::e2e_fields(&train_ex));
+    let names = sets.names();
     let system = a.name.clone().unwrap_or_else(|| {
         dir.file_name()
             .map_or_else(|| dir.display().to_string(), |n| n.to_string_lossy().into_owned())
@@ -426,6 +436,8 @@ fn sample(a: SampleArgs) -> Result<()> {
             records_in_value_sets: 0,
             attribute_hits: t.attribute.map(|_| 0),
             distinct: Some(texts.iter().collect::<std::collections::BTreeSet<_>>().len()),
+            names: None,
+            top_name_share: None,
             words: None,
             perplexity,
             seconds_per_sample: seconds / samples.len().max(1) as f64,
@@ -475,6 +487,15 @@ fn sample(a: SampleArgs) -> Result<()> {
             writeln!(lines, "{}", serde_json::to_string(&line)?)?;
         }
         sum.words = (sum.sentences > 0).then(|| sentence_words as f64 / sum.sentences as f64);
+        let mut named: BTreeMap<&str, usize> = BTreeMap::new();
+        for text in &texts {
+            if let Some(name) = restaurant_name(text, &names) {
+                *named.entry(name).or_default() += 1;
+            }
+        }
+        let total: usize = named.values().sum();
+        sum.names = Some(named.len());
+        sum.top_name_share = named.values().max().map(|&top| top as f64 / total as f64);
         status!(
             "  valid {}/{}, perplexity {:.2}, {:.2} s/sample",
             sum.valid,
@@ -684,10 +705,10 @@ fn table(a: &ScoreArgs) -> Result<String> {
     }
     let frac = |k: usize, n: usize| if n == 0 { "–".to_string() } else { format!("{k}/{n}") };
     text.push_str(
-        "| task | system | valid | sentences read | grammatical | faithful | both | JSON leaks | repeated words | records in value sets | attribute | distinct | words | perplexity | s/sample |\n",
+        "| task | system | valid | sentences read | grammatical | faithful | both | JSON leaks | repeated words | records in value sets | attribute | distinct | names (top share) | words | perplexity | s/sample |\n",
     );
     text.push_str(
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n",
     );
     let order: Vec<&str> = tasks().iter().map(|t| t.name).collect();
     rows.sort_by_key(|(system, t, _)| (order.iter().position(|n| *n == t.task), system.clone()));
@@ -702,7 +723,7 @@ fn table(a: &ScoreArgs) -> Result<String> {
             None => ("–".into(), "–".into(), "–".into()),
         };
         text.push_str(&format!(
-            "| {} | {} | {} | {} | {g} | {f} | {b} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} |\n",
+            "| {} | {} | {} | {} | {g} | {f} | {b} | {} | {} | {} | {} | {} | {} | {} | {:.2} | {:.2} |\n",
             t.task,
             system,
             frac(t.valid, t.samples),
@@ -712,6 +733,11 @@ fn table(a: &ScoreArgs) -> Result<String> {
             frac(t.records_in_value_sets, t.records),
             t.attribute_hits.map_or("–".into(), |h| frac(h, t.samples)),
             t.distinct.map_or("–".into(), |d| d.to_string()),
+            match (t.names, t.top_name_share) {
+                (Some(n), Some(share)) => format!("{n} ({:.0}%)", 100.0 * share),
+                (Some(n), None) => n.to_string(),
+                _ => "–".into(),
+            },
             t.words.map_or("–".into(), |w| format!("{w:.1}")),
             t.perplexity,
             t.seconds_per_sample
@@ -756,6 +782,8 @@ mod tests {
             records_in_value_sets: 0,
             attribute_hits: None,
             distinct: Some(2),
+            names: Some(2),
+            top_name_share: Some(0.5),
             words: Some(6.5),
             perplexity: 5.0,
             seconds_per_sample: 0.5,
@@ -844,7 +872,7 @@ mod tests {
             scored.contains("| template | beta | 2/2 | 2 | 1/2 | 1/2 | 1/2 |"),
             "{scored}"
         );
-        assert!(scored.contains("| 2 | 6.5 | 5.00 | 0.50 |"), "{scored}");
+        assert!(scored.contains("| 2 | 2 (50%) | 6.5 | 5.00 | 0.50 |"), "{scored}");
         // A second reader who reads line 0 differently: it counts as neither, and the
         // disagreement is reported.
         let first: SheetLine = serde_json::from_str(sheet_text.lines().next().unwrap()).unwrap();

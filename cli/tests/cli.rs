@@ -249,6 +249,48 @@ fn generate_runs_the_engine_its_flags_need() {
 }
 
 #[test]
+fn a_confidence_threshold_brings_its_order_unless_another_is_asked_for() {
+    // The masked default orders by entropy; the threshold's keys are low-confidence
+    // confidences, so without --remasking it runs that order...
+    let (ok, out, err) = run(&[
+        "generate",
+        "--samples",
+        "2",
+        "--steps",
+        "16",
+        "--confidence-threshold",
+        "0.9",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 2);
+    let (ok, low, err) = run(&[
+        "generate",
+        "--samples",
+        "2",
+        "--steps",
+        "16",
+        "--confidence-threshold",
+        "0.9",
+        "--remasking",
+        "low-confidence",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out, low);
+    // ...and with another order asked for, the clash is an error.
+    let (ok, _, err) = run(&[
+        "generate",
+        "--steps",
+        "16",
+        "--confidence-threshold",
+        "0.9",
+        "--remasking",
+        "entropy",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("needs low-confidence remasking"), "{err}");
+}
+
+#[test]
 fn generate_reads_a_config_file_and_flags_override_it() {
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("gen.json");

@@ -6,6 +6,8 @@
 //! - [`json_leak`]: JSON punctuation inside a text meant to be a sentence.
 //! - [`record_in_value_sets`]: a JSON record whose every field is an E2E field and every value is
 //!   one the corpus uses for that field.
+//! - [`restaurant_name`]: which restaurant a text is about, to count how many different ones a
+//!   sampler writes about (a sampler can collapse onto the corpus's commonest name).
 //!
 //! ```
 //! use diffusion_lm::scoring::quality::{json_leak, repeated_word};
@@ -72,6 +74,50 @@ impl ValueSets {
     }
 }
 
+impl ValueSets {
+    /// The values of the `name` field (the restaurants), in the corpus's order.
+    pub fn names(&self) -> Vec<String> {
+        self.by_key
+            .get("name")
+            .map_or_else(Vec::new, |v| v.iter().cloned().collect())
+    }
+}
+
+/// The restaurant a text is about: a JSON record's `name` when it is one of `names`; otherwise
+/// the one of `names` written first in the text (a whole-word match; the longest at that
+/// position). `None` when it names none.
+///
+/// ```
+/// use diffusion_lm::scoring::quality::restaurant_name;
+/// let names = ["The Eagle".to_string(), "The Mill".to_string()];
+/// assert_eq!(restaurant_name(r#"{"name":"The Mill","near":"The Eagle"}"#, &names), Some("The Mill"));
+/// assert_eq!(restaurant_name("Near The Eagle is The Mill.", &names), Some("The Eagle"));
+/// assert_eq!(restaurant_name("The Eagles sing.", &names), None);
+/// ```
+pub fn restaurant_name<'a>(text: &str, names: &'a [String]) -> Option<&'a str> {
+    if let Ok(Value::Object(obj)) = serde_json::from_str::<Value>(text.trim()) {
+        let name = obj.get("name")?.as_str()?;
+        return names.iter().find(|n| *n == name).map(String::as_str);
+    }
+    let word_edge = |c: Option<char>| c.is_none_or(|c| !c.is_alphanumeric());
+    let mut best: Option<(usize, &'a str)> = None;
+    for name in names {
+        let found = text.match_indices(name.as_str()).find(|(at, _)| {
+            word_edge(text[..*at].chars().next_back()) && word_edge(text[at + name.len()..].chars().next())
+        });
+        if let Some((at, _)) = found {
+            let better = match best {
+                None => true,
+                Some((b, n)) => at < b || (at == b && name.len() > n.len()),
+            };
+            if better {
+                best = Some((at, name.as_str()));
+            }
+        }
+    }
+    best.map(|(_, n)| n)
+}
+
 /// For a text that parses as a JSON object: whether every key is a field of `sets` and every
 /// value one the corpus uses for it (`familyFriendly` as `true`/`false` for `yes`/`no`). `None`
 /// for a text that is not a JSON object.
@@ -118,6 +164,22 @@ mod tests {
         assert!(!repeated_word("It is cheap. Cheap food."));
         assert!(!repeated_word("a b a b"));
         assert!(!repeated_word(""));
+    }
+
+    #[test]
+    fn names_are_whole_words_first_in_the_text() {
+        let names: Vec<String> = ["The Mill", "The Mill House", "Cotto"]
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
+        assert_eq!(
+            restaurant_name("The Mill House is a pub.", &names),
+            Some("The Mill House")
+        );
+        assert_eq!(restaurant_name("Cotto is near The Mill.", &names), Some("Cotto"));
+        assert_eq!(restaurant_name("Cottoo is a pub.", &names), None);
+        assert_eq!(restaurant_name(r#"{"name":"Nowhere"}"#, &names), None);
+        assert_eq!(restaurant_name("{not json The Mill", &names), Some("The Mill"));
     }
 
     #[test]
