@@ -152,6 +152,71 @@ fn generate_each_hands_over_the_same_samples_batch_by_batch_and_stops_on_an_erro
     assert!(err.to_string().contains("reader gone"), "{err}");
 }
 
+/// Whether `ids` hold a word token (leading space, letters only) right after the same token.
+fn has_doubled_word(tok: &TextTokenizer, ids: &[u32]) -> bool {
+    ids.windows(2).any(|w| {
+        w[0] == w[1]
+            && tok
+                .id_to_token(w[0])
+                .and_then(|s| {
+                    s.strip_prefix('Ġ')
+                        .map(|w| w.chars().all(char::is_alphabetic) && !w.is_empty())
+                })
+                .unwrap_or(false)
+    })
+}
+
+#[test]
+fn doubled_words_are_dropped_where_the_constraints_allow_it() {
+    let tok = toy_tokenizer();
+    let lm = random_model(&tok, 11);
+    let run = |pattern: &str, drop: bool, seed: u64| {
+        MaskedGenerator::new(&lm)
+            .constrain(Regex::new(pattern).unwrap())
+            .steps(12)
+            .temperature(1.0)
+            .seed(seed)
+            .drop_doubled_words(drop)
+            .generate(16)
+            .unwrap()
+    };
+    let word = |t: u32| {
+        tok.id_to_token(t)
+            .and_then(|s| {
+                s.strip_prefix('Ġ')
+                    .map(|w| !w.is_empty() && w.chars().all(char::is_alphabetic))
+            })
+            .unwrap_or(false)
+    };
+    let mut dropped = 0;
+    for seed in 1..4 {
+        // Any number of cats: the text without the copies is valid, and is what comes out (the
+        // same draws, then the copies dropped).
+        let (kept, cleaned) = (
+            run("a cat( cat)* sat", false, seed),
+            run("a cat( cat)* sat", true, seed),
+        );
+        for (k, c) in kept.iter().zip(&cleaned) {
+            let content = &k.ids[..tok.content_len(&k.ids)];
+            let want: Vec<u32> = content
+                .iter()
+                .enumerate()
+                .filter(|&(p, &t)| !(p > 0 && content[p - 1] == t && word(t)))
+                .map(|(_, &t)| t)
+                .collect();
+            dropped += content.len() - want.len();
+            assert_eq!(c.text, tok.decode(&want), "from {:?}", k.text);
+            assert_eq!(c.ids.len(), k.ids.len());
+            assert!(!has_doubled_word(&tok, &c.ids), "{:?}", c.ids);
+        }
+        // Exactly three cats: dropping a copy would break the constraint, so they stay.
+        for s in run("a cat cat cat", true, seed) {
+            assert_eq!(s.text, "a cat cat cat");
+        }
+    }
+    assert!(dropped > 0, "no doubled word to drop");
+}
+
 #[test]
 fn best_of_keeps_a_candidate_at_least_as_natural_as_the_first_draw_on_any_batch_size() {
     let tok = toy_tokenizer();

@@ -160,6 +160,11 @@ struct MaskedArgs {
     /// pretrained snapshots].
     #[arg(long, value_name = "K")]
     best_of: Option<usize>,
+    /// Drop a word that repeats the one before it ("located located") after sampling, where the
+    /// text without it still satisfies the constraints, true or false [default: true on a masked
+    /// model trained here, false for pretrained snapshots].
+    #[arg(long, value_name = "BOOL")]
+    drop_doubled_words: Option<bool>,
 }
 
 impl MaskedArgs {
@@ -187,6 +192,7 @@ impl MaskedArgs {
             lookahead_candidates: self.lookahead_candidates.unwrap_or(base.lookahead_candidates),
             length_first: self.length_first.unwrap_or(base.length_first),
             best_of: self.best_of.unwrap_or(base.best_of),
+            drop_doubled_words: self.drop_doubled_words.unwrap_or(base.drop_doubled_words),
             ..base
         }
     }
@@ -229,6 +235,9 @@ impl MaskedArgs {
         }
         if self.best_of.is_some() {
             out.push("--best-of");
+        }
+        if self.drop_doubled_words.is_some() {
+            out.push("--drop-doubled-words");
         }
         out
     }
@@ -1332,6 +1341,9 @@ fn draw(
         }
         if sampling.best_of > 1 {
             controls.push(format!("best of {} by the model's own reading", sampling.best_of));
+        }
+        if sampling.drop_doubled_words {
+            controls.push("doubled words dropped".into());
         }
         let generator = diffusion_lm::masked::MaskedGenerator::with_config(&lm, sampling).stack(stack);
         let samples = generator.generate(n)?;

@@ -188,6 +188,16 @@ pub struct MaskedSampling {
     /// finished sample that passed the constraints, so the choice keeps validity. Costs `k`
     /// times the run plus 4 forward passes per candidate. Default 1: off.
     pub best_of: usize,
+    /// After the last step (and self-correction), drop every word token that repeats the one
+    /// before it ("located located", "the the") when the text without the copy still passes
+    /// the independent checks; the rest of the text moves up and the tail gains a PAD. A masked
+    /// model reads each copy with the other in place and finds both likely, so neither
+    /// self-correction nor best-of removes them, and forbidding the copy during sampling only
+    /// puts another wrong word in its place ("located found"). A word token starts a word (a
+    /// leading space, `Ġ` or `▁`) and holds letters only; other repeats (`))`, indentation)
+    /// stay. Off with fixed tokens ([`MaskedGenerator::fixed`]), whose positions must hold.
+    /// Default false ([`crate::masked::MaskedLm::recommended_sampling`] turns it on).
+    pub drop_doubled_words: bool,
 }
 
 impl Default for MaskedSampling {
@@ -210,6 +220,7 @@ impl Default for MaskedSampling {
             lookahead_candidates: 4,
             length_first: false,
             best_of: 1,
+            drop_doubled_words: false,
         }
     }
 }
@@ -223,6 +234,8 @@ pub struct MaskedGenerator<'m> {
     prompt: Vec<u32>,
     /// Forward passes run so far (each serves every row of a batch).
     passes: std::sync::atomic::AtomicUsize,
+    /// [`Self::word_tokens`], once computed.
+    word_tokens: std::sync::OnceLock<Vec<bool>>,
     progress: bool,
 }
 
@@ -241,6 +254,7 @@ impl<'m> MaskedGenerator<'m> {
             fixed: Vec::new(),
             prompt: Vec::new(),
             passes: Default::default(),
+            word_tokens: Default::default(),
             progress: false,
         }
     }
@@ -363,6 +377,12 @@ impl<'m> MaskedGenerator<'m> {
     /// Keep the most natural of `k` candidates per sample ([`MaskedSampling::best_of`]).
     pub fn best_of(mut self, k: usize) -> Self {
         self.cfg.best_of = k;
+        self
+    }
+
+    /// Drop doubled words after sampling ([`MaskedSampling::drop_doubled_words`]).
+    pub fn drop_doubled_words(mut self, on: bool) -> Self {
+        self.cfg.drop_doubled_words = on;
         self
     }
 
@@ -729,7 +749,33 @@ impl<'m> MaskedGenerator<'m> {
                 break;
             }
         }
+        if self.cfg.drop_doubled_words && self.fixed.is_empty() {
+            for row in &mut rows {
+                self.drop_doubled(row);
+            }
+        }
         Ok(rows)
+    }
+
+    /// [`MaskedSampling::drop_doubled_words`] on one finished row: the content without its
+    /// repeated word tokens, moved up over them, if that still passes the checks.
+    fn drop_doubled(&self, row: &mut Vec<u32>) {
+        let (words, tok) = (self.word_tokens(), self.lm.tokenizer());
+        let end = tok.content_len(row);
+        let mut kept: Vec<u32> = Vec::with_capacity(row.len());
+        for (p, &t) in row[..end].iter().enumerate() {
+            if !(p > 0 && row[p - 1] == t && words.get(t as usize) == Some(&true)) {
+                kept.push(t);
+            }
+        }
+        if kept.len() == end {
+            return;
+        }
+        kept.extend_from_slice(&row[end..]);
+        kept.resize(row.len(), self.lm.pad_id());
+        if self.stack.check(&kept, tok).is_ok() {
+            *row = kept;
+        }
     }
 
     /// One step: a forward pass, and in each row the open positions of `lo..hi` the remasking
@@ -1167,6 +1213,24 @@ impl<'m> MaskedGenerator<'m> {
             }
         }
         Some(out)
+    }
+
+    /// Which tokens are word tokens for [`MaskedSampling::drop_doubled_words`], computed once.
+    fn word_tokens(&self) -> &[bool] {
+        self.word_tokens.get_or_init(|| {
+            let tok = self.lm.tokenizer();
+            (0..self.lm.vocab_size() as u32)
+                .map(|t| {
+                    tok.id_to_token(t).is_some_and(|s| {
+                        let rest = s
+                            .strip_prefix('Ġ')
+                            .or_else(|| s.strip_prefix('▁'))
+                            .or_else(|| s.strip_prefix(' '));
+                        rest.is_some_and(|w| !w.is_empty() && w.chars().all(char::is_alphabetic))
+                    })
+                })
+                .collect()
+        })
     }
 
     /// Without constraints: at every open position, a token drawn from the softmax of its scores

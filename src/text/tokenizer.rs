@@ -220,11 +220,14 @@ impl TextTokenizer {
     /// Decodes the content of a fixed-length sequence: the tokens before its first PAD (or
     /// other stop token, see [`TextTokenizer::with_stops`]).
     pub fn decode_content(&self, ids: &[u32]) -> String {
-        let end = ids
-            .iter()
+        self.decode(&ids[..self.content_len(ids)])
+    }
+
+    /// How many of `ids` are content: those before the first PAD or other stop token.
+    pub fn content_len(&self, ids: &[u32]) -> usize {
+        ids.iter()
             .position(|&i| i == self.pad_id || self.stops.contains(&i))
-            .unwrap_or(ids.len());
-        self.decode(&ids[..end])
+            .unwrap_or(ids.len())
     }
 
     /// Adds tokens that end the content like PAD does (a chat model's end-of-turn token).
