@@ -56,6 +56,8 @@ proptest! {
         lookahead in 0usize..4,
         candidates in 1usize..4,
         length_first in any::<bool>(),
+        edits in 0usize..3,
+        drop_doubled in any::<bool>(),
     ) {
         let tok = toy_tokenizer();
         let lm = random_model(&tok, seed);
@@ -75,7 +77,9 @@ proptest! {
             .batch_size(2)
             .self_correct(self_correct, 0.5)
             .lookahead(lookahead, candidates)
-            .length_first(length_first);
+            .length_first(length_first)
+            .edits(edits)
+            .drop_doubled_words(drop_doubled);
         if let Some(b) = block {
             g = g.block_size(b);
         }
@@ -215,6 +219,34 @@ fn doubled_words_are_dropped_where_the_constraints_allow_it() {
         }
     }
     assert!(dropped > 0, "no doubled word to drop");
+}
+
+#[test]
+fn edits_change_some_texts_keep_them_valid_and_do_not_depend_on_the_batch_size() {
+    let tok = toy_tokenizer();
+    let lm = random_model(&tok, 13);
+    let pattern = "(the|a) [a-z ]+";
+    let re = regex::Regex::new(&format!("^(?:{pattern})$")).unwrap();
+    let base = || {
+        MaskedGenerator::new(&lm)
+            .constrain(Regex::new(pattern).unwrap())
+            .steps(12)
+            .seed(4)
+    };
+    let plain = base().batch_size(8).generate(8).unwrap();
+    let edited = base().edits(2).batch_size(8).generate(8).unwrap();
+    assert_eq!(base().edits(2).batch_size(3).generate(8).unwrap(), edited);
+    for s in &edited {
+        assert!(re.is_match(&s.text), "{:?}", s.text);
+    }
+    // From arbitrary logits, some least-likely token is worth deleting or preceding.
+    assert!(
+        plain.iter().zip(&edited).any(|(a, b)| a.ids != b.ids),
+        "no text was edited"
+    );
+    // Fixed tokens hold their positions: no edits.
+    let fixed = || base().fixed(vec![(0, plain[0].ids[0])]).batch_size(8);
+    assert_eq!(fixed().edits(2).generate(8).unwrap(), fixed().generate(8).unwrap());
 }
 
 #[test]

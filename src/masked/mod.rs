@@ -17,7 +17,7 @@ pub mod model;
 pub mod sample;
 
 pub use model::{masked_trainer, MaskedConfig, MaskedDenoiser, MaskedLm, MaskedObjective};
-pub use sample::{MaskedGenerator, MaskedSampling, Remasking};
+pub use sample::{MaskedGenerator, MaskedSampling, Remasking, EDIT_LOWEST};
 
 use std::path::Path;
 

@@ -99,6 +99,11 @@ impl std::str::FromStr for Remasking {
     }
 }
 
+/// How many of a text's least likely tokens, read left to right, [`MaskedSampling::edits`]
+/// averages to compare a text with its edits: a slip shows as a few unlikely tokens, which a
+/// mean over the whole text dilutes.
+pub const EDIT_LOWEST: usize = 5;
+
 /// Settings of a masked-diffusion run.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
@@ -198,6 +203,18 @@ pub struct MaskedSampling {
     /// stay. Off with fixed tokens ([`MaskedGenerator::fixed`]), whose positions must hold.
     /// Default false ([`crate::masked::MaskedLm::recommended_sampling`] turns it on).
     pub drop_doubled_words: bool,
+    /// Rounds of edits after self-correction (and the doubled words): in each row, the content
+    /// token the model finds least likely from its left (predicted with it and everything after
+    /// it masked) is kept, deleted (the rest moves up), or given a new token before it (the rest
+    /// moves down over one PAD of the tail; the new token committed under the constraints),
+    /// whichever reads best left to right: the mean of the [`EDIT_LOWEST`] lowest such
+    /// log-probabilities of the text. Self-correction cannot add or remove a position, so a
+    /// missing word ("The Cricketers a coffee shop") stays missing without it. An edit that
+    /// breaks the independent checks is not made. Each round costs two left-to-right readings
+    /// (one forward pass per content position, for the rows and for their edits) and one pass
+    /// per inserted token. Off with fixed tokens. Default 0
+    /// ([`crate::masked::MaskedLm::recommended_sampling`] runs 2).
+    pub edits: usize,
 }
 
 impl Default for MaskedSampling {
@@ -221,6 +238,7 @@ impl Default for MaskedSampling {
             length_first: false,
             best_of: 1,
             drop_doubled_words: false,
+            edits: 0,
         }
     }
 }
@@ -377,6 +395,12 @@ impl<'m> MaskedGenerator<'m> {
     /// Keep the most natural of `k` candidates per sample ([`MaskedSampling::best_of`]).
     pub fn best_of(mut self, k: usize) -> Self {
         self.cfg.best_of = k;
+        self
+    }
+
+    /// Rounds of edits after self-correction ([`MaskedSampling::edits`]).
+    pub fn edits(mut self, rounds: usize) -> Self {
+        self.cfg.edits = rounds;
         self
     }
 
@@ -754,7 +778,102 @@ impl<'m> MaskedGenerator<'m> {
                 self.drop_doubled(row);
             }
         }
+        if self.fixed.is_empty() {
+            for _ in 0..self.cfg.edits {
+                if !self.edit(prepared, &mut rows, &mut rngs)? {
+                    break;
+                }
+            }
+        }
         Ok(rows)
+    }
+
+    /// Each row's content tokens read left to right: the log-probability of the token at each
+    /// content position with it and everything after it masked (one forward pass per position
+    /// of the longest content).
+    fn left_to_right(&self, rows: &[Vec<u32>]) -> Result<Vec<Vec<f32>>> {
+        let (len, v, mask) = (self.span(), self.lm.vocab_size(), self.lm.mask_id());
+        let closed = if self.cfg.length_first { Pad::Closed } else { Pad::Open };
+        let ends: Vec<usize> = rows.iter().map(|r| self.lm.tokenizer().content_len(r)).collect();
+        let mut own: Vec<Vec<f32>> = ends.iter().map(|&e| Vec::with_capacity(e)).collect();
+        for i in 0..ends.iter().copied().max().unwrap_or(0) {
+            let at_i: Vec<usize> = (0..rows.len()).filter(|&r| i < ends[r]).collect();
+            let probe: Vec<Vec<u32>> = at_i
+                .iter()
+                .map(|&r| {
+                    let mut probe = rows[r].clone();
+                    probe[i..].fill(mask);
+                    probe
+                })
+                .collect();
+            let logp = self.log_probs(&probe, closed)?;
+            self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            for (k, &r) in at_i.iter().enumerate() {
+                own[r].push(logp[(k * len + i) * v + rows[r][i] as usize].max(-30.0));
+            }
+        }
+        Ok(own)
+    }
+
+    /// One round of [`MaskedSampling::edits`]; returns whether any row changed.
+    fn edit(&self, prepared: &PreparedStack, rows: &mut [Vec<u32>], rngs: &mut [StdRng]) -> Result<bool> {
+        let (len, mask, pad, tok) = (self.span(), self.lm.mask_id(), self.lm.pad_id(), self.lm.tokenizer());
+        let score = |lp: &[f32]| -> f64 {
+            let mut lp = lp.to_vec();
+            lp.sort_by(f32::total_cmp);
+            let low = &lp[..lp.len().min(EDIT_LOWEST)];
+            low.iter().map(|&x| x as f64).sum::<f64>() / low.len().max(1) as f64
+        };
+        let read = self.left_to_right(rows)?;
+        // (row, edited text) for every edit that passes the checks.
+        let mut edits: Vec<(usize, Vec<u32>)> = Vec::new();
+        for (r, row) in rows.iter().enumerate() {
+            let end = read[r].len();
+            // The first token has nothing to its left; it is not judged.
+            let Some(p) = (1..end).min_by(|&a, &b| read[r][a].total_cmp(&read[r][b]).then(a.cmp(&b))) else {
+                continue;
+            };
+            let mut deleted = row[..p].to_vec();
+            deleted.extend_from_slice(&row[p + 1..]);
+            deleted.push(pad);
+            if self.stack.check(&deleted, tok).is_ok() {
+                edits.push((r, deleted));
+            }
+            if end < len {
+                // A new token before p, committed under the constraints (never PAD).
+                let mut inserted = row[..p].to_vec();
+                inserted.push(mask);
+                inserted.extend_from_slice(&row[p..len - 1]);
+                let mut one = [inserted];
+                match self.step(prepared, &mut one, &mut rngs[r..=r], (0, len, 1), None, Pad::Closed) {
+                    Ok(()) => {
+                        let [inserted] = one;
+                        if !inserted.contains(&mask) && self.stack.check(&inserted, tok).is_ok() {
+                            edits.push((r, inserted));
+                        }
+                    }
+                    Err(Error::Unsatisfiable(_)) => {}
+                    Err(e) => return Err(e),
+                }
+            }
+        }
+        if edits.is_empty() {
+            return Ok(false);
+        }
+        let texts: Vec<Vec<u32>> = edits.iter().map(|(_, t)| t.clone()).collect();
+        let edited = self.left_to_right(&texts)?;
+        let mut best: Vec<f64> = read.iter().map(|lp| score(lp)).collect();
+        let mut changed = false;
+        for ((r, text), lp) in edits.into_iter().zip(&edited) {
+            let s = score(lp);
+            // Strictly better: a tie keeps the text as it is.
+            if s > best[r] {
+                best[r] = s;
+                rows[r] = text;
+                changed = true;
+            }
+        }
+        Ok(changed)
     }
 
     /// [`MaskedSampling::drop_doubled_words`] on one finished row: the content without its
