@@ -166,7 +166,7 @@ struct MaskedArgs {
     #[arg(long, value_name = "BOOL")]
     drop_doubled_words: Option<bool>,
     /// Rounds of edits after self-correction: the token least likely from its left is kept,
-    /// deleted or given a new word before it, whichever reads best [default: 2 on a masked model
+    /// deleted or given a new token before it, whichever reads best [default: 2 on a masked model
     /// trained here, 0 for pretrained snapshots].
     #[arg(long, value_name = "N")]
     edits: Option<usize>,

@@ -193,9 +193,9 @@ pub struct MaskedSampling {
     /// finished sample that passed the constraints, so the choice keeps validity. Costs `k`
     /// times the run plus 4 forward passes per candidate. Default 1: off.
     pub best_of: usize,
-    /// After the last step (and self-correction), drop every word token that repeats the one
-    /// before it ("located located", "the the") when the text without the copy still passes
-    /// the independent checks; the rest of the text moves up and the tail gains a PAD. A masked
+    /// After the last step and self-correction (and again after edits), drop every word token
+    /// that repeats the one before it ("located located", "the the") when the text without the
+    /// copy still passes the independent checks; the rest moves up and the tail gains a PAD. A masked
     /// model reads each copy with the other in place and finds both likely, so neither
     /// self-correction nor best-of removes them, and forbidding the copy during sampling only
     /// puts another wrong word in its place ("located found"). A word token starts a word (a
@@ -210,9 +210,10 @@ pub struct MaskedSampling {
     /// whichever reads best left to right: the mean of the [`EDIT_LOWEST`] lowest such
     /// log-probabilities of the text. Self-correction cannot add or remove a position, so a
     /// missing word ("The Cricketers a coffee shop") stays missing without it. An edit that
-    /// breaks the independent checks is not made. Each round costs two left-to-right readings
+    /// breaks the independent checks is not made. The end of the text is not read, so deleting
+    /// the last content token never reads worse. Each round costs two left-to-right readings
     /// (one forward pass per content position, for the rows and for their edits) and one pass
-    /// per inserted token. Off with fixed tokens. Default 0
+    /// per inserted token, and every row gets every round. Off with fixed tokens. Default 0
     /// ([`crate::masked::MaskedLm::recommended_sampling`] runs 2).
     pub edits: usize,
 }
@@ -773,16 +774,24 @@ impl<'m> MaskedGenerator<'m> {
                 break;
             }
         }
-        if self.cfg.drop_doubled_words && self.fixed.is_empty() {
-            for row in &mut rows {
-                self.drop_doubled(row);
-            }
-        }
         if self.fixed.is_empty() {
-            for _ in 0..self.cfg.edits {
-                if !self.edit(prepared, &mut rows, &mut rngs)? {
-                    break;
+            let drop_doubled = |rows: &mut [Vec<u32>]| {
+                if self.cfg.drop_doubled_words {
+                    for row in rows {
+                        self.drop_doubled(row);
+                    }
                 }
+            };
+            drop_doubled(&mut rows);
+            // Every row gets every round, changed or not: a row's insertions draw from its own
+            // stream, so stopping when a whole batch is unchanged would make a row's text
+            // depend on the rows batched with it.
+            for _ in 0..self.cfg.edits {
+                self.edit(prepared, &mut rows, &mut rngs)?;
+            }
+            // Again: an insertion can bring a doubled word back.
+            if self.cfg.edits > 0 {
+                drop_doubled(&mut rows);
             }
         }
         Ok(rows)
@@ -815,8 +824,8 @@ impl<'m> MaskedGenerator<'m> {
         Ok(own)
     }
 
-    /// One round of [`MaskedSampling::edits`]; returns whether any row changed.
-    fn edit(&self, prepared: &PreparedStack, rows: &mut [Vec<u32>], rngs: &mut [StdRng]) -> Result<bool> {
+    /// One round of [`MaskedSampling::edits`].
+    fn edit(&self, prepared: &PreparedStack, rows: &mut [Vec<u32>], rngs: &mut [StdRng]) -> Result<()> {
         let (len, mask, pad, tok) = (self.span(), self.lm.mask_id(), self.lm.pad_id(), self.lm.tokenizer());
         let score = |lp: &[f32]| -> f64 {
             let mut lp = lp.to_vec();
@@ -829,7 +838,8 @@ impl<'m> MaskedGenerator<'m> {
         let mut edits: Vec<(usize, Vec<u32>)> = Vec::new();
         for (r, row) in rows.iter().enumerate() {
             let end = read[r].len();
-            // The first token has nothing to its left; it is not judged.
+            // The first token is read with nothing of the text to its left (at most a prompt);
+            // it is not judged.
             let Some(p) = (1..end).min_by(|&a, &b| read[r][a].total_cmp(&read[r][b]).then(a.cmp(&b))) else {
                 continue;
             };
@@ -858,22 +868,20 @@ impl<'m> MaskedGenerator<'m> {
             }
         }
         if edits.is_empty() {
-            return Ok(false);
+            return Ok(());
         }
         let texts: Vec<Vec<u32>> = edits.iter().map(|(_, t)| t.clone()).collect();
         let edited = self.left_to_right(&texts)?;
         let mut best: Vec<f64> = read.iter().map(|lp| score(lp)).collect();
-        let mut changed = false;
         for ((r, text), lp) in edits.into_iter().zip(&edited) {
             let s = score(lp);
             // Strictly better: a tie keeps the text as it is.
             if s > best[r] {
                 best[r] = s;
                 rows[r] = text;
-                changed = true;
             }
         }
-        Ok(changed)
+        Ok(())
     }
 
     /// [`MaskedSampling::drop_doubled_words`] on one finished row: the content without its
