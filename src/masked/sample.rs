@@ -211,9 +211,10 @@ pub struct MaskedSampling {
     /// log-probabilities of the text. Self-correction cannot add or remove a position, so a
     /// missing word ("The Cricketers a coffee shop") stays missing without it. An edit that
     /// breaks the independent checks is not made. The end of the text is not read, so deleting
-    /// the last content token never reads worse. Each round costs two left-to-right readings
-    /// (one forward pass per content position, for the rows and for their edits) and one pass
-    /// per inserted token, and every row gets every round. Off with fixed tokens. Default 0
+    /// the last content token never reads worse. The first round costs two left-to-right
+    /// readings (one forward pass per content position, for the rows and for their edits), each
+    /// later round one (the readings of the texts kept are reused), plus one pass per inserted
+    /// token; every row gets every round. Off with fixed tokens. Default 0
     /// ([`crate::masked::MaskedLm::recommended_sampling`] runs 2).
     pub edits: usize,
 }
@@ -786,8 +787,14 @@ impl<'m> MaskedGenerator<'m> {
             // Every row gets every round, changed or not: a row's insertions draw from its own
             // stream, so stopping when a whole batch is unchanged would make a row's text
             // depend on the rows batched with it.
+            // A round's winners were read while being scored: the next round starts from them.
+            let mut read = None;
             for _ in 0..self.cfg.edits {
-                self.edit(prepared, &mut rows, &mut rngs)?;
+                let now = match read.take() {
+                    Some(now) => now,
+                    None => self.left_to_right(&rows)?,
+                };
+                read = Some(self.edit(prepared, &mut rows, &mut rngs, now)?);
             }
             // Again: an insertion can bring a doubled word back.
             if self.cfg.edits > 0 {
@@ -824,8 +831,15 @@ impl<'m> MaskedGenerator<'m> {
         Ok(own)
     }
 
-    /// One round of [`MaskedSampling::edits`].
-    fn edit(&self, prepared: &PreparedStack, rows: &mut [Vec<u32>], rngs: &mut [StdRng]) -> Result<()> {
+    /// One round of [`MaskedSampling::edits`], given each row's [`Self::left_to_right`] reading;
+    /// returns the readings of the rows it leaves.
+    fn edit(
+        &self,
+        prepared: &PreparedStack,
+        rows: &mut [Vec<u32>],
+        rngs: &mut [StdRng],
+        mut read: Vec<Vec<f32>>,
+    ) -> Result<Vec<Vec<f32>>> {
         let (len, mask, pad, tok) = (self.span(), self.lm.mask_id(), self.lm.pad_id(), self.lm.tokenizer());
         let score = |lp: &[f32]| -> f64 {
             let mut lp = lp.to_vec();
@@ -833,7 +847,6 @@ impl<'m> MaskedGenerator<'m> {
             let low = &lp[..lp.len().min(EDIT_LOWEST)];
             low.iter().map(|&x| x as f64).sum::<f64>() / low.len().max(1) as f64
         };
-        let read = self.left_to_right(rows)?;
         // (row, edited text) for every edit that passes the checks.
         let mut edits: Vec<(usize, Vec<u32>)> = Vec::new();
         for (r, row) in rows.iter().enumerate() {
@@ -868,20 +881,21 @@ impl<'m> MaskedGenerator<'m> {
             }
         }
         if edits.is_empty() {
-            return Ok(());
+            return Ok(read);
         }
         let texts: Vec<Vec<u32>> = edits.iter().map(|(_, t)| t.clone()).collect();
         let edited = self.left_to_right(&texts)?;
         let mut best: Vec<f64> = read.iter().map(|lp| score(lp)).collect();
-        for ((r, text), lp) in edits.into_iter().zip(&edited) {
-            let s = score(lp);
+        for ((r, text), lp) in edits.into_iter().zip(edited) {
+            let s = score(&lp);
             // Strictly better: a tie keeps the text as it is.
             if s > best[r] {
                 best[r] = s;
                 rows[r] = text;
+                read[r] = lp;
             }
         }
-        Ok(())
+        Ok(read)
     }
 
     /// [`MaskedSampling::drop_doubled_words`] on one finished row: the content without its
