@@ -786,8 +786,8 @@ impl<'m> MaskedGenerator<'m> {
             drop_doubled(&mut rows);
             // Every row gets every round, changed or not: a row's insertions draw from its own
             // stream, so stopping when a whole batch is unchanged would make a row's text
-            // depend on the rows batched with it.
-            // A round's winners were read while being scored: the next round starts from them.
+            // depend on the rows batched with it. A round's winners were read while being
+            // scored, so the next round starts from those readings.
             let mut read = None;
             for _ in 0..self.cfg.edits {
                 let now = match read.take() {
