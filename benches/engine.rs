@@ -64,6 +64,7 @@ fn guidance_step(c: &mut Criterion) {
             t: 1000,
             latent_t: 995,
             embeddings: lm.model.embeddings(),
+            masked_fraction: 0.0,
         };
         group.throughput(Throughput::Elements(batch as u64));
         group.bench_with_input(BenchmarkId::from_parameter(batch), &batch, |b, _| {

@@ -336,6 +336,7 @@ fn parity(args: &Args, gpu: &Device, rep: &mut Report) -> Result<()> {
             t,
             latent_t: t.saturating_sub(1),
             embeddings: lm.model.embeddings(),
+            masked_fraction: 0.0,
         }
     }
     let guides: Vec<Box<dyn Guide>> = vec![Box::new(guide)];

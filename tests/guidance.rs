@@ -144,6 +144,7 @@ mod attribute {
             t,
             latent_t,
             embeddings: denoiser.embeddings(),
+            masked_fraction: 0.0,
         }
     }
 
@@ -276,6 +277,7 @@ mod attribute {
             t: 300,
             latent_t: 250,
             embeddings: lm.model.embeddings(),
+            masked_fraction: 0.0,
         };
         let shared = guidance_gradient(&stack, &lm.model, &x, &gctx).unwrap().unwrap();
         let mut separate = Tensor::zeros_like(&x).unwrap();

@@ -10,7 +10,9 @@ use clap::Args;
 use diffusion_lm::e2e::{attribute_expressed, attribute_mentioned};
 use diffusion_lm::e2e::{e2e_fields, relexicalize as relexicalize_examples, VERBATIM_FIELDS};
 use diffusion_lm::nn::device::DeviceSpec;
-use diffusion_lm::scoring::classifier::{classifier_trainer, ClassifierConfig, LatentClassifier, NONE};
+use diffusion_lm::scoring::classifier::{
+    classifier_trainer, masked_classifier_trainer, ClassifierConfig, LatentClassifier, NONE,
+};
 use diffusion_lm::steer::GuideInput as GuidanceInput;
 use diffusion_lm::train::checkpoint::weights_fingerprint;
 use diffusion_lm::{DiffusionLm, Generator, GuidanceConfig};
@@ -92,13 +94,50 @@ pub fn load_classifier(
     Ok(Arc::new(clf))
 }
 
+/// The classifier a masked model guides with: `--classifier`, else MODEL/classifier. It must
+/// read masked text (`train-classifier --reads masked`) with the model's tokenizer.
+pub fn load_masked_classifier(
+    model: &Path,
+    arg: Option<PathBuf>,
+    device: &candle_core::Device,
+) -> Result<Arc<LatentClassifier>> {
+    let dir = classifier_dir(model, arg);
+    let clf = LatentClassifier::load(&dir, device).with_context(|| {
+        format!(
+            "loading the attribute classifier from {} (train one with `diffusion-lm train-classifier --reads masked --model {}`)",
+            dir.display(),
+            model.display()
+        )
+    })?;
+    if clf.config().reads != GuidanceInput::Masked {
+        bail!(
+            "the attribute classifier in {} reads a continuous model's latents; the masked model in {} guides with a classifier of masked text (`diffusion-lm train-classifier --reads masked --model {}`)",
+            dir.display(),
+            model.display(),
+            model.display()
+        );
+    }
+    let tokenizer = |d: &Path| std::fs::read(d.join(diffusion_lm::train::checkpoint::TOKENIZER_FILE));
+    match (tokenizer(&dir), tokenizer(model)) {
+        (Ok(a), Ok(b)) if a == b => {}
+        _ => bail!(
+            "the attribute classifier in {} was trained with another tokenizer than the model in {} (compare their tokenizer.json)",
+            dir.display(),
+            model.display()
+        ),
+    }
+    Ok(Arc::new(clf))
+}
+
 #[derive(Args)]
 pub struct TrainClassifierArgs {
     #[command(flatten)]
     aux: AuxTrainArgs,
     /// What the classifier reads: `latent` (the noisy latent x_t, Diffusion-LM's recipe) or
     /// `prediction` (the diffusion model's clean prediction x̂0(x_t); guidance then
-    /// differentiates through the denoiser).
+    /// differentiates through the denoiser), for a continuous model; `masked` (text with a
+    /// share of its tokens masked, the masked engine's guide; MODEL defaults to the shipped
+    /// masked model).
     #[arg(long, default_value = "latent")]
     reads: GuidanceInput,
     /// Add this many relexicalized copies of every labelled example: the name, `near` and food
@@ -115,6 +154,17 @@ pub struct TrainClassifierArgs {
     init: Option<PathBuf>,
 }
 
+/// The model a classifier is trained for.
+enum Frozen {
+    Continuous(DiffusionLm),
+    Masked(diffusion_lm::masked::MaskedLm),
+}
+
+/// Token-embedding width of a classifier of masked text.
+const MASKED_EMBED_DIM: usize = 64;
+/// Time indices of a classifier of masked text (its masked fraction, in steps of 1/1000).
+const MASKED_TIME_STEPS: usize = 1000;
+
 pub fn train_classifier(
     TrainClassifierArgs {
         aux: a,
@@ -124,10 +174,27 @@ pub fn train_classifier(
     }: TrainClassifierArgs,
 ) -> Result<()> {
     let device = a.device.open()?;
-    let dir = model_dir(a.model);
+    let masked = reads == GuidanceInput::Masked;
+    let dir = match a.model {
+        Some(dir) => dir,
+        None if masked => diffusion_lm::masked::MaskedLm::default_dir(),
+        None => model_dir(None),
+    };
+    if masked != (diffusion_lm::masked::engine_of(&dir)? == diffusion_lm::masked::Engine::Masked) {
+        bail!(
+            "--reads {}: {} holds a {} model; a classifier of masked text is for a masked model, one of latents or predictions for a continuous model",
+            if masked { "masked" } else { "latent/prediction" },
+            dir.display(),
+            if masked { "continuous or pretrained" } else { "masked or pretrained" }
+        );
+    }
     let out = a.out.clone().unwrap_or_else(|| dir.join("classifier"));
     crate::check_output(&out, a.overwrite)?;
-    let lm = DiffusionLm::load(&dir, &device)?;
+    let model = if masked {
+        Frozen::Masked(diffusion_lm::masked::MaskedLm::load(&dir, &device)?)
+    } else {
+        Frozen::Continuous(DiffusionLm::load(&dir, &device)?)
+    };
     let record = read_data_record(&dir)?;
     let (mut train_ex, _) = load_split(&record.corpus, record.json_records, record.heldout)?;
     let fields = e2e_fields(&train_ex);
@@ -153,16 +220,27 @@ pub fn train_classifier(
     };
     let cfg = match &initial {
         Some((cfg, _)) => cfg.clone(),
-        None => ClassifierConfig {
-            hidden: a.hidden,
-            layers: a.layers,
-            heads: a.heads,
-            ffn_hidden: 4 * a.hidden,
-            dropout: a.dropout,
-            fields,
-            reads,
-            ..ClassifierConfig::small(lm.config.embed_dim, lm.config.seq_len, lm.config.diffusion_steps)
-        },
+        None => {
+            let base = match &model {
+                Frozen::Continuous(lm) => {
+                    ClassifierConfig::small(lm.config.embed_dim, lm.config.seq_len, lm.config.diffusion_steps)
+                }
+                Frozen::Masked(lm) => ClassifierConfig {
+                    vocab_size: Some(lm.tokenizer.vocab_size()),
+                    ..ClassifierConfig::small(MASKED_EMBED_DIM, lm.config.seq_len, MASKED_TIME_STEPS)
+                },
+            };
+            ClassifierConfig {
+                hidden: a.hidden,
+                layers: a.layers,
+                heads: a.heads,
+                ffn_hidden: 4 * a.hidden,
+                dropout: a.dropout,
+                fields,
+                reads,
+                ..base
+            }
+        }
     };
     if relexicalize > 0 {
         let copies = relexicalize_examples(&train_ex, &VERBATIM_FIELDS, relexicalize, a.opt.seed);
@@ -187,15 +265,20 @@ pub fn train_classifier(
     );
     cfg.validate()?;
     crate::clear_output(&out, a.overwrite)?;
-    let mut trainer = classifier_trainer(
-        cfg,
-        &lm.model,
-        lm.tokenizer.clone(),
-        &train_ex,
-        a.opt.config(),
-        &out,
-        &device,
-    )?;
+    let mut trainer = match &model {
+        Frozen::Continuous(lm) => classifier_trainer(
+            cfg,
+            &lm.model,
+            lm.tokenizer.clone(),
+            &train_ex,
+            a.opt.config(),
+            &out,
+            &device,
+        )?,
+        Frozen::Masked(lm) => {
+            masked_classifier_trainer(cfg, lm.tokenizer.clone(), &train_ex, a.opt.config(), &out, &device)?
+        }
+    };
     if let Some((_, weights)) = &initial {
         if trainer.step_count() == 0 {
             trainer.init_from(weights)?;

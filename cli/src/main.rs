@@ -119,6 +119,10 @@ struct MaskedArgs {
     /// per step) [default: 0, off].
     #[arg(long)]
     cfg_scale: Option<f32>,
+    /// With --attribute: the power of the classifier's probability in each guided commit,
+    /// times the attribute's weight (1: the Bayes update) [default: 3].
+    #[arg(long)]
+    guidance_scale: Option<f64>,
     /// Temperature of the token scores; 0 commits the best sequence [default: 0.8 on a masked
     /// model trained here, 1 otherwise].
     #[arg(long)]
@@ -192,6 +196,7 @@ impl MaskedArgs {
             top_k: self.top_k.or(base.top_k),
             top_p: self.top_p.or(base.top_p),
             cfg_scale: self.cfg_scale.unwrap_or(base.cfg_scale),
+            guidance_scale: self.guidance_scale.unwrap_or(base.guidance_scale),
             confidence_threshold: self.confidence_threshold.or(base.confidence_threshold),
             lookahead: self.lookahead.unwrap_or(base.lookahead),
             lookahead_candidates: self.lookahead_candidates.unwrap_or(base.lookahead_candidates),
@@ -211,6 +216,9 @@ impl MaskedArgs {
         }
         if self.cfg_scale.is_some() {
             out.push("--cfg-scale");
+        }
+        if self.guidance_scale.is_some() {
+            out.push("--guidance-scale");
         }
         if self.temperature.is_some() {
             out.push("--temperature");
@@ -376,7 +384,8 @@ struct ControlArgs {
     #[arg(long, requires = "grammar", default_value_t = Limits::default().grammar_depth)]
     grammar_depth: usize,
     /// Steer toward `field=value` with an optional weight, e.g. `food=Italian` or
-    /// `area=riverside:2` (repeatable); classifier guidance with MODEL/classifier.
+    /// `area=riverside:2` (repeatable); classifier guidance with MODEL/classifier (on the
+    /// masked engine, a classifier of masked text; see --guidance-scale).
     #[arg(long, help_heading = "Soft control")]
     attribute: Vec<String>,
     /// The attribute classifier directory (default: MODEL/classifier).
@@ -448,8 +457,6 @@ impl ControlArgs {
     fn continuous_only(&self) -> Option<&'static str> {
         let (f, g) = (&self.finishing, &self.guidance);
         [
-            (!self.attribute.is_empty(), "--attribute"),
-            (self.classifier.is_some(), "--classifier"),
             (g.guide_on.is_some(), "--guide-on"),
             (g.guidance_steps.is_some(), "--guidance-steps"),
             (g.guidance_step_size.is_some(), "--guidance-step-size"),
@@ -509,8 +516,17 @@ impl ControlArgs {
         cfg.validate()?;
         let mut stack = Stack::new();
         if !self.attribute.is_empty() {
-            let classifier = attributes::load_classifier(model, self.classifier.clone(), device)?;
-            let (input, guidance) = self.guidance.resolve(&classifier)?;
+            let masked = diffusion_lm::masked::engine_of(model)? != diffusion_lm::masked::Engine::Continuous;
+            let classifier = if masked {
+                attributes::load_masked_classifier(model, self.classifier.clone(), device)?
+            } else {
+                attributes::load_classifier(model, self.classifier.clone(), device)?
+            };
+            let (mut input, guidance) = self.guidance.resolve(&classifier)?;
+            if masked {
+                // The masked engine has no latent: its classifiers read the masked text.
+                input = diffusion_lm::steer::GuideInput::Masked;
+            }
             // One guide for every target: they share the classifier's pass.
             let mut joined: Option<diffusion_lm_controllers::Attribute> = None;
             for spec in &self.attribute {

@@ -176,7 +176,7 @@ struct SampleArgs {
     samples: usize,
     /// Only these tasks (comma-separated) [default: all of unconstrained, sentence, template,
     /// template-short, infill-eagle, infill-bakers, length, schema, attribute-food,
-    /// attribute-area; the attribute tasks need the continuous engine].
+    /// attribute-area].
     #[arg(long, value_delimiter = ',')]
     tasks: Vec<String>,
     /// Denoising steps [default: 200 for the continuous engine, 64 for the masked one].
@@ -388,15 +388,8 @@ fn sample(a: SampleArgs) -> Result<()> {
         std::fs::File::create(&samples_path).with_context(|| format!("creating {}", samples_path.display()))?;
     let steps = a.steps.unwrap_or(if masked { 64 } else { 200 });
     let mut summaries = Vec::new();
-    let mut skipped = BTreeMap::new();
+    let skipped = BTreeMap::new();
     for t in chosen {
-        if masked && t.attribute.is_some() {
-            skipped.insert(
-                t.name.to_string(),
-                "attribute guidance is a continuous-engine control".to_string(),
-            );
-            continue;
-        }
         let control = ControlArgs {
             regex: t.regex.iter().map(|r| r.to_string()).collect(),
             infill: t.infill.iter().map(|r| r.to_string()).collect(),

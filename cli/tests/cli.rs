@@ -239,9 +239,9 @@ fn generate_runs_the_engine_its_flags_need() {
     assert_eq!(out.lines().count(), 2);
     // A flag of the other engine is refused, naming it, when --model is given.
     let masked = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/e2e-masked");
-    let (ok, _, err) = run(&["generate", "--model", masked, "--attribute", "food=Italian"]);
+    let (ok, _, err) = run(&["generate", "--model", masked, "--syntax", "json"]);
     assert!(!ok);
-    assert!(err.contains("--attribute applies to the continuous engine"), "{err}");
+    assert!(err.contains("--syntax applies to the continuous engine"), "{err}");
     let continuous = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/e2e");
     let (ok, _, err) = run(&["generate", "--model", continuous, "--temperature", "0.5"]);
     assert!(!ok);
@@ -575,4 +575,59 @@ fn train_classifier_fine_tunes_the_shipped_classifier_on_relexicalized_copies() 
     );
     let (ok, _, err) = run_owned(with(&["--init", &format!("{out}/missing"), "--out", out]));
     assert!(!ok && err.contains("missing"), "{err}");
+}
+
+#[test]
+fn attributes_guide_the_masked_engine_with_its_classifier_of_masked_text() {
+    // Without --model: the masked model and its classifier, models/e2e-masked/classifier.
+    let (ok, out, err) = run(&[
+        "generate",
+        "--attribute",
+        "food=Italian",
+        "--samples",
+        "2",
+        "--steps",
+        "8",
+        "--best-of",
+        "1",
+        "--edits",
+        "0",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 2);
+    // A classifier of a continuous model's latents cannot read masked text.
+    let continuous_classifier = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/e2e/classifier");
+    let (ok, _, err) = run(&[
+        "generate",
+        "--attribute",
+        "food=Italian",
+        "--classifier",
+        continuous_classifier,
+        "--samples",
+        "1",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("reads a continuous model's latents"), "{err}");
+    // An unknown value names what the classifier knows.
+    let (ok, _, err) = run(&["generate", "--attribute", "food=Martian", "--samples", "1"]);
+    assert!(!ok);
+    assert!(err.contains("Italian"), "{err}");
+    // The masked classifier on the continuous engine is refused, naming why.
+    let masked_classifier = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/e2e-masked/classifier");
+    let continuous = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/e2e");
+    let (ok, _, err) = run(&[
+        "generate",
+        "--model",
+        continuous,
+        "--attribute",
+        "food=Italian",
+        "--classifier",
+        masked_classifier,
+        "--samples",
+        "1",
+        "--steps",
+        "4",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("only the masked engine"), "{err}");
 }

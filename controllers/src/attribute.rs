@@ -135,11 +135,26 @@ impl Attribute {
     /// either (on a prediction it is asked at `t = 0`, as on clean text); a classifier trained on
     /// predictions can only guide on predictions, and asking it for the latent is an error.
     pub fn reading(mut self, input: GuideInput) -> Result<Self, ControllerError> {
-        if input == GuideInput::Latent && self.classifier.config().reads == GuideInput::Prediction {
-            return Err(ControllerError::Attribute(format!(
-                "{}: this classifier was trained on the denoiser's predictions and cannot guide on the noisy latent",
-                self.describe()
-            )));
+        match (input, self.classifier.config().reads) {
+            (GuideInput::Latent, GuideInput::Prediction) => {
+                return Err(ControllerError::Attribute(format!(
+                    "{}: this classifier was trained on the denoiser's predictions and cannot guide on the noisy latent",
+                    self.describe()
+                )))
+            }
+            (GuideInput::Masked, GuideInput::Latent | GuideInput::Prediction) => {
+                return Err(ControllerError::Attribute(format!(
+                    "{}: this classifier reads a continuous model's latents; the masked engine guides with a classifier of masked text (`train-classifier --reads masked`)",
+                    self.describe()
+                )))
+            }
+            (GuideInput::Latent | GuideInput::Prediction, GuideInput::Masked) => {
+                return Err(ControllerError::Attribute(format!(
+                    "{}: this classifier reads masked text; only the masked engine guides with it",
+                    self.describe()
+                )))
+            }
+            _ => {}
         }
         self.reads = input;
         Ok(self)
@@ -208,12 +223,14 @@ impl Guide for Attribute {
     /// The classifier's `log p(field = value | input)` (summed with the weights over several
     /// targets), from one classifier pass. The time index it is asked at: the step's `t` on the
     /// latent (as in Diffusion-LM); on the prediction, the latent's noise level for a classifier
-    /// trained on predictions, and 0 (clean text) for one of latents.
+    /// trained on predictions, and 0 (clean text) for one of latents; on masked text, the time
+    /// index of its masked fraction ([`LatentClassifier::masked_time`]).
     fn log_prob(&self, input: &Tensor, ctx: &GuideContext) -> diffusion_lm::Result<Tensor> {
         let t = match (self.reads, self.classifier.config().reads) {
             (GuideInput::Latent, _) => ctx.t,
             (GuideInput::Prediction, GuideInput::Prediction) => ctx.latent_t,
-            (GuideInput::Prediction, GuideInput::Latent) => 0,
+            (GuideInput::Prediction, _) => 0,
+            (GuideInput::Masked, _) => self.classifier.masked_time(ctx.masked_fraction),
         };
         let b = input.dim(0)?;
         let targets: Vec<(usize, usize)> = self.targets.iter().map(|&(f, v, _)| (f, v)).collect();
@@ -230,5 +247,10 @@ impl Guide for Attribute {
             });
         }
         Ok(total.expect("an attribute has at least one target"))
+    }
+
+    /// A classifier of masked text's token embeddings.
+    fn embeddings(&self) -> Option<Tensor> {
+        self.classifier.token_embeddings().cloned()
     }
 }

@@ -63,6 +63,7 @@ pub(crate) fn denoise(
                 t: t[0],
                 latent_t: if i > 0 { schedule.timesteps()[i - 1] } else { 0 },
                 embeddings: model.embeddings(),
+                masked_fraction: 0.0,
             };
             x = guide::ascend(run.stack.guides(), model, &run.guidance, x, &mean, std, &ctx)?;
         }

@@ -124,7 +124,8 @@ impl GuidanceConfig {
     /// ```
     pub fn recommended(input: GuideInput) -> Self {
         match input {
-            GuideInput::Latent => GuidanceConfig {
+            // The masked engine does not take these settings.
+            GuideInput::Latent | GuideInput::Masked => GuidanceConfig {
                 step_size: 0.3,
                 ..GuidanceConfig::default()
             },

@@ -264,6 +264,12 @@ impl<'m> Generator<'m> {
     fn sampler_for_run(&self) -> Result<Sampler> {
         let cfg = &self.lm.config;
         self.config.validate()?;
+        if let Some(g) = self.stack.guides().iter().find(|g| g.reads() == GuideInput::Masked) {
+            return Err(Error::Config(format!(
+                "{}: it reads masked text, which only the masked engine writes",
+                g.name()
+            )));
+        }
         let length = self.length_in_tokens();
         if length > cfg.seq_len {
             return Err(Error::Sampling(format!(

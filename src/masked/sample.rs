@@ -27,6 +27,24 @@
 //!
 //! Without hard constraints the positions are independent, as in LLaDA: the marginals are the
 //! softmax of the scores, and the sample draws each position from its own.
+//!
+//! # Guidance
+//!
+//! Soft control ([`MaskedGenerator::guide`], e.g. an `Attribute` `food = Italian`) uses a
+//! classifier of *masked* text: it reads the text as it stands, committed tokens and masks
+//! (`diffusion-lm train-classifier --reads masked` trains one; the shipped masked model has one
+//! in `models/e2e-masked/classifier`). At each step but a block's last, the first position to
+//! commit is not given the sample's token but one of its most likely tokens (up to 8, each at
+//! least 1% as likely as the first; the constrained marginals, so each keeps the text
+//! completable), drawn with weight `marginal(c) · Π_g p_g(target | text with c)^w_g`: the exact
+//! Bayes update of that commit at `w = 1`, sharpened by larger weights. This costs one
+//! classifier pass over every row × candidate per step, where two or more candidates are
+//! plausible. Best-of also adds `Σ w · log p(target | text)` to each candidate's naturalness.
+//! A first-order version (the gradient at each mask against every token's embedding, one pass
+//! per step) was measured and did not help (`docs/results.md`): one token changes a partially
+//! masked text too much for a linear estimate.
+//! With hard constraints, a commit other than the sample's token is committed alone that step
+//! (the rest of the sample may not fit it).
 
 use candle_core::{Tensor, D};
 use rand::rngs::StdRng;
@@ -49,12 +67,20 @@ const MAX_REDRAWS: usize = 3;
 /// one forward pass: a token is judged with three quarters of the text around it.
 const REFINE_GROUPS: usize = 4;
 
+/// Guidance weighs this many candidates (the most likely) for each step's first commit.
+const GUIDE_CANDIDATES: usize = 8;
+
+/// Guidance weighs only candidates at least this share of the most likely one's probability.
+const GUIDE_FLOOR: f64 = 0.01;
+
 /// One row's draw at a step: the sampled sequence, the positions to commit (first-ranked
 /// first) and, for a lookahead step, the candidates at the first of them.
 struct Drawn {
     sample: Vec<u32>,
     commit: Vec<usize>,
-    cands: Vec<u32>,
+    /// The most likely tokens at the first of them, with their marginal probabilities (most
+    /// likely first): for lookahead and guidance.
+    cands: Vec<(u32, f64)>,
 }
 
 /// What a step may do with PAD at the masked positions.
@@ -132,6 +158,12 @@ pub struct MaskedSampling {
     /// `u + (w + 1)(c − u)`, `c` with the prompt and `u` with the prompt masked (a second
     /// forward pass per step). Default 0: off.
     pub cfg_scale: f32,
+    /// Multiplies every guide's weight ([`MaskedGenerator::guide`]; see the module docs'
+    /// *Guidance*): a commit is drawn with weight `marginal(c) · p(target | text with c)^(s·w)`.
+    /// At 1 it is the Bayes update, but a classifier of partly masked text is unsure, and it
+    /// moves the text little: on the shipped model `food=Italian` was written in 15 of 32
+    /// samples at 1, 27 at 3 and 30 at 5, where the text reads worse. Default 3.
+    pub guidance_scale: f64,
     /// Parallel decoding (Fast-dLLM): besides the positions the schedule commits, each step
     /// also commits every open position whose confidence (its sampled token's constrained
     /// marginal) is at least this, and a block ends as soon as it is committed: `steps` becomes
@@ -231,6 +263,7 @@ impl Default for MaskedSampling {
             top_p: None,
             length: None,
             cfg_scale: 0.0,
+            guidance_scale: 3.0,
             confidence_threshold: None,
             batch_size: 64,
             self_correct: 0,
@@ -316,14 +349,30 @@ impl<'m> MaskedGenerator<'m> {
         self
     }
 
+    /// The multiplier of every guide's weight ([`MaskedSampling::guidance_scale`]).
+    pub fn guidance_scale(mut self, s: f64) -> Self {
+        self.cfg.guidance_scale = s;
+        self
+    }
+
     /// Adds a hard constraint.
     pub fn constrain(mut self, c: impl crate::steer::Constraint + 'static) -> Self {
         self.stack = self.stack.constrain(c);
         self
     }
 
-    /// Replaces the stack. Guides and repairs are for the continuous engine: a stack holding one
-    /// is refused when generation starts.
+    /// Adds a guide (soft control): see the module docs' *Guidance*. The guide must read masked
+    /// text ([`crate::steer::GuideInput::Masked`]) and carry token embeddings for the model's
+    /// vocabulary and the mask ([`crate::steer::Guide::embeddings`]), as an `Attribute` of a
+    /// classifier trained with `--reads masked` does; any other is refused when generation
+    /// starts.
+    pub fn guide(mut self, g: impl crate::steer::Guide + 'static) -> Self {
+        self.stack = self.stack.guide(g);
+        self
+    }
+
+    /// Replaces the stack. Repairs are for the continuous engine: a stack holding one is refused
+    /// when generation starts, as is a guide [`Self::guide`] would refuse.
     pub fn stack(mut self, stack: Stack) -> Self {
         self.stack = stack;
         self
@@ -451,6 +500,12 @@ impl<'m> MaskedGenerator<'m> {
                 ));
             }
         }
+        if !(self.cfg.guidance_scale.is_finite() && self.cfg.guidance_scale >= 0.0) {
+            return Err(Error::Config(format!(
+                "the guidance scale must be at least 0, got {}",
+                self.cfg.guidance_scale
+            )));
+        }
         if !(self.cfg.cfg_scale.is_finite() && self.cfg.cfg_scale >= 0.0) {
             return Err(Error::Config(format!(
                 "the classifier-free guidance scale must be at least 0, got {}",
@@ -493,11 +548,29 @@ impl<'m> MaskedGenerator<'m> {
         if self.cfg.block_size == Some(0) {
             return Err(Error::Config("block size must be at least 1".into()));
         }
-        if let Some(g) = self.stack.guides().first() {
-            return Err(Error::Config(format!(
-                "{}: guidance is not available on the masked engine",
-                g.name()
-            )));
+        for g in self.stack.guides() {
+            if g.reads() != crate::steer::GuideInput::Masked {
+                return Err(Error::Config(format!(
+                    "{}: the masked engine guides only with guides that read masked text (a classifier trained with `--reads masked`)",
+                    g.name()
+                )));
+            }
+            let rows = match g.embeddings() {
+                Some(table) => table.dims2()?.0,
+                None => {
+                    return Err(Error::Config(format!(
+                        "{}: the guide carries no token embeddings to read the text with",
+                        g.name()
+                    )))
+                }
+            };
+            if rows != v + 1 {
+                return Err(Error::Config(format!(
+                    "{}: its token embeddings have {rows} rows, and the model's vocabulary and mask {}; a guide must share the model's tokenizer",
+                    g.name(),
+                    v + 1
+                )));
+            }
         }
         if let Some(r) = self.stack.repairs().first() {
             return Err(Error::Config(format!(
@@ -599,7 +672,7 @@ impl<'m> MaskedGenerator<'m> {
         // A candidate that fails its check never wins.
         let first: Vec<Vec<u32>> = best.iter().map(|(ids, _)| ids.clone()).collect();
         let mut score: Vec<f64> = self
-            .natural(&first)?
+            .judged(&first)?
             .into_iter()
             .zip(&best)
             .map(|(n, (_, c))| if c.is_ok() { n } else { f64::NEG_INFINITY })
@@ -607,7 +680,7 @@ impl<'m> MaskedGenerator<'m> {
         for j in 1..self.cfg.best_of {
             let seed = crate::generate::seeds::derive(self.cfg.seed, crate::generate::seeds::Stream::Candidate(j));
             let rows = self.run_batch(prepared, indices, seed)?;
-            let natural = self.natural(&rows)?;
+            let natural = self.judged(&rows)?;
             for (r, ((ids, check), n)) in checked(rows).into_iter().zip(natural).enumerate() {
                 // Ties keep the earlier candidate: the first draw stays unless another reads
                 // strictly better.
@@ -649,6 +722,20 @@ impl<'m> MaskedGenerator<'m> {
             out.extend(self.natural(chunk)?);
         }
         Ok(out)
+    }
+
+    /// What best-of keeps the highest of: [`Self::natural`], plus the guides' term
+    /// `Σ w · log p(c | text)` on the finished text when there are guides.
+    fn judged(&self, rows: &[Vec<u32>]) -> Result<Vec<f64>> {
+        let mut score = self.natural(rows)?;
+        if !self.stack.guides().is_empty() && !rows.is_empty() {
+            let len = self.span();
+            let guide = self.guide_scores(rows.iter().flatten().copied().collect(), len)?;
+            for (s, g) in score.iter_mut().zip(guide) {
+                *s += g;
+            }
+        }
+        Ok(score)
     }
 
     /// [`Self::naturalness`] of rows known to be well formed, in one batch.
@@ -939,10 +1026,14 @@ impl<'m> MaskedGenerator<'m> {
         let mask = self.lm.mask_id();
         let logp = self.log_probs(rows, pad)?;
         self.passes.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let candidates = if lookahead.is_some() {
-            self.cfg.lookahead_candidates
-        } else {
-            0
+        // Guidance picks the first commit among its candidates; a block's last step commits
+        // all that is left, unguided.
+        let guiding = !self.stack.guides().is_empty() && remaining > 1;
+        let candidates = match (lookahead.is_some(), guiding) {
+            (true, true) => self.cfg.lookahead_candidates.max(GUIDE_CANDIDATES),
+            (true, false) => self.cfg.lookahead_candidates,
+            (false, true) => GUIDE_CANDIDATES,
+            (false, false) => 0,
         };
         // Each row's draw is its own work with its own random stream: rows run in parallel, and
         // the result does not depend on how they are scheduled.
@@ -959,8 +1050,14 @@ impl<'m> MaskedGenerator<'m> {
                 let cut = self.truncated(row_logp, row, len, v);
                 let (sample, keys, cands) = if !prepared.has_hard {
                     // Positions are independent: only the open ones need their softmax.
-                    let (sample, keys) = self.draw_independent(cut.as_deref().unwrap_or(row_logp), row, &open, rng);
-                    (sample, keys, Vec::new())
+                    let content = (pad == Pad::Uncommitted).then_some(pad_id);
+                    self.draw_independent(
+                        cut.as_deref().unwrap_or(row_logp),
+                        row,
+                        &open,
+                        (candidates, content),
+                        rng,
+                    )
                 } else {
                     let full = |rng: &mut StdRng| {
                         self.draw(
@@ -1017,17 +1114,131 @@ impl<'m> MaskedGenerator<'m> {
                 }
             }
         }
-        for ((row, d), &a) in rows.iter_mut().zip(&drawn).zip(&ahead) {
-            if let (Some(d), false) = (d, a) {
-                for &p in &d.commit {
-                    row[p] = d.sample[p];
+        // The candidates guidance weighs at each row's first commit: a lookahead row's own; for
+        // the others, those the model finds plausible (at least GUIDE_FLOOR of the most
+        // likely's probability, a prefix of the candidates), when there are two or more. Each
+        // gets its guide term `Σ w · log p(c | text with it committed)`.
+        let guide = if guiding {
+            let weighed: Vec<usize> = drawn
+                .iter()
+                .zip(&ahead)
+                .map(|(d, &a)| match d {
+                    Some(d) if a => d.cands.len().min(self.cfg.lookahead_candidates),
+                    Some(d) => match d.cands.iter().filter(|c| c.1 >= d.cands[0].1 * GUIDE_FLOOR).count() {
+                        n if n > 1 => n,
+                        _ => 0,
+                    },
+                    None => 0,
+                })
+                .collect();
+            self.guide_terms(rows, &drawn, &weighed)?
+        } else {
+            vec![Vec::new(); rows.len()]
+        };
+        for (r, (row, d)) in rows.iter_mut().zip(&drawn).enumerate() {
+            let Some(d) = d.as_ref().filter(|_| !ahead[r]) else {
+                continue;
+            };
+            // Guidance: the first commit is drawn from its candidates with weight
+            // `marginal(c) · Π p(c_g | text with c)^w_g`.
+            let pick = match (d.commit.first(), guide[r].len()) {
+                (Some(&p), n) if n > 1 => {
+                    let weights: Vec<(u32, f64)> = d
+                        .cands
+                        .iter()
+                        .zip(&guide[r])
+                        .map(|(&(c, m), g)| (c, m.ln() + g))
+                        .collect();
+                    Some((p, pick_weighted(&weights, self.cfg.temperature, &mut rngs[r])))
+                }
+                _ => None,
+            };
+            match pick {
+                // Another token than the sample's: with hard constraints the rest of the sample
+                // may not fit it, so only it is committed (it has a positive constrained
+                // marginal, so the text stays completable).
+                Some((p, c)) if c != d.sample[p] && prepared.has_hard => row[p] = c,
+                _ => {
+                    for &p in &d.commit {
+                        row[p] = d.sample[p];
+                    }
+                    if let Some((p, c)) = pick {
+                        row[p] = c;
+                    }
                 }
             }
         }
         if ahead.contains(&true) {
-            self.look_ahead(prepared, rows, rngs, (&logp, &drawn, &ahead), pad)?;
+            self.look_ahead(prepared, rows, rngs, (&logp, &drawn, &ahead, &guide), pad)?;
         }
         Ok(())
+    }
+
+    /// `Σ_g w_g · log p_g(c | row)` for each row of `ids` (`len` tokens each; masks as the
+    /// guides' mask, the id after the vocabulary), in one guide pass per guide.
+    fn guide_scores(&self, ids: Vec<u32>, len: usize) -> Result<Vec<f64>> {
+        let v = self.lm.vocab_size();
+        let device = self.lm.device();
+        let n = ids.len() / len.max(1);
+        let masked = ids.iter().filter(|&&t| t == v as u32).count();
+        let ids = Tensor::from_vec(ids, (n, len), device)?;
+        let mut total = vec![0f64; n];
+        for g in self.stack.guides() {
+            let table = g
+                .embeddings()
+                .ok_or_else(|| Error::Config(format!("{}: no token embeddings", g.name())))?
+                .to_device(device)?;
+            let x = table
+                .index_select(&ids.flatten_all()?, 0)?
+                .reshape((n, len, table.dim(1)?))?;
+            let ctx = crate::steer::GuideContext {
+                step: 0,
+                num_steps: self.cfg.steps,
+                t: 0,
+                latent_t: 0,
+                embeddings: &table,
+                masked_fraction: masked as f64 / (n * len).max(1) as f64,
+            };
+            let lp = g
+                .log_prob(&x, &ctx)?
+                .to_dtype(candle_core::DType::F64)?
+                .to_vec1::<f64>()?;
+            for (acc, l) in total.iter_mut().zip(lp) {
+                *acc += self.cfg.guidance_scale * g.weight() * l;
+            }
+        }
+        Ok(total)
+    }
+
+    /// For the first `weighed[r]` of each row's drawn candidates at its first commit, the guides'
+    /// term `Σ_g w_g · log p_g(c | text with the candidate committed)` (one guide pass over every
+    /// such row × candidate).
+    fn guide_terms(&self, rows: &[Vec<u32>], drawn: &[Option<Drawn>], weighed: &[usize]) -> Result<Vec<Vec<f64>>> {
+        let (len, v, mask) = (self.span(), self.lm.vocab_size(), self.lm.mask_id());
+        let mut probes: Vec<u32> = Vec::new();
+        let mut owner = Vec::new();
+        for (r, d) in drawn.iter().enumerate() {
+            let Some(d) = d else { continue };
+            let Some(&p) = d.commit.first() else { continue };
+            for &(c, _) in d.cands.iter().take(weighed[r]) {
+                // The guides' mask is the row after the vocabulary.
+                probes.extend(rows[r].iter().enumerate().map(|(q, &t)| match (q == p, t == mask) {
+                    (true, _) => c,
+                    (false, true) => v as u32,
+                    (false, false) => t,
+                }));
+                owner.push(r);
+            }
+        }
+        let mut out = vec![Vec::new(); rows.len()];
+        if owner.is_empty() {
+            return Ok(out);
+        }
+        let total = self.guide_scores(probes, len)?;
+        for (r, t) in owner.into_iter().zip(total) {
+            out[r].push(t);
+        }
+        Ok(out)
     }
 
     /// The lookahead commit ([`MaskedSampling::lookahead`]): in each row, the first-ranked
@@ -1040,7 +1251,7 @@ impl<'m> MaskedGenerator<'m> {
         prepared: &PreparedStack,
         rows: &mut [Vec<u32>],
         rngs: &mut [StdRng],
-        (logp, drawn, ahead): (&[f32], &[Option<Drawn>], &[bool]),
+        (logp, drawn, ahead, guide): (&[f32], &[Option<Drawn>], &[bool], &[Vec<f64>]),
         pad_rule: Pad,
     ) -> Result<()> {
         let (len, v, pad) = (self.span(), self.lm.vocab_size(), self.lm.pad_id());
@@ -1052,7 +1263,8 @@ impl<'m> MaskedGenerator<'m> {
             .enumerate()
             .filter_map(|(r, d)| Some((r, d.as_ref().filter(|_| ahead[r])?)))
             .collect();
-        let most = who.iter().map(|(_, d)| d.cands.len()).max().unwrap_or(0);
+        let own = |d: &Drawn| d.cands.len().min(self.cfg.lookahead_candidates);
+        let most = who.iter().map(|(_, d)| own(d)).max().unwrap_or(0);
         let mut weights = vec![Vec::new(); rows.len()];
         for k in 0..most {
             // Each such row with its k-th candidate committed (rows with fewer candidates repeat
@@ -1061,7 +1273,7 @@ impl<'m> MaskedGenerator<'m> {
                 .iter()
                 .map(|&(r, d)| {
                     let mut row = rows[r].clone();
-                    row[d.commit[0]] = d.cands[k.min(d.cands.len() - 1)];
+                    row[d.commit[0]] = d.cands[k.min(own(d) - 1)].0;
                     row
                 })
                 .collect();
@@ -1072,7 +1284,7 @@ impl<'m> MaskedGenerator<'m> {
                 .zip(&who)
                 .enumerate()
                 .map(|(i, (prow, (_, d)))| {
-                    if k >= d.cands.len() {
+                    if k >= own(d) {
                         return None;
                     }
                     let scores = self.scores(prepared, &next[i * len * v..(i + 1) * len * v], prow, len, v);
@@ -1081,8 +1293,10 @@ impl<'m> MaskedGenerator<'m> {
                 .collect();
             for (z, &(r, d)) in z.into_iter().zip(&who) {
                 if let Some(z) = z {
-                    let (c, p) = (d.cands[k], d.commit[0]);
-                    let w = f64::from(logp[(r * len + p) * v + c as usize]) * inv + z;
+                    let (c, p) = (d.cands[k].0, d.commit[0]);
+                    let w = f64::from(logp[(r * len + p) * v + c as usize]) * inv
+                        + z
+                        + guide[r].get(k).copied().unwrap_or(0.0);
                     weights[r].push((c, w));
                 }
             }
@@ -1376,7 +1590,14 @@ impl<'m> MaskedGenerator<'m> {
 
     /// Without constraints: at every open position, a token drawn from the softmax of its scores
     /// at the temperature (the best one at temperature 0), and its remasking key.
-    fn draw_independent(&self, logp: &[f32], row: &[u32], open: &[usize], rng: &mut StdRng) -> (Vec<u32>, Vec<f64>) {
+    fn draw_independent(
+        &self,
+        logp: &[f32],
+        row: &[u32],
+        open: &[usize],
+        (candidates, content): (usize, Option<u32>),
+        rng: &mut StdRng,
+    ) -> (Vec<u32>, Vec<f64>, Vec<(u32, f64)>) {
         let (len, v) = (self.span(), self.lm.vocab_size());
         let t = self.cfg.temperature;
         // One uniform per position, open or not, so the random stream does not depend on which
@@ -1395,7 +1616,7 @@ impl<'m> MaskedGenerator<'m> {
             sample[p] = tok;
         }
         let remasking = self.cfg.remasking;
-        let keys = open
+        let keys: Vec<f64> = open
             .iter()
             .enumerate()
             .map(|(i, &p)| {
@@ -1404,7 +1625,18 @@ impl<'m> MaskedGenerator<'m> {
                 })
             })
             .collect();
-        (sample, keys)
+        // Before the lengths are drawn, only content is committed (see `draw`).
+        let first = ranked(&keys, open)
+            .into_iter()
+            .find(|&p| content.is_none_or(|pad| sample[p] != pad));
+        let cands = match first {
+            Some(p) if candidates > 0 => {
+                let i = open.iter().position(|&q| q == p).unwrap_or(0);
+                top_tokens(&marginals[i * v..(i + 1) * v], candidates, content)
+            }
+            _ => Vec::new(),
+        };
+        (sample, keys, cands)
     }
 
     /// One row's token scores: committed positions pinned, masked ones the model's scaled
@@ -1434,7 +1666,7 @@ impl<'m> MaskedGenerator<'m> {
         open: &[usize],
         (candidates, pad_rule): (usize, Pad),
         rng: &mut StdRng,
-    ) -> Result<(Vec<u32>, Vec<f64>, Vec<u32>)> {
+    ) -> Result<(Vec<u32>, Vec<f64>, Vec<(u32, f64)>)> {
         let (len, v, pad) = (self.span(), self.lm.vocab_size(), self.lm.pad_id());
         let unsatisfiable =
             || Error::Unsatisfiable("no sequence satisfies the constraints and the fixed tokens".into());
@@ -1466,17 +1698,44 @@ impl<'m> MaskedGenerator<'m> {
         let content = pad_rule == Pad::Uncommitted;
         if candidates > 0 {
             if let Some(p) = ranked(&keys, open).into_iter().find(|&p| !content || sample[p] != pad) {
-                let row = lattice.marginal_row(p);
-                let mut ranked: Vec<u32> = (0..v as u32)
-                    .filter(|&t| row[t as usize] > 0.0 && !(content && t == pad))
-                    .collect();
-                ranked.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
-                ranked.truncate(candidates);
-                cands = ranked;
+                cands = top_tokens(&lattice.marginal_row(p), candidates, content.then_some(pad));
             }
         }
         Ok((sample, keys, cands))
     }
+}
+
+/// One of `weights`' tokens, drawn with probability proportional to `exp(weight)` (at
+/// temperature 0, the heaviest; the first of equals). Non-finite weights never win unless all are.
+fn pick_weighted(weights: &[(u32, f64)], temperature: f32, rng: &mut StdRng) -> u32 {
+    let finite: Vec<&(u32, f64)> = weights.iter().filter(|x| x.1.is_finite()).collect();
+    if finite.is_empty() {
+        return weights[0].0;
+    }
+    if temperature == 0.0 {
+        return finite.iter().fold(finite[0], |a, b| if b.1 > a.1 { b } else { a }).0;
+    }
+    let max = finite.iter().map(|x| x.1).fold(f64::NEG_INFINITY, f64::max);
+    let total: f64 = finite.iter().map(|x| (x.1 - max).exp()).sum();
+    let mut u = rng.gen::<f64>() * total;
+    for x in &finite {
+        u -= (x.1 - max).exp();
+        if u <= 0.0 {
+            return x.0;
+        }
+    }
+    finite[finite.len() - 1].0
+}
+
+/// The `k` tokens of highest probability in `row` (ties by id), with it, leaving out zeros and
+/// `except`.
+fn top_tokens(row: &[f32], k: usize, except: Option<u32>) -> Vec<(u32, f64)> {
+    let mut ranked: Vec<u32> = (0..row.len() as u32)
+        .filter(|&t| row[t as usize] > 0.0 && Some(t) != except)
+        .collect();
+    ranked.sort_by(|&a, &b| row[b as usize].total_cmp(&row[a as usize]).then(a.cmp(&b)));
+    ranked.truncate(k);
+    ranked.into_iter().map(|t| (t, f64::from(row[t as usize]))).collect()
 }
 
 /// `ln(1 − p(PAD))` from PAD's log-probability: the log-probability that the content goes on

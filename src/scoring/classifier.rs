@@ -98,6 +98,10 @@ pub struct ClassifierConfig {
     /// configs) or the diffusion model's clean prediction `x̂0(x_t)` ([`GuideInput::Prediction`]).
     #[serde(default)]
     pub reads: GuideInput,
+    /// A classifier of masked text ([`GuideInput::Masked`]): the tokenizer's vocabulary `V`; it
+    /// learns embeddings for the `V` tokens and the mask (id `V`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab_size: Option<usize>,
 }
 
 impl ClassifierConfig {
@@ -115,6 +119,7 @@ impl ClassifierConfig {
             diffusion_steps,
             fields: Vec::new(),
             reads: GuideInput::Latent,
+            vocab_size: None,
         }
     }
 
@@ -130,6 +135,19 @@ impl ClassifierConfig {
         if self.hidden % 2 != 0 {
             // The sinusoidal time embedding has hidden/2 cosines and as many sines.
             return Err(Error::Config(format!("hidden must be even, got {}", self.hidden)));
+        }
+        match (self.reads, self.vocab_size) {
+            (GuideInput::Masked, None | Some(0)) => {
+                return Err(Error::Config(
+                    "a classifier of masked text needs the vocabulary size (vocab_size)".into(),
+                ))
+            }
+            (GuideInput::Latent | GuideInput::Prediction, Some(_)) => {
+                return Err(Error::Config(
+                    "vocab_size is for classifiers of masked text (reads: masked)".into(),
+                ))
+            }
+            _ => {}
         }
         if self.fields.is_empty() {
             return Err(Error::Config("a classifier needs at least one field".into()));
@@ -176,6 +194,9 @@ pub struct LatentClassifier {
     blocks: Vec<Block>,
     final_norm: LayerNorm,
     heads: Vec<Linear>,
+    /// The token embeddings `[V + 1, d]` of a classifier of masked text (the last row is the
+    /// mask); `None` for one of latents.
+    token_embedding: Option<Tensor>,
 }
 
 impl LatentClassifier {
@@ -183,6 +204,9 @@ impl LatentClassifier {
     pub fn param_specs(cfg: &ClassifierConfig) -> Vec<ParamSpec> {
         let (d, h) = (cfg.embed_dim, cfg.hidden);
         let mut s = nn::linear_specs("input_up", d, h);
+        if let (GuideInput::Masked, Some(v)) = (cfg.reads, cfg.vocab_size) {
+            s.push(ParamSpec::new("token_embedding.weight", &[v + 1, d], Init::Normal(1.0)));
+        }
         s.extend(nn::linear_specs("time_embed.0", h, 4 * h));
         s.extend(nn::linear_specs("time_embed.2", 4 * h, h));
         s.push(ParamSpec::new(
@@ -220,6 +244,10 @@ impl LatentClassifier {
                 .enumerate()
                 .map(|(j, f)| Ok(candle_nn::linear(h, f.values.len(), vb.pp(format!("heads.{j}")))?))
                 .collect::<Result<Vec<_>>>()?,
+            token_embedding: match (cfg.reads, cfg.vocab_size) {
+                (GuideInput::Masked, Some(v)) => Some(vb.get((v + 1, d), "token_embedding.weight")?),
+                _ => None,
+            },
         })
     }
 
@@ -231,6 +259,33 @@ impl LatentClassifier {
             .map_err(|e| Error::checkpoint(&dir, format!("config.json: {e}")))?;
         let vb = checkpoint::load_weights(&dir, &Self::param_specs(&cfg), device)?;
         Self::new(vb, &cfg)
+    }
+
+    /// The token embeddings `[V + 1, d]` of a classifier of masked text (the last row is the
+    /// mask, id `V`); `None` for a classifier of latents.
+    pub fn token_embeddings(&self) -> Option<&Tensor> {
+        self.token_embedding.as_ref()
+    }
+
+    /// A classifier of masked text: the embedded tokens `[B, L, d]` of `ids` (`[B, L]`, the mask
+    /// is id `V`), to read with [`Self::forward`] at the masked fraction's time index
+    /// ([`Self::masked_time`]).
+    pub fn embed_tokens(&self, ids: &Tensor) -> Result<Tensor> {
+        let table = self
+            .token_embedding
+            .as_ref()
+            .ok_or_else(|| Error::Config("this classifier reads latents, not tokens".into()))?;
+        let (b, l) = ids.dims2()?;
+        Ok(table
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, l, self.cfg.embed_dim))?)
+    }
+
+    /// The time index at which a classifier of masked text reads a text with `fraction` of its
+    /// positions masked.
+    pub fn masked_time(&self, fraction: f64) -> usize {
+        let t = self.cfg.diffusion_steps;
+        ((fraction.clamp(0.0, 1.0) * t as f64).round() as usize).min(t.saturating_sub(1))
     }
 
     /// The classifier's sizes and fields.
@@ -302,13 +357,25 @@ fn labels(fields: &[FieldSpec], example: &Example) -> Vec<u32> {
 /// The classifier's training objective: cross-entropy of every field on `x_t` (or on the frozen
 /// denoiser's prediction `x̂0(x_t)`, see [`ClassifierConfig::reads`]), where `x_0` is the
 /// (frozen) diffusion embedding of the text plus its small `t = 0` noise and `t` is uniform.
+/// For a classifier of masked text, each row is masked at a fraction drawn uniformly from
+/// `(0, 1)`, as the masked engine's texts are at its steps.
 pub struct ClassifierObjective {
     /// The classifier being trained.
     pub classifier: LatentClassifier,
-    embeddings: Tensor,
-    schedule: NoiseSchedule,
-    /// The frozen diffusion model, when the classifier reads its predictions.
-    denoiser: Option<Denoiser>,
+    input: TrainingInput,
+}
+
+/// What a classifier in training reads.
+enum TrainingInput {
+    /// A continuous model's noisy latents, or its predictions of them.
+    Continuous {
+        embeddings: Tensor,
+        schedule: NoiseSchedule,
+        /// The frozen diffusion model, when the classifier reads its predictions.
+        denoiser: Option<Denoiser>,
+    },
+    /// Masked text.
+    Masked,
 }
 
 impl Objective for ClassifierObjective {
@@ -327,23 +394,48 @@ impl Objective for ClassifierObjective {
         let device = batch.device();
         let ids = batch.narrow(1, 0, l)?.contiguous()?;
         let labels = batch.narrow(1, l, nf)?.contiguous()?;
-        let emb = self
-            .embeddings
-            .index_select(&ids.flatten_all()?, 0)?
-            .reshape((b, l, d))?;
-        let ac = self.schedule.alphas_cumprod();
-        let noise0 = nn::standard_normal(std::slice::from_mut(rng), (b, l, d), device)?;
-        let noise = nn::standard_normal(std::slice::from_mut(rng), (b, l, d), device)?;
-        let x0 = (&emb + (noise0 * (1.0 - ac[0]).sqrt())?)?;
-        let t: Vec<usize> = (0..b).map(|_| rng.gen_range(0..ac.len())).collect();
-        let col = |f: &dyn Fn(f64) -> f64| -> Result<Tensor> {
-            let v: Vec<f32> = t.iter().map(|&i| f(ac[i]) as f32).collect();
-            Ok(Tensor::from_vec(v, (b, 1, 1), device)?)
-        };
-        let x_t = (x0.broadcast_mul(&col(&|a| a.sqrt())?)? + noise.broadcast_mul(&col(&|a| (1.0 - a).sqrt())?)?)?;
-        let input = match &self.denoiser {
-            Some(denoiser) => denoiser.forward(&x_t, &t, &mut Mode::Infer)?.detach(),
-            None => x_t,
+        let (input, t) = match &self.input {
+            TrainingInput::Continuous {
+                embeddings,
+                schedule,
+                denoiser,
+            } => {
+                let emb = embeddings.index_select(&ids.flatten_all()?, 0)?.reshape((b, l, d))?;
+                let ac = schedule.alphas_cumprod();
+                let noise0 = nn::standard_normal(std::slice::from_mut(rng), (b, l, d), device)?;
+                let noise = nn::standard_normal(std::slice::from_mut(rng), (b, l, d), device)?;
+                let x0 = (&emb + (noise0 * (1.0 - ac[0]).sqrt())?)?;
+                let t: Vec<usize> = (0..b).map(|_| rng.gen_range(0..ac.len())).collect();
+                let col = |f: &dyn Fn(f64) -> f64| -> Result<Tensor> {
+                    let v: Vec<f32> = t.iter().map(|&i| f(ac[i]) as f32).collect();
+                    Ok(Tensor::from_vec(v, (b, 1, 1), device)?)
+                };
+                let x_t =
+                    (x0.broadcast_mul(&col(&|a| a.sqrt())?)? + noise.broadcast_mul(&col(&|a| (1.0 - a).sqrt())?)?)?;
+                let input = match denoiser {
+                    Some(denoiser) => denoiser.forward(&x_t, &t, &mut Mode::Infer)?.detach(),
+                    None => x_t,
+                };
+                (input, t)
+            }
+            TrainingInput::Masked => {
+                let mask = cfg.vocab_size.unwrap_or(0) as u32;
+                let mut ids = ids.flatten_all()?.to_vec1::<u32>()?;
+                let mut t = Vec::with_capacity(b);
+                for row in ids.chunks_mut(l) {
+                    let share: f64 = rng.gen();
+                    let mut masked = 0;
+                    for id in row.iter_mut() {
+                        if rng.gen::<f64>() < share {
+                            *id = mask;
+                            masked += 1;
+                        }
+                    }
+                    t.push(self.classifier.masked_time(masked as f64 / l as f64));
+                }
+                let ids = Tensor::from_vec(ids, (b, l), device)?;
+                (self.classifier.embed_tokens(&ids)?, t)
+            }
         };
         let logits = self.classifier.forward(&input, &t, &mut Mode::Train(rng))?;
         let mut loss: Option<Tensor> = None;
@@ -384,6 +476,11 @@ pub fn classifier_trainer(
 ) -> Result<Trainer<ClassifierObjective>> {
     cfg.validate()?;
     let embeddings = denoiser.embeddings();
+    if cfg.reads == GuideInput::Masked {
+        return Err(Error::Config(
+            "a classifier of masked text trains without a continuous model (masked_classifier_trainer)".into(),
+        ));
+    }
     if embeddings.dim(1)? != cfg.embed_dim {
         return Err(Error::Config(format!(
             "the embeddings have dimension {} but the classifier config says {}",
@@ -391,6 +488,53 @@ pub fn classifier_trainer(
             cfg.embed_dim
         )));
     }
+    let (rows, dropped) = labelled_rows(&cfg, &tokenizer, examples)?;
+    let input = TrainingInput::Continuous {
+        embeddings: embeddings.detach().to_device(device)?,
+        schedule: denoiser.config().schedule.schedule(cfg.diffusion_steps)?,
+        denoiser: (cfg.reads == GuideInput::Prediction).then(|| denoiser.clone()),
+    };
+    trainer(cfg, input, rows, dropped, tokenizer, train, out_dir, device)
+}
+
+/// Builds a [`Trainer`] for a classifier of masked text (`cfg.reads` =
+/// [`GuideInput::Masked`], with the tokenizer's vocabulary as `cfg.vocab_size`) on labelled
+/// `examples`: the masked engine's guide, which needs no continuous model.
+pub fn masked_classifier_trainer(
+    cfg: ClassifierConfig,
+    tokenizer: TextTokenizer,
+    examples: &[Example],
+    train: TrainConfig,
+    out_dir: &Path,
+    device: &Device,
+) -> Result<Trainer<ClassifierObjective>> {
+    cfg.validate()?;
+    if cfg.reads != GuideInput::Masked || cfg.vocab_size != Some(tokenizer.vocab_size()) {
+        return Err(Error::Config(format!(
+            "a classifier of masked text reads masked text (reads: masked) over the tokenizer's {} tokens",
+            tokenizer.vocab_size()
+        )));
+    }
+    let (rows, dropped) = labelled_rows(&cfg, &tokenizer, examples)?;
+    trainer(
+        cfg,
+        TrainingInput::Masked,
+        rows,
+        dropped,
+        tokenizer,
+        train,
+        out_dir,
+        device,
+    )
+}
+
+/// Every labelled example that fits as a row: its token ids padded to `seq_len`, then one class
+/// index per field; and how many were dropped (empty or too long).
+fn labelled_rows(
+    cfg: &ClassifierConfig,
+    tokenizer: &TextTokenizer,
+    examples: &[Example],
+) -> Result<(Vec<Vec<u32>>, usize)> {
     let mut rows = Vec::new();
     let mut dropped = 0;
     for e in examples.iter().filter(|e| e.labels.is_some()) {
@@ -408,21 +552,27 @@ pub fn classifier_trainer(
             "no labelled examples: the classifier trains on examples with labels (E2E rows with meaning representations)".into(),
         ));
     }
-    let embeddings = embeddings.detach().to_device(device)?;
-    let schedule = denoiser.config().schedule.schedule(cfg.diffusion_steps)?;
-    let denoiser = match cfg.reads {
-        GuideInput::Prediction => Some(denoiser.clone()),
-        GuideInput::Latent => None,
-    };
+    Ok((rows, dropped))
+}
+
+#[allow(clippy::too_many_arguments)]
+fn trainer(
+    cfg: ClassifierConfig,
+    input: TrainingInput,
+    rows: Vec<Vec<u32>>,
+    dropped: usize,
+    tokenizer: TextTokenizer,
+    train: TrainConfig,
+    out_dir: &Path,
+    device: &Device,
+) -> Result<Trainer<ClassifierObjective>> {
     let specs = LatentClassifier::param_specs(&cfg);
     Trainer::new(
         &specs,
         |vb| {
             Ok(ClassifierObjective {
                 classifier: LatentClassifier::new(vb, &cfg)?,
-                embeddings,
-                schedule,
-                denoiser,
+                input,
             })
         },
         rows,

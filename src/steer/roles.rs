@@ -108,6 +108,10 @@ pub trait Constraint: Send + Sync {
 /// gradient goes through the denoiser: it asks how the latent should move so that the text the
 /// model is about to write expresses `c`. It costs one differentiable denoiser pass (forward and
 /// backward) per guidance update, shared by every guide that reads the prediction.
+///
+/// The masked engine has no latent: its guides read the text as it stands, committed tokens and
+/// masks ([`GuideInput::Masked`]), and the gradient against each token's embedding scores every
+/// token a masked position could take (see [`crate::masked::MaskedGenerator::guide`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum GuideInput {
@@ -118,17 +122,21 @@ pub enum GuideInput {
     /// The denoiser's clean prediction of the latent.
     #[serde(alias = "Prediction")]
     Prediction,
+    /// The masked engine's text as it stands: committed tokens and masks, embedded by the guide's
+    /// own table ([`Guide::embeddings`]). Only the masked engine guides on it.
+    Masked,
 }
 
 impl std::str::FromStr for GuideInput {
     type Err = Error;
-    /// `latent` or `prediction`.
+    /// `latent`, `prediction` or `masked`.
     fn from_str(s: &str) -> Result<Self> {
         match s {
             "latent" => Ok(GuideInput::Latent),
             "prediction" => Ok(GuideInput::Prediction),
+            "masked" => Ok(GuideInput::Masked),
             other => Err(Error::Config(format!(
-                "guidance input {other:?}: expected \"latent\" or \"prediction\""
+                "guidance input {other:?}: expected \"latent\", \"prediction\" or \"masked\""
             ))),
         }
     }
@@ -146,8 +154,12 @@ pub struct GuideContext<'a> {
     /// The time index of the guided latent `x_{t-1}` (0 at the last step): the denoiser's
     /// prediction that a [`GuideInput::Prediction`] guide reads was made at this noise level.
     pub latent_t: usize,
-    /// The word-embedding table `[V, d]`.
+    /// The word-embedding table `[V, d]` (on the masked engine: the guide's own table
+    /// `[V + 1, d]`).
     pub embeddings: &'a Tensor,
+    /// On the masked engine, the share of the text's positions still masked (1 at the first
+    /// step); 0 on the continuous engine.
+    pub masked_fraction: f64,
 }
 
 /// A soft preference: a differentiable objective the guidance update ascends.
@@ -167,6 +179,14 @@ pub trait Guide: Send + Sync {
     /// kernels; see [`crate::nn::Mode`]). `input` `[B, L, d]` is the latent, or the denoiser's
     /// prediction of it, as [`Guide::reads`] says.
     fn log_prob(&self, input: &Tensor, ctx: &GuideContext) -> Result<Tensor>;
+
+    /// The token embeddings `[V + 1, d]` of a guide that reads [`GuideInput::Masked`] (the last
+    /// row is the mask): the masked engine embeds its text with them and reads the gradient
+    /// against them (see [`crate::masked::MaskedGenerator::guide`]). The continuous engine uses
+    /// its model's table. Default: none.
+    fn embeddings(&self) -> Option<Tensor> {
+        None
+    }
 }
 
 /// When a repair is asked (see [`Repair::faulty_positions`]).
