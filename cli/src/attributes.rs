@@ -292,13 +292,16 @@ pub fn train_classifier(
 
 #[derive(Args)]
 pub struct EvalAttributesArgs {
-    /// Checkpoint directory (default: the shipped model, or $DIFFUSION_LM_MODEL).
+    /// Checkpoint directory (default: the shipped continuous model, or $DIFFUSION_LM_MODEL); a
+    /// masked model (`models/e2e-masked`) is sampled with its recommended settings and guided
+    /// with its classifier of masked text.
     #[arg(long)]
     model: Option<PathBuf>,
     /// The attribute classifier (default: MODEL/classifier).
     #[arg(long)]
     classifier: Option<PathBuf>,
-    /// The autoregressive reference LM for fluency (default: MODEL/ar).
+    /// The autoregressive reference LM for fluency (default: MODEL/ar; for a masked model without
+    /// one, the shipped continuous model's).
     #[arg(long)]
     ar_model: Option<PathBuf>,
     /// How many field:value targets (0 = every pair the classifier knows), taken round-robin over
@@ -308,9 +311,10 @@ pub struct EvalAttributesArgs {
     /// Samples per target (guided), and unguided samples with the same seeds.
     #[arg(long, default_value_t = 50)]
     samples: usize,
-    /// Reverse diffusion steps, respaced from the model's T.
-    #[arg(long, default_value_t = 200)]
-    steps: usize,
+    /// Reverse diffusion steps, respaced from the model's T [default: 200; on a masked model,
+    /// its recommended 64].
+    #[arg(long)]
+    steps: Option<usize>,
     /// Random seed (a whole number from 0 to 2^64 - 1): the same seed gives the same result.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = crate::parse_seed)]
     seed: u64,
@@ -526,12 +530,40 @@ fn share(texts: &[String], f: impl Fn(&str) -> bool) -> f64 {
     texts.iter().filter(|t| f(t)).count() as f64 / texts.len().max(1) as f64
 }
 
+/// The model `eval-attributes` samples from.
+enum Sampled {
+    Continuous(DiffusionLm),
+    Masked(diffusion_lm::masked::MaskedLm),
+}
+
 pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
     let device = a.device.open()?;
     let dir = model_dir(a.model.clone());
-    let lm = DiffusionLm::load(&dir, &device)?;
-    let classifier = load_classifier(&dir, a.classifier.clone(), &device)?;
-    let ar_dir = a.ar_model.clone().unwrap_or_else(|| dir.join("ar"));
+    let engine = diffusion_lm::masked::engine_of(&dir)?;
+    let (lm, classifier, steps) = match engine {
+        diffusion_lm::masked::Engine::Continuous => (
+            Sampled::Continuous(DiffusionLm::load(&dir, &device)?),
+            load_classifier(&dir, a.classifier.clone(), &device)?,
+            a.steps.unwrap_or(200),
+        ),
+        diffusion_lm::masked::Engine::Masked => (
+            Sampled::Masked(diffusion_lm::masked::MaskedLm::load(&dir, &device)?),
+            load_masked_classifier(&dir, a.classifier.clone(), &device)?,
+            a.steps
+                .unwrap_or(diffusion_lm::masked::MaskedLm::recommended_sampling().steps),
+        ),
+        diffusion_lm::masked::Engine::Pretrained => {
+            bail!(
+                "{}: eval-attributes runs models trained here (E2E), not pretrained snapshots",
+                dir.display()
+            )
+        }
+    };
+    // A masked model shares the continuous model's tokenizer, and its reference LM.
+    let ar_dir = a.ar_model.clone().unwrap_or_else(|| match &lm {
+        Sampled::Masked(_) if !dir.join("ar").is_dir() => DiffusionLm::default_dir().join("ar"),
+        _ => dir.join("ar"),
+    });
     let (ar, ar_tok) = diffusion_lm::scoring::ar::CausalLm::load(&ar_dir, &device)
         .with_context(|| format!("loading the reference LM from {}", ar_dir.display()))?;
     if a.samples == 0 {
@@ -545,6 +577,19 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
     }
     let targets = pick_targets(classifier.config(), a.targets);
     let (input, guidance) = a.guidance.resolve(&classifier)?;
+    let masked_sampling = diffusion_lm::masked::MaskedSampling {
+        steps,
+        seed: a.seed,
+        batch_size: a.batch_size,
+        ..diffusion_lm::masked::MaskedLm::recommended_sampling()
+    };
+    let guidance_used = match &lm {
+        Sampled::Continuous(_) => format!("{guidance:?}, on the {input:?}"),
+        Sampled::Masked(_) => format!(
+            "masked engine, guidance scale {}, the recommended sampling",
+            masked_sampling.guidance_scale
+        ),
+    };
     let settings = EvalSettings {
         model: dir.clone(),
         classifier: classifier_dir(&dir, a.classifier.clone()),
@@ -555,10 +600,10 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
         device: a.device.to_string(),
         targets: targets.clone(),
         samples_per_target: a.samples,
-        steps: a.steps,
+        steps,
         seed: a.seed,
         weight: a.weight.to_string(),
-        guidance: format!("{guidance:?}, on the {input:?}"),
+        guidance: guidance_used.clone(),
         self_correct: (a.self_correct, a.self_correct_threshold.to_string()),
     };
     let resumed = match (&a.report, a.resume) {
@@ -571,22 +616,37 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
     };
     let (mut results, earlier_seconds) = (resumed.results, resumed.seconds);
     let started = std::time::Instant::now();
-    fn base<'m>(g: Generator<'m>, a: &EvalAttributesArgs) -> Generator<'m> {
-        g.steps(a.steps)
-            .seed(a.seed)
-            .batch_size(a.batch_size)
-            .self_correct(a.self_correct, a.self_correct_threshold)
-    }
+    // The samples of one target (`None`: unguided), on either engine.
+    let draw = |attr: Option<Attribute>, progress: bool| -> Result<Vec<String>> {
+        let samples = match &lm {
+            Sampled::Continuous(lm) => {
+                let g = Generator::new(lm)
+                    .steps(steps)
+                    .seed(a.seed)
+                    .batch_size(a.batch_size)
+                    .self_correct(a.self_correct, a.self_correct_threshold)
+                    .progress(progress);
+                match attr {
+                    Some(attr) => g.guide(attr).guidance(guidance).generate(a.samples)?,
+                    None => g.generate(a.samples)?,
+                }
+            }
+            Sampled::Masked(lm) => {
+                let g =
+                    diffusion_lm::masked::MaskedGenerator::with_config(lm, masked_sampling.clone()).progress(progress);
+                match attr {
+                    Some(attr) => g.guide(attr).generate(a.samples)?,
+                    None => g.generate(a.samples)?,
+                }
+            }
+        };
+        Ok(samples.into_iter().map(|s| s.text).collect())
+    };
     let unguided: Vec<String> = if resumed.unguided.len() == a.samples {
         resumed.unguided
     } else {
         status!("unguided: {} samples", a.samples);
-        base(Generator::new(&lm), &a)
-            .progress(true)
-            .generate(a.samples)?
-            .into_iter()
-            .map(|s| s.text)
-            .collect()
+        draw(None, true)?
     };
     let bar = indicatif::ProgressBar::new(targets.len() as u64);
     bar.set_style(
@@ -602,12 +662,11 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
         .map_or(todo, |n| usize::try_from(n).map_or(todo, |n| n.min(todo)));
     for (field, value) in &targets[results.len()..results.len() + this_run] {
         bar.set_message(format!("{field}={value}"));
-        let attr = Attribute::new(&classifier, field, value, a.weight)?.reading(input)?;
-        let guided: Vec<String> = base(Generator::new(&lm).guide(attr).guidance(guidance), &a)
-            .generate(a.samples)?
-            .into_iter()
-            .map(|s| s.text)
-            .collect();
+        let attr = Attribute::new(&classifier, field, value, a.weight)?.reading(match &lm {
+            Sampled::Continuous(_) => input,
+            Sampled::Masked(_) => GuidanceInput::Masked,
+        })?;
+        let guided = draw(Some(attr), false)?;
         results.push(TargetResult {
             field: field.clone(),
             value: value.clone(),
@@ -666,9 +725,9 @@ pub fn eval_attributes(a: EvalAttributesArgs) -> Result<()> {
     let report = AttributeReport {
         targets: results.len(),
         samples_per_target: a.samples,
-        steps: a.steps,
+        steps,
         weight: a.weight,
-        guidance: format!("{guidance:?}, on the {input:?}"),
+        guidance: guidance_used,
         self_correct: (a.self_correct, a.self_correct_threshold),
         guided_mentioned: mean(&|r| r.guided_mentioned),
         guided_expressed: mean(&|r| r.guided_expressed),

@@ -13,6 +13,27 @@
 //! denoiser pass per update; the targets of one attribute ([`Attribute::and`]) share one
 //! classifier pass.
 //!
+//! On the masked engine the classifier is one of masked text (`train-classifier --reads masked`;
+//! the shipped masked model's `classifier/`), which reads the text as it stands, committed
+//! tokens and masks ([`GuideInput::Masked`]): each step's first commit is drawn from its likely
+//! tokens weighted by the classifier with each in place
+//! (`diffusion_lm::masked::MaskedGenerator::guide`).
+//!
+//! ```
+//! use std::sync::Arc;
+//! use diffusion_lm::masked::{MaskedGenerator, MaskedLm};
+//! use diffusion_lm::scoring::classifier::LatentClassifier;
+//! use diffusion_lm_controllers::Attribute;
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let device = candle_core::Device::Cpu;
+//! let lm = MaskedLm::load(MaskedLm::default_dir(), &device)?;
+//! let classifier = Arc::new(LatentClassifier::load(MaskedLm::default_dir().join("classifier"), &device)?);
+//! let italian = Attribute::new(&classifier, "food", "Italian", 1.0)?; // a classifier of masked text
+//! let samples = MaskedGenerator::new(&lm).guide(italian).steps(16).generate(1)?;
+//! assert_eq!(samples.len(), 1);
+//! # Ok(()) }
+//! ```
+//!
 //! Guidance is soft: it makes the attribute likely, not certain. It composes with hard
 //! constraints in one stack: the projection keeps every output valid while the gradient moves the
 //! content (e.g. `food = Italian` inside the restaurant JSON Schema).
