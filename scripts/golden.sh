@@ -42,7 +42,7 @@ run_case() {
   fi
 }
 
-# The continuous engine (`--attribute` and `--syntax` choose it without --model).
+# The continuous engine (`--syntax` chooses it without --model).
 CONT=(--model models/e2e)
 run_case plain --samples 4 --steps 50 --seed 1 "${CONT[@]}"
 run_case regex --samples 4 --steps 50 --seed 2 --regex "$TEMPLATE" "${CONT[@]}"
@@ -50,7 +50,7 @@ run_case length --samples 4 --steps 50 --seed 3 --length 10..20 "${CONT[@]}"
 run_case infill --samples 4 --steps 50 --seed 4 --infill "The Eagle is a ___ near ___." "${CONT[@]}"
 run_case schema --samples 4 --steps 50 --seed 5 --schema examples/schemas/restaurant.json "${CONT[@]}"
 run_case grammar --samples 4 --steps 50 --seed 6 --grammar grammars/arithmetic.gbnf "${CONT[@]}"
-run_case attribute --samples 2 --steps 20 --seed 7 --attribute food=Italian
+run_case attribute --samples 2 --steps 20 --seed 7 --attribute food=Italian "${CONT[@]}"
 run_case syntax --samples 2 --steps 30 --seed 8 --syntax json --rewrite-rounds 1
 # The masked engine, `generate`'s default.
 run_case masked-plain --samples 4 --seed 1
@@ -59,4 +59,5 @@ run_case masked-length --samples 4 --seed 3 --length 10..20
 run_case masked-infill --samples 4 --seed 4 --infill "The Eagle is a ___ near ___."
 run_case masked-schema --samples 4 --seed 5 --schema examples/schemas/restaurant.json
 run_case masked-grammar --samples 4 --seed 6 --grammar grammars/arithmetic.gbnf
+run_case masked-attribute --samples 4 --seed 7 --attribute food=Italian
 exit $failed

@@ -120,7 +120,7 @@ struct MaskedArgs {
     #[arg(long)]
     cfg_scale: Option<f32>,
     /// With --attribute: the power of the classifier's probability in each guided commit,
-    /// times the attribute's weight (1: the Bayes update) [default: 3].
+    /// times the attribute's weight (1: the Bayes update) [default: 6].
     #[arg(long)]
     guidance_scale: Option<f64>,
     /// Temperature of the token scores; 0 commits the best sequence [default: 0.8 on a masked
