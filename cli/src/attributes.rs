@@ -83,15 +83,19 @@ pub fn load_classifier(
     arg: Option<PathBuf>,
     device: &candle_core::Device,
 ) -> Result<Arc<LatentClassifier>> {
-    let dir = classifier_dir(model, arg);
-    let clf = LatentClassifier::load(&dir, device).with_context(|| {
+    Ok(Arc::new(load_from(&classifier_dir(model, arg), model, "", device)?))
+}
+
+/// The classifier in `dir`; when it cannot be loaded, the error says how to train one for
+/// `model` (`train-classifier` with `flags`).
+fn load_from(dir: &Path, model: &Path, flags: &str, device: &candle_core::Device) -> Result<LatentClassifier> {
+    LatentClassifier::load(dir, device).with_context(|| {
         format!(
-            "loading the attribute classifier from {} (train one with `diffusion-lm train-classifier --model {}`)",
+            "loading the attribute classifier from {} (train one with `diffusion-lm train-classifier {flags}--model {}`)",
             dir.display(),
             model.display()
         )
-    })?;
-    Ok(Arc::new(clf))
+    })
 }
 
 /// The classifier a masked model guides with: `--classifier`, else MODEL/classifier. It must
@@ -102,13 +106,7 @@ pub fn load_masked_classifier(
     device: &candle_core::Device,
 ) -> Result<Arc<LatentClassifier>> {
     let dir = classifier_dir(model, arg);
-    let clf = LatentClassifier::load(&dir, device).with_context(|| {
-        format!(
-            "loading the attribute classifier from {} (train one with `diffusion-lm train-classifier --reads masked --model {}`)",
-            dir.display(),
-            model.display()
-        )
-    })?;
+    let clf = load_from(&dir, model, "--reads masked ", device)?;
     if clf.config().reads != GuidanceInput::Masked {
         bail!(
             "the attribute classifier in {} reads a continuous model's latents; the masked model in {} guides with a classifier of masked text (`diffusion-lm train-classifier --reads masked --model {}`)",
