@@ -8,6 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
 use common::*;
 use diffusion_lm::engine::schedule::sqrt_alpha_bar;
+use diffusion_lm::engine::X0Head;
 use diffusion_lm::nn::{init_varmap, Mode};
 use diffusion_lm::train::{diffusion_trainer, DiffusionObjective, Objective};
 use diffusion_lm::{Denoiser, DiffusionLm, Error, Generator, ModelConfig, NoiseSchedule, SamplerKind};
@@ -98,30 +99,115 @@ fn clamping_returns_exact_embedding_rows_of_the_nearest_words() {
 #[test]
 fn every_parameter_receives_a_nonzero_gradient() {
     let tok = toy_tokenizer();
+    for (x0_head, freeze) in [
+        (X0Head::Direct, false),
+        (X0Head::Softmax, false),
+        (X0Head::Softmax, true),
+    ] {
+        let cfg = ModelConfig {
+            dropout: 0.1,
+            x0_head,
+            ..toy_config(&tok)
+        };
+        let mut rng = rand::rngs::StdRng::seed_from_u64(0);
+        let specs = Denoiser::param_specs(&cfg);
+        let varmap = init_varmap(&specs, &mut rng, &Device::Cpu).unwrap();
+        let mut obj =
+            DiffusionObjective::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg).unwrap();
+        if freeze {
+            obj.freeze_embeddings();
+        }
+        let rows: Vec<u32> = TOY
+            .iter()
+            .flat_map(|t| tok.encode_padded(t, cfg.seq_len).unwrap())
+            .collect();
+        let batch = Tensor::from_vec(rows, (4, cfg.seq_len), &Device::Cpu).unwrap();
+        let (loss, parts) = obj.loss(&batch, &mut rng).unwrap();
+        assert_eq!(parts.len(), obj.component_names().len());
+        let grads = loss.backward().unwrap();
+        let data = varmap.data().lock().unwrap();
+        assert_eq!(data.len(), specs.len());
+        for (name, var) in data.iter() {
+            let frozen = freeze && (name == "word_embedding.weight" || name == "lm_head.bias");
+            match grads.get(var.as_tensor()) {
+                None if frozen => {}
+                Some(_) if frozen => panic!("{x0_head:?}: frozen {name} has a gradient"),
+                None => panic!("{x0_head:?}: no gradient for {name}"),
+                Some(g) => {
+                    let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
+                    assert!(
+                        norm > 0.0 && norm.is_finite(),
+                        "{x0_head:?}: gradient of {name} is {norm}"
+                    );
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn a_softmax_head_trained_in_anothers_frozen_embeddings_learns_and_projects_by_its_logits() {
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let direct = train_toy(d1.path(), 300);
+    let tok = toy_tokenizer();
     let cfg = ModelConfig {
-        dropout: 0.1,
+        x0_head: X0Head::Softmax,
         ..toy_config(&tok)
     };
-    let mut rng = rand::rngs::StdRng::seed_from_u64(0);
-    let specs = Denoiser::param_specs(&cfg);
-    let varmap = init_varmap(&specs, &mut rng, &Device::Cpu).unwrap();
-    let obj = DiffusionObjective::new(VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu), &cfg).unwrap();
-    let rows: Vec<u32> = TOY
-        .iter()
-        .flat_map(|t| tok.encode_padded(t, cfg.seq_len).unwrap())
+    let mut trainer =
+        diffusion_trainer(cfg.clone(), tok, &TOY, toy_train_config(300), d2.path(), &Device::Cpu).unwrap();
+    trainer.objective.freeze_embeddings();
+    let mut start: HashMap<String, Tensor> = trainer
+        .raw_weights()
+        .unwrap()
+        .into_iter()
+        .map(|(k, t)| (k, t.copy().unwrap()))
         .collect();
-    let batch = Tensor::from_vec(rows, (4, cfg.seq_len), &Device::Cpu).unwrap();
-    let (loss, _) = obj.loss(&batch, &mut rng).unwrap();
-    let grads = loss.backward().unwrap();
-    let data = varmap.data().lock().unwrap();
-    assert_eq!(data.len(), specs.len());
-    for (name, var) in data.iter() {
-        let g = grads
-            .get(var.as_tensor())
-            .unwrap_or_else(|| panic!("no gradient for {name}"));
-        let norm = g.sqr().unwrap().sum_all().unwrap().to_scalar::<f32>().unwrap();
-        assert!(norm > 0.0 && norm.is_finite(), "gradient of {name} is {norm}");
+    let (e, b) = ("word_embedding.weight", "lm_head.bias");
+    start.insert(e.into(), direct.weights()[e].clone());
+    start.insert(b.into(), direct.weights()[b].clone());
+    trainer.init_from(&start).unwrap();
+    trainer.run(false).unwrap();
+    let values = |t: &Tensor| t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_ne!(
+        values(&trainer.raw_weights().unwrap()["x0_head.weight"]),
+        values(&start["x0_head.weight"])
+    );
+
+    let lm = DiffusionLm::load(d2.path(), &Device::Cpu).unwrap();
+    assert_eq!(lm.config.x0_head, X0Head::Softmax, "config.json records the head");
+    for name in [e, b] {
+        // Frozen: only the EMA's rounding (an average of equal values in f32) moves them.
+        let diff = max_abs_diff(&lm.weights()[name], &direct.weights()[name]);
+        assert!(diff < 1e-4, "{name} moved by {diff}");
     }
+    assert!(!lm.weights().contains_key("output_down.0.weight"));
+    let samples = Generator::new(&lm).steps(50).seed(11).generate(16).unwrap();
+    let exact = samples.iter().filter(|s| TOY.contains(&s.text.as_str())).count();
+    assert!(
+        exact >= 12,
+        "only {exact}/16 samples reproduce a toy sentence: {:?}",
+        samples.iter().map(|s| &s.text).collect::<Vec<_>>()
+    );
+    // The logits score the projection under a hard constraint as well.
+    let held = Generator::new(&lm)
+        .steps(50)
+        .seed(3)
+        .constrain(diffusion_lm_controllers::Regex::new("the (cat|bird) .*").unwrap())
+        .generate(8)
+        .unwrap();
+    for s in &held {
+        assert!(
+            s.text.starts_with("the cat ") || s.text.starts_with("the bird "),
+            "{:?}",
+            s.text
+        );
+    }
+    assert!(
+        held.iter().filter(|s| TOY.contains(&s.text.as_str())).count() >= 6,
+        "{:?}",
+        held.iter().map(|s| &s.text).collect::<Vec<_>>()
+    );
 }
 
 #[test]

@@ -661,6 +661,22 @@ struct TrainArgs {
     /// Number of diffusion steps T of the noise schedule.
     #[arg(long, default_value_t = 2000)]
     diffusion_steps: usize,
+    /// Continuous engine: how the denoiser predicts x0, `direct` (Diffusion-LM: an MLP to the
+    /// embedding, squared error) or `softmax` (logits over the vocabulary whose expected embedding
+    /// is the prediction, trained with their cross-entropy too).
+    #[arg(long, default_value = "direct", value_parser = clap::value_parser!(diffusion_lm::engine::X0Head))]
+    x0_head: diffusion_lm::engine::X0Head,
+    /// Continuous engine: start from the weights of these checkpoints instead of random ones
+    /// (each must share the tokenizer). A continuous checkpoint gives every tensor of the same
+    /// name and shape (its word embeddings, say); a masked one gives its transformer blocks,
+    /// final norm and positions, and its output embeddings and bias as the softmax head.
+    #[arg(long, num_args = 1.., value_name = "DIR")]
+    init_from: Vec<PathBuf>,
+    /// Continuous engine: leave the word embeddings and the rounding head as they start (from
+    /// --init-from), so the model shares the embedding space, and the attribute classifiers, of
+    /// the checkpoint they come from. Give it again when resuming.
+    #[arg(long)]
+    freeze_embeddings: bool,
     #[command(flatten)]
     opt: OptArgs,
     /// `cpu`, `cuda[:N]` or `metal[:N]`.
@@ -1122,6 +1138,7 @@ fn train(a: TrainArgs) -> Result<()> {
                     dropout: a.dropout,
                     diffusion_steps: a.diffusion_steps,
                     schedule: diffusion_lm::engine::ScheduleKind::Sqrt,
+                    x0_head: a.x0_head,
                 };
                 cfg.validate()?;
                 (cfg, tok)
@@ -1131,7 +1148,20 @@ fn train(a: TrainArgs) -> Result<()> {
             // The trainer locks --out, refuses one that holds a run's files but no state to
             // resume, and commits its starting state; the corpus record is written only once it
             // has.
-            let trainer = diffusion_trainer(cfg, tok, &texts, a.opt.config(), &a.out, &device)?;
+            let mut trainer = diffusion_trainer(cfg.clone(), tok, &texts, a.opt.config(), &a.out, &device)?;
+            if a.freeze_embeddings {
+                trainer.objective.freeze_embeddings();
+            }
+            if !a.init_from.is_empty() && trainer.step_count() == 0 {
+                // Copies: a variable cannot be set from a tensor of its own value.
+                let fresh = trainer
+                    .raw_weights()?
+                    .into_iter()
+                    .map(|(k, t)| Ok((k, t.copy()?)))
+                    .collect::<Result<_>>()?;
+                let weights = warm_start(&cfg, fresh, &a.init_from, &a.out, &device)?;
+                trainer.init_from(&weights)?;
+            }
             run_training(trainer, &a)
         }
         EngineArg::Masked => {
@@ -1160,6 +1190,79 @@ fn train(a: TrainArgs) -> Result<()> {
             run_training(trainer, &a)
         }
     }
+}
+
+/// The starting weights of a continuous run from `sources` (see `--init-from`): `fresh` (the
+/// seed's initialisation) with every tensor a source provides replaced, each source reported.
+fn warm_start(
+    cfg: &ModelConfig,
+    mut fresh: std::collections::HashMap<String, candle_core::Tensor>,
+    sources: &[PathBuf],
+    out: &Path,
+    device: &candle_core::Device,
+) -> Result<std::collections::HashMap<String, candle_core::Tensor>> {
+    use diffusion_lm::train::checkpoint;
+    let tokenizer = std::fs::read(out.join(checkpoint::TOKENIZER_FILE))
+        .with_context(|| format!("reading the new run's tokenizer in {}", out.display()))?;
+    for dir in sources {
+        let theirs = std::fs::read(dir.join(checkpoint::TOKENIZER_FILE))
+            .with_context(|| format!("--init-from {}: reading its tokenizer.json", dir.display()))?;
+        if theirs != tokenizer {
+            bail!(
+                "--init-from {}: its tokenizer differs from the run's (train with --tokenizer {}/tokenizer.json)",
+                dir.display(),
+                dir.display()
+            );
+        }
+        let config: serde_json::Value = checkpoint::read_json(&dir.join(checkpoint::CONFIG_FILE))?;
+        let masked = config.get("model_type").and_then(|v| v.as_str()) == Some(diffusion_lm::masked::model::MODEL_TYPE);
+        let tensors = checkpoint::load_tensors(dir, checkpoint::WEIGHTS_FILE, device)?;
+        let (mut taken, mut skipped) = (Vec::new(), Vec::new());
+        for (name, t) in &tensors {
+            let (target, t) = match (masked, name.as_str()) {
+                (true, "token_embedding.weight") => (
+                    "x0_head.weight".to_string(),
+                    t.narrow(0, 0, cfg.vocab_size.min(t.dim(0)?))?,
+                ),
+                (true, "lm_head.bias") => ("x0_head.bias".to_string(), t.clone()),
+                (true, n)
+                    if !(n.starts_with("blocks.")
+                        || n.starts_with("final_norm.")
+                        || n == "position_embedding.weight") =>
+                {
+                    continue
+                }
+                _ => (name.clone(), t.clone()),
+            };
+            match fresh.get_mut(&target) {
+                Some(slot) if slot.dims() == t.dims() => {
+                    *slot = t;
+                    taken.push(target);
+                }
+                Some(_) => skipped.push(name.clone()),
+                None => {}
+            }
+        }
+        if taken.is_empty() {
+            bail!("--init-from {}: none of its tensors fits the new model", dir.display());
+        }
+        // Named by their first component: "blocks (48), final_norm (2), ...".
+        let mut groups = std::collections::BTreeMap::<&str, usize>::new();
+        for name in &taken {
+            *groups.entry(name.split('.').next().unwrap_or(name)).or_default() += 1;
+        }
+        let groups: Vec<String> = groups.iter().map(|(g, n)| format!("{g} ({n})")).collect();
+        status!(
+            "starting {} tensors from {}: {}",
+            taken.len(),
+            dir.display(),
+            groups.join(", ")
+        );
+        if !skipped.is_empty() {
+            status!("  (not {} of its tensors, of other shapes)", skipped.len());
+        }
+    }
+    Ok(fresh)
 }
 
 /// Records the corpus next to a started run and trains it to the end.

@@ -631,3 +631,83 @@ fn attributes_guide_the_masked_engine_with_its_classifier_of_masked_text() {
     assert!(!ok);
     assert!(err.contains("only the masked engine"), "{err}");
 }
+
+#[test]
+fn a_softmax_head_continuous_model_warm_starts_from_shipped_checkpoints_and_generates() {
+    let dir = tempfile::tempdir().unwrap();
+    let corpus = dir.path().join("corpus.txt");
+    std::fs::write(
+        &corpus,
+        "The Eagle is a pub near the river.\nThe Mill is a restaurant near The Bakers.\n",
+    )
+    .unwrap();
+    let masked = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/e2e-masked");
+    let continuous = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/e2e");
+    let tokenizer = format!("{continuous}/tokenizer.json");
+    let out = dir.path().join("softmax");
+    let out = out.to_str().unwrap();
+    let train = |out: &str, tokenizer: Option<&str>| {
+        let mut args = vec!["train", "--corpus", corpus.to_str().unwrap(), "--out", out];
+        if let Some(t) = tokenizer {
+            args.extend(["--tokenizer", t]);
+        }
+        args.extend([
+            "--x0-head",
+            "softmax",
+            "--init-from",
+            masked,
+            continuous,
+            "--freeze-embeddings",
+            "--heldout",
+            "0",
+            "--steps",
+            "2",
+            "--batch-size",
+            "2",
+            "--no-progress",
+        ]);
+        run(&args)
+    };
+    let (ok, _, err) = train(out, Some(&tokenizer));
+    assert!(ok, "{err}");
+    assert!(err.contains("starting 53 tensors from"), "{err}");
+    assert!(err.contains("starting 2 tensors from"), "{err}");
+    let config = std::fs::read_to_string(format!("{out}/config.json")).unwrap();
+    assert!(config.contains("\"x0_head\": \"softmax\""), "{config}");
+    let (ok, text, err) = run(&[
+        "generate",
+        "--model",
+        out,
+        "--samples",
+        "2",
+        "--steps",
+        "4",
+        "--self-correct",
+        "0",
+        "--regex",
+        "The [A-Za-z ]+\\.",
+    ]);
+    assert!(ok, "{err}");
+    let matches = |l: &str| {
+        l.strip_prefix("The ")
+            .and_then(|r| r.strip_suffix('.'))
+            .is_some_and(|r| !r.is_empty() && r.chars().all(|c| c.is_ascii_alphabetic() || c == ' '))
+    };
+    assert_eq!(text.lines().filter(|l| matches(l)).count(), 2, "{text}");
+    // A tokenizer trained on the corpus is not the checkpoints' own.
+    let (ok, _, err) = train(dir.path().join("other").to_str().unwrap(), None);
+    assert!(!ok);
+    assert!(err.contains("its tokenizer differs from the run's"), "{err}");
+    // Unknown heads are named.
+    let (ok, _, err) = run(&[
+        "train",
+        "--corpus",
+        corpus.to_str().unwrap(),
+        "--out",
+        out,
+        "--x0-head",
+        "mlp",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("expected direct or softmax"), "{err}");
+}

@@ -39,6 +39,7 @@ fn model() -> &'static DiffusionLm {
             dropout: 0.0,
             diffusion_steps: 100,
             schedule: diffusion_lm::engine::ScheduleKind::Sqrt,
+            x0_head: diffusion_lm::engine::X0Head::Direct,
         };
         let train = TrainConfig {
             steps: 150,

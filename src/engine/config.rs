@@ -52,6 +52,43 @@ pub struct ModelConfig {
     pub diffusion_steps: usize,
     /// The noise schedule (`"sqrt"` in `config.json`).
     pub schedule: ScheduleKind,
+    /// How the denoiser outputs its prediction of `x0` (`"x0_head"` in `config.json`; absent
+    /// means [`X0Head::Direct`], Diffusion-LM's).
+    #[serde(default, skip_serializing_if = "X0Head::is_direct")]
+    pub x0_head: X0Head,
+}
+
+/// How the denoiser writes its prediction of the clean embeddings `x0`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum X0Head {
+    /// A small MLP maps the transformer's output straight to `x0` (Diffusion-LM), trained by
+    /// the mean squared error alone.
+    #[default]
+    Direct,
+    /// The transformer's output gives logits over the vocabulary, and `x0` is the embedding
+    /// they expect, `softmax(logits) · E` (CDCD's score interpolation). Training adds the
+    /// logits' cross-entropy against the clean tokens, a per-token signal the squared error of
+    /// a 16-dimensional vector lacks.
+    Softmax,
+}
+
+impl X0Head {
+    /// Whether this is [`X0Head::Direct`] (left out of `config.json`).
+    pub fn is_direct(&self) -> bool {
+        *self == X0Head::Direct
+    }
+}
+
+impl std::str::FromStr for X0Head {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "direct" => Ok(X0Head::Direct),
+            "softmax" => Ok(X0Head::Softmax),
+            _ => Err(format!("unknown x0 head {s:?}: expected direct or softmax")),
+        }
+    }
 }
 
 impl ModelConfig {
@@ -69,6 +106,7 @@ impl ModelConfig {
             dropout: 0.0,
             diffusion_steps: 200,
             schedule: ScheduleKind::Sqrt,
+            x0_head: X0Head::Direct,
         }
     }
 
@@ -86,6 +124,7 @@ impl ModelConfig {
             dropout: 0.1,
             diffusion_steps: 2000,
             schedule: ScheduleKind::Sqrt,
+            x0_head: X0Head::Direct,
         }
     }
 

@@ -8,6 +8,11 @@
 //!                     → output_down (h→h, tanh, h→d) ──> x0_hat [B, L, d]
 //! ```
 //!
+//! With [`X0Head::Softmax`] (`"x0_head": "softmax"` in `config.json`), `output_down` is replaced
+//! by `x0_head` (h→V): the transformer's output gives logits over the vocabulary and
+//! `x0_hat = softmax(logits) · E`, the embedding those logits expect (CDCD's score
+//! interpolation). [`Denoiser::forward_with_logits`] returns the logits too.
+//!
 //! Words live in a small continuous space: `word_embedding.weight` `[V, d]` (the paper used
 //! d = 16 on E2E). The rounding head that maps a vector back to words is tied to that table:
 //! `logits = x · Eᵀ + lm_head.bias`.
@@ -24,13 +29,15 @@
 //! | `input_norm.weight`, `.bias` | `[h]` |
 //! | `blocks.{i}.norm1.*`, `blocks.{i}.attn.qkv.*` `[3h, h]`, `blocks.{i}.attn.out.*` `[h, h]`, `blocks.{i}.norm2.*`, `blocks.{i}.ffn.fc1.*` `[f, h]`, `blocks.{i}.ffn.fc2.*` `[h, f]` | |
 //! | `final_norm.weight`, `.bias` | `[h]` |
-//! | `output_down.0.weight`, `.bias` / `output_down.2.weight`, `.bias` | `[h, h]`, `[h]` / `[d, h]`, `[d]` |
+//! | `output_down.0.weight`, `.bias` / `output_down.2.weight`, `.bias` | `[h, h]`, `[h]` / `[d, h]`, `[d]` (direct head) |
+//! | `x0_head.weight`, `.bias` | `[V, h]`, `[V]` (softmax head, instead of `output_down`) |
 //!
 //! [`Denoiser::param_specs`] lists exactly these, with their initialisation.
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, VarBuilder};
 
+use crate::engine::X0Head;
 use crate::nn::kernels::{self, Activation};
 use crate::nn::{self, Block, Init, LayerNorm, Mode, ParamSpec};
 use crate::{ModelConfig, Result};
@@ -49,6 +56,13 @@ pub fn timestep_embedding(t: &[f64], dim: usize, device: &Device) -> Result<Tens
     Ok(Tensor::from_vec(data, (t.len(), 2 * half), device)?)
 }
 
+/// The layers after `final_norm` (see [`X0Head`]).
+#[derive(Clone)]
+enum Output {
+    Direct(Linear, Linear),
+    Softmax(Linear),
+}
+
 /// The denoiser network with its tied rounding head.
 #[derive(Clone)]
 pub struct Denoiser {
@@ -61,7 +75,7 @@ pub struct Denoiser {
     input_norm: LayerNorm,
     blocks: Vec<Block>,
     final_norm: LayerNorm,
-    output_down: (Linear, Linear),
+    output: Output,
     /// `||E_v||²` for every word, cached for nearest-neighbour clamping.
     embedding_sq_norms: Tensor,
     /// The dtype the transformer computes in; inputs, outputs and the embedding table stay F32.
@@ -86,8 +100,13 @@ impl Denoiser {
             s.extend(nn::block_specs(&format!("blocks.{i}"), h, f));
         }
         s.extend(nn::layer_norm_specs("final_norm", h));
-        s.extend(nn::linear_specs("output_down.0", h, h));
-        s.extend(nn::linear_specs("output_down.2", h, d));
+        match cfg.x0_head {
+            X0Head::Direct => {
+                s.extend(nn::linear_specs("output_down.0", h, h));
+                s.extend(nn::linear_specs("output_down.2", h, d));
+            }
+            X0Head::Softmax => s.extend(nn::linear_specs("x0_head", h, v)),
+        }
         s
     }
 
@@ -123,10 +142,13 @@ impl Denoiser {
             input_norm: LayerNorm::new(h, net.pp("input_norm"))?,
             blocks,
             final_norm: LayerNorm::new(h, net.pp("final_norm"))?,
-            output_down: (
-                candle_nn::linear(h, h, net.pp("output_down.0"))?,
-                candle_nn::linear(h, d, net.pp("output_down.2"))?,
-            ),
+            output: match cfg.x0_head {
+                X0Head::Direct => Output::Direct(
+                    candle_nn::linear(h, h, net.pp("output_down.0"))?,
+                    candle_nn::linear(h, d, net.pp("output_down.2"))?,
+                ),
+                X0Head::Softmax => Output::Softmax(candle_nn::linear(h, v, net.pp("x0_head"))?),
+            },
             word_embedding,
             embedding_sq_norms,
             compute_dtype,
@@ -148,6 +170,13 @@ impl Denoiser {
         &self.word_embedding
     }
 
+    /// Detaches the word embeddings and the rounding head's bias from autograd, so that training
+    /// leaves them as they are (see `DiffusionObjective::freeze_embeddings`).
+    pub fn freeze_embeddings(&mut self) {
+        self.word_embedding = self.word_embedding.detach();
+        self.lm_head_bias = self.lm_head_bias.detach();
+    }
+
     /// Recomputes the cached embedding norms; call after the embedding table changed in place
     /// (training updates its variables in place).
     pub fn refresh_cache(&mut self) -> Result<()> {
@@ -163,6 +192,12 @@ impl Denoiser {
 
     /// Predicts `x0` from `x_t` `[B, L, d]` (L ≤ seq_len) at original step indices `t` (one per row).
     pub fn forward(&self, x_t: &Tensor, t: &[usize], mode: &mut Mode) -> Result<Tensor> {
+        Ok(self.forward_with_logits(x_t, t, mode)?.0)
+    }
+
+    /// [`Denoiser::forward`], and with [`X0Head::Softmax`] the logits `[B, L, V]` whose expected
+    /// embedding is the prediction (`None` with the direct head).
+    pub fn forward_with_logits(&self, x_t: &Tensor, t: &[usize], mode: &mut Mode) -> Result<(Tensor, Option<Tensor>)> {
         let (b, l, _) = x_t.dims3()?;
         if t.len() != b {
             return Err(crate::Error::Sampling(format!(
@@ -203,13 +238,26 @@ impl Denoiser {
             h = block.forward(&h, mode)?;
         }
         let h = self.final_norm.forward(&h, mode)?;
-        let x0 = if mode.is_differentiable() {
-            nn::linear(&self.output_down.0, &h, mode)?.tanh()?
-        } else {
-            kernels::linear(&self.output_down.0, &h, Activation::Tanh, None)?
-        };
-        let x0 = nn::linear(&self.output_down.1, &x0, mode)?;
-        Ok(x0.to_dtype(out_dtype)?)
+        match &self.output {
+            Output::Direct(down, out) => {
+                let x0 = if mode.is_differentiable() {
+                    nn::linear(down, &h, mode)?.tanh()?
+                } else {
+                    kernels::linear(down, &h, Activation::Tanh, None)?
+                };
+                let x0 = nn::linear(out, &x0, mode)?;
+                Ok((x0.to_dtype(out_dtype)?, None))
+            }
+            Output::Softmax(head) => {
+                let logits = nn::linear(head, &h, mode)?.to_dtype(out_dtype)?;
+                let v = self.cfg.vocab_size;
+                let probs = nn::softmax_last(&logits.reshape((b * l, v))?, mode)?;
+                let x0 = probs
+                    .matmul(&self.word_embedding)?
+                    .reshape((b, l, self.cfg.embed_dim))?;
+                Ok((x0, Some(logits)))
+            }
+        }
     }
 
     /// Rounding logits `x · Eᵀ + b`, `[B, L, V]`.

@@ -15,7 +15,7 @@ pub mod lm;
 pub mod sampler;
 pub mod schedule;
 
-pub use config::ModelConfig;
+pub use config::{ModelConfig, X0Head};
 pub use denoiser::Denoiser;
 pub use lm::DiffusionLm;
 pub use sampler::{Sampler, SamplerKind};

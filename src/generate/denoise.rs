@@ -1,7 +1,8 @@
 //! The per-step loop of the reverse process. Each step `i` (from `x_i` to `x_{i-1}`):
 //!
 //! 1. **predict**: the denoiser predicts `x0 = f(x_i, t_i)`;
-//! 2. **project**: `x0` is clamped or projected onto the hard constraints ([`project`]);
+//! 2. **project**: `x0` is clamped or projected onto the hard constraints ([`project`]), scored
+//!    by the denoiser's logits when it has the softmax head;
 //! 3. **sampler update**: the sampler computes `x_{i-1}` from `x0` and `x_i` (mean `μ`, standard
 //!    deviation `σ`);
 //! 4. **guide**: with guides in the stack and outside the last `skip_last` steps, gradient
@@ -43,9 +44,9 @@ pub(crate) fn denoise(
     let repairs = pins.is_none() && !run.stack.repairs().is_empty();
     for i in (0..start).rev() {
         let t = vec![schedule.timesteps()[i]; count];
-        let x0 = model.forward(&x, &t, &mut Mode::Infer)?;
+        let (x0, logits) = model.forward_with_logits(&x, &t, &mut Mode::Infer)?;
         let progress = (schedule.len() - 1 - i) as f64 / schedule.len() as f64;
-        let x0 = project::project_step(run, x0, progress, pins)?;
+        let x0 = project::project_step(run, x0, logits.as_ref(), progress, pins)?;
         let noise = if sampler.needs_noise(i) {
             Some(crate::nn::standard_normal(rngs, (count, run.length, d), device)?)
         } else {

@@ -7,6 +7,12 @@
 //! ([`best_sequence`], exact Viterbi), and `x0` becomes that sequence's embeddings. The first
 //! steps may use the soft projection instead: the expected embedding under the constrained token
 //! marginals ([`constrained_marginals`]).
+//!
+//! A denoiser with the softmax head ([`crate::engine::X0Head::Softmax`]) gives its logits with
+//! the prediction; they replace the clamping scores at every step (the final rounding of the
+//! latent still uses the nearest embeddings). Snapping the argmax, or the best constrained
+//! sequence under the model's own log-probabilities, keeps what the expected embedding
+//! blurs: the mean of two likely words' embeddings can lie nearest a third.
 
 use candle_core::Tensor;
 
@@ -77,14 +83,29 @@ impl Pins {
 }
 
 /// The projection of one step's prediction, as the run's settings and the step's progress say.
-pub(crate) fn project_step(run: &Run, x0: Tensor, progress: f64, pins: Option<&Pins>) -> Result<Tensor> {
+/// `logits`, when the denoiser gives them, score the tokens instead of the clamping criterion.
+pub(crate) fn project_step(
+    run: &Run,
+    x0: Tensor,
+    logits: Option<&Tensor>,
+    progress: f64,
+    pins: Option<&Pins>,
+) -> Result<Tensor> {
     let prepared = run.prepared;
+    let model = &run.lm.model;
+    let scores = || match logits {
+        Some(z) => Ok(z.clone()),
+        None => model.clamp_scores(&x0),
+    };
     let x0 = if prepared.has_hard && progress < run.cfg.soft_projection.fraction {
-        soft_project(run, &x0)?
+        soft_project(run, scores()?)?
     } else if prepared.has_hard {
-        project(run, &x0, pins)?.1
+        project(run, scores()?, pins)?.1
     } else if run.cfg.clamp {
-        run.lm.model.clamp(&x0)?.1
+        match logits {
+            Some(z) => model.embed(&z.argmax(candle_core::D::Minus1)?)?,
+            None => model.clamp(&x0)?.1,
+        }
     } else {
         x0
     };
@@ -98,7 +119,7 @@ pub(crate) fn project_step(run: &Run, x0: Tensor, progress: f64, pins: Option<&P
 /// nearest embeddings; held tokens are kept.
 pub(crate) fn round(run: &Run, x: &Tensor, pins: Option<&Pins>) -> Result<Vec<Vec<u32>>> {
     if run.prepared.has_hard {
-        return Ok(project(run, x, pins)?.0);
+        return Ok(project(run, run.lm.model.clamp_scores(x)?, pins)?.0);
     }
     let mut ids = run.lm.model.nearest_tokens(x)?.to_vec2::<u32>()?;
     if let Some(p) = pins {
@@ -107,20 +128,18 @@ pub(crate) fn round(run: &Run, x: &Tensor, pins: Option<&Pins>) -> Result<Vec<Ve
     Ok(ids)
 }
 
-/// Constrained clamping: the best sequence under the clamping scores that satisfies the stack,
-/// per row; returns the ids and their embeddings. With `pins`, held tokens are kept wherever
-/// the constraints allow it.
-fn project(run: &Run, x: &Tensor, pins: Option<&Pins>) -> Result<(Vec<Vec<u32>>, Tensor)> {
+/// Constrained clamping: the best sequence under the token `scores` `[B, L, V]` that satisfies
+/// the stack, per row; returns the ids and their embeddings. With `pins`, held tokens are kept
+/// wherever the constraints allow it.
+fn project(run: &Run, scores: Tensor, pins: Option<&Pins>) -> Result<(Vec<Vec<u32>>, Tensor)> {
     let model = &run.lm.model;
-    let (b, l, _) = x.dims3()?;
+    let (b, l, _) = scores.dims3()?;
     let v = run.lm.config.vocab_size;
     let pad = run.lm.tokenizer.pad_id();
     let automaton = &run.prepared.automaton;
     let mut ids = Vec::with_capacity(b);
-    for (r, row) in masked_score_rows(run.lm.model.clamp_scores(x)?, run.prepared, l * v)?
-        .into_iter()
-        .enumerate()
-    {
+    let device = scores.device().clone();
+    for (r, row) in masked_score_rows(scores, run.prepared, l * v)?.into_iter().enumerate() {
         let pinned = pins.and_then(|p| best_sequence(&p.restrict(r, &row, v), l, v, automaton, pad));
         let (seq, _) = pinned
             .or_else(|| best_sequence(&row, l, v, automaton, pad))
@@ -128,7 +147,7 @@ fn project(run: &Run, x: &Tensor, pins: Option<&Pins>) -> Result<(Vec<Vec<u32>>,
         ids.push(seq);
     }
     let flat: Vec<u32> = ids.iter().flatten().copied().collect();
-    let id_tensor = Tensor::from_vec(flat, (b, l), x.device())?;
+    let id_tensor = Tensor::from_vec(flat, (b, l), &device)?;
     Ok((ids, model.embed(&id_tensor)?))
 }
 
@@ -141,20 +160,22 @@ fn masked_score_rows(scores: Tensor, prepared: &PreparedStack, row_len: usize) -
         .collect())
 }
 
-/// Soft projection: the expected embedding under the constrained token marginals, per position.
-fn soft_project(run: &Run, x: &Tensor) -> Result<Tensor> {
+/// Soft projection: the expected embedding under the constrained token marginals of `scores`
+/// `[B, L, V]`, per position.
+fn soft_project(run: &Run, scores: Tensor) -> Result<Tensor> {
     let model = &run.lm.model;
-    let (b, l, _) = x.dims3()?;
+    let (b, l, _) = scores.dims3()?;
+    let device = scores.device().clone();
     let v = run.lm.config.vocab_size;
     let pad = run.lm.tokenizer.pad_id();
     let temperature = run.cfg.soft_projection.temperature;
     let mut marg = Vec::with_capacity(b * l * v);
-    for row in masked_score_rows(model.clamp_scores(x)?, run.prepared, l * v)? {
+    for row in masked_score_rows(scores, run.prepared, l * v)? {
         let m = constrained_marginals(&row, l, v, &run.prepared.automaton, pad, temperature)
             .ok_or_else(|| Error::Unsatisfiable("no sequence satisfies the constraints".into()))?;
         marg.extend(m);
     }
-    let marg = Tensor::from_vec(marg, (b * l, v), x.device())?;
+    let marg = Tensor::from_vec(marg, (b * l, v), &device)?;
     let d = run.lm.config.embed_dim;
     Ok(marg.matmul(model.embeddings())?.reshape((b, l, d))?)
 }

@@ -17,6 +17,12 @@
 //! `loss = mean_B(mse + prior) + rounding`. Means over L and d ("mean_flat", as in the paper's
 //! code) make the loss independent of sequence length and embedding size.
 //!
+//! With the softmax head ([`crate::engine::X0Head::Softmax`]) the loss adds
+//! `ce = mean_{B,L} −log softmax(logits(x_t, t))[w]`, the cross-entropy of the logits whose
+//! expected embedding is the prediction. [`DiffusionObjective::freeze_embeddings`] keeps the
+//! embedding table and the rounding head as they are (a model trained into another's embedding
+//! space, whose attribute classifiers then read it too); the rounding term is then a constant.
+//!
 //! ```no_run
 //! use diffusion_lm::train::{train_diffusion, TrainConfig};
 //! use diffusion_lm::text::corpus;
@@ -133,6 +139,7 @@ pub struct DiffusionObjective {
     pub model: Denoiser,
     cfg: ModelConfig,
     schedule: NoiseSchedule,
+    frozen_embeddings: bool,
 }
 
 impl DiffusionObjective {
@@ -142,7 +149,20 @@ impl DiffusionObjective {
             model: Denoiser::new(vb, cfg)?,
             cfg: cfg.clone(),
             schedule: cfg.schedule.schedule(cfg.diffusion_steps)?,
+            frozen_embeddings: false,
         })
+    }
+
+    /// Stops training the word embeddings and the rounding head's bias: the loss no longer
+    /// differentiates through them, so the optimizer leaves them as they are.
+    pub fn freeze_embeddings(&mut self) {
+        self.model.freeze_embeddings();
+        self.frozen_embeddings = true;
+    }
+
+    /// Whether [`DiffusionObjective::freeze_embeddings`] was called.
+    pub fn embeddings_frozen(&self) -> bool {
+        self.frozen_embeddings
     }
 }
 
@@ -196,7 +216,10 @@ impl Objective for DiffusionObjective {
         &self.cfg
     }
     fn component_names(&self) -> &'static [&'static str] {
-        &["loss", "mse", "rounding", "prior"]
+        match self.cfg.x0_head {
+            crate::engine::X0Head::Direct => &["loss", "mse", "rounding", "prior"],
+            crate::engine::X0Head::Softmax => &["loss", "mse", "rounding", "prior", "ce"],
+        }
     }
     fn loss(&self, batch: &Tensor, rng: &mut StdRng) -> Result<(Tensor, Vec<f64>)> {
         let (b, l) = batch.dims2()?;
@@ -214,7 +237,7 @@ impl Objective for DiffusionObjective {
         let noise = randn(rng, (b, l, d), device)?;
         let x_t = (x_start.broadcast_mul(&sqrt_ac)? + noise.broadcast_mul(&sqrt_1m)?)?;
         let mut rng_mode = Mode::Train(rng);
-        let pred = self.model.forward(&x_t, &t, &mut rng_mode)?;
+        let (pred, logits) = self.model.forward_with_logits(&x_t, &t, &mut rng_mode)?;
         // Where t = 0 the target is the embedding itself (x_start minus its embedding noise).
         let is_zero = column(
             &t.iter().map(|&i| if i == 0 { std0 } else { 0.0 }).collect::<Vec<_>>(),
@@ -226,9 +249,17 @@ impl Objective for DiffusionObjective {
         let rounding = self.rounding_loss(&x_start, batch)?;
         let mse = mse.mean_all()?;
         let prior = prior.mean_all()?;
-        let loss = ((&mse + &prior)? + &rounding)?;
+        let mut loss = ((&mse + &prior)? + &rounding)?;
+        let mut parts = vec![loss.clone(), mse, rounding, prior];
+        if let Some(logits) = logits {
+            let v = self.cfg.vocab_size;
+            let ce = candle_nn::loss::cross_entropy(&logits.reshape((b * l, v))?, &batch.flatten_all()?)?;
+            loss = (loss + &ce)?;
+            parts[0] = loss.clone();
+            parts.push(ce);
+        }
         // One read back to the host per step (each read waits for the device).
-        let parts = Tensor::stack(&[&loss, &mse, &rounding, &prior], 0)?
+        let parts = Tensor::stack(&parts, 0)?
             .to_vec1::<f32>()?
             .into_iter()
             .map(f64::from)

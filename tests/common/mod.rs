@@ -34,6 +34,7 @@ pub fn toy_config(tok: &TextTokenizer) -> ModelConfig {
         dropout: 0.0,
         diffusion_steps: 200,
         schedule: diffusion_lm::engine::ScheduleKind::Sqrt,
+        x0_head: diffusion_lm::engine::X0Head::Direct,
     }
 }
 
