@@ -608,6 +608,40 @@ fn attributes_guide_the_masked_engine_with_its_classifier_of_masked_text() {
     ]);
     assert!(!ok);
     assert!(err.contains("reads a continuous model's latents"), "{err}");
+    // A negative scale would steer away from the target: refused.
+    let (ok, _, err) = run(&[
+        "generate",
+        "--attribute",
+        "food=Italian",
+        "--guidance-scale=-1",
+        "--samples",
+        "1",
+    ]);
+    assert!(!ok);
+    assert!(err.contains("the guidance scale must be at least 0, got -1"), "{err}");
+    // A classifier of masked text trained with another tokenizer is refused, naming both.
+    let dir = tempfile::tempdir().unwrap();
+    let shipped = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/e2e-masked/classifier");
+    for f in ["config.json", "model.safetensors"] {
+        std::fs::copy(format!("{shipped}/{f}"), dir.path().join(f)).unwrap();
+    }
+    let mut tokenizer = std::fs::read_to_string(format!("{shipped}/tokenizer.json")).unwrap();
+    tokenizer.push('\n');
+    std::fs::write(dir.path().join("tokenizer.json"), tokenizer).unwrap();
+    let (ok, _, err) = run(&[
+        "generate",
+        "--attribute",
+        "food=Italian",
+        "--classifier",
+        dir.path().to_str().unwrap(),
+        "--samples",
+        "1",
+    ]);
+    assert!(!ok);
+    assert!(
+        err.contains("was trained with another tokenizer than the model"),
+        "{err}"
+    );
     // An unknown value names what the classifier knows.
     let (ok, _, err) = run(&["generate", "--attribute", "food=Martian", "--samples", "1"]);
     assert!(!ok);

@@ -122,8 +122,9 @@ pub(crate) fn self_correct_rows(run: &Run, rows: &mut [Vec<u32>], seed: u64, ind
 }
 
 /// Per row and position, the model's log-probability of the row's own token when the sequence
-/// is noised to the level of the rewrite's first round and denoised in one prediction (rounding
-/// head, [`crate::Denoiser::logits`]), and the *doubt*: that log-probability minus the most
+/// is noised to the level of the rewrite's first round and denoised in one prediction (the
+/// softmax head's logits, or the rounding head on the prediction, [`crate::Denoiser::logits`]),
+/// and the *doubt*: that log-probability minus the most
 /// likely token's (0 when the model would pick the same token). The probe noise is seeded per
 /// sample.
 fn token_log_probs(
@@ -146,8 +147,12 @@ fn token_log_probs(
         let z = crate::nn::standard_normal(&mut rngs, (chunk.len(), l, d), model.device())?;
         let x = ((model.embed(&ids)? * ab.sqrt())? + (z * (1.0 - ab).sqrt())?)?;
         let t = vec![schedule.timesteps()[step]; chunk.len()];
-        let x0 = model.forward(&x, &t, &mut Mode::Infer)?;
-        let logp = candle_nn::ops::log_softmax(&model.logits(&x0)?, candle_core::D::Minus1)?;
+        let (x0, logits) = model.forward_with_logits(&x, &t, &mut Mode::Infer)?;
+        let logits = match logits {
+            Some(z) => z,
+            None => model.logits(&x0)?,
+        };
+        let logp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?;
         let picked = logp.gather(&ids.unsqueeze(2)?, 2)?.squeeze(2)?;
         let best = logp.max(candle_core::D::Minus1)?;
         doubt.extend((&picked - best)?.to_dtype(DType::F64)?.to_vec2::<f64>()?);
