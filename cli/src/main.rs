@@ -166,7 +166,7 @@ struct MaskedArgs {
     best_of: Option<usize>,
     /// Drop a word that repeats the one before it ("located located") after sampling, where the
     /// text without it still satisfies the constraints, true or false [default: true on a masked
-    /// model trained here, false for pretrained snapshots].
+    /// model trained here and on the continuous engine, false for pretrained snapshots].
     #[arg(long, value_name = "BOOL")]
     drop_doubled_words: Option<bool>,
     /// Rounds of edits after self-correction: the token least likely from its left is kept,
@@ -249,9 +249,6 @@ impl MaskedArgs {
         }
         if self.best_of.is_some() {
             out.push("--best-of");
-        }
-        if self.drop_doubled_words.is_some() {
-            out.push("--drop-doubled-words");
         }
         if self.edits.is_some() {
             out.push("--edits");
@@ -1487,6 +1484,12 @@ fn draw(
         (samples, lm.parameter_count(), lm.tokenizer().clone())
     } else {
         let lm = DiffusionLm::load(dir, device)?;
+        if let Some(on) = masked_args.drop_doubled_words {
+            cfg.drop_doubled_words = on;
+        }
+        if cfg.drop_doubled_words {
+            controls.push("doubled words dropped".into());
+        }
         let samples = Generator::with_config(&lm, cfg)
             .stack(stack)
             .progress(true)

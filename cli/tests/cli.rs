@@ -718,6 +718,8 @@ fn a_softmax_head_continuous_model_warm_starts_from_shipped_checkpoints_and_gene
         "4",
         "--self-correct",
         "0",
+        "--drop-doubled-words",
+        "true",
         "--regex",
         "The [A-Za-z ]+\\.",
     ]);

@@ -47,6 +47,9 @@ pub struct GenerationConfig {
     pub self_correct: SelfCorrect,
     /// Minimum Bayes risk decoding: candidates drawn per output (1, the default, turns it off).
     pub mbr: usize,
+    /// After self-correction, drop a word token that repeats the one before it ("located
+    /// located"), where the text without it still passes every constraint's check. Default on.
+    pub drop_doubled_words: bool,
     /// Where the model runs, for loaders that read this config ([`crate::DiffusionLm::load_for`]).
     pub device: DeviceSpec,
     /// The dtype the denoiser's transformer computes in. Default f32.
@@ -68,6 +71,7 @@ impl Default for GenerationConfig {
             rewrite: Rewrite::default(),
             self_correct: SelfCorrect::default(),
             mbr: 1,
+            drop_doubled_words: true,
             device: DeviceSpec::Cpu,
             dtype: ComputeDtype::F32,
         }

@@ -197,6 +197,12 @@ impl<'m> Generator<'m> {
         self
     }
 
+    /// Drop doubled words after self-correction ([`GenerationConfig::drop_doubled_words`]).
+    pub fn drop_doubled_words(mut self, on: bool) -> Self {
+        self.config.drop_doubled_words = on;
+        self
+    }
+
     /// Self-correction after sampling (see [`SelfCorrect`]): up to `rounds` rounds rewriting the
     /// tokens whose probability is below `threshold` times that of the model's own pick. 0
     /// rounds turns it off.
@@ -461,6 +467,17 @@ fn generate_rows(run: &Run, indices: &[usize], attempt: u64) -> Result<Vec<Vec<u
     }
     if run.cfg.self_correct.rounds > 0 {
         rewrite::self_correct_rows(run, &mut rows, seed, indices)?;
+    }
+    if run.cfg.drop_doubled_words {
+        let tok = &run.lm.tokenizer;
+        let words = crate::text::word_tokens(tok);
+        for row in &mut rows {
+            if let Some(kept) = crate::text::without_doubled_words(row, &words, tok) {
+                if run.stack.check(&kept, tok).is_ok() {
+                    *row = kept;
+                }
+            }
+        }
     }
     Ok(rows)
 }

@@ -991,21 +991,11 @@ impl<'m> MaskedGenerator<'m> {
     /// [`MaskedSampling::drop_doubled_words`] on one finished row: the content without its
     /// repeated word tokens, moved up over them, if that still passes the checks.
     fn drop_doubled(&self, row: &mut Vec<u32>) {
-        let (words, tok) = (self.word_tokens(), self.lm.tokenizer());
-        let end = tok.content_len(row);
-        let mut kept: Vec<u32> = Vec::with_capacity(row.len());
-        for (p, &t) in row[..end].iter().enumerate() {
-            if !(p > 0 && row[p - 1] == t && words.get(t as usize) == Some(&true)) {
-                kept.push(t);
+        let tok = self.lm.tokenizer();
+        if let Some(kept) = crate::text::without_doubled_words(row, self.word_tokens(), tok) {
+            if self.stack.check(&kept, tok).is_ok() {
+                *row = kept;
             }
-        }
-        if kept.len() == end {
-            return;
-        }
-        kept.extend_from_slice(&row[end..]);
-        kept.resize(row.len(), self.lm.pad_id());
-        if self.stack.check(&kept, tok).is_ok() {
-            *row = kept;
         }
     }
 
@@ -1575,20 +1565,8 @@ impl<'m> MaskedGenerator<'m> {
 
     /// Which tokens are word tokens for [`MaskedSampling::drop_doubled_words`], computed once.
     fn word_tokens(&self) -> &[bool] {
-        self.word_tokens.get_or_init(|| {
-            let tok = self.lm.tokenizer();
-            (0..self.lm.vocab_size() as u32)
-                .map(|t| {
-                    tok.id_to_token(t).is_some_and(|s| {
-                        let rest = s
-                            .strip_prefix('Ġ')
-                            .or_else(|| s.strip_prefix('▁'))
-                            .or_else(|| s.strip_prefix(' '));
-                        rest.is_some_and(|w| !w.is_empty() && w.chars().all(char::is_alphabetic))
-                    })
-                })
-                .collect()
-        })
+        self.word_tokens
+            .get_or_init(|| crate::text::word_tokens(self.lm.tokenizer()))
     }
 
     /// Without constraints: at every open position, a token drawn from the softmax of its scores
