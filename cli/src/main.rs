@@ -664,7 +664,7 @@ struct TrainArgs {
     #[arg(long, default_value = "direct", value_parser = clap::value_parser!(diffusion_lm::engine::X0Head))]
     x0_head: diffusion_lm::engine::X0Head,
     /// Continuous engine: start from the weights of these checkpoints instead of random ones
-    /// (each must share the tokenizer). A continuous checkpoint gives every tensor of the same
+    /// (each must share the tokenizer; a later one overrides an earlier). A continuous checkpoint gives every tensor of the same
     /// name and shape (its word embeddings, say); a masked one gives its transformer blocks,
     /// final norm and positions, and its output embeddings and bias as the softmax head.
     #[arg(long, num_args = 1.., value_name = "DIR")]

@@ -705,7 +705,8 @@ fn a_softmax_head_continuous_model_warm_starts_from_shipped_checkpoints_and_gene
     let (ok, _, err) = train(out, Some(&tokenizer));
     assert!(ok, "{err}");
     assert!(err.contains("starting 53 tensors from"), "{err}");
-    assert!(err.contains("starting 2 tensors from"), "{err}");
+    // The shipped continuous model gives at least its embeddings (of the same shapes).
+    assert!(err.contains(&format!("tensors from {continuous}:")), "{err}");
     let config = std::fs::read_to_string(format!("{out}/config.json")).unwrap();
     assert!(config.contains("\"x0_head\": \"softmax\""), "{config}");
     let (ok, text, err) = run(&[
