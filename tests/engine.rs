@@ -145,6 +145,18 @@ fn every_parameter_receives_a_nonzero_gradient() {
     }
 }
 
+/// 16 samples at seed 11, at least 12 of them a toy sentence verbatim.
+fn samples_reproduce_the_toy_corpus(lm: &DiffusionLm) -> Vec<diffusion_lm::Sample> {
+    let samples = Generator::new(lm).steps(50).seed(11).generate(16).unwrap();
+    let exact = samples.iter().filter(|s| TOY.contains(&s.text.as_str())).count();
+    assert!(
+        exact >= 12,
+        "only {exact}/16 samples reproduce a toy sentence: {:?}",
+        samples.iter().map(|s| &s.text).collect::<Vec<_>>()
+    );
+    samples
+}
+
 #[test]
 fn a_softmax_head_trained_in_anothers_frozen_embeddings_learns_and_projects_by_its_logits() {
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
@@ -182,13 +194,7 @@ fn a_softmax_head_trained_in_anothers_frozen_embeddings_learns_and_projects_by_i
         assert!(diff < 1e-4, "{name} moved by {diff}");
     }
     assert!(!lm.weights().contains_key("output_down.0.weight"));
-    let samples = Generator::new(&lm).steps(50).seed(11).generate(16).unwrap();
-    let exact = samples.iter().filter(|s| TOY.contains(&s.text.as_str())).count();
-    assert!(
-        exact >= 12,
-        "only {exact}/16 samples reproduce a toy sentence: {:?}",
-        samples.iter().map(|s| &s.text).collect::<Vec<_>>()
-    );
+    samples_reproduce_the_toy_corpus(&lm);
     // The logits score the projection under a hard constraint as well.
     let held = Generator::new(&lm)
         .steps(50)
@@ -277,13 +283,7 @@ fn batched_noise_does_not_depend_on_batch_size_or_threads() {
 fn a_tiny_model_learns_the_toy_corpus_and_save_load_is_bit_identical() {
     let dir = tempfile::tempdir().unwrap();
     let lm = train_toy(dir.path(), 500);
-    let samples = Generator::new(&lm).steps(50).seed(11).generate(16).unwrap();
-    let exact = samples.iter().filter(|s| TOY.contains(&s.text.as_str())).count();
-    assert!(
-        exact >= 12,
-        "only {exact}/16 samples reproduce a toy sentence: {:?}",
-        samples.iter().map(|s| &s.text).collect::<Vec<_>>()
-    );
+    let samples = samples_reproduce_the_toy_corpus(&lm);
     let distinct: std::collections::HashSet<&str> = samples.iter().map(|s| s.text.as_str()).collect();
     assert!(distinct.len() >= 3, "samples collapsed to {distinct:?}");
 
