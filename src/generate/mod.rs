@@ -79,6 +79,8 @@ pub(crate) struct Run<'a> {
     /// The sequence length in tokens.
     pub(crate) length: usize,
     pub(crate) bar: &'a indicatif::ProgressBar,
+    /// Which tokens are words, for [`GenerationConfig::drop_doubled_words`] (empty when off).
+    pub(crate) word_tokens: Vec<bool>,
 }
 
 impl<'m> Generator<'m> {
@@ -373,6 +375,11 @@ impl<'m> Generator<'m> {
             guidance: self.guidance_in_force(),
             length: self.length_in_tokens(),
             bar: &bar,
+            word_tokens: if self.config.drop_doubled_words {
+                crate::text::word_tokens(&self.lm.tokenizer)
+            } else {
+                Vec::new()
+            },
         };
         let result = sample_batches(&run, n, &mut emit);
         // Also on an error (a reader that went away), so no bar is left drawn on the terminal.
@@ -470,9 +477,8 @@ fn generate_rows(run: &Run, indices: &[usize], attempt: u64) -> Result<Vec<Vec<u
     }
     if run.cfg.drop_doubled_words {
         let tok = &run.lm.tokenizer;
-        let words = crate::text::word_tokens(tok);
         for row in &mut rows {
-            if let Some(kept) = crate::text::without_doubled_words(row, &words, tok) {
+            if let Some(kept) = crate::text::without_doubled_words(row, &run.word_tokens, tok) {
                 if run.stack.check(&kept, tok).is_ok() {
                     *row = kept;
                 }
