@@ -8,7 +8,7 @@
 //! In the continuous engine, words are embedded in a small continuous space; a transformer [`Denoiser`] learns to predict
 //! the clean embeddings `x0` from noisy `x_t` under the `sqrt` [`NoiseSchedule`], with the
 //! embeddings learned end to end through a rounding loss ([`train`]). Sampling runs the reverse
-//! process ([`Sampler`]: DDPM or DDIM) with the clamping trick and rounds to tokens at the end
+//! process ([`Sampler`]: the prediction re-noised each step, DDPM or DDIM) with the clamping trick and rounds to tokens at the end
 //! ([`Generator`]). A [`Stack`] of controllers steers it: hard [`Constraint`]s hold in every
 //! output (exact projection of token scores), [`Guide`]s pull toward what they prefer (gradient
 //! of a differentiable objective) and [`Repair`]s name positions to rewrite.

@@ -99,14 +99,17 @@ fn clamping_returns_exact_embedding_rows_of_the_nearest_words() {
 #[test]
 fn every_parameter_receives_a_nonzero_gradient() {
     let tok = toy_tokenizer();
-    for (x0_head, freeze) in [
-        (X0Head::Direct, false),
-        (X0Head::Softmax, false),
-        (X0Head::Softmax, true),
+    for (x0_head, freeze, clean_context) in [
+        (X0Head::Direct, false, false),
+        (X0Head::Softmax, false, false),
+        (X0Head::Softmax, true, false),
+        (X0Head::Softmax, false, true),
+        (X0Head::Direct, false, true),
     ] {
         let cfg = ModelConfig {
             dropout: 0.1,
             x0_head,
+            clean_context,
             ..toy_config(&tok)
         };
         let mut rng = rand::rngs::StdRng::seed_from_u64(0);
@@ -217,6 +220,67 @@ fn a_softmax_head_trained_in_anothers_frozen_embeddings_learns_and_projects_by_i
 }
 
 #[test]
+fn clean_positions_change_the_prediction_only_through_the_time_given_them() {
+    let cfg = ModelConfig::tiny(40);
+    let (model, _) = random_model(&cfg, 7);
+    let x = Tensor::randn(0f32, 1.0, (2, cfg.seq_len, cfg.embed_dim), &Device::Cpu).unwrap();
+    let plain = model.forward(&x, &[3, 150], &mut Mode::Infer).unwrap();
+    let none = Tensor::zeros((2, cfg.seq_len, 1), DType::F32, &Device::Cpu).unwrap();
+    let (unmarked, _) = model
+        .forward_with_context(&x, &[3, 150], Some(&none), &mut Mode::Infer)
+        .unwrap();
+    assert!(max_abs_diff(&plain, &unmarked) < 1e-5, "an empty mask changes nothing");
+    // Row 0 is at time 0 already: marking its positions clean gives them the same time.
+    let mut mask = vec![0f32; 2 * cfg.seq_len];
+    mask[..cfg.seq_len].fill(1.0);
+    mask[cfg.seq_len + 2] = 1.0;
+    let mask = Tensor::from_vec(mask, (2, cfg.seq_len, 1), &Device::Cpu).unwrap();
+    let (marked, _) = model
+        .forward_with_context(&x, &[0, 150], Some(&mask), &mut Mode::Infer)
+        .unwrap();
+    let at_zero = model
+        .forward(&x.narrow(0, 0, 1).unwrap(), &[0], &mut Mode::Infer)
+        .unwrap();
+    assert!(max_abs_diff(&marked.narrow(0, 0, 1).unwrap(), &at_zero) < 1e-5);
+    let row1 = model
+        .forward(&x.narrow(0, 1, 1).unwrap(), &[150], &mut Mode::Infer)
+        .unwrap();
+    assert!(
+        max_abs_diff(&marked.narrow(0, 1, 1).unwrap(), &row1) > 1e-4,
+        "a position marked clean in row 1 changes its prediction"
+    );
+}
+
+#[test]
+fn a_clean_context_model_commits_tokens_progressively_and_keeps_constraints_exact() {
+    let dir = tempfile::tempdir().unwrap();
+    let tok = toy_tokenizer();
+    let cfg = ModelConfig {
+        x0_head: X0Head::Softmax,
+        clean_context: true,
+        ..toy_config(&tok)
+    };
+    diffusion_lm::train::train_diffusion(cfg, tok, &TOY, toy_train_config(300), dir.path(), &Device::Cpu).unwrap();
+    let lm = DiffusionLm::load(dir.path(), &Device::Cpu).unwrap();
+    assert!(lm.config.clean_context, "config.json records clean context");
+    // Commitment is on by default for such a model.
+    samples_reproduce_the_toy_corpus(&lm);
+    // Every commit comes from a projected sequence holding the earlier ones, so no sample
+    // needs a redraw to pass the check.
+    for pattern in ["the (cat|bird) .*", "a .* (sat|flew)"] {
+        let held = Generator::new(&lm)
+            .steps(50)
+            .seed(5)
+            .constrain(diffusion_lm_controllers::Regex::new(pattern).unwrap())
+            .generate(16)
+            .unwrap();
+        for s in &held {
+            assert_eq!(s.redraws, 0, "{pattern}: {:?} needed a redraw", s.text);
+        }
+    }
+}
+
+#[test]
 fn fused_inference_kernels_match_the_differentiable_training_forms() {
     let cfg = ModelConfig::tiny(40);
     let (model, _) = random_model(&cfg, 5);
@@ -316,6 +380,13 @@ fn a_tiny_model_learns_the_toy_corpus_and_save_load_is_bit_identical() {
         .generate(8)
         .unwrap();
     assert!(ddim.iter().filter(|s| TOY.contains(&s.text.as_str())).count() >= 6);
+    let renoise = Generator::new(&loaded)
+        .steps(50)
+        .seed(2)
+        .sampler(SamplerKind::Renoise)
+        .generate(8)
+        .unwrap();
+    assert!(renoise.iter().filter(|s| TOY.contains(&s.text.as_str())).count() >= 6);
 }
 
 #[test]

@@ -224,6 +224,10 @@ fn sampler_spec() {
             prop_assert_eq!(spec.as_str(), "ddpm");
             Ok(true)
         }
+        Ok(SamplerKind::Renoise) => {
+            prop_assert_eq!(spec.as_str(), "renoise");
+            Ok(true)
+        }
         Err(e) => nonempty(e),
     });
 }

@@ -271,7 +271,7 @@ struct SamplingArgs {
     /// Sequence length in tokens [default: the model's].
     #[arg(long)]
     seq_len: Option<usize>,
-    /// The reverse update: ddpm, ddim or ddim:ETA [default: ddpm].
+    /// The reverse update: renoise, ddpm, ddim or ddim:ETA [default: renoise].
     #[arg(long)]
     sampler: Option<SamplerKind>,
     /// Sequences denoised together (the output does not depend on it) [default: 64].
@@ -427,6 +427,11 @@ struct FinishingArgs {
     /// marginals) before the exact hard projection takes over [default: 0].
     #[arg(long)]
     soft_until: Option<f64>,
+    /// Continuous engine: commit the tokens the denoiser is surest of step by step and give them
+    /// to it as clean context, true or false [default: true for a model trained with
+    /// --clean-context, false for others].
+    #[arg(long, value_name = "BOOL")]
+    commit: Option<bool>,
 }
 
 impl FinishingArgs {
@@ -446,6 +451,9 @@ impl FinishingArgs {
         if let Some(v) = self.soft_until {
             cfg.soft_projection.fraction = v;
         }
+        if self.commit.is_some() {
+            cfg.commit = self.commit;
+        }
     }
 }
 
@@ -462,6 +470,7 @@ impl ControlArgs {
             (f.rewrite_rounds.is_some(), "--rewrite-rounds"),
             (f.mbr.is_some(), "--mbr"),
             (f.soft_until.is_some(), "--soft-until"),
+            (f.commit.is_some(), "--commit"),
         ]
         .into_iter()
         .find_map(|(given, flag)| given.then_some(flag))
@@ -674,6 +683,11 @@ struct TrainArgs {
     /// the checkpoint they come from. Give it again when resuming.
     #[arg(long)]
     freeze_embeddings: bool,
+    /// Continuous engine: give most training sequences a random share of their tokens clean (at
+    /// time 0) beside the noisy rest, so the model reads tokens the sampler commits as context
+    /// and sampling commits them progressively, most confident first (`--commit`).
+    #[arg(long)]
+    clean_context: bool,
     #[command(flatten)]
     opt: OptArgs,
     /// `cpu`, `cuda[:N]` or `metal[:N]`.
@@ -794,8 +808,8 @@ struct EvalArgs {
     /// Random seed (a whole number from 0 to 2^64 - 1): the same seed gives the same result.
     #[arg(long, default_value_t = 0, allow_negative_numbers = true, value_parser = crate::parse_seed)]
     seed: u64,
-    /// ddpm, ddim or ddim:ETA.
-    #[arg(long, default_value = "ddpm")]
+    /// renoise, ddpm, ddim or ddim:ETA.
+    #[arg(long, default_value = "renoise")]
     sampler: SamplerKind,
     /// Sequences denoised together (the output does not depend on it).
     #[arg(long, default_value_t = 64)]
@@ -1136,6 +1150,7 @@ fn train(a: TrainArgs) -> Result<()> {
                     diffusion_steps: a.diffusion_steps,
                     schedule: diffusion_lm::engine::ScheduleKind::Sqrt,
                     x0_head: a.x0_head,
+                    clean_context: a.clean_context,
                 };
                 cfg.validate()?;
                 (cfg, tok)
@@ -1486,6 +1501,13 @@ fn draw(
         let lm = DiffusionLm::load(dir, device)?;
         if let Some(on) = masked_args.drop_doubled_words {
             cfg.drop_doubled_words = on;
+        }
+        if cfg.commit.unwrap_or(lm.config.clean_context) {
+            controls.push(if lm.config.clean_context {
+                "tokens committed progressively, read as clean context".into()
+            } else {
+                "tokens committed progressively".into()
+            });
         }
         if cfg.drop_doubled_words {
             controls.push("doubled words dropped".into());

@@ -188,6 +188,10 @@ struct SampleArgs {
     /// Sequences denoised together (the output does not depend on it).
     #[arg(long, default_value_t = 64)]
     batch_size: usize,
+    /// Continuous engine: the reverse update, ddpm, ddim, ddim:ETA or renoise [default: the
+    /// generator's].
+    #[arg(long)]
+    sampler: Option<SamplerKind>,
     #[command(flatten)]
     masked: MaskedArgs,
     #[command(flatten)]
@@ -403,7 +407,7 @@ fn sample(a: SampleArgs) -> Result<()> {
         let cfg = GenerationConfig {
             steps: Some(steps),
             seed: a.seed,
-            sampler: SamplerKind::default(),
+            sampler: a.sampler.unwrap_or_default(),
             batch_size: a.batch_size,
             ..GenerationConfig::default()
         };

@@ -40,6 +40,7 @@ fn model() -> &'static DiffusionLm {
             diffusion_steps: 100,
             schedule: diffusion_lm::engine::ScheduleKind::Sqrt,
             x0_head: diffusion_lm::engine::X0Head::Direct,
+            clean_context: false,
         };
         let train = TrainConfig {
             steps: 150,

@@ -56,6 +56,12 @@ pub struct ModelConfig {
     /// means [`X0Head::Direct`], Diffusion-LM's).
     #[serde(default, skip_serializing_if = "X0Head::is_direct")]
     pub x0_head: X0Head,
+    /// Whether the denoiser was trained with a random share of each sequence given clean, as
+    /// known tokens at time 0 beside the noisy rest (`"clean_context"` in `config.json`; absent
+    /// means `false`). Such a model reads tokens the sampler has committed as context, the way a
+    /// masked model reads its unmasked tokens (see [`crate::GenerationConfig::commit`]).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub clean_context: bool,
 }
 
 /// How the denoiser writes its prediction of the clean embeddings `x0`.
@@ -107,6 +113,7 @@ impl ModelConfig {
             diffusion_steps: 200,
             schedule: ScheduleKind::Sqrt,
             x0_head: X0Head::Direct,
+            clean_context: false,
         }
     }
 
@@ -125,6 +132,7 @@ impl ModelConfig {
             diffusion_steps: 2000,
             schedule: ScheduleKind::Sqrt,
             x0_head: X0Head::Direct,
+            clean_context: false,
         }
     }
 

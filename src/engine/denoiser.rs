@@ -13,6 +13,10 @@
 //! `x0_hat = softmax(logits) · E`, the embedding those logits expect (CDCD's score
 //! interpolation). [`Denoiser::forward_with_logits`] returns the logits too.
 //!
+//! [`Denoiser::forward_with_context`] takes a mask of *clean* positions, which hold known words'
+//! embeddings: they get the time embedding of `t = 0` instead of their row's. A model trained
+//! with [`ModelConfig::clean_context`] reads them as context; the mask adds no parameters.
+//!
 //! Words live in a small continuous space: `word_embedding.weight` `[V, d]` (the paper used
 //! d = 16 on E2E). The rounding head that maps a vector back to words is tied to that table:
 //! `logits = x · Eᵀ + lm_head.bias`.
@@ -198,6 +202,19 @@ impl Denoiser {
     /// [`Denoiser::forward`], and with [`X0Head::Softmax`] the logits `[B, L, V]` whose expected
     /// embedding is the prediction (`None` with the direct head).
     pub fn forward_with_logits(&self, x_t: &Tensor, t: &[usize], mode: &mut Mode) -> Result<(Tensor, Option<Tensor>)> {
+        self.forward_with_context(x_t, t, None, mode)
+    }
+
+    /// [`Denoiser::forward_with_logits`] where the positions `clean` marks (`[B, L, 1]`, 1 or
+    /// 0) hold clean embeddings: they are given time 0 instead of their row's `t`. Only a
+    /// model trained so ([`ModelConfig::clean_context`]) knows what to make of them.
+    pub fn forward_with_context(
+        &self,
+        x_t: &Tensor,
+        t: &[usize],
+        clean: Option<&Tensor>,
+        mode: &mut Mode,
+    ) -> Result<(Tensor, Option<Tensor>)> {
         let (b, l, _) = x_t.dims3()?;
         if t.len() != b {
             return Err(crate::Error::Sampling(format!(
@@ -213,10 +230,23 @@ impl Denoiser {
         }
         let out_dtype = x_t.dtype();
         let x_t = &x_t.to_dtype(self.compute_dtype)?;
-        let times: Vec<f64> = t.iter().map(|&s| self.time_input(s)).collect();
+        let mut times: Vec<f64> = t.iter().map(|&s| self.time_input(s)).collect();
+        if clean.is_some() {
+            // One more row: the embedding of time 0, for the clean positions.
+            times.push(0.0);
+        }
         let temb = timestep_embedding(&times, self.cfg.hidden, x_t.device())?.to_dtype(self.compute_dtype)?;
         let temb = candle_nn::ops::silu(&nn::linear(&self.time_embed.0, &temb, mode)?)?;
         let temb = nn::linear(&self.time_embed.1, &temb, mode)?.unsqueeze(1)?;
+        let (temb, clean_shift) = match clean {
+            Some(mask) => {
+                let rows = temb.narrow(0, 0, b)?;
+                let shift = temb.narrow(0, b, 1)?.broadcast_sub(&rows)?;
+                let mask = mask.reshape((b, l, 1))?.to_dtype(self.compute_dtype)?;
+                (rows, Some(mask.broadcast_mul(&shift)?))
+            }
+            None => (temb, None),
+        };
         let h = if mode.is_differentiable() {
             nn::linear(&self.input_up.0, x_t, mode)?.tanh()?
         } else {
@@ -232,6 +262,10 @@ impl Denoiser {
             (h + ones.matmul(&temb)?)?
         } else {
             h.broadcast_add(&temb)?
+        };
+        let h = match clean_shift {
+            Some(shift) => (h + shift)?,
+            None => h,
         };
         let mut h = nn::dropout(&self.input_norm.forward(&h, mode)?, self.cfg.dropout, mode)?;
         for block in &self.blocks {

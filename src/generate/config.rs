@@ -25,7 +25,8 @@ pub struct GenerationConfig {
     pub steps: Option<usize>,
     /// Seed of the noise: the same seed gives the same text, whatever the batch size. Default 0.
     pub seed: u64,
-    /// The reverse update: `ddpm` (default), `ddim` or `ddim:ETA`.
+    /// The reverse update: `renoise` (default), `ddpm`, `ddim` or `ddim:ETA`
+    /// ([`SamplerKind`]).
     pub sampler: SamplerKind,
     /// Sequence length in tokens; `None` (default) is the model's `seq_len`.
     pub length: Option<usize>,
@@ -50,6 +51,13 @@ pub struct GenerationConfig {
     /// After self-correction, drop a word token that repeats the one before it ("located
     /// located"), where the text without it still passes every constraint's check. Default on.
     pub drop_doubled_words: bool,
+    /// Progressive commitment: at each step the sampler commits the positions the denoiser is
+    /// surest of (the share committed grows linearly to all at the last step), and from then on
+    /// feeds them to the denoiser as clean tokens, so later words are written in their context,
+    /// as a masked model does. Hard constraints stay exact: every commit comes from a projected
+    /// sequence that holds all earlier ones. Not with repairs. `None` (default): on for models
+    /// trained with [`crate::ModelConfig::clean_context`], off for others.
+    pub commit: Option<bool>,
     /// Where the model runs, for loaders that read this config ([`crate::DiffusionLm::load_for`]).
     pub device: DeviceSpec,
     /// The dtype the denoiser's transformer computes in. Default f32.
@@ -61,7 +69,7 @@ impl Default for GenerationConfig {
         GenerationConfig {
             steps: None,
             seed: 0,
-            sampler: SamplerKind::Ddpm,
+            sampler: SamplerKind::Renoise,
             length: None,
             batch_size: 64,
             clamp: true,
@@ -72,6 +80,7 @@ impl Default for GenerationConfig {
             self_correct: SelfCorrect::default(),
             mbr: 1,
             drop_doubled_words: true,
+            commit: None,
             device: DeviceSpec::Cpu,
             dtype: ComputeDtype::F32,
         }

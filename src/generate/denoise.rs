@@ -9,6 +9,15 @@
 //!    ascent on `x_{i-1}` ([`guide`]);
 //! 5. **repair**: with repairs in the stack, the positions they name are re-noised ([`repair`]).
 //!
+//! With progressive commitment ([`crate::GenerationConfig::commit`]), step 2 is followed by
+//! **commit**: the positions the denoiser is surest of (its probability of the projected token)
+//! are held from then on, so that after step `i` of `K` a share `(K − i)/K` of the sequence is
+//! committed. Held positions take part in the projection as pins, so each projected sequence
+//! contains every earlier commit and the commits always stay completable. A model trained with
+//! clean context ([`crate::ModelConfig::clean_context`]) is given the committed tokens' clean
+//! embeddings, marked as time 0; the latent itself keeps walking towards them, so guides read
+//! a latent of the usual kind.
+//!
 //! After the last step the latent is rounded with the same projection, so every output
 //! satisfies every hard constraint.
 //!
@@ -42,11 +51,37 @@ pub(crate) fn denoise(
     let count = x.dim(0)?;
     let schedule = sampler.schedule();
     let repairs = pins.is_none() && !run.stack.repairs().is_empty();
+    let pad = run.lm.tokenizer.pad_id();
+    let mut commits: Option<Vec<Vec<Option<u32>>>> = run.commit.then(|| match pins {
+        Some(p) => p.ids.clone(),
+        None => vec![vec![None; run.length]; count],
+    });
     for i in (0..start).rev() {
         let t = vec![schedule.timesteps()[i]; count];
-        let (x0, logits) = model.forward_with_logits(&x, &t, &mut Mode::Infer)?;
+        let held = match &commits {
+            Some(ids) => Some(Pins::new(model, ids.clone(), pad)?),
+            None => None,
+        };
+        let (x0, logits) = match &held {
+            Some(h) if model.config().clean_context => {
+                model.forward_with_context(&h.apply(&x)?, &t, Some(h.mask()), &mut Mode::Infer)?
+            }
+            _ => model.forward_with_logits(&x, &t, &mut Mode::Infer)?,
+        };
         let progress = (schedule.len() - 1 - i) as f64 / schedule.len() as f64;
-        let x0 = project::project_step(run, x0, logits.as_ref(), progress, pins)?;
+        let raw = commits.is_some().then(|| x0.clone());
+        let (x0, tokens) = project::project_step(
+            run,
+            x0,
+            logits.as_ref(),
+            progress,
+            held.as_ref().or(pins),
+            raw.is_some(),
+        )?;
+        if let (Some(ids), Some(raw), Some(tokens)) = (&mut commits, raw, tokens) {
+            let target = (run.length * (start - i) + start / 2) / start;
+            commit(run, ids, tokens, &raw, logits.as_ref(), target)?;
+        }
         let noise = if sampler.needs_noise(i) {
             Some(crate::nn::standard_normal(rngs, (count, run.length, d), device)?)
         } else {
@@ -73,5 +108,68 @@ pub(crate) fn denoise(
         }
         run.bar.inc(1);
     }
-    project::round(run, &x, pins)
+    match commits {
+        Some(ids) => project::round(run, &x, Some(&Pins::new(model, ids, pad)?)),
+        None => project::round(run, &x, pins),
+    }
+}
+
+/// Commits, in each row, the not yet committed positions the denoiser is surest of until
+/// `target` positions are held: each takes its token in the step's projection (`tokens`), and
+/// the denoiser's log-probability of that token (from its `logits`, or the rounding head on the
+/// `raw` prediction) ranks them.
+fn commit(
+    run: &Run,
+    ids: &mut [Vec<Option<u32>>],
+    tokens: Vec<Vec<u32>>,
+    raw: &Tensor,
+    logits: Option<&Tensor>,
+    target: usize,
+) -> Result<()> {
+    let model = &run.lm.model;
+    let scores = match logits {
+        Some(z) => z.clone(),
+        None => model.logits(raw)?,
+    };
+    let (b, l) = (tokens.len(), run.length);
+    let picked = Tensor::from_vec(tokens.concat(), (b, l, 1), scores.device())?;
+    let logp = candle_nn::ops::log_softmax(&scores, candle_core::D::Minus1)?;
+    let confidence = logp.gather(&picked, 2)?.squeeze(2)?.to_vec2::<f32>()?;
+    for ((row, conf), toks) in ids.iter_mut().zip(&confidence).zip(&tokens) {
+        commit_row(row, toks, conf, target);
+    }
+    Ok(())
+}
+
+/// Holds `tokens` at the free positions of `row` with the highest `confidence` until `target`
+/// positions are held (ties go to the earlier position).
+fn commit_row(row: &mut [Option<u32>], tokens: &[u32], confidence: &[f32], target: usize) {
+    let held = row.iter().filter(|h| h.is_some()).count();
+    if held >= target {
+        return;
+    }
+    let mut free: Vec<usize> = (0..row.len()).filter(|&p| row[p].is_none()).collect();
+    free.sort_by(|&a, &b| confidence[b].total_cmp(&confidence[a]));
+    for &p in free.iter().take(target - held) {
+        row[p] = Some(tokens[p]);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::commit_row;
+
+    #[test]
+    fn commits_go_to_the_surest_free_positions_up_to_the_target() {
+        let tokens = [10, 11, 12, 13, 14];
+        let confidence = [-0.5, -0.1, -3.0, -0.1, -0.2];
+        let mut row = vec![None, None, None, Some(7), None];
+        commit_row(&mut row, &tokens, &confidence, 1);
+        assert_eq!(row, [None, None, None, Some(7), None], "the target is already held");
+        commit_row(&mut row, &tokens, &confidence, 3);
+        // Position 3 is held with its own token; of the free ones, 1 and 4 are surest.
+        assert_eq!(row, [None, Some(11), None, Some(7), Some(14)]);
+        commit_row(&mut row, &tokens, &confidence, 9);
+        assert_eq!(row, [Some(10), Some(11), Some(12), Some(7), Some(14)]);
+    }
 }

@@ -81,6 +81,8 @@ pub(crate) struct Run<'a> {
     pub(crate) bar: &'a indicatif::ProgressBar,
     /// Which tokens are words, for [`GenerationConfig::drop_doubled_words`] (empty when off).
     pub(crate) word_tokens: Vec<bool>,
+    /// Whether the reverse process commits tokens progressively ([`GenerationConfig::commit`]).
+    pub(crate) commit: bool,
 }
 
 impl<'m> Generator<'m> {
@@ -202,6 +204,12 @@ impl<'m> Generator<'m> {
     /// Drop doubled words after self-correction ([`GenerationConfig::drop_doubled_words`]).
     pub fn drop_doubled_words(mut self, on: bool) -> Self {
         self.config.drop_doubled_words = on;
+        self
+    }
+
+    /// Progressive commitment ([`GenerationConfig::commit`]); `None` follows the model.
+    pub fn commit(mut self, on: Option<bool>) -> Self {
+        self.config.commit = on;
         self
     }
 
@@ -380,6 +388,7 @@ impl<'m> Generator<'m> {
             } else {
                 Vec::new()
             },
+            commit: self.config.commit.unwrap_or(self.lm.config.clean_context) && self.stack.repairs().is_empty(),
         };
         let result = sample_batches(&run, n, &mut emit);
         // Also on an error (a reader that went away), so no bar is left drawn on the terminal.

@@ -47,6 +47,11 @@ impl Pins {
         Ok(Pins { ids, mask, embeddings })
     }
 
+    /// `[b, l, 1]`: 1 where a token is held.
+    pub(crate) fn mask(&self) -> &Tensor {
+        &self.mask
+    }
+
     /// `x0` with the held positions replaced by their tokens' embeddings.
     pub(crate) fn apply(&self, x0: &Tensor) -> Result<Tensor> {
         let keep = self.mask.affine(-1.0, 1.0)?;
@@ -84,34 +89,47 @@ impl Pins {
 
 /// The projection of one step's prediction, as the run's settings and the step's progress say.
 /// `logits`, when the denoiser gives them, score the tokens instead of the clamping criterion.
+/// With `want_ids`, also the tokens the projection snapped to (held ones included), where it
+/// snapped to tokens (not in the soft projection, nor without clamping).
 pub(crate) fn project_step(
     run: &Run,
     x0: Tensor,
     logits: Option<&Tensor>,
     progress: f64,
     pins: Option<&Pins>,
-) -> Result<Tensor> {
+    want_ids: bool,
+) -> Result<(Tensor, Option<Vec<Vec<u32>>>)> {
     let prepared = run.prepared;
     let model = &run.lm.model;
     let scores = || match logits {
         Some(z) => Ok(z.clone()),
         None => model.clamp_scores(&x0),
     };
-    let x0 = if prepared.has_hard && progress < run.cfg.soft_projection.fraction {
-        soft_project(run, scores()?)?
+    let rows = |ids: Tensor| -> Result<Option<Vec<Vec<u32>>>> {
+        Ok(if want_ids { Some(ids.to_vec2::<u32>()?) } else { None })
+    };
+    let (x0, mut ids) = if prepared.has_hard && progress < run.cfg.soft_projection.fraction {
+        (soft_project(run, scores()?)?, None)
     } else if prepared.has_hard {
-        project(run, scores()?, pins)?.1
+        let (ids, x0) = project(run, scores()?, pins)?;
+        (x0, want_ids.then_some(ids))
     } else if run.cfg.clamp {
-        match logits {
-            Some(z) => model.embed(&z.argmax(candle_core::D::Minus1)?)?,
-            None => model.clamp(&x0)?.1,
-        }
+        let ids = match logits {
+            Some(z) => z.argmax(candle_core::D::Minus1)?,
+            None => model.nearest_tokens(&x0)?,
+        };
+        (model.embed(&ids)?, rows(ids)?)
     } else {
-        x0
+        (x0, None)
     };
     match pins {
-        Some(p) => p.apply(&x0),
-        None => Ok(x0),
+        Some(p) => {
+            if let Some(ids) = &mut ids {
+                p.hold(ids);
+            }
+            Ok((p.apply(&x0)?, ids))
+        }
+        None => Ok((x0, ids)),
     }
 }
 

@@ -23,6 +23,13 @@
 //! embedding table and the rounding head as they are (a model trained into another's embedding
 //! space, whose attribute classifiers then read it too); the rounding term is then a constant.
 //!
+//! With clean context ([`crate::ModelConfig::clean_context`]), three rows in four are given a
+//! share `r ~ U(0, 1)` of their positions clean: those hold their word's embedding exactly and
+//! are marked as time 0 ([`Denoiser::forward_with_context`]), beside the rest at the row's noise
+//! level. `mse` and `ce` are then means over the noisy positions only. The model learns to write
+//! words in the context of known ones, which is how the sampler uses it when it commits tokens
+//! progressively ([`crate::GenerationConfig::commit`]).
+//!
 //! ```no_run
 //! use diffusion_lm::train::{train_diffusion, TrainConfig};
 //! use diffusion_lm::text::corpus;
@@ -210,6 +217,26 @@ impl DiffusionObjective {
     }
 }
 
+/// Share of training rows given clean context under [`ModelConfig::clean_context`]; the rest
+/// are all noise, as at the first sampling steps.
+const CLEAN_CONTEXT_ROWS: f64 = 0.75;
+
+/// `[b, l, 1]`: 1 at the positions given clean. A row has clean context with probability
+/// [`CLEAN_CONTEXT_ROWS`]; its share of clean positions is then uniform in (0, 1), so every
+/// stage of progressive commitment is seen.
+fn clean_mask(rng: &mut StdRng, b: usize, l: usize, device: &Device) -> Result<Tensor> {
+    let mut m = Vec::with_capacity(b * l);
+    for _ in 0..b {
+        let share = if rng.gen_bool(CLEAN_CONTEXT_ROWS) {
+            rng.gen::<f64>()
+        } else {
+            0.0
+        };
+        m.extend((0..l).map(|_| if rng.gen_bool(share) { 1f32 } else { 0.0 }));
+    }
+    Ok(Tensor::from_vec(m, (b, l, 1), device)?)
+}
+
 impl Objective for DiffusionObjective {
     type Config = ModelConfig;
     fn config(&self) -> &ModelConfig {
@@ -236,24 +263,59 @@ impl Objective for DiffusionObjective {
         let sqrt_1m = column(&t.iter().map(|&i| (1.0 - ac[i]).sqrt()).collect::<Vec<_>>(), device)?;
         let noise = randn(rng, (b, l, d), device)?;
         let x_t = (x_start.broadcast_mul(&sqrt_ac)? + noise.broadcast_mul(&sqrt_1m)?)?;
+        let clean = if self.cfg.clean_context {
+            Some(clean_mask(rng, b, l, device)?)
+        } else {
+            None
+        };
+        let x_t = match &clean {
+            // Clean positions hold their word's embedding exactly, as committed tokens do when
+            // sampling.
+            Some(m) => (x_t.broadcast_mul(&m.affine(-1.0, 1.0)?)? + emb.broadcast_mul(m)?)?,
+            None => x_t,
+        };
         let mut rng_mode = Mode::Train(rng);
-        let (pred, logits) = self.model.forward_with_logits(&x_t, &t, &mut rng_mode)?;
+        let (pred, logits) = self
+            .model
+            .forward_with_context(&x_t, &t, clean.as_ref(), &mut rng_mode)?;
         // Where t = 0 the target is the embedding itself (x_start minus its embedding noise).
         let is_zero = column(
             &t.iter().map(|&i| if i == 0 { std0 } else { 0.0 }).collect::<Vec<_>>(),
             device,
         )?;
         let target = (&x_start - noise0.broadcast_mul(&is_zero)?)?;
-        let mse = (pred - target)?.sqr()?.mean((1, 2))?;
+        let sq = (pred - target)?.sqr()?;
+        // With clean context, only the noisy positions are scored: copying a clean one is no task.
+        let noisy = match &clean {
+            Some(m) => Some(m.affine(-1.0, 1.0)?),
+            None => None,
+        };
+        let mse = match &noisy {
+            Some(w) => {
+                let count = (w.sum_all()?.to_dtype(DType::F32)? * d as f64)?.maximum(1.0)?;
+                sq.broadcast_mul(w)?.sum_all()?.div(&count)?
+            }
+            None => sq.mean((1, 2))?.mean_all()?,
+        };
         let prior = (&x_start * ac[t_count - 1].sqrt())?.sqr()?.mean((1, 2))?;
         let rounding = self.rounding_loss(&x_start, batch)?;
-        let mse = mse.mean_all()?;
         let prior = prior.mean_all()?;
         let mut loss = ((&mse + &prior)? + &rounding)?;
         let mut parts = vec![loss.clone(), mse, rounding, prior];
         if let Some(logits) = logits {
             let v = self.cfg.vocab_size;
-            let ce = candle_nn::loss::cross_entropy(&logits.reshape((b * l, v))?, &batch.flatten_all()?)?;
+            let logits = logits.reshape((b * l, v))?;
+            let targets = batch.flatten_all()?;
+            let ce = match &noisy {
+                Some(w) => {
+                    let logp = candle_nn::ops::log_softmax(&logits, candle_core::D::Minus1)?;
+                    let picked = logp.gather(&targets.unsqueeze(1)?, 1)?.reshape((b * l,))?;
+                    let w = w.reshape((b * l,))?;
+                    let count = w.sum_all()?.maximum(1.0)?;
+                    (picked * &w)?.sum_all()?.neg()?.div(&count)?
+                }
+                None => candle_nn::loss::cross_entropy(&logits, &targets)?,
+            };
             loss = (loss + &ce)?;
             parts[0] = loss.clone();
             parts.push(ce);

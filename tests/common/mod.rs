@@ -35,6 +35,7 @@ pub fn toy_config(tok: &TextTokenizer) -> ModelConfig {
         diffusion_steps: 200,
         schedule: diffusion_lm::engine::ScheduleKind::Sqrt,
         x0_head: diffusion_lm::engine::X0Head::Direct,
+        clean_context: false,
     }
 }
 
