@@ -41,7 +41,7 @@ fn digit_positions(lm: &DiffusionLm, ids: &[u32]) -> Vec<usize> {
 #[test]
 fn rewriting_mends_named_positions_and_holds_the_rest() {
     let lm = DiffusionLm::load(DiffusionLm::default_dir(), &Device::Cpu).unwrap();
-    let (n, steps, rounds) = (24, 30, 3);
+    let (n, steps, rounds) = (48, 30, 3);
     let rounds_seen = Arc::new(AtomicUsize::new(0));
     let run = |rounds: usize| {
         Generator::new(&lm)

@@ -194,6 +194,33 @@ impl Denoiser {
         t as f64 * 1000.0 / self.cfg.diffusion_steps as f64
     }
 
+    /// The time MLP over the sinusoids of model time inputs, `[n, 1, h]`.
+    ///
+    /// When sampling, each distinct time is embedded on its own: a matrix product's rounding can
+    /// depend on how many rows it has, and a row's result must not depend on its batch.
+    fn time_embedding(&self, times: &[f64], mode: &mut Mode) -> Result<Tensor> {
+        if !mode.is_differentiable() && times.len() > 1 {
+            let mut distinct: Vec<(f64, Tensor)> = Vec::new();
+            let mut rows = Vec::with_capacity(times.len());
+            for &t in times {
+                let row = match distinct.iter().find(|(u, _)| *u == t) {
+                    Some((_, e)) => e.clone(),
+                    None => {
+                        let e = self.time_embedding(&[t], mode)?;
+                        distinct.push((t, e.clone()));
+                        e
+                    }
+                };
+                rows.push(row);
+            }
+            return Ok(Tensor::cat(&rows, 0)?);
+        }
+        let device = self.word_embedding.device();
+        let temb = timestep_embedding(times, self.cfg.hidden, device)?.to_dtype(self.compute_dtype)?;
+        let temb = candle_nn::ops::silu(&nn::linear(&self.time_embed.0, &temb, mode)?)?;
+        Ok(nn::linear(&self.time_embed.1, &temb, mode)?.unsqueeze(1)?)
+    }
+
     /// Predicts `x0` from `x_t` `[B, L, d]` (L ≤ seq_len) at original step indices `t` (one per row).
     pub fn forward(&self, x_t: &Tensor, t: &[usize], mode: &mut Mode) -> Result<Tensor> {
         Ok(self.forward_with_logits(x_t, t, mode)?.0)
@@ -230,22 +257,17 @@ impl Denoiser {
         }
         let out_dtype = x_t.dtype();
         let x_t = &x_t.to_dtype(self.compute_dtype)?;
-        let mut times: Vec<f64> = t.iter().map(|&s| self.time_input(s)).collect();
-        if clean.is_some() {
-            // One more row: the embedding of time 0, for the clean positions.
-            times.push(0.0);
-        }
-        let temb = timestep_embedding(&times, self.cfg.hidden, x_t.device())?.to_dtype(self.compute_dtype)?;
-        let temb = candle_nn::ops::silu(&nn::linear(&self.time_embed.0, &temb, mode)?)?;
-        let temb = nn::linear(&self.time_embed.1, &temb, mode)?.unsqueeze(1)?;
-        let (temb, clean_shift) = match clean {
+        let times: Vec<f64> = t.iter().map(|&s| self.time_input(s)).collect();
+        let temb = self.time_embedding(&times, mode)?;
+        let clean_shift = match clean {
             Some(mask) => {
-                let rows = temb.narrow(0, 0, b)?;
-                let shift = temb.narrow(0, b, 1)?.broadcast_sub(&rows)?;
+                // Its own pass, so a row's result does not depend on the batch it is in.
+                let zero = self.time_embedding(&[0.0], mode)?;
+                let shift = zero.broadcast_sub(&temb)?;
                 let mask = mask.reshape((b, l, 1))?.to_dtype(self.compute_dtype)?;
-                (rows, Some(mask.broadcast_mul(&shift)?))
+                Some(mask.broadcast_mul(&shift)?)
             }
-            None => (temb, None),
+            None => None,
         };
         let h = if mode.is_differentiable() {
             nn::linear(&self.input_up.0, x_t, mode)?.tanh()?
@@ -286,9 +308,17 @@ impl Denoiser {
                 let logits = nn::linear(head, &h, mode)?.to_dtype(out_dtype)?;
                 let v = self.cfg.vocab_size;
                 let probs = nn::softmax_last(&logits.reshape((b * l, v))?, mode)?;
-                let x0 = probs
-                    .matmul(&self.word_embedding)?
-                    .reshape((b, l, self.cfg.embed_dim))?;
+                let x0 = if mode.is_differentiable() {
+                    probs.matmul(&self.word_embedding)?
+                } else {
+                    // One product per sequence, so a row's result does not depend on its batch.
+                    let table = self
+                        .word_embedding
+                        .unsqueeze(0)?
+                        .broadcast_as((b, v, self.cfg.embed_dim))?;
+                    probs.reshape((b, l, v))?.matmul(&table)?
+                }
+                .reshape((b, l, self.cfg.embed_dim))?;
                 Ok((x0, Some(logits)))
             }
         }

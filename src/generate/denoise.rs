@@ -149,7 +149,10 @@ fn commit_row(row: &mut [Option<u32>], tokens: &[u32], confidence: &[f32], targe
         return;
     }
     let mut free: Vec<usize> = (0..row.len()).filter(|&p| row[p].is_none()).collect();
-    free.sort_by(|&a, &b| confidence[b].total_cmp(&confidence[a]));
+    // Ranked at a resolution of 1e-3 nats, so that the last bits of a product, which may
+    // depend on the batch a row is computed in, do not reorder near-equal positions.
+    let key = |p: usize| (confidence[p] * 1e3).round();
+    free.sort_by(|&a, &b| key(b).total_cmp(&key(a)));
     for &p in free.iter().take(target - held) {
         row[p] = Some(tokens[p]);
     }
