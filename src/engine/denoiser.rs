@@ -195,26 +195,7 @@ impl Denoiser {
     }
 
     /// The time MLP over the sinusoids of model time inputs, `[n, 1, h]`.
-    ///
-    /// When sampling, each distinct time is embedded on its own: a matrix product's rounding can
-    /// depend on how many rows it has, and a row's result must not depend on its batch.
     fn time_embedding(&self, times: &[f64], mode: &mut Mode) -> Result<Tensor> {
-        if !mode.is_differentiable() && times.len() > 1 {
-            let mut distinct: Vec<(f64, Tensor)> = Vec::new();
-            let mut rows = Vec::with_capacity(times.len());
-            for &t in times {
-                let row = match distinct.iter().find(|(u, _)| *u == t) {
-                    Some((_, e)) => e.clone(),
-                    None => {
-                        let e = self.time_embedding(&[t], mode)?;
-                        distinct.push((t, e.clone()));
-                        e
-                    }
-                };
-                rows.push(row);
-            }
-            return Ok(Tensor::cat(&rows, 0)?);
-        }
         let device = self.word_embedding.device();
         let temb = timestep_embedding(times, self.cfg.hidden, device)?.to_dtype(self.compute_dtype)?;
         let temb = candle_nn::ops::silu(&nn::linear(&self.time_embed.0, &temb, mode)?)?;
@@ -261,7 +242,6 @@ impl Denoiser {
         let temb = self.time_embedding(&times, mode)?;
         let clean_shift = match clean {
             Some(mask) => {
-                // Its own pass, so a row's result does not depend on the batch it is in.
                 let zero = self.time_embedding(&[0.0], mode)?;
                 let shift = zero.broadcast_sub(&temb)?;
                 let mask = mask.reshape((b, l, 1))?.to_dtype(self.compute_dtype)?;
@@ -308,17 +288,9 @@ impl Denoiser {
                 let logits = nn::linear(head, &h, mode)?.to_dtype(out_dtype)?;
                 let v = self.cfg.vocab_size;
                 let probs = nn::softmax_last(&logits.reshape((b * l, v))?, mode)?;
-                let x0 = if mode.is_differentiable() {
-                    probs.matmul(&self.word_embedding)?
-                } else {
-                    // One product per sequence, so a row's result does not depend on its batch.
-                    let table = self
-                        .word_embedding
-                        .unsqueeze(0)?
-                        .broadcast_as((b, v, self.cfg.embed_dim))?;
-                    probs.reshape((b, l, v))?.matmul(&table)?
-                }
-                .reshape((b, l, self.cfg.embed_dim))?;
+                let x0 = probs
+                    .matmul(&self.word_embedding)?
+                    .reshape((b, l, self.cfg.embed_dim))?;
                 Ok((x0, Some(logits)))
             }
         }
