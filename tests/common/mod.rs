@@ -73,3 +73,14 @@ pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
         .to_scalar::<f32>()
         .unwrap()
 }
+
+/// A standard-normal f64 tensor of `dims` drawn from a seeded generator, so a test that
+/// probes a function at it sees the same point on every run (candle's `randn` is unseeded).
+pub fn seeded_normal_f64(dims: &[usize], seed: u64) -> Tensor {
+    use rand::SeedableRng;
+    use rand_distr::Distribution;
+    let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+    let n: usize = dims.iter().product();
+    let values: Vec<f64> = (0..n).map(|_| rand_distr::StandardNormal.sample(&mut rng)).collect();
+    Tensor::from_vec(values, dims, &Device::Cpu).expect("shape matches the values")
+}
