@@ -74,7 +74,7 @@ mod attribute {
     use diffusion_lm::generate::guidance_gradient;
     use diffusion_lm::nn::init_varmap;
     use diffusion_lm::nn::Mode;
-    use diffusion_lm::scoring::classifier::{classifier_trainer, ClassifierConfig, FieldSpec, LatentClassifier};
+    use diffusion_lm::scoring::classifier::{classifier_trainer, ClassifierConfig, LatentClassifier};
     use diffusion_lm::steer::{Guide, GuideContext, GuideInput};
     use diffusion_lm::text::corpus::{Example, Labels};
     use diffusion_lm::train::TrainConfig;
@@ -84,21 +84,6 @@ mod attribute {
     use rand::SeedableRng;
 
     use super::common::*;
-
-    fn animal_config(embed_dim: usize, seq_len: usize, diffusion_steps: usize) -> ClassifierConfig {
-        ClassifierConfig {
-            hidden: 32,
-            layers: 1,
-            heads: 2,
-            ffn_hidden: 64,
-            dropout: 0.0,
-            fields: vec![FieldSpec {
-                name: "animal".into(),
-                values: ["none", "bird", "cat", "dog", "fish"].map(String::from).to_vec(),
-            }],
-            ..ClassifierConfig::small(embed_dim, seq_len, diffusion_steps)
-        }
-    }
 
     /// A var builder handing out `specs`' random initial weights as f64.
     fn f64_weights(specs: &[diffusion_lm::nn::ParamSpec], seed: u64) -> candle_nn::VarBuilder<'static> {

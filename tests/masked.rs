@@ -550,7 +550,7 @@ fn parallel_decoding_commits_the_certain_tokens_at_once_and_stays_valid() {
 /// and one of masked text on the continuous engine.
 #[test]
 fn a_classifier_of_masked_text_guides_the_masked_engine() {
-    use diffusion_lm::scoring::classifier::{masked_classifier_trainer, ClassifierConfig, FieldSpec, LatentClassifier};
+    use diffusion_lm::scoring::classifier::{masked_classifier_trainer, ClassifierConfig, LatentClassifier};
     use diffusion_lm::steer::GuideInput;
     use diffusion_lm::text::corpus::{Example, Labels};
     use diffusion_lm_controllers::Attribute;
@@ -588,18 +588,9 @@ fn a_classifier_of_masked_text_guides_the_masked_engine() {
         })
         .collect();
     let clf_cfg = ClassifierConfig {
-        hidden: 32,
-        layers: 1,
-        heads: 2,
-        ffn_hidden: 64,
-        dropout: 0.0,
-        fields: vec![FieldSpec {
-            name: "animal".into(),
-            values: ["none", "bird", "cat", "dog", "fish"].map(String::from).to_vec(),
-        }],
         reads: GuideInput::Masked,
         vocab_size: Some(tok.vocab_size()),
-        ..ClassifierConfig::small(16, 12, 1000)
+        ..animal_config(16, 12, 1000)
     };
     let clf_dir = dir.path().join("classifier");
     masked_classifier_trainer(

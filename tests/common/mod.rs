@@ -5,6 +5,7 @@
 use std::path::Path;
 
 use candle_core::{Device, Tensor};
+use diffusion_lm::scoring::classifier::{ClassifierConfig, FieldSpec};
 use diffusion_lm::train::TrainConfig;
 use diffusion_lm::{DiffusionLm, ModelConfig, TextTokenizer};
 
@@ -83,4 +84,20 @@ pub fn seeded_normal_f64(dims: &[usize], seed: u64) -> Tensor {
     let n: usize = dims.iter().product();
     let values: Vec<f64> = (0..n).map(|_| rand_distr::StandardNormal.sample(&mut rng)).collect();
     Tensor::from_vec(values, dims, &Device::Cpu).expect("shape matches the values")
+}
+
+/// A one-layer classifier of the toy corpus's animal (`none` for texts without one).
+pub fn animal_config(embed_dim: usize, seq_len: usize, diffusion_steps: usize) -> ClassifierConfig {
+    ClassifierConfig {
+        hidden: 32,
+        layers: 1,
+        heads: 2,
+        ffn_hidden: 64,
+        dropout: 0.0,
+        fields: vec![FieldSpec {
+            name: "animal".into(),
+            values: ["none", "bird", "cat", "dog", "fish"].map(String::from).to_vec(),
+        }],
+        ..ClassifierConfig::small(embed_dim, seq_len, diffusion_steps)
+    }
 }
