@@ -145,9 +145,9 @@ fn commit(
 /// until `target` positions are held. Confidences are compared at a resolution of 1e-3 nats and
 /// ties go to the earlier position, so near-certain tokens are committed left to right.
 ///
-/// Both halves of that rule were measured (`docs/results.md`): ranked exactly, the surest
-/// positions (often the PAD tail) come first and fewer sentences read grammatical; committed in
-/// plain left-to-right order, or with coarser ties (0.1 nats), fewer still. The resolution also
+/// Both halves of that rule were measured (`docs/results.md`): ranked exactly (the surest
+/// first), fewer sentences read grammatical; committed in plain left-to-right order, or with
+/// coarser ties (0.1 nats), fewer still. The resolution also
 /// keeps the order from depending on the last bits of batched products.
 fn commit_row(row: &mut [Option<u32>], tokens: &[u32], confidence: &[f32], target: usize) {
     let held = row.iter().filter(|h| h.is_some()).count();
