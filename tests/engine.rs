@@ -285,6 +285,57 @@ fn a_clean_context_model_commits_tokens_progressively_and_keeps_constraints_exac
             assert_eq!(s.redraws, 0, "{pattern}: {:?} needed a redraw", s.text);
         }
     }
+    best_of_keeps_the_most_natural_candidate(&lm);
+}
+
+/// Best-of on a trained clean-context model: the model reads its corpus as more natural than
+/// the same words scrambled; each best-of-3 output passes the check and is at least as natural
+/// as the first draw (candidate 0), and the choice does not depend on the batch size.
+fn best_of_keeps_the_most_natural_candidate(lm: &DiffusionLm) {
+    let len = lm.config.seq_len;
+    let rows = |texts: &[&str]| -> Vec<Vec<u32>> {
+        texts
+            .iter()
+            .map(|t| lm.tokenizer.encode_padded(t, len).unwrap())
+            .collect()
+    };
+    let judge = Generator::new(lm).seed(9);
+    let real = judge.naturalness(&rows(&TOY)).unwrap();
+    let scrambled = judge
+        .naturalness(&rows(&[
+            "mat the on sat cat the",
+            "park the ran in dog a",
+            "song bird a sang the",
+            "day swims fish all my",
+        ]))
+        .unwrap();
+    assert!(
+        real.iter().sum::<f64>() > scrambled.iter().sum::<f64>() + 1.0,
+        "corpus {real:?} against scrambled {scrambled:?}"
+    );
+    let regex = || diffusion_lm_controllers::Regex::new("(the|a) .*").unwrap();
+    let draw = |k: usize, batch: usize| {
+        Generator::new(lm)
+            .steps(20)
+            .seed(4)
+            .batch_size(batch)
+            .best_of(k)
+            .constrain(regex())
+            .generate(8)
+            .unwrap()
+    };
+    let (first, best) = (draw(1, 8), draw(3, 8));
+    let ids = |s: &[diffusion_lm::Sample]| s.iter().map(|s| s.ids.clone()).collect::<Vec<_>>();
+    let judge = Generator::new(lm).seed(4).constrain(regex());
+    let (n_first, n_best) = (
+        judge.naturalness(&ids(&first)).unwrap(),
+        judge.naturalness(&ids(&best)).unwrap(),
+    );
+    for (i, s) in best.iter().enumerate() {
+        assert!(s.text.starts_with("the ") || s.text.starts_with("a "), "{:?}", s.text);
+        assert!(n_best[i] >= n_first[i], "sample {i}: {} < {}", n_best[i], n_first[i]);
+    }
+    assert_eq!(ids(&best), ids(&draw(3, 3)), "best of 3 depends on the batch size");
 }
 
 #[test]
@@ -400,8 +451,13 @@ fn a_tiny_model_learns_the_toy_corpus_and_save_load_is_bit_identical() {
 fn samples_handed_out_batch_by_batch_equal_the_collected_ones() {
     let dir = tempfile::tempdir().unwrap();
     let lm = train_toy(dir.path(), 5);
-    for mbr in [1, 2] {
-        let g = Generator::new(&lm).steps(4).seed(3).batch_size(3).mbr(mbr);
+    for (mbr, best_of) in [(1, 1), (2, 1), (1, 2)] {
+        let g = Generator::new(&lm)
+            .steps(4)
+            .seed(3)
+            .batch_size(3)
+            .mbr(mbr)
+            .best_of(best_of);
         let all = g.generate(5).unwrap();
         let mut batches = Vec::new();
         g.generate_each(5, |batch| {
@@ -413,9 +469,9 @@ fn samples_handed_out_batch_by_batch_equal_the_collected_ones() {
         assert_eq!(
             streamed,
             all.iter().map(|s| s.ids.clone()).collect::<Vec<_>>(),
-            "mbr {mbr}"
+            "mbr {mbr}, best of {best_of}"
         );
-        assert!(batches.len() > 1, "mbr {mbr}: one batch only");
+        assert!(batches.len() > 1, "mbr {mbr}, best of {best_of}: one batch only");
     }
     // An error from the consumer stops the run and comes back.
     let mut calls = 0;

@@ -162,6 +162,14 @@ fn impossible_sampling_requests_are_refused() {
     let msg = err_text(Generator::new(&lm).length(0).generate(1));
     assert!(msg.contains("at least 1"), "{msg}");
     assert!(Generator::new(&lm).generate(0).unwrap().is_empty());
+    let msg = err_text(Generator::new(&lm).best_of(0).generate(1));
+    assert!(msg.contains("best_of must be at least 1"), "{msg}");
+    let short = vec![lm.tokenizer.pad_id(); lm.config.seq_len - 1];
+    let msg = err_text(Generator::new(&lm).naturalness(&[short]));
+    assert!(msg.contains("sequence 0 has 11 tokens"), "{msg}");
+    let outside = vec![lm.config.vocab_size as u32; lm.config.seq_len];
+    let msg = err_text(Generator::new(&lm).naturalness(&[outside]));
+    assert!(msg.contains("outside the vocabulary"), "{msg}");
 }
 
 #[test]

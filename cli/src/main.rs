@@ -158,12 +158,6 @@ struct MaskedArgs {
     /// commits give [default: false].
     #[arg(long, value_name = "BOOL")]
     length_first: Option<bool>,
-    /// Draw K candidates per sample and keep the one the model finds most natural (the mean
-    /// log-probability of its tokens, each read in context): K times the time, and the outputs
-    /// lean toward the model's commonest texts [default: 2 on a masked model trained here, 1 for
-    /// pretrained snapshots].
-    #[arg(long, value_name = "K")]
-    best_of: Option<usize>,
     /// Drop a word that repeats the one before it ("located located") after sampling, where the
     /// text without it still satisfies the constraints, true or false [default: true on a masked
     /// model trained here and on the continuous engine, false for pretrained snapshots].
@@ -201,7 +195,7 @@ impl MaskedArgs {
             lookahead: self.lookahead.unwrap_or(base.lookahead),
             lookahead_candidates: self.lookahead_candidates.unwrap_or(base.lookahead_candidates),
             length_first: self.length_first.unwrap_or(base.length_first),
-            best_of: self.best_of.unwrap_or(base.best_of),
+            best_of: finishing.best_of.unwrap_or(base.best_of),
             drop_doubled_words: self.drop_doubled_words.unwrap_or(base.drop_doubled_words),
             edits: self.edits.unwrap_or(base.edits),
             ..base
@@ -246,9 +240,6 @@ impl MaskedArgs {
         }
         if self.length_first.is_some() {
             out.push("--length-first");
-        }
-        if self.best_of.is_some() {
-            out.push("--best-of");
         }
         if self.edits.is_some() {
             out.push("--edits");
@@ -419,6 +410,12 @@ struct FinishingArgs {
     /// 0.1 on the masked one].
     #[arg(long)]
     self_correct_threshold: Option<f64>,
+    /// Draw K candidates per sample and keep the one the model finds most natural (the mean
+    /// log-probability of its tokens, each read in context): K times the time, and the outputs
+    /// lean toward the model's commonest texts [default: 2 on a masked model trained here, 1 for
+    /// pretrained snapshots and on the continuous engine].
+    #[arg(long, value_name = "K")]
+    best_of: Option<usize>,
     /// Minimum Bayes risk decoding: draw this many candidates per output and keep the one that
     /// agrees most with the others (1 = off) [default: 1].
     #[arg(long)]
@@ -444,6 +441,9 @@ impl FinishingArgs {
         }
         if let Some(v) = self.self_correct_threshold {
             cfg.self_correct.threshold = v;
+        }
+        if let Some(v) = self.best_of {
+            cfg.best_of = v;
         }
         if let Some(v) = self.mbr {
             cfg.mbr = v;
@@ -493,6 +493,9 @@ impl ControlArgs {
             None => format!("syntax tree {l}, {} rewrite rounds", cfg.rewrite.rounds),
         }));
         out.extend(self.attribute.iter().map(|a| format!("attribute {a}")));
+        if cfg.best_of > 1 {
+            out.push(format!("best of {} by the model's own reading", cfg.best_of));
+        }
         if cfg.mbr > 1 {
             out.push(format!("MBR over {} candidates", cfg.mbr));
         }
@@ -1470,9 +1473,9 @@ fn draw(
             },
             &control.finishing,
         );
-        // The continuous engine's self-correction line does not describe this run; the masked
-        // engine's own (off by default) does.
-        controls.retain(|c| !c.starts_with("self-correction"));
+        // The continuous engine's self-correction and best-of lines do not describe this run;
+        // the masked engine's own do.
+        controls.retain(|c| !c.starts_with("self-correction") && !c.starts_with("best of"));
         if sampling.self_correct > 0 {
             controls.push(format!(
                 "self-correction: {} rounds below p = {}",

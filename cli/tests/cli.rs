@@ -174,13 +174,13 @@ fn bad_input_gives_clear_errors() {
                 "--model".into(),
                 concat!(env!("CARGO_MANIFEST_DIR"), "/../models/e2e").into(),
                 "--best-of".into(),
-                "2".into(),
+                "0".into(),
             ],
-            "--best-of applies to the masked engine",
+            "best_of must be at least 1",
         ),
         (
             vec!["generate".into(), "--best-of".into(), "0".into()],
-            "best-of needs at least 1 candidate",
+            "best_of must be at least 1",
         ),
     ];
     std::fs::write(dir.path().join("bad.gbnf"), "root ::= (\"a\"").unwrap();
@@ -367,6 +367,37 @@ fn generate_with_a_grammar_prints_sentences_of_it() {
     assert_eq!(lines.len(), 2);
     for line in lines {
         assert!(g.recognizes(line), "{line:?}");
+    }
+}
+
+#[test]
+fn best_of_runs_on_the_continuous_engine_under_constraints() {
+    let model = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/e2e");
+    let (ok, out, err) = run(&[
+        "generate",
+        "--model",
+        model,
+        "--best-of",
+        "2",
+        "--regex",
+        "The [A-Z][a-z]+ is a pub\\.",
+        "--samples",
+        "2",
+        "--steps",
+        "10",
+        "--self-correct",
+        "0",
+    ]);
+    assert!(ok, "{err}");
+    assert_eq!(out.lines().count(), 2, "{out}");
+    for line in out.lines() {
+        let name = line.strip_prefix("The ").and_then(|l| l.strip_suffix(" is a pub."));
+        let one_word = name.is_some_and(|n| {
+            n.chars().next().is_some_and(|c| c.is_ascii_uppercase())
+                && n.chars().skip(1).all(|c| c.is_ascii_lowercase())
+                && n.len() > 1
+        });
+        assert!(one_word, "{line:?}");
     }
 }
 

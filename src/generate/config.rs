@@ -48,6 +48,10 @@ pub struct GenerationConfig {
     pub self_correct: SelfCorrect,
     /// Minimum Bayes risk decoding: candidates drawn per output (1, the default, turns it off).
     pub mbr: usize,
+    /// Best of `k`: each sample is drawn `k` times (with seeds derived from the run's) and the
+    /// candidate that passes every check and that the model finds most natural is kept
+    /// ([`crate::Generator::naturalness`]). Costs `k` times the sampling. Default 1 (off).
+    pub best_of: usize,
     /// After self-correction, drop a word token that repeats the one before it ("located
     /// located"), where the text without it still passes every constraint's check. Default on.
     pub drop_doubled_words: bool,
@@ -79,6 +83,7 @@ impl Default for GenerationConfig {
             rewrite: Rewrite::default(),
             self_correct: SelfCorrect::default(),
             mbr: 1,
+            best_of: 1,
             drop_doubled_words: true,
             commit: None,
             device: DeviceSpec::Cpu,
@@ -109,6 +114,9 @@ impl GenerationConfig {
         }
         if self.mbr == 0 {
             return bad("mbr must be at least 1".into());
+        }
+        if self.best_of == 0 {
+            return bad("best_of must be at least 1".into());
         }
         let sp = &self.soft_projection;
         if !(0.0..=1.0).contains(&sp.fraction) || !(sp.temperature.is_finite() && sp.temperature > 0.0) {

@@ -24,6 +24,7 @@ mod config;
 mod denoise;
 mod guide;
 mod mbr;
+mod natural;
 mod project;
 mod repair;
 mod rewrite;
@@ -250,6 +251,14 @@ impl<'m> Generator<'m> {
         self
     }
 
+    /// Best of `k` ([`GenerationConfig::best_of`]): draw `k` candidates per sample and keep the
+    /// most natural one that passes every check ([`Generator::naturalness`]). Costs `k` times
+    /// the sampling; 1 (the default) turns it off.
+    pub fn best_of(mut self, k: usize) -> Self {
+        self.config.best_of = k;
+        self
+    }
+
     /// The soft projection (see [`SoftProjection`]): the first `fraction` of the steps use the
     /// constrained marginals at `temperature`; `0.0` projects exactly at every step.
     pub fn soft_projection(mut self, fraction: f64, temperature: f32) -> Self {
@@ -258,6 +267,46 @@ impl<'m> Generator<'m> {
             temperature,
         };
         self
+    }
+
+    /// How natural the model finds each finished sequence (a [`Sample`]'s `ids`, PAD tail
+    /// included): the mean log-probability of its content tokens and first PAD, each read with a
+    /// quarter of the positions noised to near pure noise and the rest as clean context (a model
+    /// trained with [`crate::ModelConfig::clean_context`]; without it, every position noised at
+    /// once). Higher is more natural; [`GenerationConfig::best_of`] keeps the highest. The probe
+    /// noise is drawn from the run's seed, per row. Costs 4 forward passes per batch of rows.
+    ///
+    /// ```
+    /// use diffusion_lm::{DiffusionLm, Generator};
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// let lm = DiffusionLm::load(DiffusionLm::default_dir(), &candle_core::Device::Cpu)?;
+    /// let tok = &lm.tokenizer;
+    /// let good = tok.encode_padded("The Eagle is a coffee shop near Burger King.", 64)?;
+    /// let bad = tok.encode_padded("The Eagle a is shop coffee Burger near King.", 64)?;
+    /// let score = Generator::new(&lm).naturalness(&[good, bad])?;
+    /// assert!(score[0] > score[1]);
+    /// # Ok(()) }
+    /// ```
+    pub fn naturalness(&self, rows: &[Vec<u32>]) -> Result<Vec<f64>> {
+        let (len, v) = (self.length_in_tokens(), self.lm.config.vocab_size);
+        if let Some((r, row)) = rows.iter().enumerate().find(|(_, row)| row.len() != len) {
+            return Err(Error::Sampling(format!(
+                "sequence {r} has {} tokens; this generator's length is {len}",
+                row.len()
+            )));
+        }
+        if let Some((r, &t)) = rows
+            .iter()
+            .enumerate()
+            .find_map(|(r, row)| row.iter().find(|&&t| t as usize >= v).map(|t| (r, t)))
+        {
+            return Err(Error::Sampling(format!(
+                "sequence {r} holds token {t}, outside the vocabulary of {v}"
+            )));
+        }
+        let indices: Vec<usize> = (0..rows.len()).collect();
+        let seed = derive(self.config.seed, Stream::Natural);
+        natural::naturalness(self.lm, rows, &indices, seed, self.config.batch_size)
     }
 
     /// The sequence length this run samples.
@@ -431,7 +480,7 @@ fn sample_batches<E: From<Error>>(
     for start in (0..n).step_by(batch) {
         let count = batch.min(n - start);
         let indices: Vec<usize> = (start..start + count).collect();
-        let mut rows = generate_rows(run, &indices, 0)?;
+        let mut rows = generate_rows(run, &indices, run.cfg.seed, 0)?;
         let mut redraws = vec![0usize; count];
         for attempt in 0..=retries {
             let mut failed: Vec<(usize, Error)> = Vec::new();
@@ -448,11 +497,14 @@ fn sample_batches<E: From<Error>>(
             }
             // Redraw the failed samples with fresh noise.
             let redo: Vec<usize> = failed.iter().map(|(k, _)| indices[*k]).collect();
-            let fresh = generate_rows(run, &redo, attempt as u64 + 1)?;
+            let fresh = generate_rows(run, &redo, run.cfg.seed, attempt as u64 + 1)?;
             for ((k, _), row) in failed.iter().zip(fresh) {
                 rows[*k] = row;
                 redraws[*k] += 1;
             }
+        }
+        if run.cfg.best_of > 1 {
+            best_of(run, &mut rows, &indices)?;
         }
         let samples = rows
             .into_iter()
@@ -468,12 +520,35 @@ fn sample_batches<E: From<Error>>(
     Ok(())
 }
 
+/// [`GenerationConfig::best_of`]: draws `best_of − 1` more candidates for each of `rows` (the
+/// first draws, checked) and keeps, per sample, the most natural candidate that passes every
+/// constraint's check; ties keep the earlier candidate.
+fn best_of(run: &Run, rows: &mut [Vec<u32>], indices: &[usize]) -> Result<()> {
+    let probe = derive(run.cfg.seed, Stream::Natural);
+    let batch = run.cfg.batch_size;
+    let tokenizer = &run.lm.tokenizer;
+    let mut best = natural::naturalness(run.lm, rows, indices, probe, batch)?;
+    for j in 1..run.cfg.best_of {
+        let seed = derive(run.cfg.seed, Stream::Candidate(j));
+        let candidates = generate_rows(run, indices, seed, 0)?;
+        let score = natural::naturalness(run.lm, &candidates, indices, probe, batch)?;
+        for (k, (row, s)) in candidates.into_iter().zip(score).enumerate() {
+            if s > best[k] && run.stack.check(&row, tokenizer).is_ok() {
+                best[k] = s;
+                rows[k] = row;
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The reverse process and the rewriting stages for the samples with these indices; returns
-/// their token ids. `attempt` > 0 draws fresh noise for a redraw.
-fn generate_rows(run: &Run, indices: &[usize], attempt: u64) -> Result<Vec<Vec<u32>>> {
+/// their token ids. `seed` is the run's seed (or a best-of candidate's); `attempt` > 0 draws
+/// fresh noise for a redraw.
+fn generate_rows(run: &Run, indices: &[usize], seed: u64, attempt: u64) -> Result<Vec<Vec<u32>>> {
     let device = run.lm.model.device();
     let d = run.lm.config.embed_dim;
-    let seed = derive(run.cfg.seed, Stream::Attempt(attempt));
+    let seed = derive(seed, Stream::Attempt(attempt));
     let mut rngs: Vec<StdRng> = indices.iter().map(|&i| sample_rng(seed, i)).collect();
     let x = crate::nn::standard_normal(&mut rngs, (indices.len(), run.length, d), device)?;
     let start = run.sampler.schedule().len();

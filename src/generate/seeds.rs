@@ -21,6 +21,8 @@ pub(crate) enum Stream {
     Correction(usize),
     /// Candidate `j` (from 1) of a best-of-k run; candidate 0 is the first draw.
     Candidate(usize),
+    /// The probe noise of best-of's naturalness score.
+    Natural,
 }
 
 /// The seed of `stream` under the run's (or attempt's) seed `seed`.
@@ -31,6 +33,7 @@ pub(crate) fn derive(seed: u64, stream: Stream) -> u64 {
         Stream::Probe(r) => seed ^ (r as u64 + 1).wrapping_mul(0x94D0_49BB_1331_11EB),
         Stream::Correction(r) => seed ^ (r as u64 + 1).wrapping_mul(0xE703_7ED1_A0B4_28DB),
         Stream::Candidate(j) => seed ^ (j as u64).wrapping_mul(0x8EBC_6AF0_9C88_C6E3),
+        Stream::Natural => seed ^ 0x2545_F491_4F6C_DD1D,
     }
 }
 
