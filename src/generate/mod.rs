@@ -24,7 +24,7 @@ mod config;
 mod denoise;
 mod guide;
 mod mbr;
-mod natural;
+pub(crate) mod natural;
 mod project;
 mod repair;
 mod rewrite;
@@ -288,22 +288,7 @@ impl<'m> Generator<'m> {
     /// # Ok(()) }
     /// ```
     pub fn naturalness(&self, rows: &[Vec<u32>]) -> Result<Vec<f64>> {
-        let (len, v) = (self.length_in_tokens(), self.lm.config.vocab_size);
-        if let Some((r, row)) = rows.iter().enumerate().find(|(_, row)| row.len() != len) {
-            return Err(Error::Sampling(format!(
-                "sequence {r} has {} tokens; this generator's length is {len}",
-                row.len()
-            )));
-        }
-        if let Some((r, &t)) = rows
-            .iter()
-            .enumerate()
-            .find_map(|(r, row)| row.iter().find(|&&t| t as usize >= v).map(|t| (r, t)))
-        {
-            return Err(Error::Sampling(format!(
-                "sequence {r} holds token {t}, outside the vocabulary of {v}"
-            )));
-        }
+        natural::check_rows(rows, self.length_in_tokens(), self.lm.config.vocab_size, None)?;
         let indices: Vec<usize> = (0..rows.len()).collect();
         let seed = derive(self.config.seed, Stream::Natural);
         natural::naturalness(self.lm, rows, &indices, seed, self.config.batch_size)

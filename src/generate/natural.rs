@@ -15,7 +15,7 @@ use rand::rngs::StdRng;
 use crate::engine::lm::DiffusionLm;
 use crate::generate::seeds::sample_rng;
 use crate::nn::Mode;
-use crate::Result;
+use crate::{Error, Result};
 
 /// How many interleaved groups of positions are noised in turn.
 pub(crate) const GROUPS: usize = 4;
@@ -89,4 +89,31 @@ pub(crate) fn naturalness(
         }
     }
     Ok(out)
+}
+
+/// Checks rows handed to a naturalness score: each `len` tokens long, every token inside the
+/// vocabulary of `vocab` and not `mask` (the masked engine's mask token).
+pub(crate) fn check_rows(rows: &[Vec<u32>], len: usize, vocab: usize, mask: Option<u32>) -> Result<()> {
+    if let Some((r, row)) = rows.iter().enumerate().find(|(_, row)| row.len() != len) {
+        return Err(Error::Sampling(format!(
+            "sequence {r} has {} tokens; this generator's span is {len}",
+            row.len()
+        )));
+    }
+    let bad = |t: u32| t as usize >= vocab || Some(t) == mask;
+    if let Some((r, &t)) = rows
+        .iter()
+        .enumerate()
+        .find_map(|(r, row)| row.iter().find(|&&t| bad(t)).map(|t| (r, t)))
+    {
+        let what = if mask.is_some() {
+            "the mask token or outside"
+        } else {
+            "outside"
+        };
+        return Err(Error::Sampling(format!(
+            "sequence {r} holds token {t}: {what} the vocabulary of {vocab}"
+        )));
+    }
+    Ok(())
 }

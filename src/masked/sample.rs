@@ -704,22 +704,7 @@ impl<'m> MaskedGenerator<'m> {
     /// forward passes per batch of rows.
     pub fn naturalness(&self, rows: &[Vec<u32>]) -> Result<Vec<f64>> {
         let (mask, v) = (self.lm.mask_id(), self.lm.vocab_size());
-        let len = self.span();
-        if let Some((r, row)) = rows.iter().enumerate().find(|(_, row)| row.len() != len) {
-            return Err(Error::Sampling(format!(
-                "sequence {r} has {} tokens; this generator's span is {len}",
-                row.len()
-            )));
-        }
-        if let Some((r, &t)) = rows
-            .iter()
-            .enumerate()
-            .find_map(|(r, row)| row.iter().find(|&&t| t == mask || t as usize >= v).map(|t| (r, t)))
-        {
-            return Err(Error::Sampling(format!(
-                "sequence {r} holds token {t}: the mask token or outside the vocabulary of {v}"
-            )));
-        }
+        crate::generate::natural::check_rows(rows, self.span(), v, Some(mask))?;
         let mut out = Vec::with_capacity(rows.len());
         for chunk in rows.chunks(self.cfg.batch_size.max(1)) {
             out.extend(self.natural(chunk)?);
