@@ -50,7 +50,8 @@ pub struct GenerationConfig {
     pub mbr: usize,
     /// Best of `k`: each sample is drawn `k` times (with seeds derived from the run's) and the
     /// candidate that passes every check and that the model finds most natural is kept
-    /// ([`crate::Generator::naturalness`]). Costs `k` times the sampling. Default 1 (off).
+    /// ([`crate::Generator::naturalness`], plus each guide's `w · log p(c | text)` when the
+    /// stack has guides). Costs `k` times the sampling. Default 1 (off).
     pub best_of: usize,
     /// After self-correction, drop a word token that repeats the one before it ("located
     /// located"), where the text without it still passes every constraint's check. Default on.

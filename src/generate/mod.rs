@@ -38,7 +38,7 @@ pub use mbr::mbr_select;
 
 use crate::engine::lm::DiffusionLm;
 use crate::engine::sampler::{Sampler, SamplerKind};
-use crate::steer::{Constraint, ConstraintContext, Guide, GuideInput, PreparedStack, Repair, Stack};
+use crate::steer::{Constraint, ConstraintContext, Guide, GuideContext, GuideInput, PreparedStack, Repair, Stack};
 use crate::{Error, Result};
 use seeds::{derive, sample_rng, Stream};
 
@@ -506,17 +506,16 @@ fn sample_batches<E: From<Error>>(
 }
 
 /// [`GenerationConfig::best_of`]: draws `best_of − 1` more candidates for each of `rows` (the
-/// first draws, checked) and keeps, per sample, the most natural candidate that passes every
-/// constraint's check; ties keep the earlier candidate.
+/// first draws, checked) and keeps, per sample, the candidate that passes every constraint's
+/// check with the highest [`judged`] score; ties keep the earlier candidate.
 fn best_of(run: &Run, rows: &mut [Vec<u32>], indices: &[usize]) -> Result<()> {
     let probe = derive(run.cfg.seed, Stream::Natural);
-    let batch = run.cfg.batch_size;
     let tokenizer = &run.lm.tokenizer;
-    let mut best = natural::naturalness(run.lm, rows, indices, probe, batch)?;
+    let mut best = judged(run, rows, indices, probe)?;
     for j in 1..run.cfg.best_of {
         let seed = derive(run.cfg.seed, Stream::Candidate(j));
         let candidates = generate_rows(run, indices, seed, 0)?;
-        let score = natural::naturalness(run.lm, &candidates, indices, probe, batch)?;
+        let score = judged(run, &candidates, indices, probe)?;
         for (k, (row, s)) in candidates.into_iter().zip(score).enumerate() {
             if s > best[k] && run.stack.check(&row, tokenizer).is_ok() {
                 best[k] = s;
@@ -525,6 +524,42 @@ fn best_of(run: &Run, rows: &mut [Vec<u32>], indices: &[usize]) -> Result<()> {
         }
     }
     Ok(())
+}
+
+/// What best-of keeps the highest of: the rows' naturalness, plus, with guides in the stack,
+/// each guide's `w · log p(c | text)` read on the text's clean embeddings at time 0, so the
+/// choice does not undo what the guides steered toward.
+fn judged(run: &Run, rows: &[Vec<u32>], indices: &[usize], probe: u64) -> Result<Vec<f64>> {
+    let batch = run.cfg.batch_size.max(1);
+    let mut score = natural::naturalness(run.lm, rows, indices, probe, batch)?;
+    let guides = run.stack.guides();
+    if guides.is_empty() || rows.is_empty() {
+        return Ok(score);
+    }
+    let model = &run.lm.model;
+    let ctx = GuideContext {
+        step: 0,
+        num_steps: run.sampler.schedule().len(),
+        t: 0,
+        latent_t: 0,
+        embeddings: model.embeddings(),
+        masked_fraction: 0.0,
+    };
+    for (chunk, scores) in rows.chunks(batch).zip(score.chunks_mut(batch)) {
+        let flat: Vec<u32> = chunk.iter().flatten().copied().collect();
+        let ids = candle_core::Tensor::from_vec(flat, (chunk.len(), run.length), model.device())?;
+        let x = model.embed(&ids)?;
+        for g in guides {
+            let lp = g
+                .log_prob(&x, &ctx)?
+                .to_dtype(candle_core::DType::F64)?
+                .to_vec1::<f64>()?;
+            for (s, v) in scores.iter_mut().zip(lp) {
+                *s += g.weight() * v;
+            }
+        }
+    }
+    Ok(score)
 }
 
 /// The reverse process and the rewriting stages for the samples with these indices; returns
