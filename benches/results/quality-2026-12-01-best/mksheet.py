@@ -1,14 +1,6 @@
 import json, random, sys
 tasks=['unconstrained','sentence','template','template-short','infill-eagle','infill-bakers','length','schema']
-intent={
- 'unconstrained':'any text about a restaurant',
- 'sentence':'a sentence about a restaurant (`--form sentence`)',
- 'template':'a sentence of the form `NAME is a pub/restaurant/coffee shop ... near LANDMARK.`',
- 'template-short':'a sentence of the form `Name is a pub/restaurant near Landmark.` with one-word names',
- 'infill-eagle':'`The Eagle is a ___ near ___.` with the holes filled: a kind of venue and what it is near',
- 'infill-bakers':'`___ is a family friendly ___ near The Bakers.` with the holes filled: a name and a kind of venue',
- 'length':'any text about a restaurant, 8 to 12 tokens',
-}
+exec(open(__file__.rsplit('/',1)[0]+'/intent.py' if '/' in __file__ else 'intent.py').read())
 c=[json.loads(l) for l in open(sys.argv[1])]
 ONLY=sys.argv[3].split(',')
 OUT=sys.argv[4]

@@ -1,7 +1,7 @@
 # mksheet2.py OUT READERS TASKS name=samples.jsonl ...
 import json, random, sys
 OUT=sys.argv[1]; R=int(sys.argv[2]); ONLY=sys.argv[3].split(',')
-exec(open('intent.py').read())
+exec(open(__file__.rsplit('/',1)[0]+'/intent.py' if '/' in __file__ else 'intent.py').read())
 systems={}
 for arg in sys.argv[4:]:
     name,path=arg.split('=')
