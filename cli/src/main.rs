@@ -401,8 +401,8 @@ struct FinishingArgs {
     #[arg(long, requires = "syntax")]
     rewrite_rounds: Option<usize>,
     /// Self-correction: rounds of rewriting the tokens the model itself disagrees with in
-    /// context (0 = off) [default: 8 on the continuous engine, 2 on a masked model trained
-    /// here, 0 for pretrained snapshots].
+    /// context (0 = off) [default: 2 on models trained here (8 on a continuous model trained
+    /// without --clean-context), 0 for pretrained snapshots].
     #[arg(long)]
     self_correct: Option<usize>,
     /// With --self-correct: tokens whose probability under the model is below this share of the
@@ -412,8 +412,8 @@ struct FinishingArgs {
     self_correct_threshold: Option<f64>,
     /// Draw K candidates per sample and keep the one the model finds most natural (the mean
     /// log-probability of its tokens, each read in context): K times the time, and the outputs
-    /// lean toward the model's commonest texts [default: 2 on a masked model trained here, 1 for
-    /// pretrained snapshots and on the continuous engine].
+    /// lean toward the model's commonest texts [default: 2 on a masked model trained here, 4 on
+    /// a continuous model trained with --clean-context (models/e2e), 1 otherwise].
     #[arg(long, value_name = "K")]
     best_of: Option<usize>,
     /// Minimum Bayes risk decoding: draw this many candidates per output and keep the one that
@@ -437,13 +437,13 @@ impl FinishingArgs {
             cfg.rewrite.rounds = v;
         }
         if let Some(v) = self.self_correct {
-            cfg.self_correct.rounds = v;
+            cfg.self_correct.rounds = Some(v);
         }
         if let Some(v) = self.self_correct_threshold {
             cfg.self_correct.threshold = v;
         }
         if let Some(v) = self.best_of {
-            cfg.best_of = v;
+            cfg.best_of = Some(v);
         }
         if let Some(v) = self.mbr {
             cfg.mbr = v;
@@ -493,17 +493,8 @@ impl ControlArgs {
             None => format!("syntax tree {l}, {} rewrite rounds", cfg.rewrite.rounds),
         }));
         out.extend(self.attribute.iter().map(|a| format!("attribute {a}")));
-        if cfg.best_of > 1 {
-            out.push(format!("best of {} by the model's own reading", cfg.best_of));
-        }
         if cfg.mbr > 1 {
             out.push(format!("MBR over {} candidates", cfg.mbr));
-        }
-        if cfg.self_correct.rounds > 0 {
-            out.push(format!(
-                "self-correction: {} rounds below p = {}",
-                cfg.self_correct.rounds, cfg.self_correct.threshold
-            ));
         }
         if !out.is_empty() && cfg.soft_projection.fraction > 0.0 {
             out.push(format!(
@@ -1473,9 +1464,6 @@ fn draw(
             },
             &control.finishing,
         );
-        // The continuous engine's self-correction and best-of lines do not describe this run;
-        // the masked engine's own do.
-        controls.retain(|c| !c.starts_with("self-correction") && !c.starts_with("best of"));
         if sampling.self_correct > 0 {
             controls.push(format!(
                 "self-correction: {} rounds below p = {}",
@@ -1505,7 +1493,18 @@ fn draw(
         if let Some(on) = masked_args.drop_doubled_words {
             cfg.drop_doubled_words = on;
         }
-        if cfg.commit.unwrap_or(lm.config.clean_context) {
+        let rounds = cfg.self_correct_rounds_for(&lm.config);
+        if rounds > 0 {
+            controls.push(format!(
+                "self-correction: {rounds} rounds below p = {}",
+                cfg.self_correct.threshold
+            ));
+        }
+        let best_of = cfg.best_of_for(&lm.config);
+        if best_of > 1 {
+            controls.push(format!("best of {best_of} by the model's own reading"));
+        }
+        if cfg.commit_for(&lm.config) {
             controls.push(if lm.config.clean_context {
                 "tokens committed progressively, read as clean context".into()
             } else {

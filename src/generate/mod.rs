@@ -84,6 +84,10 @@ pub(crate) struct Run<'a> {
     pub(crate) word_tokens: Vec<bool>,
     /// Whether the reverse process commits tokens progressively ([`GenerationConfig::commit`]).
     pub(crate) commit: bool,
+    /// Candidates per sample ([`GenerationConfig::best_of`], resolved for the model).
+    pub(crate) best_of: usize,
+    /// Self-correction rounds ([`SelfCorrect::rounds`], resolved for the model).
+    pub(crate) self_correct_rounds: usize,
 }
 
 impl<'m> Generator<'m> {
@@ -228,7 +232,7 @@ impl<'m> Generator<'m> {
     /// ```
     pub fn self_correct(mut self, rounds: usize, threshold: f64) -> Self {
         self.config.self_correct = SelfCorrect {
-            rounds,
+            rounds: Some(rounds),
             threshold: threshold.clamp(1e-9, 1.0),
         };
         self
@@ -253,9 +257,10 @@ impl<'m> Generator<'m> {
 
     /// Best of `k` ([`GenerationConfig::best_of`]): draw `k` candidates per sample and keep the
     /// most natural one that passes every check ([`Generator::naturalness`]). Costs `k` times
-    /// the sampling; 1 (the default) turns it off.
+    /// the sampling; 1 turns it off. Without a call, 4 for models trained with clean context
+    /// (the shipped `models/e2e`), 1 for others.
     pub fn best_of(mut self, k: usize) -> Self {
-        self.config.best_of = k;
+        self.config.best_of = Some(k);
         self
     }
 
@@ -422,7 +427,9 @@ impl<'m> Generator<'m> {
             } else {
                 Vec::new()
             },
-            commit: self.config.commit.unwrap_or(self.lm.config.clean_context) && self.stack.repairs().is_empty(),
+            commit: self.config.commit_for(&self.lm.config) && self.stack.repairs().is_empty(),
+            best_of: self.config.best_of_for(&self.lm.config),
+            self_correct_rounds: self.config.self_correct_rounds_for(&self.lm.config),
         };
         let result = sample_batches(&run, n, &mut emit);
         // Also on an error (a reader that went away), so no bar is left drawn on the terminal.
@@ -435,7 +442,8 @@ impl<'m> Generator<'m> {
             return indicatif::ProgressBar::hidden();
         }
         let batches = n.div_ceil(self.config.batch_size.max(1)) as u64;
-        progress_bar(batches * sampler.schedule().len() as u64, "denoising", "steps")
+        let draws = self.config.best_of_for(&self.lm.config) as u64;
+        progress_bar(draws * batches * sampler.schedule().len() as u64, "denoising", "steps")
     }
 }
 
@@ -488,7 +496,7 @@ fn sample_batches<E: From<Error>>(
                 redraws[*k] += 1;
             }
         }
-        if run.cfg.best_of > 1 {
+        if run.best_of > 1 {
             best_of(run, &mut rows, &indices)?;
         }
         let samples = rows
@@ -512,7 +520,7 @@ fn best_of(run: &Run, rows: &mut [Vec<u32>], indices: &[usize]) -> Result<()> {
     let probe = derive(run.cfg.seed, Stream::Natural);
     let tokenizer = &run.lm.tokenizer;
     let mut best = judged(run, rows, indices, probe)?;
-    for j in 1..run.cfg.best_of {
+    for j in 1..run.best_of {
         let seed = derive(run.cfg.seed, Stream::Candidate(j));
         let candidates = generate_rows(run, indices, seed, 0)?;
         let score = judged(run, &candidates, indices, probe)?;
@@ -576,7 +584,7 @@ fn generate_rows(run: &Run, indices: &[usize], seed: u64, attempt: u64) -> Resul
     if run.cfg.rewrite.rounds > 0 && !run.stack.repairs().is_empty() {
         rewrite::rewrite_rows(run, &mut rows, seed, indices)?;
     }
-    if run.cfg.self_correct.rounds > 0 {
+    if run.self_correct_rounds > 0 {
         rewrite::self_correct_rows(run, &mut rows, seed, indices)?;
     }
     if run.cfg.drop_doubled_words {

@@ -83,7 +83,7 @@ pub(crate) fn rewrite_rows(run: &Run, rows: &mut [Vec<u32>], seed: u64, indices:
 pub(crate) fn self_correct_rows(run: &Run, rows: &mut [Vec<u32>], seed: u64, indices: &[usize]) -> Result<()> {
     let cfg = run.cfg.self_correct;
     let pad = run.lm.tokenizer.pad_id();
-    for round in 0..cfg.rounds {
+    for round in 0..run.self_correct_rounds {
         let probe_seed = derive(seed, Stream::Probe(round));
         let (logp, doubt) = token_log_probs(run, rows, indices, probe_seed)?;
         let mut todo: Vec<(usize, f64, Vec<Option<u32>>)> = Vec::new();
