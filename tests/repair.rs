@@ -52,6 +52,7 @@ fn rewriting_mends_named_positions_and_holds_the_rest() {
             .seed(3)
             .rewrite(rounds, 0.3)
             .self_correct(0, 0.3)
+            .best_of(1) // the same draw with and without rewriting
             .generate(n)
             .unwrap()
     };
