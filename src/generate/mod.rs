@@ -515,16 +515,23 @@ fn sample_batches<E: From<Error>>(
 
 /// [`GenerationConfig::best_of`]: draws `best_of − 1` more candidates for each of `rows` (the
 /// first draws, checked) and keeps, per sample, the candidate that passes every constraint's
-/// check with the highest [`judged`] score; ties keep the earlier candidate.
+/// check with the highest [`judged`] score (an empty text below every other); ties keep the
+/// earlier candidate.
 fn best_of(run: &Run, rows: &mut [Vec<u32>], indices: &[usize]) -> Result<()> {
     let probe = derive(run.cfg.seed, Stream::Natural);
     let tokenizer = &run.lm.tokenizer;
-    let mut best = judged(run, rows, indices, probe)?;
+    let pad = tokenizer.pad_id();
+    let mut best: Vec<f64> = judged(run, rows, indices, probe)?
+        .into_iter()
+        .zip(rows.iter())
+        .map(|(s, row)| natural::unless_empty(s, row, pad))
+        .collect();
     for j in 1..run.best_of {
         let seed = derive(run.cfg.seed, Stream::Candidate(j));
         let candidates = generate_rows(run, indices, seed, 0)?;
         let score = judged(run, &candidates, indices, probe)?;
         for (k, (row, s)) in candidates.into_iter().zip(score).enumerate() {
+            let s = natural::unless_empty(s, &row, pad);
             if s > best[k] && run.stack.check(&row, tokenizer).is_ok() {
                 best[k] = s;
                 rows[k] = row;

@@ -117,3 +117,27 @@ pub(crate) fn check_rows(rows: &[Vec<u32>], len: usize, vocab: usize, mask: Opti
     }
     Ok(())
 }
+
+/// A best-of score, with an empty text (PAD first) ranked below every text that is not: its
+/// mean log-probability is that of one PAD, which the model may find likely.
+pub(crate) fn unless_empty(score: f64, row: &[u32], pad: u32) -> f64 {
+    if row.first().is_none_or(|&t| t == pad) {
+        f64::MIN
+    } else {
+        score
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unless_empty;
+
+    #[test]
+    fn an_empty_text_ranks_below_every_other_but_above_a_failed_check() {
+        let pad = 0;
+        assert_eq!(unless_empty(-3.5, &[7, 9, 0, 0], pad), -3.5);
+        let empty = unless_empty(-0.01, &[0, 0, 0, 0], pad);
+        assert!(empty < -1e300 && empty > f64::NEG_INFINITY);
+        assert_eq!(unless_empty(-0.01, &[], pad), empty);
+    }
+}

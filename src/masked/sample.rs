@@ -672,19 +672,28 @@ impl<'m> MaskedGenerator<'m> {
         if self.cfg.best_of <= 1 {
             return Ok(best);
         }
-        // A candidate that fails its check never wins.
+        // A candidate that fails its check never wins, and an empty one only over those: the
+        // mean log-probability of an empty text is that of one PAD, which can read as natural.
+        let pad = self.lm.pad_id();
         let first: Vec<Vec<u32>> = best.iter().map(|(ids, _)| ids.clone()).collect();
         let mut score: Vec<f64> = self
             .judged(&first)?
             .into_iter()
             .zip(&best)
-            .map(|(n, (_, c))| if c.is_ok() { n } else { f64::NEG_INFINITY })
+            .map(|(n, (ids, c))| {
+                if c.is_ok() {
+                    crate::generate::natural::unless_empty(n, ids, pad)
+                } else {
+                    f64::NEG_INFINITY
+                }
+            })
             .collect();
         for j in 1..self.cfg.best_of {
             let seed = crate::generate::seeds::derive(self.cfg.seed, crate::generate::seeds::Stream::Candidate(j));
             let rows = self.run_batch(prepared, indices, seed)?;
             let natural = self.judged(&rows)?;
             for (r, ((ids, check), n)) in checked(rows).into_iter().zip(natural).enumerate() {
+                let n = crate::generate::natural::unless_empty(n, &ids, pad);
                 // Ties keep the earlier candidate: the first draw stays unless another reads
                 // strictly better.
                 if check.is_ok() && n > score[r] {
