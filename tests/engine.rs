@@ -286,6 +286,40 @@ fn a_clean_context_model_commits_tokens_progressively_and_keeps_constraints_exac
         }
     }
     best_of_keeps_the_most_natural_candidate(&lm);
+    lexicon_keeps_constrained_words_to_it(lm);
+}
+
+/// With a lexicon, a constraint that leaves the words free gets only lexicon words; a
+/// constraint that needs a word outside it is still met (the lexicon steps aside); turned off,
+/// the model's other words come back.
+fn lexicon_keeps_constrained_words_to_it(mut lm: DiffusionLm) {
+    use diffusion_lm::text::lexicon::Lexicon;
+    let lexicon = Lexicon::from_texts(["the cat sat on the mat"]);
+    lm.set_lexicon(Some(lexicon.clone()));
+    let draw = |lm: &DiffusionLm, pattern: &str, on: Option<bool>| {
+        let cfg = diffusion_lm::GenerationConfig {
+            steps: Some(30),
+            seed: 3,
+            lexicon: on,
+            ..Default::default()
+        };
+        Generator::with_config(lm, cfg)
+            .constrain(diffusion_lm_controllers::Regex::new(pattern).unwrap())
+            .generate(12)
+            .unwrap()
+    };
+    for s in draw(&lm, "[a-z]+( [a-z]+)+", None) {
+        assert!(lexicon.accepts(&s.text), "{:?} has a word outside the lexicon", s.text);
+    }
+    for s in draw(&lm, "my fish [a-z ]+", None) {
+        assert!(s.text.starts_with("my fish "), "{:?}", s.text);
+    }
+    let off = draw(&lm, "[a-z]+( [a-z]+)+", Some(false));
+    assert!(
+        off.iter().any(|s| !lexicon.accepts(&s.text)),
+        "without the lexicon the toy corpus's other words appear: {:?}",
+        off.iter().map(|s| &s.text).collect::<Vec<_>>()
+    );
 }
 
 /// Best-of on a trained clean-context model: the model reads its corpus as more natural than

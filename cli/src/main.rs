@@ -56,6 +56,17 @@ enum Command {
     /// The quality protocol: sample a fixed task set with one system (`sample`), pool systems
     /// into a blind reading sheet (`blind`), and tabulate proxies and judgments (`score`).
     EvalQuality(quality::EvalQualityArgs),
+    /// Write a continuous checkpoint's lexicon (lexicon.txt: the words of the training split of
+    /// the corpus its data.json records), which keeps constrained text to words the model has
+    /// read; `train` writes it itself.
+    Lexicon(LexiconArgs),
+}
+
+#[derive(Args)]
+struct LexiconArgs {
+    /// The checkpoint directory (with its data.json).
+    #[arg(long)]
+    model: PathBuf,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -429,6 +440,11 @@ struct FinishingArgs {
     /// --clean-context, false for others].
     #[arg(long, value_name = "BOOL")]
     commit: Option<bool>,
+    /// Continuous engine, under hard constraints: keep every word to the model's lexicon (the
+    /// words of its training corpus, lexicon.txt in the checkpoint) where the constraints allow
+    /// it, true or false [default: true].
+    #[arg(long, value_name = "BOOL")]
+    lexicon: Option<bool>,
 }
 
 impl FinishingArgs {
@@ -454,6 +470,9 @@ impl FinishingArgs {
         if self.commit.is_some() {
             cfg.commit = self.commit;
         }
+        if self.lexicon.is_some() {
+            cfg.lexicon = self.lexicon;
+        }
     }
 }
 
@@ -471,6 +490,7 @@ impl ControlArgs {
             (f.mbr.is_some(), "--mbr"),
             (f.soft_until.is_some(), "--soft-until"),
             (f.commit.is_some(), "--commit"),
+            (f.lexicon.is_some(), "--lexicon"),
         ]
         .into_iter()
         .find_map(|(given, flag)| given.then_some(flag))
@@ -888,6 +908,7 @@ fn run() -> Result<()> {
         Command::Eval(a) => eval(a),
         Command::EvalSchemas(a) => schemas::run(a),
         Command::EvalQuality(a) => quality::run(a),
+        Command::Lexicon(a) => write_lexicon(&a.model),
     }
 }
 
@@ -945,6 +966,9 @@ fn generate(a: GenerateArgs) -> Result<()> {
         None => GenerationConfig::default(),
     };
     a.sampling.apply(&mut cfg);
+    if let Some(on) = a.masked.drop_doubled_words {
+        cfg.drop_doubled_words = on;
+    }
     if let Some(d) = a.device.device {
         cfg.device = d;
     }
@@ -1168,6 +1192,9 @@ fn train(a: TrainArgs) -> Result<()> {
                 let weights = warm_start(&cfg, fresh, &a.init_from, &a.out, &device)?;
                 trainer.init_from(&weights)?;
             }
+            // What `GenerationConfig::lexicon` keeps constrained text to.
+            let lexicon = diffusion_lm::text::lexicon::Lexicon::from_texts(texts.iter().copied());
+            lexicon.save(a.out.join(diffusion_lm::text::lexicon::LEXICON_FILE))?;
             run_training(trainer, &a)
         }
         EngineArg::Masked => {
@@ -1289,6 +1316,18 @@ fn run_training<O: diffusion_lm::train::Objective>(
         status!("note: {dropped} examples longer than the sequence length were left out");
     }
     report(&trainer.run(!a.no_progress)?, &a.out);
+    Ok(())
+}
+
+/// Writes `dir`'s lexicon from the training split of the corpus its data.json records (what
+/// `train` writes for a continuous model).
+fn write_lexicon(dir: &Path) -> Result<()> {
+    let record = read_data_record(dir)?;
+    let (train, _) = load_split(&record.corpus, record.json_records, record.heldout)?;
+    let lexicon = diffusion_lm::text::lexicon::Lexicon::from_texts(train.iter().map(|e| e.text.as_str()));
+    let path = dir.join(diffusion_lm::text::lexicon::LEXICON_FILE);
+    lexicon.save(&path)?;
+    status!("{}: {} words", path.display(), lexicon.len());
     Ok(())
 }
 
@@ -1513,6 +1552,12 @@ fn draw(
         }
         if cfg.drop_doubled_words {
             controls.push("doubled words dropped".into());
+        }
+        if let (Some(lex), true) = (lm.lexicon(), cfg.lexicon.unwrap_or(true)) {
+            controls.push(format!(
+                "words kept to the model's lexicon ({} words) where cheap",
+                lex.len()
+            ));
         }
         let samples = Generator::with_config(&lm, cfg)
             .stack(stack)

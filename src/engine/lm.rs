@@ -24,6 +24,9 @@ pub struct DiffusionLm {
     pub tokenizer: TextTokenizer,
     weights: HashMap<String, Tensor>,
     index: std::sync::OnceLock<TokenIndex>,
+    lexicon: Option<crate::text::lexicon::Lexicon>,
+    /// The lexicon's token automaton, built on first use (`None`: no lexicon, or too large).
+    lexicon_automaton: std::sync::OnceLock<Option<crate::steer::automaton::TokenAutomaton>>,
 }
 
 impl DiffusionLm {
@@ -46,7 +49,12 @@ impl DiffusionLm {
         let weights = checkpoint::load_tensors(&dir, checkpoint::WEIGHTS_FILE, device)?;
         check_tensors(&Denoiser::param_specs(&config), &weights)
             .map_err(|m| Error::checkpoint(&dir, format!("{}: {m}", checkpoint::WEIGHTS_FILE)))?;
-        Self::from_weights(config, tokenizer, weights, device)
+        let mut lm = Self::from_weights(config, tokenizer, weights, device)?;
+        let lexicon = dir.join(crate::text::lexicon::LEXICON_FILE);
+        if lexicon.exists() {
+            lm.set_lexicon(Some(crate::text::lexicon::Lexicon::load(lexicon)?));
+        }
+        Ok(lm)
     }
 
     /// Loads a checkpoint directory on the device and in the compute dtype `config` names.
@@ -86,6 +94,8 @@ impl DiffusionLm {
             tokenizer,
             weights,
             index: std::sync::OnceLock::new(),
+            lexicon: None,
+            lexicon_automaton: std::sync::OnceLock::new(),
         })
     }
 
@@ -130,5 +140,30 @@ impl DiffusionLm {
     /// The vocabulary's byte index, built on first use and shared by every constraint.
     pub fn token_index(&self) -> &TokenIndex {
         self.index.get_or_init(|| TokenIndex::new(&self.tokenizer))
+    }
+
+    /// The words of the model's training corpus ([`crate::text::lexicon`]), when its checkpoint
+    /// holds them (`lexicon.txt`); [`crate::GenerationConfig::lexicon`] keeps constrained text
+    /// to them.
+    pub fn lexicon(&self) -> Option<&crate::text::lexicon::Lexicon> {
+        self.lexicon.as_ref()
+    }
+
+    /// Sets (or removes) the model's lexicon.
+    pub fn set_lexicon(&mut self, lexicon: Option<crate::text::lexicon::Lexicon>) {
+        self.lexicon = lexicon;
+        self.lexicon_automaton = std::sync::OnceLock::new();
+    }
+
+    /// The lexicon's token automaton, built once; `None` without a lexicon, or when it exceeds
+    /// [`crate::steer::stack::MAX_PRODUCT_STATES`] states.
+    pub(crate) fn lexicon_automaton(&self) -> Option<&crate::steer::automaton::TokenAutomaton> {
+        self.lexicon_automaton
+            .get_or_init(|| {
+                let lex = self.lexicon.as_ref()?;
+                lex.automaton(self.token_index(), crate::steer::stack::MAX_PRODUCT_STATES)
+                    .ok()
+            })
+            .as_ref()
     }
 }

@@ -58,6 +58,12 @@ pub struct Sample {
     pub redraws: usize,
 }
 
+/// How many times the constraints' own transitions the lexicon's product may have
+/// ([`GenerationConfig::lexicon`]). A word slot between fixed words (`[A-Z][a-z]+ is a ...`),
+/// where a model blends pieces into a word, gives about 6 times; free prose about 550 times,
+/// which would slow every projection as much.
+const LEXICON_COST: usize = 16;
+
 /// Builder for a generation run: a model, a [`GenerationConfig`] (defaults unless set) and a
 /// [`Stack`] of controllers.
 pub struct Generator<'m> {
@@ -312,7 +318,17 @@ impl<'m> Generator<'m> {
             index: self.lm.token_index(),
             seq_len: self.length_in_tokens(),
         };
-        self.stack.prepare(&ctx)
+        let prepared = self.stack.prepare(&ctx)?;
+        if !(prepared.has_hard && self.config.lexicon.unwrap_or(true)) {
+            return Ok(prepared);
+        }
+        // Only where the product stays cheap (the projection's cost grows with its
+        // transitions), and a stack that leaves no text in the lexicon keeps its own automaton.
+        let budget = LEXICON_COST.saturating_mul(prepared.automaton.num_transitions());
+        Ok(match self.lm.lexicon_automaton() {
+            Some(words) => prepared.narrowed(words, &ctx, budget).unwrap_or(prepared),
+            None => prepared,
+        })
     }
 
     /// Checks the settings against the model and builds the sampler.

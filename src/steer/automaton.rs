@@ -328,6 +328,21 @@ impl TokenAutomaton {
 
     /// The product automaton accepting the sequences both accept. Fails past `max_states`.
     pub fn intersect(&self, other: &TokenAutomaton, vocab_size: usize, max_states: usize) -> Result<Self> {
+        let product = self.intersect_within(other, vocab_size, max_states, usize::MAX)?;
+        Ok(product.expect("no transition limit"))
+    }
+
+    /// [`Self::intersect`], given up (`None`) as soon as the product has more than
+    /// `max_transitions` transitions (counted before states that cannot reach acceptance are
+    /// dropped). Only `other` is tabulated densely (states × vocabulary), so it should be the
+    /// smaller of the two.
+    pub fn intersect_within(
+        &self,
+        other: &TokenAutomaton,
+        vocab_size: usize,
+        max_states: usize,
+        max_transitions: usize,
+    ) -> Result<Option<Self>> {
         // Dense next-state table of `other`, so each token of `self` is looked up in O(1).
         let none = u32::MAX;
         let mut table = vec![none; other.num_states() * vocab_size];
@@ -342,6 +357,7 @@ impl TokenAutomaton {
         let mut pairs = vec![(self.start, other.start)];
         let mut edges: Vec<Vec<(u32, u32)>> = Vec::new();
         let mut i = 0;
+        let mut transitions = 0usize;
         while i < pairs.len() {
             let (a, b) = pairs[i];
             let mut out = Vec::new();
@@ -365,6 +381,10 @@ impl TokenAutomaton {
                     "the intersection of the constraints exceeds {max_states} states"
                 )));
             }
+            transitions += out.len();
+            if transitions > max_transitions {
+                return Ok(None);
+            }
             edges.push(out);
             i += 1;
         }
@@ -372,6 +392,6 @@ impl TokenAutomaton {
             .iter()
             .map(|&(a, b)| self.is_accepting(a) && other.is_accepting(b))
             .collect();
-        Ok(Self::from_edges(0, accepting, edges))
+        Ok(Some(Self::from_edges(0, accepting, edges)))
     }
 }

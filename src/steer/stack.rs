@@ -172,6 +172,36 @@ impl PreparedStack {
         Ok(stack)
     }
 
+    /// The stack further restricted to the sequences `extra` also accepts, or `None` when the
+    /// two together leave no sequence of `ctx.seq_len` tokens, or their product exceeds
+    /// [`MAX_PRODUCT_STATES`] states or `max_transitions` transitions (what the projection's
+    /// cost grows with).
+    pub fn narrowed(
+        &self,
+        extra: &TokenAutomaton,
+        ctx: &ConstraintContext,
+        max_transitions: usize,
+    ) -> Option<PreparedStack> {
+        let (len, vocab, pad) = (ctx.seq_len, ctx.index.vocab_size(), ctx.index.pad_id());
+        // `intersect_within` tabulates its argument densely: the stack's automaton, the smaller.
+        let automaton = extra
+            .intersect_within(&self.automaton, vocab, MAX_PRODUCT_STATES, max_transitions)
+            .ok()??;
+        let stack = PreparedStack {
+            mask: self.mask.clone(),
+            automaton,
+            has_hard: self.has_hard,
+        };
+        let fits = match &stack.mask {
+            None => stack.automaton.min_tokens().is_some_and(|k| k <= len),
+            Some(_) => {
+                let zeros = stack.masked(vec![0.0; len * vocab]);
+                crate::steer::projection::best_sequence(&zeros, len, vocab, &stack.automaton, pad).is_some()
+            }
+        };
+        fits.then_some(stack)
+    }
+
     /// Adds the unary mask to one sequence's scores.
     pub fn masked(&self, mut scores: Vec<f32>) -> Vec<f32> {
         if let Some(m) = &self.mask {

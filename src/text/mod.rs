@@ -1,6 +1,7 @@
 //! Text in and out: the tokenizer and the corpus readers.
 
 pub mod corpus;
+pub mod lexicon;
 pub mod tokenizer;
 
 pub use tokenizer::TextTokenizer;

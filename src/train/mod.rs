@@ -384,9 +384,10 @@ pub const STATE_TENSORS_FILE: &str = "train_state.safetensors";
 pub const LOSS_PLOT_FILE: &str = "loss.png";
 
 /// The files a training run writes in its output directory, besides the state tensors
-/// (`train_state.<step>.safetensors`); `data.json` is the CLI's record of the corpus and
-/// `training.json` a finished run's copy of the state.
-const RUN_FILES: [&str; 7] = [
+/// (`train_state.<step>.safetensors`); `data.json` is the CLI's record of the corpus,
+/// `lexicon.txt` the words of its training split and `training.json` a finished run's copy of
+/// the state.
+const RUN_FILES: [&str; 8] = [
     checkpoint::CONFIG_FILE,
     checkpoint::WEIGHTS_FILE,
     checkpoint::TOKENIZER_FILE,
@@ -394,6 +395,7 @@ const RUN_FILES: [&str; 7] = [
     LOSS_PLOT_FILE,
     "training.json",
     "data.json",
+    crate::text::lexicon::LEXICON_FILE,
 ];
 
 /// Subdirectories that hold checkpoints trained for the model of their parent directory (the
