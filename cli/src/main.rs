@@ -1015,7 +1015,7 @@ impl Redraws {
     fn report(&self) {
         if self.total > 0 {
             status!(
-                "{} sample(s) failed the output check and were redrawn ({} redraws in all)",
+                "{} sample(s) were drawn again after failing the output check or coming out empty ({} redraws in all)",
                 self.samples,
                 self.total
             );

@@ -227,6 +227,29 @@ fn generate_with_the_shipped_model_prints_jsonl() {
     }
 }
 
+/// The shipped masked model's first draw of sample 0 at seed 1 (best of 1) commits the PAD tail
+/// all the way to the first position; an empty draw is drawn again, and the redraw is reported.
+#[test]
+fn an_empty_masked_draw_is_drawn_again() {
+    let (ok, out, err) = run(&[
+        "generate",
+        "--model",
+        concat!(env!("CARGO_MANIFEST_DIR"), "/../models/e2e-masked"),
+        "--samples",
+        "1",
+        "--seed",
+        "1",
+        "--best-of",
+        "1",
+        "--format",
+        "jsonl",
+    ]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert!(!v["text"].as_str().unwrap().is_empty(), "{out}");
+    assert!(err.contains("1 sample(s) were drawn again"), "{err}");
+}
+
 #[test]
 fn generate_runs_the_engine_its_flags_need() {
     // Without --model: the masked model, so a masked-engine flag is accepted...

@@ -54,7 +54,8 @@ pub struct Sample {
     pub ids: Vec<u32>,
     /// How many times this sample was drawn again because a draw failed a constraint's
     /// independent check (what an automaton over-approximates, such as a repeated free JSON key;
-    /// see `JsonSchema::approximations`).
+    /// see `JsonSchema::approximations`), or, on the masked engine, because it was empty where
+    /// the constraints allow text.
     pub redraws: usize,
 }
 

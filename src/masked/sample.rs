@@ -621,19 +621,32 @@ impl<'m> MaskedGenerator<'m> {
         } else {
             indicatif::ProgressBar::hidden()
         };
+        let (pad, len) = (self.lm.pad_id(), self.span());
+        // Whether the constraints allow some content in the span: then an empty draw (the PAD
+        // tail committed leftwards to the first position, which the model can do) is redrawn.
+        let automaton = &prepared.automaton;
+        let content = automaton
+            .groups(automaton.start())
+            .iter()
+            .any(|g| automaton.distance(g.to) as usize + 1 <= len);
+        let empty = |ids: &[u32]| content && ids.first().is_none_or(|&t| t == pad);
         for start in (0..n).step_by(self.cfg.batch_size.max(1)) {
             let mut out = Vec::with_capacity(self.cfg.batch_size.max(1));
             let indices: Vec<usize> = (start..n.min(start + self.cfg.batch_size.max(1))).collect();
             let rows = self.best_rows(&prepared, &indices)?;
             for (&index, (mut ids, checked)) in indices.iter().zip(rows) {
                 // What the automata cannot express (repeated free-form JSON keys, say) is left to
-                // the independent check: a sample that fails it is redrawn with fresh noise.
+                // the independent check: a sample that fails it is redrawn with fresh noise, and
+                // so is an empty one (kept if every redraw is empty too).
                 let mut attempt = 0;
                 let mut check = checked;
-                while let Err(e) = check {
+                while check.is_err() || (empty(&ids) && attempt < MAX_REDRAWS) {
                     attempt += 1;
                     if attempt > MAX_REDRAWS {
-                        return Err(e.into());
+                        match check {
+                            Err(e) => return Err(e.into()),
+                            Ok(()) => break,
+                        }
                     }
                     let seed = crate::generate::seeds::derive(
                         self.cfg.seed,
