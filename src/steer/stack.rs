@@ -152,16 +152,7 @@ impl PreparedStack {
             has_hard,
         };
         if has_hard {
-            // Without a unary rule the automaton alone decides: a shortest accepted sequence
-            // fits or not. With one, a best sequence under all-zero scores exists or not.
-            let satisfiable = match &stack.mask {
-                None => stack.automaton.min_tokens().is_some_and(|k| k <= len),
-                Some(_) => {
-                    let zeros = stack.masked(vec![0.0; len * vocab]);
-                    crate::steer::projection::best_sequence(&zeros, len, vocab, &stack.automaton, pad).is_some()
-                }
-            };
-            if !satisfiable {
+            if !stack.fits(len, vocab, pad) {
                 let names: Vec<String> = constraints.iter().map(|c| c.name()).collect();
                 return Err(Error::Unsatisfiable(format!(
                     "no sequence of {len} tokens satisfies all of: {}",
@@ -192,14 +183,20 @@ impl PreparedStack {
             automaton,
             has_hard: self.has_hard,
         };
-        let fits = match &stack.mask {
-            None => stack.automaton.min_tokens().is_some_and(|k| k <= len),
+        stack.fits(len, vocab, pad).then_some(stack)
+    }
+
+    /// Whether some sequence of `len` tokens satisfies the stack. Without a unary rule the
+    /// automaton alone decides: a shortest accepted sequence fits or not. With one, a best
+    /// sequence under all-zero scores exists or not.
+    fn fits(&self, len: usize, vocab: usize, pad: u32) -> bool {
+        match &self.mask {
+            None => self.automaton.min_tokens().is_some_and(|k| k <= len),
             Some(_) => {
-                let zeros = stack.masked(vec![0.0; len * vocab]);
-                crate::steer::projection::best_sequence(&zeros, len, vocab, &stack.automaton, pad).is_some()
+                let zeros = self.masked(vec![0.0; len * vocab]);
+                crate::steer::projection::best_sequence(&zeros, len, vocab, &self.automaton, pad).is_some()
             }
-        };
-        fits.then_some(stack)
+        }
     }
 
     /// Adds the unary mask to one sequence's scores.
