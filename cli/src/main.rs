@@ -1322,6 +1322,12 @@ fn run_training<O: diffusion_lm::train::Objective>(
 /// Writes `dir`'s lexicon from the training split of the corpus its data.json records (what
 /// `train` writes for a continuous model).
 fn write_lexicon(dir: &Path) -> Result<()> {
+    if diffusion_lm::masked::engine_of(dir)? != diffusion_lm::masked::Engine::Continuous {
+        bail!(
+            "{} holds a masked model; the lexicon is read by the continuous engine only",
+            dir.display()
+        );
+    }
     let record = read_data_record(dir)?;
     let (train, _) = load_split(&record.corpus, record.json_records, record.heldout)?;
     let lexicon = diffusion_lm::text::lexicon::Lexicon::from_texts(train.iter().map(|e| e.text.as_str()));
@@ -1553,7 +1559,9 @@ fn draw(
         if cfg.drop_doubled_words {
             controls.push("doubled words dropped".into());
         }
-        if let (Some(lex), true) = (lm.lexicon(), cfg.lexicon.unwrap_or(true)) {
+        // Only hard constraints consult the lexicon.
+        let constrained = !stack.constraints().is_empty();
+        if let (Some(lex), true) = (lm.lexicon(), constrained && cfg.lexicon.unwrap_or(true)) {
             controls.push(format!(
                 "words kept to the model's lexicon ({} words) where cheap",
                 lex.len()
