@@ -423,7 +423,7 @@ struct FinishingArgs {
     self_correct_threshold: Option<f64>,
     /// Draw K candidates per sample and keep the one the model finds most natural (the mean
     /// log-probability of its tokens, each read in context): K times the time, and the outputs
-    /// lean toward the model's commonest texts [default: 2 on a masked model trained here, 4 on
+    /// lean toward the model's commonest texts [default: 2 on a masked model trained here, 8 on
     /// a continuous model trained with --clean-context (models/e2e), 1 otherwise].
     #[arg(long, value_name = "K")]
     best_of: Option<usize>,

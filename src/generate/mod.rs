@@ -264,7 +264,7 @@ impl<'m> Generator<'m> {
 
     /// Best of `k` ([`GenerationConfig::best_of`]): draw `k` candidates per sample and keep the
     /// most natural one that passes every check ([`Generator::naturalness`]). Costs `k` times
-    /// the sampling; 1 turns it off. Without a call, 4 for models trained with clean context
+    /// the sampling; 1 turns it off. Without a call, 8 for models trained with clean context
     /// (the shipped `models/e2e`), 1 for others.
     pub fn best_of(mut self, k: usize) -> Self {
         self.config.best_of = Some(k);
@@ -532,23 +532,32 @@ fn sample_batches<E: From<Error>>(
 
 /// [`GenerationConfig::best_of`]: draws `best_of − 1` more candidates for each of `rows` (the
 /// first draws, checked) and keeps, per sample, the candidate that passes every constraint's
-/// check with the highest [`judged`] score (an empty text below every other); ties keep the
-/// earlier candidate.
+/// check with the highest [`judged`] score (an empty text below every other), among those
+/// that repeat no word within a sentence where one does ([`GenerationConfig::avoid_repeats`]);
+/// ties keep the earlier candidate.
 fn best_of(run: &Run, rows: &mut [Vec<u32>], indices: &[usize]) -> Result<()> {
     let probe = derive(run.cfg.seed, Stream::Natural);
     let tokenizer = &run.lm.tokenizer;
     let pad = tokenizer.pad_id();
-    let mut best: Vec<f64> = judged(run, rows, indices, probe)?
+    // Ranked by (a text that repeats no word within a sentence, score), in that order; an
+    // empty text is below every other either way.
+    let rank = |row: &[u32], s: f64| {
+        let s = natural::unless_empty(s, row, pad);
+        let repeats =
+            run.cfg.avoid_repeats && crate::scoring::quality::repeats_within_sentence(&tokenizer.decode_content(row));
+        (s > f64::MIN && !repeats, s)
+    };
+    let mut best: Vec<(bool, f64)> = judged(run, rows, indices, probe)?
         .into_iter()
         .zip(rows.iter())
-        .map(|(s, row)| natural::unless_empty(s, row, pad))
+        .map(|(s, row)| rank(row, s))
         .collect();
     for j in 1..run.best_of {
         let seed = derive(run.cfg.seed, Stream::Candidate(j));
         let candidates = generate_rows(run, indices, seed, 0)?;
         let score = judged(run, &candidates, indices, probe)?;
         for (k, (row, s)) in candidates.into_iter().zip(score).enumerate() {
-            let s = natural::unless_empty(s, &row, pad);
+            let s = rank(&row, s);
             if s > best[k] && run.stack.check(&row, tokenizer).is_ok() {
                 best[k] = s;
                 rows[k] = row;

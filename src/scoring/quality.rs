@@ -3,6 +3,8 @@
 //! badly, which is why the protocol also has a blind reading step.
 //!
 //! - [`repeated_word`]: a word written twice in a row ("serves serves").
+//! - [`repeats_within_sentence`]: a sentence that holds a word twice ("Alimentum is a pub near
+//!   Alimentum.").
 //! - [`json_leak`]: JSON punctuation inside a text meant to be a sentence.
 //! - [`record_in_value_sets`]: a JSON record whose every field is an E2E field and every value is
 //!   one the corpus uses for that field.
@@ -41,6 +43,31 @@ pub fn repeated_word(text: &str) -> bool {
         prev = (!raw.ends_with(['.', ',', ';', '!', '?'])).then_some(word);
     }
     false
+}
+
+/// Whether some sentence of a prose text holds the same word of four or more letters twice
+/// (case ignored; a word is a maximal run of letters): a duplicated slot such as "Alimentum is a
+/// pub near Alimentum." or "near Raja Indian Cuisine near The Bakers.". Sentences end at `.`,
+/// `!` or `?`. A text that begins with `{` or `[` (JSON) is not prose and never counts: a
+/// record's keys and values share words ("food": "Fast food").
+///
+/// ```
+/// use diffusion_lm::scoring::quality::repeats_within_sentence;
+/// assert!(repeats_within_sentence("Alimentum is a pub near Alimentum."));
+/// assert!(!repeats_within_sentence("The Eagle is a pub. The Eagle serves food."));
+/// assert!(!repeats_within_sentence(r#"{"food":"Fast food"}"#));
+/// ```
+pub fn repeats_within_sentence(text: &str) -> bool {
+    if text.trim_start().starts_with(['{', '[']) {
+        return false;
+    }
+    text.split(['.', '!', '?']).any(|sentence| {
+        let mut seen = std::collections::HashSet::new();
+        sentence
+            .split(|c: char| !c.is_alphabetic())
+            .filter(|w| w.chars().count() >= 4)
+            .any(|w| !seen.insert(w.to_lowercase()))
+    })
 }
 
 /// Whether a text meant as a sentence holds JSON punctuation: a brace, a double quote, or a
@@ -154,6 +181,17 @@ pub fn record_in_value_sets(text: &str, sets: &ValueSets) -> Option<bool> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_sentence_repeats_a_long_word_but_json_and_short_words_do_not() {
+        use super::repeats_within_sentence as r;
+        assert!(r("The Wrestlers is a pub near Raja Indian Cuisine near The Bakers."));
+        assert!(r("It serves FOOD and food!"));
+        assert!(!r("It is a pub and it is near a pub")); // "pub", "it", "is": under four letters
+        assert!(!r("The Eagle is near. Eagle serves food."));
+        assert!(!r(r#"[{"food":"Fast food"}]"#));
+        assert!(!r(""));
+    }
 
     #[test]
     fn repeats_need_adjacent_words_in_one_clause() {
