@@ -324,7 +324,7 @@ struct DeviceArgs {
 }
 
 /// Controllers, combinable; every output satisfies all of the hard constraints.
-/// The two forms of E2E text (`--form`).
+/// The forms of E2E text (`--form`).
 #[derive(Clone, Copy, PartialEq, Eq, Debug, ValueEnum)]
 enum Form {
     /// Prose: a capital letter first, `.`, `!` or `?` last, and no JSON punctuation (`{`, `}`,
@@ -332,9 +332,49 @@ enum Form {
     Sentence,
     /// A record: a JSON object of E2E fields (string values; `familyFriendly` a boolean).
     Record,
+    /// Each sample a sentence or a record, drawn with the training corpus's share (one record
+    /// per sentence: half each), and written under that form's constraint.
+    Mixed,
+    /// No form constraint: the model writes what it finds most likely.
+    Free,
 }
 
 impl Form {
+    /// `--form mixed`: each of `n` samples' form, drawn with the corpus's share (half
+    /// sentences) from `seed`; sample `i`'s form does not depend on `n`.
+    fn mixed_plan(seed: u64, n: usize) -> Vec<Form> {
+        use rand::{Rng, SeedableRng};
+        // Apart from the samples' own noise streams, which derive from the same seed.
+        let mut rng = rand::rngs::StdRng::seed_from_u64(seed ^ 0x6d69_7865_645f_666f);
+        (0..n)
+            .map(|_| {
+                if rng.gen_bool(0.5) {
+                    Form::Sentence
+                } else {
+                    Form::Record
+                }
+            })
+            .collect()
+    }
+
+    /// Draws `plan.len()` samples, those of each form together by `run(form, count)`, and
+    /// returns them in the plan's order.
+    fn interleave<S>(plan: &[Form], mut run: impl FnMut(Form, usize) -> Result<Vec<S>>) -> Result<Vec<S>> {
+        let mut drawn = Vec::new();
+        for form in [Form::Sentence, Form::Record] {
+            let count = plan.iter().filter(|&&f| f == form).count();
+            let samples = if count > 0 { run(form, count)? } else { Vec::new() };
+            if samples.len() != count {
+                bail!("drew {} {form:?} samples, expected {count}", samples.len());
+            }
+            drawn.push((form, samples.into_iter()));
+        }
+        Ok(plan
+            .iter()
+            .filter_map(|f| drawn.iter_mut().find(|(form, _)| form == f)?.1.next())
+            .collect())
+    }
+
     /// The regular expression of a sentence.
     const SENTENCE: &'static str = r#"[A-Z][^{}"\n]*[.!?]"#;
 
@@ -357,8 +397,12 @@ impl Form {
 #[derive(Args, Clone, Default)]
 #[command(next_help_heading = "Hard constraints")]
 struct ControlArgs {
-    /// The form of the text: `sentence` (prose, no JSON) or `record` (a JSON object of E2E
-    /// fields), for models trained on both, such as the shipped ones.
+    /// The form of the text, for models trained on both, such as the shipped ones: `sentence`
+    /// (prose, no JSON), `record` (a JSON object of E2E fields), `mixed` (each sample one or
+    /// the other, half each, as in the training corpus) or `free` (no form constraint)
+    /// [default: mixed for such a continuous model (models/e2e, which left free writes almost
+    /// only records) when nothing else is asked of the text (no hard constraint, attribute or
+    /// repair); free otherwise].
     #[arg(long, value_enum)]
     form: Option<Form>,
     /// The text fully matches this regular expression (repeatable: all must match).
@@ -477,6 +521,46 @@ impl FinishingArgs {
 }
 
 impl ControlArgs {
+    /// Each of `n` samples' form where the forms are mixed (`--form mixed`, or no `--form` for a
+    /// continuous model trained on both forms with nothing else asked of the text); `None`
+    /// where one stack serves every sample. Left free, such a continuous model writes records
+    /// (its best-of keeps the most natural candidate, and a record's tokens are the more
+    /// predictable), while the masked one keeps both forms and varies more than under a form
+    /// constraint, so its default stays free.
+    fn form_plan(&self, model: &Path, seed: u64, n: usize) -> Option<Vec<Form>> {
+        let mixed = match self.form {
+            Some(Form::Mixed) => true,
+            Some(_) => false,
+            None => {
+                !self.asks_anything()
+                    && trained_on_both_forms(model)
+                    && diffusion_lm::masked::engine_of(model)
+                        .is_ok_and(|e| e == diffusion_lm::masked::Engine::Continuous)
+            }
+        };
+        mixed.then(|| Form::mixed_plan(seed, n))
+    }
+
+    /// This control with the form set to `form` (for one part of a mixed run).
+    fn with_form(&self, form: Form) -> ControlArgs {
+        ControlArgs {
+            form: Some(form),
+            ..self.clone()
+        }
+    }
+
+    /// Whether anything but the form is asked of the text: a hard constraint, an attribute or a
+    /// repair.
+    fn asks_anything(&self) -> bool {
+        !self.regex.is_empty()
+            || self.length.is_some()
+            || !self.infill.is_empty()
+            || self.schema.is_some()
+            || self.grammar.is_some()
+            || !self.attribute.is_empty()
+            || self.finishing.syntax.is_some()
+    }
+
     /// The first flag given that only the continuous engine has, if any.
     fn continuous_only(&self) -> Option<&'static str> {
         let (f, g) = (&self.finishing, &self.guidance);
@@ -564,7 +648,9 @@ impl ControlArgs {
         match self.form {
             Some(Form::Sentence) => stack = stack.constrain(Regex::new(Form::SENTENCE)?),
             Some(Form::Record) => stack = stack.constrain(JsonSchema::new(&Form::record_schema())?),
-            None => {}
+            // Resolved per sample by `form_plan` before a stack is built.
+            Some(Form::Mixed) => bail!("--form mixed needs a form per sample (see ControlArgs::form_plan)"),
+            Some(Form::Free) | None => {}
         }
         for re in &self.regex {
             stack = stack.constrain(Regex::new(re)?);
@@ -850,6 +936,12 @@ struct DataRecord {
 
 const DATA_FILE: &str = "data.json";
 
+/// Whether the model in `dir` was trained on sentences and JSON records alike (its `data.json`
+/// says so; a pretrained snapshot has none).
+fn trained_on_both_forms(dir: &Path) -> bool {
+    diffusion_lm::train::checkpoint::read_json::<DataRecord>(&dir.join(DATA_FILE)).is_ok_and(|r| r.json_records)
+}
+
 fn load_examples(args: &CorpusArgs) -> Result<(Vec<Example>, Vec<Example>)> {
     load_split(&args.corpus, !args.no_json_records, args.heldout)
 }
@@ -977,12 +1069,24 @@ fn generate(a: GenerateArgs) -> Result<()> {
     }
     diffusion_lm::nn::device::set_tf32(a.device.tf32);
     let lm = DiffusionLm::load_for(&dir, &cfg)?;
-    let stack = a.control.stack(&mut cfg, &dir, lm.device())?;
     let mut redraws = Redraws::default();
-    Generator::with_config(&lm, cfg)
-        .stack(stack)
-        .progress(true)
-        .generate_each(a.samples, |batch| redraws.write(batch, a.format))?;
+    if let Some(plan) = a.control.form_plan(&dir, cfg.seed, a.samples) {
+        let samples = Form::interleave(&plan, |form, n| {
+            let mut cfg = cfg.clone();
+            let stack = a.control.with_form(form).stack(&mut cfg, &dir, lm.device())?;
+            Ok(Generator::with_config(&lm, cfg)
+                .stack(stack)
+                .progress(true)
+                .generate(n)?)
+        })?;
+        redraws.write(samples, a.format)?;
+    } else {
+        let stack = a.control.stack(&mut cfg, &dir, lm.device())?;
+        Generator::with_config(&lm, cfg)
+            .stack(stack)
+            .progress(true)
+            .generate_each(a.samples, |batch| redraws.write(batch, a.format))?;
+    }
     redraws.report();
     Ok(())
 }
@@ -1084,15 +1188,32 @@ fn generate_masked(a: GenerateArgs, dir: &Path) -> Result<()> {
         &c.finishing,
     );
     // Only hard constraints are given (checked above): the generation settings are unused.
-    let stack = c.stack(&mut GenerationConfig::default(), dir, &device)?;
-    let generator = diffusion_lm::masked::MaskedGenerator::with_config(lm.as_ref(), cfg)
-        .stack(stack)
-        .prompt(prompt)
-        .progress(true);
+    let build = |control: &ControlArgs| -> Result<_> {
+        let stack = control.stack(&mut GenerationConfig::default(), dir, &device)?;
+        Ok(
+            diffusion_lm::masked::MaskedGenerator::with_config(lm.as_ref(), cfg.clone())
+                .stack(stack)
+                .prompt(prompt.clone())
+                .progress(true),
+        )
+    };
     let mut redraws = Redraws::default();
-    generator.generate_each(a.samples, |batch| redraws.write(batch, a.format))?;
+    let mut passes = 0;
+    if let Some(plan) = c.form_plan(dir, cfg.seed, a.samples) {
+        let samples = Form::interleave(&plan, |form, n| {
+            let generator = build(&c.with_form(form))?;
+            let samples = generator.generate(n)?;
+            passes += generator.forward_passes();
+            Ok(samples)
+        })?;
+        redraws.write(samples, a.format)?;
+    } else {
+        let generator = build(c)?;
+        generator.generate_each(a.samples, |batch| redraws.write(batch, a.format))?;
+        passes = generator.forward_passes();
+    }
     if a.masked.confidence_threshold.is_some() {
-        status!("{} forward passes", generator.forward_passes());
+        status!("{passes} forward passes");
     }
     redraws.report();
     Ok(())
@@ -1493,6 +1614,9 @@ fn draw(
             dir.display()
         );
     }
+    if let Some(plan) = control.form_plan(dir, cfg.seed, n) {
+        return draw_mixed(dir, control, masked_args, cfg, &plan, device);
+    }
     let stack = control.stack(&mut cfg, dir, device)?;
     // The same controls again, for the output check (a stack moves into its generator).
     let checker = control.stack(&mut cfg.clone(), dir, device)?;
@@ -1588,6 +1712,44 @@ fn draw(
     })
 }
 
+/// [`draw`] under `--form mixed`: the sentences of `plan` under `--form sentence`, its records
+/// under `--form record`, returned in the plan's order.
+fn draw_mixed(
+    dir: &Path,
+    control: &ControlArgs,
+    masked_args: &MaskedArgs,
+    cfg: GenerationConfig,
+    plan: &[Form],
+    device: &candle_core::Device,
+) -> Result<Drawn> {
+    let count = |form| plan.iter().filter(|&&f| f == form).count();
+    let mut controls = vec![format!(
+        "form mixed: {} sentences, {} records",
+        count(Form::Sentence),
+        count(Form::Record)
+    )];
+    let (mut parameters, mut seconds) = (0, 0.0);
+    let drawn = Form::interleave(plan, |form, n| {
+        let part = draw(dir, &control.with_form(form), masked_args, cfg.clone(), n, device)?;
+        for line in part.controls {
+            if !controls.contains(&line) {
+                controls.push(line);
+            }
+        }
+        parameters = part.parameters;
+        seconds += part.seconds;
+        Ok(part.samples.into_iter().zip(part.valid).collect())
+    })?;
+    let (samples, valid) = drawn.into_iter().unzip();
+    Ok(Drawn {
+        samples,
+        parameters,
+        controls,
+        valid,
+        seconds,
+    })
+}
+
 fn eval(a: EvalArgs) -> Result<()> {
     use diffusion_lm::scoring::eval::{copy_rate, distinct_n, json_stats, EvalReport};
     use std::collections::HashSet;
@@ -1661,4 +1823,37 @@ fn eval(a: EvalArgs) -> Result<()> {
         seconds_sampling,
     };
     out(&serde_json::to_string_pretty(&report)?)
+}
+
+#[cfg(test)]
+mod form_tests {
+    use super::Form;
+
+    #[test]
+    fn a_mixed_plan_draws_both_forms_and_keeps_each_samples_form_as_it_grows() {
+        let plan = Form::mixed_plan(3, 400);
+        let sentences = plan.iter().filter(|&&f| f == Form::Sentence).count();
+        assert!((160..=240).contains(&sentences), "{sentences} of 400 sentences");
+        assert!(plan.iter().all(|f| matches!(f, Form::Sentence | Form::Record)));
+        assert_eq!(Form::mixed_plan(3, 10), plan[..10]);
+        assert_ne!(Form::mixed_plan(4, 40), plan[..40], "the seed draws the plan");
+    }
+
+    #[test]
+    fn interleave_returns_each_forms_samples_in_the_plans_order() {
+        use Form::{Record as R, Sentence as S};
+        let plan = [R, S, S, R, S];
+        let mut calls = Vec::new();
+        let out = Form::interleave(&plan, |form, n| {
+            calls.push((form, n));
+            Ok((0..n).map(|i| format!("{form:?}{i}")).collect())
+        })
+        .unwrap();
+        assert_eq!(out, ["Record0", "Sentence0", "Sentence1", "Record1", "Sentence2"]);
+        assert_eq!(calls, [(S, 3), (R, 2)]);
+        // A form the plan lacks is not drawn; a part of the wrong size is an error.
+        assert_eq!(Form::interleave(&[R], |_, n| Ok(vec![0; n])).unwrap(), [0]);
+        let err = Form::interleave(&plan, |_, n| Ok(vec![0; n + 1])).unwrap_err();
+        assert!(err.to_string().contains("expected 3"), "{err}");
+    }
 }

@@ -241,6 +241,8 @@ fn an_empty_masked_draw_is_drawn_again() {
         "1",
         "--best-of",
         "1",
+        "--form",
+        "free",
         "--format",
         "jsonl",
     ]);
@@ -248,6 +250,79 @@ fn an_empty_masked_draw_is_drawn_again() {
     let v: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
     assert!(!v["text"].as_str().unwrap().is_empty(), "{out}");
     assert!(err.contains("1 sample(s) were drawn again"), "{err}");
+}
+
+/// `--form mixed` writes each sample in one form, drawn with the corpus's share and held by
+/// that form's constraint; a sample's form does not depend on how many are drawn. It is the
+/// default left free on the continuous model, not on the masked one; a hard constraint replaces
+/// it.
+#[test]
+fn mixed_form_writes_whole_sentences_and_records() {
+    let masked = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/e2e-masked");
+    let draw = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            "generate", "--model", masked, "--steps", "16", "--seed", "4", "--form", "mixed",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = run(&args);
+        assert!(ok, "{err}");
+        out.lines().map(str::to_string).collect()
+    };
+    let eight = draw(&["--samples", "8"]);
+    assert_eq!(eight.len(), 8);
+    let records: Vec<bool> = eight.iter().map(|t| t.starts_with('{')).collect();
+    assert!(records.contains(&true) && records.contains(&false), "{eight:?}");
+    for t in &eight {
+        if t.starts_with('{') {
+            let v: serde_json::Value = serde_json::from_str(t).unwrap_or_else(|e| panic!("{t:?}: {e}"));
+            assert!(v.is_object(), "{t:?}");
+        } else {
+            assert!(t.starts_with(|c: char| c.is_ascii_uppercase()), "{t:?}");
+            assert!(t.ends_with(['.', '!', '?']) && !t.contains(['{', '}', '"']), "{t:?}");
+        }
+    }
+    let four = draw(&["--samples", "4"]);
+    let four_records: Vec<bool> = four.iter().map(|t| t.starts_with('{')).collect();
+    assert_eq!(four_records, records[..4], "{four:?} against {eight:?}");
+    // The masked model's default is free: another draw.
+    let (ok, free, err) = run(&[
+        "generate",
+        "--model",
+        masked,
+        "--steps",
+        "16",
+        "--seed",
+        "4",
+        "--samples",
+        "8",
+    ]);
+    assert!(ok, "{err}");
+    assert_ne!(free.lines().collect::<Vec<_>>(), eight);
+    // The continuous model's default is mixed, and a hard constraint replaces it.
+    let continuous = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/e2e");
+    let cont = |extra: &[&str]| -> Vec<String> {
+        let mut args = vec![
+            "generate",
+            "--model",
+            continuous,
+            "--steps",
+            "10",
+            "--seed",
+            "4",
+            "--best-of",
+            "1",
+            "--samples",
+            "8",
+        ];
+        args.extend_from_slice(extra);
+        let (ok, out, err) = run(&args);
+        assert!(ok, "{err}");
+        out.lines().map(str::to_string).collect()
+    };
+    assert_eq!(cont(&[]), cont(&["--form", "mixed"]));
+    for t in cont(&["--regex", "The [A-Za-z ]+[.]"]) {
+        assert!(t.starts_with("The ") && t.ends_with('.'), "{t:?}");
+    }
 }
 
 #[test]
