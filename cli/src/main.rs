@@ -58,7 +58,8 @@ enum Command {
     EvalQuality(quality::EvalQualityArgs),
     /// Write a continuous checkpoint's lexicon (lexicon.txt: the words of the training split of
     /// the corpus its data.json records), which keeps constrained text to words the model has
-    /// read; `train` writes it itself.
+    /// read, and its phrases (phrases.txt: that split's word 4-grams), which best-of prefers
+    /// for free prose; `train` writes both itself.
     Lexicon(LexiconArgs),
 }
 
@@ -489,6 +490,11 @@ struct FinishingArgs {
     /// it, true or false [default: true].
     #[arg(long, value_name = "BOOL")]
     lexicon: Option<bool>,
+    /// Continuous engine, best of K: prefer a candidate whose prose holds only word 4-grams of
+    /// the model's training corpus (phrases.txt in the checkpoint), true or false [default:
+    /// true when nothing but --form and --length is asked of the text, false otherwise].
+    #[arg(long, value_name = "BOOL")]
+    phrases: Option<bool>,
 }
 
 impl FinishingArgs {
@@ -552,8 +558,13 @@ impl ControlArgs {
     /// Whether anything but the form is asked of the text: a hard constraint, an attribute or a
     /// repair.
     fn asks_anything(&self) -> bool {
+        self.length.is_some() || self.shapes_words()
+    }
+
+    /// Whether something beyond the form and the length is asked of the text: a constraint on
+    /// its words (a regex, an infill, a schema, a grammar), an attribute or a repair.
+    fn shapes_words(&self) -> bool {
         !self.regex.is_empty()
-            || self.length.is_some()
             || !self.infill.is_empty()
             || self.schema.is_some()
             || self.grammar.is_some()
@@ -575,6 +586,7 @@ impl ControlArgs {
             (f.soft_until.is_some(), "--soft-until"),
             (f.commit.is_some(), "--commit"),
             (f.lexicon.is_some(), "--lexicon"),
+            (f.phrases.is_some(), "--phrases"),
         ]
         .into_iter()
         .find_map(|(given, flag)| given.then_some(flag))
@@ -617,6 +629,8 @@ impl ControlArgs {
             }
         }
         self.finishing.apply(cfg);
+        // Measured for prose left free, kept to a form or to a length (GenerationConfig::phrases).
+        cfg.phrases = self.finishing.phrases.unwrap_or(cfg.phrases || !self.shapes_words());
         cfg.validate()?;
         let mut stack = Stack::new();
         if !self.attribute.is_empty() {
@@ -1316,6 +1330,9 @@ fn train(a: TrainArgs) -> Result<()> {
             // What `GenerationConfig::lexicon` keeps constrained text to.
             let lexicon = diffusion_lm::text::lexicon::Lexicon::from_texts(texts.iter().copied());
             lexicon.save(a.out.join(diffusion_lm::text::lexicon::LEXICON_FILE))?;
+            // What `GenerationConfig::phrases` prefers.
+            let phrases = diffusion_lm::text::phrases::Phrases::from_texts(texts.iter().copied());
+            phrases.save(a.out.join(diffusion_lm::text::phrases::PHRASES_FILE))?;
             run_training(trainer, &a)
         }
         EngineArg::Masked => {
@@ -1455,6 +1472,10 @@ fn write_lexicon(dir: &Path) -> Result<()> {
     let path = dir.join(diffusion_lm::text::lexicon::LEXICON_FILE);
     lexicon.save(&path)?;
     status!("{}: {} words", path.display(), lexicon.len());
+    let phrases = diffusion_lm::text::phrases::Phrases::from_texts(train.iter().map(|e| e.text.as_str()));
+    let path = dir.join(diffusion_lm::text::phrases::PHRASES_FILE);
+    phrases.save(&path)?;
+    status!("{}: {} word 4-grams", path.display(), phrases.len());
     Ok(())
 }
 
@@ -1689,6 +1710,12 @@ fn draw(
             controls.push(format!(
                 "words kept to the model's lexicon ({} words) where cheap",
                 lex.len()
+            ));
+        }
+        if let (Some(p), true) = (lm.phrases(), cfg.phrases && cfg.best_of_for(&lm.config) > 1) {
+            controls.push(format!(
+                "best-of prefers the corpus's phrases ({} word 4-grams)",
+                p.len()
             ));
         }
         let samples = Generator::with_config(&lm, cfg)

@@ -877,3 +877,33 @@ fn a_softmax_head_continuous_model_warm_starts_from_shipped_checkpoints_and_gene
     assert!(!ok);
     assert!(err.contains("expected direct or softmax"), "{err}");
 }
+
+/// `lexicon` writes a checkpoint's lexicon and phrases from the training split of its corpus:
+/// for a copy of the shipped continuous model, the very files it ships. A masked model has
+/// neither, and `--phrases` is refused for it.
+#[test]
+fn lexicon_writes_the_shipped_lexicon_and_phrases_again() {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let shipped = root.join("models/e2e");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json", "data.json"] {
+        std::fs::copy(shipped.join(f), dir.path().join(f)).unwrap();
+    }
+    let out = Command::new(env!("CARGO_BIN_EXE_diffusion-lm"))
+        .current_dir(&root)
+        .args(["lexicon", "--model"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    for f in ["lexicon.txt", "phrases.txt"] {
+        let wrote = std::fs::read_to_string(dir.path().join(f)).unwrap();
+        assert!(
+            wrote == std::fs::read_to_string(shipped.join(f)).unwrap(),
+            "{f} differs from the shipped one"
+        );
+    }
+    let masked = concat!(env!("CARGO_MANIFEST_DIR"), "/../models/e2e-masked");
+    let (ok, _, err) = run(&["generate", "--model", masked, "--phrases", "true", "--samples", "1"]);
+    assert!(!ok && err.contains("--phrases"), "{err}");
+}

@@ -25,6 +25,7 @@ pub struct DiffusionLm {
     weights: HashMap<String, Tensor>,
     index: std::sync::OnceLock<TokenIndex>,
     lexicon: Option<crate::text::lexicon::Lexicon>,
+    phrases: Option<crate::text::phrases::Phrases>,
     /// The lexicon's token automaton, built on first use (`None`: no lexicon, or too large).
     lexicon_automaton: std::sync::OnceLock<Option<crate::steer::automaton::TokenAutomaton>>,
 }
@@ -53,6 +54,10 @@ impl DiffusionLm {
         let lexicon = dir.join(crate::text::lexicon::LEXICON_FILE);
         if lexicon.exists() {
             lm.set_lexicon(Some(crate::text::lexicon::Lexicon::load(lexicon)?));
+        }
+        let phrases = dir.join(crate::text::phrases::PHRASES_FILE);
+        if phrases.exists() {
+            lm.set_phrases(Some(crate::text::phrases::Phrases::load(phrases)?));
         }
         Ok(lm)
     }
@@ -95,6 +100,7 @@ impl DiffusionLm {
             weights,
             index: std::sync::OnceLock::new(),
             lexicon: None,
+            phrases: None,
             lexicon_automaton: std::sync::OnceLock::new(),
         })
     }
@@ -153,6 +159,18 @@ impl DiffusionLm {
     pub fn set_lexicon(&mut self, lexicon: Option<crate::text::lexicon::Lexicon>) {
         self.lexicon = lexicon;
         self.lexicon_automaton = std::sync::OnceLock::new();
+    }
+
+    /// The word 4-grams of the model's training corpus ([`crate::text::phrases`]), when its
+    /// checkpoint holds them (`phrases.txt`); [`crate::GenerationConfig::phrases`] prefers
+    /// best-of candidates made of them.
+    pub fn phrases(&self) -> Option<&crate::text::phrases::Phrases> {
+        self.phrases.as_ref()
+    }
+
+    /// Sets (or removes) the model's phrases.
+    pub fn set_phrases(&mut self, phrases: Option<crate::text::phrases::Phrases>) {
+        self.phrases = phrases;
     }
 
     /// The lexicon's token automaton, built once; `None` without a lexicon, or when it exceeds

@@ -61,6 +61,14 @@ pub struct GenerationConfig {
     /// Alimentum."), when one passes the checks; the most natural of those. JSON texts are never
     /// passed over for it. Default on.
     pub avoid_repeats: bool,
+    /// Best-of prefers, after [`GenerationConfig::avoid_repeats`], a candidate whose prose
+    /// holds only word 4-grams of the model's training corpus ([`crate::text::phrases`],
+    /// `phrases.txt` in the checkpoint), the most natural of those; JSON texts always qualify.
+    /// It passes over slips such as "The Punter is a family-friendly in the city centre." at
+    /// the cost of variety. Off by default: measured for prose left free or kept to a form,
+    /// where the command line turns it on (`docs/results.md`); under templates it would prefer
+    /// "There is a ..." in a name slot. Without phrases in the checkpoint it does nothing.
+    pub phrases: bool,
     /// After self-correction, drop a word token that repeats the one before it ("located
     /// located"), where the text without it still passes every constraint's check. Default on.
     pub drop_doubled_words: bool,
@@ -104,6 +112,7 @@ impl Default for GenerationConfig {
             mbr: 1,
             best_of: None,
             avoid_repeats: true,
+            phrases: false,
             drop_doubled_words: true,
             commit: None,
             lexicon: None,

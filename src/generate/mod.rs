@@ -271,6 +271,14 @@ impl<'m> Generator<'m> {
         self
     }
 
+    /// Best-of prefers candidates whose prose holds only the training corpus's word 4-grams
+    /// ([`GenerationConfig::phrases`]; off without a call). For prose left free or kept to a
+    /// form, not under templates.
+    pub fn phrases(mut self, on: bool) -> Self {
+        self.config.phrases = on;
+        self
+    }
+
     /// The soft projection (see [`SoftProjection`]): the first `fraction` of the steps use the
     /// constrained marginals at `temperature`; `0.0` projects exactly at every step.
     pub fn soft_projection(mut self, fraction: f64, temperature: f32) -> Self {
@@ -533,21 +541,24 @@ fn sample_batches<E: From<Error>>(
 /// [`GenerationConfig::best_of`]: draws `best_of − 1` more candidates for each of `rows` (the
 /// first draws, checked) and keeps, per sample, the candidate that passes every constraint's
 /// check with the highest [`judged`] score (an empty text below every other), among those
-/// that repeat no word within a sentence where one does ([`GenerationConfig::avoid_repeats`]);
+/// that repeat no word within a sentence where one does ([`GenerationConfig::avoid_repeats`])
+/// and then among those made of the corpus's phrases where one is ([`GenerationConfig::phrases`]);
 /// ties keep the earlier candidate.
 fn best_of(run: &Run, rows: &mut [Vec<u32>], indices: &[usize]) -> Result<()> {
     let probe = derive(run.cfg.seed, Stream::Natural);
     let tokenizer = &run.lm.tokenizer;
     let pad = tokenizer.pad_id();
-    // Ranked by (a text that repeats no word within a sentence, score), in that order; an
-    // empty text is below every other either way.
+    let phrases = run.lm.phrases().filter(|_| run.cfg.phrases);
+    // Ranked by (a text that repeats no word within a sentence, one made of the corpus's
+    // phrases, score), in that order; an empty text is below every other either way.
     let rank = |row: &[u32], s: f64| {
         let s = natural::unless_empty(s, row, pad);
-        let repeats =
-            run.cfg.avoid_repeats && crate::scoring::quality::repeats_within_sentence(&tokenizer.decode_content(row));
-        (s > f64::MIN && !repeats, s)
+        let text = tokenizer.decode_content(row);
+        let repeats = run.cfg.avoid_repeats && crate::scoring::quality::repeats_within_sentence(&text);
+        let known = phrases.is_none_or(|p| p.covers(&text));
+        (s > f64::MIN && !repeats, known, s)
     };
-    let mut best: Vec<(bool, f64)> = judged(run, rows, indices, probe)?
+    let mut best: Vec<(bool, bool, f64)> = judged(run, rows, indices, probe)?
         .into_iter()
         .zip(rows.iter())
         .map(|(s, row)| rank(row, s))

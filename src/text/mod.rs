@@ -2,6 +2,7 @@
 
 pub mod corpus;
 pub mod lexicon;
+pub mod phrases;
 pub mod tokenizer;
 
 pub use tokenizer::TextTokenizer;

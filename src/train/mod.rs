@@ -385,9 +385,9 @@ pub const LOSS_PLOT_FILE: &str = "loss.png";
 
 /// The files a training run writes in its output directory, besides the state tensors
 /// (`train_state.<step>.safetensors`); `data.json` is the CLI's record of the corpus,
-/// `lexicon.txt` the words of its training split and `training.json` a finished run's copy of
-/// the state.
-const RUN_FILES: [&str; 8] = [
+/// `lexicon.txt` the words of its training split, `phrases.txt` their word 4-grams and
+/// `training.json` a finished run's copy of the state.
+const RUN_FILES: [&str; 9] = [
     checkpoint::CONFIG_FILE,
     checkpoint::WEIGHTS_FILE,
     checkpoint::TOKENIZER_FILE,
@@ -396,6 +396,7 @@ const RUN_FILES: [&str; 8] = [
     "training.json",
     "data.json",
     crate::text::lexicon::LEXICON_FILE,
+    crate::text::phrases::PHRASES_FILE,
 ];
 
 /// Subdirectories that hold checkpoints trained for the model of their parent directory (the
