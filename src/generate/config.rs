@@ -63,11 +63,12 @@ pub struct GenerationConfig {
     pub avoid_repeats: bool,
     /// Best-of prefers, after [`GenerationConfig::avoid_repeats`], a candidate whose prose
     /// holds only word 4-grams of the model's training corpus ([`crate::text::phrases`],
-    /// `phrases.txt` in the checkpoint), the most natural of those; JSON texts always qualify.
-    /// It passes over slips such as "The Punter is a family-friendly in the city centre." at
-    /// the cost of variety. Off by default: measured for prose left free or kept to a form,
-    /// where the command line turns it on (`docs/results.md`); under templates it would prefer
-    /// "There is a ..." in a name slot. Without phrases in the checkpoint it does nothing.
+    /// `phrases.txt` in the checkpoint), the most natural of those; JSON documents always
+    /// qualify. It passes over slips such as "The Punter is a family-friendly in the city
+    /// centre." at the cost of variety. Off by default: measured for prose left free or kept to
+    /// a form or a length, where the command line turns it on (`docs/results.md`); under
+    /// templates it would prefer "There is a ..." in a name slot. Without phrases in the
+    /// checkpoint it does nothing.
     pub phrases: bool,
     /// After self-correction, drop a word token that repeats the one before it ("located
     /// located"), where the text without it still passes every constraint's check. Default on.

@@ -273,7 +273,7 @@ impl<'m> Generator<'m> {
 
     /// Best-of prefers candidates whose prose holds only the training corpus's word 4-grams
     /// ([`GenerationConfig::phrases`]; off without a call). For prose left free or kept to a
-    /// form, not under templates.
+    /// form or a length, not under templates.
     pub fn phrases(mut self, on: bool) -> Self {
         self.config.phrases = on;
         self

@@ -26,8 +26,8 @@
 //! assert_eq!(p.unseen("The Eagle is a pub."), 2); // "is a pub .", "a pub . </s>"
 //! ```
 //!
-//! Cost: a hash set of the corpus's distinct 4-grams (about 56,000 for E2E's 9,300
-//! sentences, a few MB in memory); checking a text is one lookup per word.
+//! Cost: a hash set of the corpus's distinct 4-grams (53,984 for the training split of E2E's
+//! 9,365 sentences, a few MB in memory); checking a text is one lookup per word.
 
 use std::collections::{BTreeSet, HashSet};
 use std::path::Path;
