@@ -3,7 +3,9 @@
 //! A template such as `The Eagle ___ riverside ___` has fixed text and holes (`___`), each hole a
 //! free span of one or more characters (no line breaks). The template becomes the regular
 //! language `The Eagle .+ riverside .+` (fixed parts escaped), so the projection places the fixed
-//! text at whatever positions fit best, exactly.
+//! text at whatever positions fit best, exactly. A hole followed by fixed text that opens with
+//! punctuation (`near ___.`) does not end in a space or in punctuation of its own, so the text
+//! never reads "near Burger King,." or "near Burger King .".
 //!
 //! ```
 //! use diffusion_lm_controllers::Infill;
@@ -19,6 +21,28 @@ use crate::{ControllerError, Regex};
 
 /// The hole marker in templates.
 pub const HOLE: &str = "___";
+
+/// Punctuation that, opening the fixed text after a hole, the hole may not end with (nor with a
+/// space), so that the two do not double up.
+const CLOSING: [char; 7] = ['.', ',', ';', ':', '!', '?', ')'];
+
+/// The regex of a hole followed by fixed text `next`.
+fn hole_pattern(next: &str) -> &'static str {
+    if next.starts_with(CLOSING) {
+        r"[^\n]*[^\s.,;:!?)]"
+    } else {
+        ".+"
+    }
+}
+
+/// Whether `fill` may fill a hole followed by fixed text `next` (see [`hole_pattern`]).
+fn fill_fits(fill: &str, next: &str) -> bool {
+    !next.starts_with(CLOSING)
+        || fill
+            .chars()
+            .last()
+            .is_some_and(|c| !(c.is_whitespace() || CLOSING.contains(&c)))
+}
 
 /// A template with fixed text and holes.
 #[derive(Clone, Debug)]
@@ -38,7 +62,11 @@ impl Infill {
                 message: format!("has no hole; mark free spans with {HOLE}"),
             });
         }
-        let pattern = parts.iter().map(|p| regex::escape(p)).collect::<Vec<_>>().join(".+");
+        let mut pattern = regex::escape(parts[0]);
+        for p in &parts[1..] {
+            pattern.push_str(hole_pattern(p));
+            pattern.push_str(&regex::escape(p));
+        }
         let regex = Regex::new(&pattern)
             .map_err(|e| ControllerError::Template {
                 template: template.into(),
@@ -70,7 +98,9 @@ impl Constraint for Infill {
         self.regex.restrictions(ctx)
     }
 
-    /// Independent of the automaton: the fixed parts must appear in order, each hole non-empty.
+    /// Independent of the automaton: the fixed parts must appear in order, each hole non-empty
+    /// and not ending in a space or punctuation where the fixed text after it opens with
+    /// punctuation.
     fn check(&self, text: &str, _ids: &[u32], _tok: &TextTokenizer) -> Result<(), CheckError> {
         let parts: Vec<&str> = self.template.split(HOLE).collect();
         let first = parts[0];
@@ -81,9 +111,13 @@ impl Constraint for Infill {
             let last = k == parts.len() - 1;
             // The hole takes at least one character (not a line break) before the next fixed part.
             let found = if last {
-                rest.ends_with(part) && rest.len() > part.len()
+                rest.ends_with(part) && rest.len() > part.len() && fill_fits(&rest[..rest.len() - part.len()], part)
             } else {
-                match rest.char_indices().skip(1).find(|(i, _)| rest[*i..].starts_with(part)) {
+                match rest
+                    .char_indices()
+                    .skip(1)
+                    .find(|(i, _)| rest[*i..].starts_with(part) && fill_fits(&rest[..*i], part))
+                {
                     Some((i, _)) => {
                         if rest[..i].contains('\n') {
                             return Err(CheckError::new(format!("hole {k} of {text:?} spans a line break")));

@@ -298,18 +298,25 @@ proptest! {
 }
 
 /// `Infill::check` (matching by hand) against the `regex` crate on the template's language:
-/// each hole one or more characters other than a line break.
+/// each hole one or more characters other than a line break, not ending in a space or
+/// punctuation where the fixed text after it opens with punctuation.
 fn infill_language(template: &str) -> regex::Regex {
-    let parts: Vec<String> = template.split("___").map(regex::escape).collect();
-    regex::Regex::new(&format!("^(?:{})$", parts.join(r"[^\n]+"))).unwrap()
+    let parts: Vec<&str> = template.split("___").collect();
+    let mut pattern = regex::escape(parts[0]);
+    for p in &parts[1..] {
+        let closing = p.starts_with(['.', ',', ';', ':', '!', '?', ')']);
+        pattern.push_str(if closing { r"[^\n]*[^\s.,;:!?)]" } else { r"[^\n]+" });
+        pattern.push_str(&regex::escape(p));
+    }
+    regex::Regex::new(&format!("^(?:{pattern})$")).unwrap()
 }
 
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
     #[test]
     fn infill_check_accepts_exactly_the_template_language(
-        template in prop::sample::select(vec!["a ___ b ___", "___ is a ___.", "{\"k\": \"___\"}", "\"___\" said x", "x___y___", "___"]),
-        fills in prop::collection::vec("[ab{}\"\n. xy]{0,4}", 3),
+        template in prop::sample::select(vec!["a ___ b ___", "___ is a ___.", "{\"k\": \"___\"}", "\"___\" said x", "x___y___", "___", "near ___, by ___!"]),
+        fills in prop::collection::vec("[ab{}\"\n., !xy]{0,4}", 3),
     ) {
         static TOK: OnceLock<TextTokenizer> = OnceLock::new();
         let tok = TOK.get_or_init(|| TextTokenizer::train(CORPUS.iter().copied(), 300).unwrap());
